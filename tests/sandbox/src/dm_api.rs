@@ -1,0 +1,1 @@
+//! Serde types of the DM-master HTTP API (see ../shared/reference/dm-master-api.md).
