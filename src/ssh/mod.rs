@@ -1,0 +1,1 @@
+//! SSH to the cluster hosts: one connection per host, reused for every command and transfer.
