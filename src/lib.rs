@@ -1,6 +1,69 @@
 //! dm-patch: hot-fix a running TiDB Data Migration (DM) cluster, safely.
 //!
-//! Data flows one way: argv -> `Cli` -> a resolved, validated config -> `Plan` -> execution ->
-//! `Report` -> terminal or JSON.
+//! Data flows one way: argv -> [`cli::Cli`] -> a checked configuration -> [`plan::Plan`] ->
+//! the engine -> a report -> terminal or JSON.
 
+pub mod cli;
+pub mod commands;
+pub mod dm;
+pub mod engine;
+pub mod error;
+pub mod output;
+pub mod package;
+pub mod plan;
 pub mod ssh;
+pub mod topology;
+
+use cli::{Cli, Command};
+use error::{ExitStatus, exit_status_of};
+use output::Printer;
+
+/// Runs one command line to its end and says how the process should exit. Errors are printed
+/// here, once, as one line each.
+pub fn run(cli: Cli) -> ExitStatus {
+    init_logging(cli.global.verbose, cli.global.quiet);
+    let printer = Printer::new(cli.global.format, cli.global.quiet, cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitStatus::Failure;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Patch(args) => commands::patch::run(args, &cli.global, &printer).await,
+            Command::Display(args) => commands::display::run(args, &cli.global, &printer).await,
+            Command::Completions { shell } => Ok(commands::completions::run(shell)),
+        }
+    });
+    match result {
+        Ok(status) => status,
+        Err(err) => {
+            eprintln!("{} {err:#}", printer.paint_stderr("error:"));
+            exit_status_of(&err)
+        }
+    }
+}
+
+/// Logs go to stderr: warnings by default, more with -v, only errors with -q. `RUST_LOG`
+/// overrides.
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "dm_patch=info",
+        (false, _) => "dm_patch=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}

@@ -1,1 +1,5 @@
-fn main() {}
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    dm_patch::run(dm_patch::cli::Cli::parse()).into()
+}

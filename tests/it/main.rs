@@ -1,1 +1,5 @@
-fn main(){}
+//! dm-patch's integration tests: one binary, a module per area.
+
+mod dry_run;
+mod inputs;
+mod support;

@@ -1,0 +1,151 @@
+//! `dm-patch patch`: resolve -> plan -> confirm -> execute -> report.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::{GlobalArgs, PatchArgs};
+use crate::dm::client::DmClient;
+use crate::error::{ExitStatus, InputError};
+use crate::output::{Printer, render_plan};
+use crate::package;
+use crate::plan::Plan;
+use crate::topology::select::Filter;
+use crate::topology::store::Store;
+use crate::topology::{Cluster, Role};
+
+/// Everything `patch` needs, checked: after this nothing reads argv or the environment again.
+pub struct PatchConfig {
+    pub store: Store,
+    pub cluster: Cluster,
+    pub plan: Plan,
+    pub yes: bool,
+    pub dry_run: bool,
+    pub ssh_timeout: Duration,
+    pub wait_timeout: Duration,
+    pub concurrency: usize,
+    pub host_key_policy: String,
+    /// The command line as typed, for the audit record.
+    pub command_line: String,
+}
+
+pub async fn run(
+    args: PatchArgs,
+    global: &GlobalArgs,
+    printer: &Printer,
+) -> anyhow::Result<ExitStatus> {
+    let store = Store::locate(global.tiup_home.clone())?;
+    // Fail fast on a cluster another run is patching; a dry run changes nothing and needs no lock.
+    let lock = if args.dry_run {
+        None
+    } else {
+        Some(store.lock(&args.cluster)?)
+    };
+    let config = resolve(store, args, global).await?;
+
+    if config.dry_run {
+        if printer.is_json() {
+            printer.json(&config.plan);
+        } else {
+            printer.result(render_plan(&config.plan, printer));
+            printer.result("Dry run: no host was contacted and nothing was changed.");
+        }
+        return Ok(ExitStatus::Success);
+    }
+    let lock = lock.expect("taken above for every run that changes something");
+    crate::engine::run(config, lock, printer).await
+}
+
+async fn resolve(
+    store: Store,
+    args: PatchArgs,
+    global: &GlobalArgs,
+) -> anyhow::Result<PatchConfig> {
+    let cluster = store.load(&args.cluster)?;
+    let filter = Filter {
+        roles: args.filter.roles,
+        nodes: args.filter.nodes,
+    };
+    let (role, selected) = filter.select_for_patch(&cluster)?;
+
+    let arch_of_hosts: Vec<_> = selected
+        .iter()
+        .map(|i| (i.host.clone(), i.id(), i.arch))
+        .collect();
+    let package_path = args.package.clone();
+    let package =
+        tokio::task::spawn_blocking(move || package::inspect(&package_path, role, &arch_of_hosts))
+            .await
+            .context("package inspection stopped unexpectedly")??;
+
+    let ssh_timeout = Duration::from_secs(global.ssh_timeout);
+    let leader = if role == Role::Master && !args.offline {
+        find_leader(&cluster, ssh_timeout).await
+    } else {
+        None
+    };
+    let plan = Plan::new(
+        &cluster,
+        &selected,
+        package,
+        leader,
+        args.offline,
+        args.overwrite,
+    );
+
+    Ok(PatchConfig {
+        store,
+        cluster,
+        plan,
+        yes: args.yes,
+        dry_run: args.dry_run,
+        ssh_timeout,
+        wait_timeout: Duration::from_secs(global.wait_timeout),
+        concurrency: usize::from(global.concurrency),
+        host_key_policy: global.host_key_policy.clone(),
+        command_line: command_line(),
+    })
+}
+
+/// The dm-master leader's member name, asked of any master; `None` when no master answers
+/// (planning goes on; the engine's preflight insists on a leader later).
+async fn find_leader(cluster: &Cluster, timeout: Duration) -> Option<String> {
+    let client = DmClient::new(timeout, cluster.tls_enabled());
+    let masters: Vec<String> = cluster
+        .instances
+        .iter()
+        .filter(|i| i.role == Role::Master)
+        .map(|i| i.addr())
+        .collect();
+    let members = client.members_from_any(&masters).await.ok()?;
+    members.leader().map(|leader| leader.name.clone())
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+/// Refuses to go on without an explicit yes: a prompt on a terminal, `--yes` elsewhere.
+pub fn confirm(config: &PatchConfig, printer: &Printer) -> anyhow::Result<bool> {
+    if config.yes {
+        return Ok(true);
+    }
+    if !printer.interactive {
+        return Err(InputError::Usage(
+            "refusing to patch without confirmation: stdin is not a terminal; pass --yes to proceed"
+                .to_owned(),
+        )
+        .into());
+    }
+    eprintln!("{}", render_plan(&config.plan, printer));
+    let answer = dialoguer::Confirm::new()
+        .with_prompt(format!(
+            "Patch {} instance(s) of cluster '{}'?",
+            config.plan.instances.len(),
+            config.cluster.name
+        ))
+        .default(false)
+        .interact()
+        .context("reading the confirmation")?;
+    Ok(answer)
+}

@@ -1,0 +1,336 @@
+//! A typed client of the DM-master HTTP API (the subset a rolling patch needs).
+//!
+//! Conventions of DM's grpc-gateway: camelCase fields, HTTP 200 even when `result` is false
+//! (the reason is in `msg`), gateway errors as `{"code","message","details"}`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DmError {
+    #[error("{addr}: {source}")]
+    Http {
+        addr: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{addr}: HTTP {status}: {message}")]
+    Status {
+        addr: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{addr}: DM refused: {message}")]
+    Refused { addr: String, message: String },
+    #[error("no dm-master answered ({tried}); is the cluster running?")]
+    NoMaster { tried: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MembersResponse {
+    pub result: bool,
+    #[serde(default)]
+    pub msg: String,
+    #[serde(default)]
+    pub members: Vec<MemberSection>,
+}
+
+/// One element of `members`: exactly one of the three sections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MemberSection {
+    Leader(LeaderSection),
+    Master(MasterSection),
+    Worker(WorkerSection),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LeaderSection {
+    #[serde(default)]
+    pub msg: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MasterSection {
+    #[serde(default)]
+    pub msg: String,
+    #[serde(default)]
+    pub masters: Vec<MasterMember>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MasterMember {
+    pub name: String,
+    #[serde(default)]
+    pub alive: bool,
+    #[serde(default, rename = "clientURLs")]
+    pub client_urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSection {
+    #[serde(default)]
+    pub msg: String,
+    #[serde(default)]
+    pub workers: Vec<WorkerMember>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerMember {
+    pub name: String,
+    #[serde(default)]
+    pub addr: String,
+    #[serde(default)]
+    pub stage: String,
+    #[serde(default)]
+    pub source: String,
+}
+
+impl MembersResponse {
+    /// The leader's name, if the cluster has one.
+    pub fn leader(&self) -> Option<&LeaderSection> {
+        self.members.iter().find_map(|section| match section {
+            MemberSection::Leader(leader) if !leader.name.is_empty() => Some(leader),
+            _ => None,
+        })
+    }
+
+    pub fn masters(&self) -> &[MasterMember] {
+        self.members
+            .iter()
+            .find_map(|section| match section {
+                MemberSection::Master(master) => Some(master.masters.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn workers(&self) -> &[WorkerMember] {
+        self.members
+            .iter()
+            .find_map(|section| match section {
+                MemberSection::Worker(worker) => Some(worker.workers.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    /// The worker section's own `msg`, e.g. "scheduler has not started" just after a leader
+    /// change.
+    pub fn worker_msg(&self) -> &str {
+        self.members
+            .iter()
+            .find_map(|section| match section {
+                MemberSection::Worker(worker) => Some(worker.msg.as_str()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CommonResponse {
+    result: bool,
+    #[serde(default)]
+    msg: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct GatewayError {
+    #[serde(default)]
+    message: String,
+}
+
+/// Health of one dm-master, from `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+}
+
+/// A client bound to no address: every call names the dm-master (or dm-worker) it talks to,
+/// because leader eviction must reach the leader itself and health is per instance.
+#[derive(Debug, Clone)]
+pub struct DmClient {
+    http: reqwest::Client,
+    scheme: &'static str,
+}
+
+impl DmClient {
+    pub fn new(timeout: Duration, tls: bool) -> DmClient {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .no_proxy()
+            .build()
+            .expect("the HTTP client's TLS backend initialises");
+        DmClient {
+            http,
+            scheme: if tls { "https" } else { "http" },
+        }
+    }
+
+    fn url(&self, addr: &str, path: &str) -> String {
+        format!("{}://{addr}{path}", self.scheme)
+    }
+
+    /// `GET /apis/v1alpha1/members` (all sections) from `addr`.
+    pub async fn members(&self, addr: &str) -> Result<MembersResponse, DmError> {
+        let body = self.get(addr, "/apis/v1alpha1/members").await?;
+        let members: MembersResponse =
+            serde_json::from_str(&body).map_err(|err| DmError::Refused {
+                addr: addr.to_owned(),
+                message: format!("unexpected members answer: {err}"),
+            })?;
+        if !members.result {
+            return Err(DmError::Refused {
+                addr: addr.to_owned(),
+                message: members.msg,
+            });
+        }
+        Ok(members)
+    }
+
+    /// Members from the first of `addrs` that answers.
+    pub async fn members_from_any(&self, addrs: &[String]) -> Result<MembersResponse, DmError> {
+        let mut last = None;
+        for addr in addrs {
+            match self.members(addr).await {
+                Ok(members) => return Ok(members),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(match last {
+            Some(DmError::Refused { addr, message }) => DmError::Refused { addr, message },
+            _ => DmError::NoMaster {
+                tried: addrs.join(", "),
+            },
+        })
+    }
+
+    /// The Release Version reported by `GET /status` of a dm-master or dm-worker.
+    pub async fn release_version(&self, addr: &str) -> Result<String, DmError> {
+        let body = self.get(addr, "/status").await?;
+        Ok(parse_release_version(&body).unwrap_or_default().to_owned())
+    }
+
+    pub async fn health(&self, addr: &str) -> Result<Health, DmError> {
+        let response = self
+            .send(self.http.get(self.url(addr, "/health")), addr)
+            .await?;
+        Ok(if response.status().is_success() {
+            Health::Healthy
+        } else {
+            Health::Unhealthy
+        })
+    }
+
+    /// `PUT /apis/v1alpha1/leader/1` on the leader itself (never forwarded).
+    pub async fn evict_leader(&self, leader_addr: &str) -> Result<(), DmError> {
+        self.operate_leader(leader_addr, 1).await
+    }
+
+    /// `PUT /apis/v1alpha1/leader/2`: lets `addr` run for leader again.
+    pub async fn cancel_evict_leader(&self, addr: &str) -> Result<(), DmError> {
+        self.operate_leader(addr, 2).await
+    }
+
+    async fn operate_leader(&self, addr: &str, op: u8) -> Result<(), DmError> {
+        let path = format!("/apis/v1alpha1/leader/{op}");
+        let response = self
+            .send(self.http.put(self.url(addr, &path)), addr)
+            .await?;
+        let body = self.body(response, addr).await?;
+        let answer: CommonResponse =
+            serde_json::from_str(&body).map_err(|err| DmError::Refused {
+                addr: addr.to_owned(),
+                message: format!("unexpected answer: {err}"),
+            })?;
+        if answer.result {
+            Ok(())
+        } else {
+            Err(DmError::Refused {
+                addr: addr.to_owned(),
+                message: answer.msg,
+            })
+        }
+    }
+
+    async fn get(&self, addr: &str, path: &str) -> Result<String, DmError> {
+        let response = self.send(self.http.get(self.url(addr, path)), addr).await?;
+        self.body(response, addr).await
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        addr: &str,
+    ) -> Result<reqwest::Response, DmError> {
+        request.send().await.map_err(|source| DmError::Http {
+            addr: addr.to_owned(),
+            source,
+        })
+    }
+
+    /// The body of a successful answer; a gateway error becomes its message.
+    async fn body(&self, response: reqwest::Response, addr: &str) -> Result<String, DmError> {
+        let status = response.status();
+        let body = response.text().await.map_err(|source| DmError::Http {
+            addr: addr.to_owned(),
+            source,
+        })?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = serde_json::from_str::<GatewayError>(&body)
+            .map(|err| err.message)
+            .unwrap_or_else(|_| body.trim().to_owned());
+        Err(DmError::Status {
+            addr: addr.to_owned(),
+            status: status.as_u16(),
+            message,
+        })
+    }
+}
+
+/// The `Release Version:` line of a `-V` / `/status` block.
+pub fn parse_release_version(block: &str) -> Option<&str> {
+    block
+        .lines()
+        .find_map(|line| line.strip_prefix("Release Version:"))
+        .map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_reference_members() {
+        let json = r#"{"result":true,"msg":"","members":[
+          {"leader":{"msg":"","name":"dm-127.0.0.11-8261","addr":"127.0.0.11:8261"}},
+          {"master":{"msg":"","masters":[{"name":"dm-127.0.0.11-8261","memberID":"1154",
+             "alive":true,"peerURLs":["http://127.0.0.11:8291"],"clientURLs":["http://127.0.0.11:8261"]}]}},
+          {"worker":{"msg":"","workers":[{"name":"dm-127.0.0.21-8262","addr":"127.0.0.21:8262",
+             "stage":"bound","source":"mysql-replica-01"}]}}]}"#;
+        let members: MembersResponse = serde_json::from_str(json).unwrap();
+        assert_eq!(members.leader().unwrap().addr, "127.0.0.11:8261");
+        assert!(members.masters()[0].alive);
+        assert_eq!(members.masters()[0].client_urls, ["http://127.0.0.11:8261"]);
+        assert_eq!(members.workers()[0].stage, "bound");
+        assert_eq!(members.worker_msg(), "");
+    }
+
+    #[test]
+    fn reads_release_version() {
+        let block = "Release Version: v8.5.1\nGit Commit Hash: 1a2b\nGit Branch: HEAD\n";
+        assert_eq!(parse_release_version(block), Some("v8.5.1"));
+        assert_eq!(parse_release_version("garbage"), None);
+    }
+}

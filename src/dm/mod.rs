@@ -1,0 +1,4 @@
+//! Talking to DM itself: its HTTP API, and what a safe rolling order is.
+
+pub mod client;
+pub mod order;

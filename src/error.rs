@@ -1,0 +1,67 @@
+//! What can go wrong, and the single mapping from it to an exit code.
+
+use std::process::ExitCode;
+
+use crate::package::PackageError;
+use crate::topology::select::SelectError;
+use crate::topology::store::StoreError;
+
+/// How the process ends. Scripts branch on these, so they are part of the interface and are
+/// documented in README.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Everything asked for was done (or, with `--dry-run`, would be done).
+    Success,
+    /// The cluster refused: an instance failed and was rolled back, a host was unreachable, a
+    /// preflight check found a problem. The cluster is left running.
+    Failure,
+    /// Bad input: usage, the TiUP store, the selection or the package. Nothing was changed.
+    BadInput,
+    /// Interrupted by Ctrl-C or SIGTERM after finishing or undoing the instance in flight.
+    Interrupted,
+}
+
+impl ExitStatus {
+    pub fn code(self) -> u8 {
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::BadInput => 2,
+            ExitStatus::Interrupted => 130,
+        }
+    }
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(status: ExitStatus) -> ExitCode {
+        ExitCode::from(status.code())
+    }
+}
+
+/// Errors that stop a command before it changes anything.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// The exit status an error should end the process with: bad input is recognised by type
+/// anywhere in the chain, everything else means the cluster (or the machine) refused.
+pub fn exit_status_of(err: &anyhow::Error) -> ExitStatus {
+    if err.chain().any(|cause| {
+        cause.is::<InputError>()
+            || cause.is::<StoreError>()
+            || cause.is::<SelectError>()
+            || cause.is::<PackageError>()
+    }) {
+        ExitStatus::BadInput
+    } else {
+        ExitStatus::Failure
+    }
+}

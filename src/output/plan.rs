@@ -1,0 +1,74 @@
+//! The plan as an operator reads it before saying yes (and as `--dry-run` prints it).
+
+use super::{Printer, Style, human_bytes, table::tiup_table};
+use crate::plan::Plan;
+
+pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
+    let comp = plan.component.component();
+    let mut out = String::new();
+    let headline = format!(
+        "Patch {comp} of cluster '{}' (version {})",
+        plan.cluster, plan.cluster_version
+    );
+    out.push_str(&printer.paint(&headline, Style::Bold));
+    out.push('\n');
+    out.push_str(&format!(
+        "Package:  {} ({}, sha256 {})\n",
+        plan.package.path.display(),
+        human_bytes(plan.package.size),
+        plan.package.sha256
+    ));
+    let mode = match (plan.offline, plan.leader.as_deref()) {
+        (true, _) => {
+            "offline: swap binaries only; nothing is stopped, started or called".to_owned()
+        }
+        (false, Some(leader)) => {
+            format!("rolling, one instance at a time (dm-master leader: {leader})")
+        }
+        (false, None) => "rolling, one instance at a time".to_owned(),
+    };
+    out.push_str(&format!("Mode:     {mode}\n"));
+    if plan.overwrite {
+        out.push_str(&format!(
+            "Keep:     patch/{comp}-{}.tar.gz, linked as patch/{comp}.tar.gz (--overwrite)\n",
+            plan.package.short_sha()
+        ));
+    }
+    out.push('\n');
+
+    let rows: Vec<Vec<String>> = plan
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(n, step)| {
+            let role = if step.marked_patched {
+                format!("{} (patched)", step.role)
+            } else {
+                step.role.to_string()
+            };
+            vec![
+                (n + 1).to_string(),
+                step.id.clone(),
+                role,
+                step.deploy_dir.clone(),
+                step.reason.to_owned(),
+            ]
+        })
+        .collect();
+    out.push_str(&tiup_table(
+        &["#", "ID", "Role", "Deploy Dir", "Order"],
+        &rows,
+    ));
+    out.push_str("\n\nOn each instance: back up bin to bin.old.");
+    out.push_str(&plan.cluster_version);
+    out.push_str(" (kept if present), unpack the package next to bin,\n");
+    if plan.offline {
+        out.push_str("swap the binary in place; the services stay as they are.\n");
+    } else {
+        out.push_str(
+            "stop the service, swap the binary, start it, and wait until it is healthy on the new\n\
+             version; on failure the previous binary is put back and the roll stops.\n",
+        );
+    }
+    out
+}

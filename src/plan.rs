@@ -1,0 +1,131 @@
+//! What a patch will do, as a plain value: printable (`--dry-run`), testable without a network,
+//! and the only input of the engine.
+
+use serde::Serialize;
+
+use crate::dm::order::{Position, roll_order};
+use crate::package::Package;
+use crate::topology::{Cluster, Instance, Role};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub cluster: String,
+    pub component: Role,
+    /// The cluster's DM version (`dm_version`), which names TiUP's `bin.old.<version>` backup.
+    pub cluster_version: String,
+    pub package: Package,
+    pub offline: bool,
+    pub overwrite: bool,
+    /// The dm-master leader's member name when it was learned while planning.
+    pub leader: Option<String>,
+    /// One upload per host, shared by every selected instance on it.
+    pub hosts: Vec<HostStaging>,
+    /// The instances in the order they will be patched.
+    pub instances: Vec<PlannedInstance>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostStaging {
+    /// Where SSH goes (`manage_host` or `host`).
+    pub ssh_host: String,
+    pub ssh_port: u16,
+    /// Where the package is uploaded (and its sha256 checked) on that host.
+    pub remote_package: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedInstance {
+    pub id: String,
+    pub role: Role,
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub ssh_host: String,
+    pub ssh_port: u16,
+    pub deploy_dir: String,
+    pub service: String,
+    /// The binary that gets replaced.
+    pub binary: String,
+    /// TiUP's one-time backup of `bin` (kept if it already exists).
+    pub backup_dir: String,
+    /// Where the new binary is unpacked, next to `bin`, before the swap.
+    pub staging_dir: String,
+    pub position: Position,
+    pub reason: &'static str,
+    /// meta.yaml already marks it `patched` (by an earlier patch, perhaps another package).
+    pub marked_patched: bool,
+    #[serde(skip)]
+    pub instance: Instance,
+}
+
+impl Plan {
+    /// Lays out the patch of `selected` (one role, meta.yaml order) with `package`.
+    pub fn new(
+        cluster: &Cluster,
+        selected: &[&Instance],
+        package: Package,
+        leader: Option<String>,
+        offline: bool,
+        overwrite: bool,
+    ) -> Plan {
+        let comp = package.component.component();
+        let sha = package.short_sha().to_owned();
+        let cluster_version = cluster.version().to_owned();
+
+        let mut hosts: Vec<HostStaging> = Vec::new();
+        for instance in selected {
+            let known = hosts
+                .iter()
+                .any(|h| h.ssh_host == instance.ssh_host && h.ssh_port == instance.ssh_port);
+            if !known {
+                hosts.push(HostStaging {
+                    ssh_host: instance.ssh_host.clone(),
+                    ssh_port: instance.ssh_port,
+                    remote_package: format!("{}/dm-patch-{comp}-{sha}.tar.gz", instance.deploy_dir),
+                });
+            }
+        }
+
+        let instances = roll_order(selected, leader.as_deref(), offline)
+            .into_iter()
+            .map(|(instance, position)| PlannedInstance {
+                id: instance.id(),
+                role: instance.role,
+                name: instance.name.clone(),
+                host: instance.host.clone(),
+                port: instance.port,
+                ssh_host: instance.ssh_host.clone(),
+                ssh_port: instance.ssh_port,
+                deploy_dir: instance.deploy_dir.clone(),
+                service: instance.service(),
+                binary: instance.binary_path(),
+                backup_dir: format!("{}/bin.old.{cluster_version}", instance.deploy_dir),
+                staging_dir: format!("{}/bin.patch-{sha}", instance.deploy_dir),
+                position,
+                reason: position.reason(),
+                marked_patched: instance.patched,
+                instance: (*instance).clone(),
+            })
+            .collect();
+
+        Plan {
+            cluster: cluster.name.clone(),
+            component: package.component,
+            cluster_version,
+            package,
+            offline,
+            overwrite,
+            leader,
+            hosts,
+            instances,
+        }
+    }
+
+    /// The upload that serves `instance`.
+    pub fn staging_for(&self, instance: &PlannedInstance) -> &HostStaging {
+        self.hosts
+            .iter()
+            .find(|h| h.ssh_host == instance.ssh_host && h.ssh_port == instance.ssh_port)
+            .expect("every planned instance's host is staged")
+    }
+}

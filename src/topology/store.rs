@@ -1,0 +1,247 @@
+//! TiUP's store on disk: `$TIUP_HOME/storage/dm/clusters/<name>/`, the very files `tiup dm`
+//! reads, so an operator can switch between the two tools freely.
+
+use std::fs::{self, File, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::meta::Meta;
+use super::{Cluster, yaml_v3};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "no TiUP home: set TIUP_HOME or pass --tiup-home (HOME is not set either, so ~/.tiup cannot be used)"
+    )]
+    NoHome,
+    #[error(
+        "invalid cluster name '{0}': use only letters, digits, '-', '_' and '.' (as `tiup dm` does)"
+    )]
+    BadName(String),
+    #[error(
+        "cluster '{name}' not found: {dir} does not exist; check the name with `ls {parent}` or point --tiup-home at the right TiUP home"
+    )]
+    NotFound {
+        name: String,
+        dir: String,
+        parent: String,
+    },
+    #[error("cannot read {path}: {source}; check its permissions")]
+    Read { path: String, source: io::Error },
+    #[error("invalid {path}: {message}; fix the file or restore it from a backup")]
+    Parse { path: String, message: String },
+    #[error("cannot write {path}: {source}; meta.yaml was left as it was")]
+    Write { path: String, source: io::Error },
+    #[error(
+        "cluster '{0}' is locked by another dm-patch run; wait for it to finish (or end it) and try again"
+    )]
+    Locked(String),
+}
+
+/// `$TIUP_HOME`: where TiUP keeps every cluster it manages.
+#[derive(Debug, Clone)]
+pub struct Store {
+    home: PathBuf,
+}
+
+impl Store {
+    /// `explicit` (from `--tiup-home`), else `$TIUP_HOME`, else `~/.tiup`.
+    pub fn locate(explicit: Option<PathBuf>) -> Result<Store, StoreError> {
+        let home = explicit
+            .or_else(|| {
+                std::env::var_os("TIUP_HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".tiup")))
+            .ok_or(StoreError::NoHome)?;
+        Ok(Store { home })
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    fn clusters_dir(&self) -> PathBuf {
+        self.home.join("storage").join("dm").join("clusters")
+    }
+
+    /// Where dm-patch keeps one record per run, beside TiUP's own audit log.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.home.join("storage").join("dm").join("audit")
+    }
+
+    /// Loads `<name>/meta.yaml` and resolves its instances.
+    pub fn load(&self, name: &str) -> Result<Cluster, StoreError> {
+        let dir = self.cluster_dir(name)?;
+        let path = dir.join("meta.yaml");
+        let display = path.display().to_string();
+        let text = fs::read_to_string(&path).map_err(|source| StoreError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        let meta: Meta = yaml_serde::from_str(&text).map_err(|err| StoreError::Parse {
+            path: display.clone(),
+            message: err.to_string(),
+        })?;
+        Cluster::new(name, &dir, meta).map_err(|message| StoreError::Parse {
+            path: display,
+            message,
+        })
+    }
+
+    /// Takes the cluster's exclusive lock, failing at once if another run holds it. The lock is
+    /// an advisory `flock` on the cluster directory itself, so it adds no file to TiUP's store
+    /// and is released by the kernel however the process ends.
+    pub fn lock(&self, name: &str) -> Result<ClusterLock, StoreError> {
+        let dir = self.cluster_dir(name)?;
+        let handle = File::open(&dir).map_err(|source| StoreError::Read {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        match handle.try_lock() {
+            Ok(()) => Ok(ClusterLock { _handle: handle }),
+            Err(TryLockError::WouldBlock) => Err(StoreError::Locked(name.to_owned())),
+            Err(TryLockError::Error(source)) => Err(StoreError::Read {
+                path: dir.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn cluster_dir(&self, name: &str) -> Result<PathBuf, StoreError> {
+        let valid = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid {
+            return Err(StoreError::BadName(name.to_owned()));
+        }
+        let parent = self.clusters_dir();
+        let dir = parent.join(name);
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound {
+                name: name.to_owned(),
+                dir: dir.display().to_string(),
+                parent: parent.display().to_string(),
+            });
+        }
+        Ok(dir)
+    }
+}
+
+/// Proof that this process holds the cluster's lock; saving meta.yaml requires one.
+#[derive(Debug)]
+pub struct ClusterLock {
+    _handle: File,
+}
+
+/// Writes the cluster's meta.yaml atomically: a temporary file in the same directory, fsync,
+/// rename, fsync of the directory. A crash leaves either the old file or the new one.
+pub fn save(cluster: &Cluster, _lock: &ClusterLock) -> Result<(), StoreError> {
+    let path = cluster.dir.join("meta.yaml");
+    let write_error = |source: io::Error| StoreError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let value =
+        yaml_serde::to_value(&cluster.meta).map_err(|err| write_error(io::Error::other(err)))?;
+    let text = yaml_v3::to_string(&value).map_err(|err| write_error(io::Error::other(err)))?;
+
+    let mut temp = tempfile::Builder::new()
+        .prefix(".meta.yaml.")
+        .tempfile_in(&cluster.dir)
+        .map_err(write_error)?;
+    temp.write_all(text.as_bytes()).map_err(write_error)?;
+    // Keep the file's mode: TiUP writes meta.yaml 0644.
+    let mode = fs::metadata(&path).map(|m| m.permissions()).ok();
+    if let Some(mode) = mode {
+        temp.as_file().set_permissions(mode).map_err(write_error)?;
+    }
+    temp.as_file().sync_all().map_err(write_error)?;
+    temp.persist(&path).map_err(|err| write_error(err.error))?;
+    File::open(&cluster.dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(write_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yaml_serde::Value;
+
+    const V3: &str = include_str!("../../tests/it/fixtures/meta-v3.yaml");
+    const V2: &str = include_str!("../../tests/it/fixtures/meta-v2.yaml");
+
+    fn store_with(meta: &str) -> (tempfile::TempDir, Store) {
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join("storage/dm/clusters/demo");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("meta.yaml"), meta).unwrap();
+        let store = Store::locate(Some(home.path().to_owned())).unwrap();
+        (home, store)
+    }
+
+    fn saved_unchanged(meta: &str) -> String {
+        let (_home, store) = store_with(meta);
+        let cluster = store.load("demo").unwrap();
+        let lock = store.lock("demo").unwrap();
+        save(&cluster, &lock).unwrap();
+        fs::read_to_string(cluster.dir.join("meta.yaml")).unwrap()
+    }
+
+    /// Every key, known or not, comes back with the same value.
+    #[test]
+    fn load_then_save_keeps_everything() {
+        for fixture in [V3, V2] {
+            let written = saved_unchanged(fixture);
+            let before: Value = yaml_serde::from_str(fixture).unwrap();
+            let after: Value = yaml_serde::from_str(&written).unwrap();
+            assert_eq!(before, after, "semantics changed:\n{written}");
+        }
+        let written = saved_unchanged(V3);
+        for key in [
+            "a_future_top_level_key",
+            "a_future_topology_section",
+            "a_future_instance_key",
+            "pd_mode",
+            "ng_port",
+            "external_alertmanagers",
+            "rpc-timeout",
+        ] {
+            assert!(written.contains(key), "{key} was dropped");
+        }
+    }
+
+    /// Current TiUP's layout is written back as it was, line for line, apart from keys dm-patch
+    /// does not model moving after the ones it does.
+    #[test]
+    fn yaml_v3_layout_survives() {
+        let written = saved_unchanged(V3);
+        let mut before: Vec<&str> = V3.lines().collect();
+        let mut after: Vec<&str> = written.lines().collect();
+        before.sort_unstable();
+        after.sort_unstable();
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn a_second_lock_fails_at_once() {
+        let (_home, store) = store_with(V3);
+        let _held = store.lock("demo").unwrap();
+        assert!(matches!(store.lock("demo"), Err(StoreError::Locked(_))));
+    }
+
+    #[test]
+    fn patched_mark_is_saved() {
+        let (_home, store) = store_with(V2);
+        let mut cluster = store.load("demo").unwrap();
+        let lock = store.lock("demo").unwrap();
+        cluster.mark_patched(super::super::Role::Master, 0);
+        save(&cluster, &lock).unwrap();
+        let reloaded = store.load("demo").unwrap();
+        assert!(reloaded.instances.iter().all(|i| i.patched));
+    }
+}
