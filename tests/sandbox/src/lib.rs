@@ -1,1 +1,28 @@
-pub fn placeholder() {}
+//! dm-sandbox: a DM cluster on real OpenSSH hosts, on one machine (see README.md).
+//!
+//! ```no_run
+//! use dm_sandbox::Sandbox;
+//! let sandbox = Sandbox::builder().hosts(5).masters(3).workers(3).sources(2).start()?;
+//! let output = sandbox.ssh(&sandbox.hosts()[0], "systemctl is-active dm-master-8261");
+//! # anyhow::Ok(())
+//! ```
+
+pub mod bins;
+pub mod claim;
+mod cluster;
+pub mod deploy;
+pub mod dm_api;
+mod harness;
+pub mod host;
+pub mod package;
+pub mod process;
+mod sources;
+pub mod state;
+pub mod sudo;
+pub mod topology;
+pub mod units;
+pub mod wait;
+
+pub use harness::{KEEP_VAR, Sandbox, SandboxBuilder};
+pub use host::SSH_PORT;
+pub use topology::Instance;

@@ -1,0 +1,163 @@
+//! Bringing the DM cluster up the way an operator would after `tiup dm deploy`, and asking it
+//! questions over the DM-master HTTP API.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::harness::Sandbox;
+use crate::topology::Instance;
+use crate::wait;
+
+/// A master that does not answer this fast is treated as down.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// From `systemctl start` of the masters to an elected leader.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// From `systemctl start` of the workers to all of them free or bound.
+const WORKERS_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// An HTTP client for loopback DM processes: short timeouts, no proxy.
+pub(crate) fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .no_proxy()
+        .build()
+        .expect("an HTTP client with default TLS settings")
+}
+
+/// `GET <url>` as text when the answer is 200.
+pub(crate) fn get_text(client: &reqwest::blocking::Client, url: &str) -> Option<String> {
+    let response = client.get(url).send().ok()?;
+    response
+        .status()
+        .is_success()
+        .then(|| response.text().ok())
+        .flatten()
+}
+
+/// The members answer of the first master that gives one with `result: true`.
+pub(crate) fn members_of(
+    client: &reqwest::blocking::Client,
+    masters: &[&Instance],
+) -> Option<Value> {
+    masters.iter().find_map(|master| {
+        let text = get_text(client, &format!("{}/apis/v1alpha1/members", master.url()))?;
+        let value: Value = serde_json::from_str(&text).ok()?;
+        (value["result"] == true).then_some(value)
+    })
+}
+
+/// The leader's name, when the members answer names one.
+pub(crate) fn leader_name(members: &Value) -> Option<String> {
+    section(members, "leader")?["name"]
+        .as_str()
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+}
+
+/// The `(name, stage)` of every worker the members answer lists.
+pub(crate) fn worker_stages(members: &Value) -> Vec<(String, String)> {
+    let workers = section(members, "worker").and_then(|worker| worker["workers"].as_array());
+    workers
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            let text = |key: &str| w[key].as_str().unwrap_or_default().to_owned();
+            (text("name"), text("stage"))
+        })
+        .collect()
+}
+
+/// `members` is a list of one-key objects: `{"leader": ...}`, `{"master": ...}`, `{"worker": ...}`.
+fn section<'a>(members: &'a Value, key: &str) -> Option<&'a Value> {
+    members["members"]
+        .as_array()?
+        .iter()
+        .find_map(|entry| entry.get(key))
+}
+
+/// Starts a deployed cluster: masters, a leader, sources, workers.
+pub(crate) struct BringUp<'a> {
+    sandbox: &'a Sandbox,
+    sources: usize,
+    client: reqwest::blocking::Client,
+}
+
+impl<'a> BringUp<'a> {
+    pub(crate) fn new(sandbox: &'a Sandbox, sources: usize) -> BringUp<'a> {
+        BringUp {
+            sandbox,
+            sources,
+            client: http_client(),
+        }
+    }
+
+    pub(crate) fn run(&self) -> Result<()> {
+        let instances = self.sandbox.instances();
+        let (masters, workers): (Vec<&Instance>, Vec<&Instance>) =
+            instances.iter().partition(|i| i.is_master());
+        self.start_all(&masters)?;
+        wait::poll_for("a dm-master leader", LEADER_TIMEOUT, || {
+            members_of(&self.client, &masters)
+                .as_ref()
+                .and_then(leader_name)
+        })?;
+        if self.sources > 0 {
+            crate::sources::create(&self.client, &masters, self.sources)?;
+        }
+        self.start_all(&workers)?;
+        let expected: BTreeSet<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+        wait::poll("every dm-worker free or bound", WORKERS_TIMEOUT, || {
+            let Some(members) = members_of(&self.client, &masters) else {
+                return false;
+            };
+            let ready: BTreeSet<String> = worker_stages(&members)
+                .into_iter()
+                .filter(|(_, stage)| stage == "free" || stage == "bound")
+                .map(|(name, _)| name)
+                .collect();
+            expected.iter().all(|name| ready.contains(*name))
+        })
+    }
+
+    /// `systemctl start` over SSH on every instance's host, all at once.
+    fn start_all(&self, instances: &[&Instance]) -> Result<()> {
+        let outcomes: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = instances
+                .iter()
+                .map(|instance| scope.spawn(move || self.start(instance)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("start thread"))
+                .collect()
+        });
+        outcomes.into_iter().collect()
+    }
+
+    fn start(&self, instance: &Instance) -> Result<()> {
+        let command = self
+            .sandbox
+            .as_root(&format!("systemctl start {}", instance.unit));
+        let output = crate::host::ssh(
+            self.sandbox.ssh_key(),
+            self.sandbox.ssh_user(),
+            &instance.host,
+            &command,
+        )
+        .context("running ssh")?;
+        if !output.status.success() {
+            bail!(
+                "systemctl start {} on {} failed: {}",
+                instance.unit,
+                instance.host,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,69 @@
+//! Creating upstream sources, as `dmctl operate-source create` does through DM's OpenAPI.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use serde_json::json;
+
+use crate::topology::Instance;
+use crate::wait;
+
+const CREATE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `mysql-replica-01`, `mysql-replica-02`, ...
+pub fn source_name(index: usize) -> String {
+    format!("mysql-replica-{:02}", index + 1)
+}
+
+/// Creates `count` sources through `POST /api/v1/sources` on any master (followers forward to
+/// the leader; right after an election the leader may refuse until its scheduler runs, so each
+/// create is retried until the deadline).
+pub fn create(
+    client: &reqwest::blocking::Client,
+    masters: &[&Instance],
+    count: usize,
+) -> Result<()> {
+    for index in 0..count {
+        let name = source_name(index);
+        let body = json!({
+            "source": {
+                "source_name": name,
+                "host": "127.0.0.1",
+                "port": 3306 + index,
+                "user": "root",
+                "password": "",
+                "enable_gtid": true,
+                "enable": true,
+            }
+        });
+        let mut last_answer = String::new();
+        let created = wait::poll(
+            &format!("source {name} to be created"),
+            CREATE_TIMEOUT,
+            || {
+                masters.iter().any(|master| {
+                    let url = format!("{}/api/v1/sources", master.url());
+                    match client.post(&url).json(&body).send() {
+                        Ok(response) if response.status().is_success() => true,
+                        Ok(response) => {
+                            last_answer = format!(
+                                "{}: {}",
+                                response.status(),
+                                response.text().unwrap_or_default()
+                            );
+                            false
+                        }
+                        Err(err) => {
+                            last_answer = err.to_string();
+                            false
+                        }
+                    }
+                })
+            },
+        );
+        if let Err(err) = created {
+            bail!("{err}; last answer: {last_answer}");
+        }
+    }
+    Ok(())
+}

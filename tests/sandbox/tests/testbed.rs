@@ -1,0 +1,267 @@
+//! The test bed itself, through real sshd: hosts, the systemctl stand-in, the store, and the
+//! simulated cluster's leadership and source scheduling.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use dm_sandbox::process::ProcessRecord;
+use dm_sandbox::{Sandbox, SandboxBuilder};
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn hosts_only(hosts: usize) -> SandboxBuilder {
+    Sandbox::builder()
+        .hosts(hosts)
+        .masters(0)
+        .workers(0)
+        .sources(0)
+}
+
+/// Every sshd the sandbox started, by pid and start time, read from its state file.
+fn sshd_records(sandbox: &Sandbox) -> Vec<ProcessRecord> {
+    let state = dm_sandbox::state::SandboxState::load(sandbox.root()).expect("sandbox.json");
+    state.hosts.iter().filter_map(|h| h.sshd).collect()
+}
+
+#[test]
+fn hosts_run_commands_over_ssh_with_the_stand_in_first_on_path() {
+    let sandbox = hosts_only(3).start().expect("hosts come up");
+    let stand_in_dir = sandbox.root().join("bin/path");
+    for ip in sandbox.hosts() {
+        let output = sandbox.ssh(
+            &ip,
+            "echo $PATH; command -v systemctl; echo $DM_SANDBOX_HOST_DIR",
+        );
+        assert!(output.status.success(), "{ip}: {output:?}");
+        let text = stdout(&output);
+        let lines: Vec<&str> = text.lines().collect();
+        let first_on_path = lines[0].split(':').next().unwrap();
+        assert_eq!(first_on_path, stand_in_dir.to_str().unwrap(), "{ip}");
+        assert_eq!(lines[1], stand_in_dir.join("systemctl").to_str().unwrap());
+        assert_eq!(lines[2], sandbox.host_dir(&ip).to_str().unwrap());
+    }
+}
+
+#[test]
+fn hosts_only_mode_writes_a_store_with_empty_server_lists() {
+    let sandbox = hosts_only(2).start().expect("hosts come up");
+    let meta = sandbox.meta_yaml();
+    assert!(
+        meta.contains("    master_servers: []\n    worker_servers: []\n"),
+        "{meta}"
+    );
+    assert!(meta.contains("        ssh_port: 2222\n"), "{meta}");
+    let key = sandbox.ssh_key();
+    assert_eq!(
+        key,
+        sandbox
+            .tiup_home()
+            .join("storage/dm/clusters/dm-sandbox/ssh/id_rsa")
+    );
+    let pem = fs::read_to_string(key).unwrap();
+    assert!(
+        pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+        "TiUP's PKCS#1 format"
+    );
+    assert!(key.with_extension("pub").is_file());
+    assert!(sandbox.instances().is_empty());
+}
+
+#[test]
+fn teardown_stops_every_sshd_and_releases_the_subnet() {
+    let sandbox = hosts_only(2).start().expect("hosts come up");
+    let root = sandbox.root().to_path_buf();
+    let sshds = sshd_records(&sandbox);
+    assert_eq!(sshds.len(), 2);
+    assert!(sshds.iter().all(ProcessRecord::is_running));
+    let subnet = sandbox.hosts()[0].rsplit_once('.').unwrap().0.to_owned();
+    drop(sandbox);
+    for sshd in &sshds {
+        assert!(!sshd.is_running(), "sshd {} is still running", sshd.pid);
+    }
+    assert!(!root.exists(), "the sandbox directory is removed");
+    assert!(
+        !std::path::Path::new("/tmp/dm-sandbox-claims")
+            .join(subnet)
+            .exists()
+    );
+}
+
+#[test]
+fn a_stopped_host_refuses_ssh() {
+    let sandbox = hosts_only(2).start().expect("hosts come up");
+    let [first, second] = [&sandbox.hosts()[0], &sandbox.hosts()[1]].map(String::clone);
+    sandbox.stop_host(&first);
+    assert!(!sandbox.ssh(&first, "true").status.success());
+    assert!(sandbox.ssh(&second, "true").status.success());
+}
+
+#[test]
+fn the_sudo_deploy_user_reaches_the_stand_in_through_sudo() {
+    let sandbox = hosts_only(1)
+        .ssh_user("dmsandbox")
+        .start()
+        .expect("hosts come up");
+    let ip = &sandbox.hosts()[0];
+    let whoami = sandbox.ssh(ip, "id -un");
+    assert_eq!(stdout(&whoami), "dmsandbox", "{whoami:?}");
+    let command = sandbox.as_root("id -un; command -v systemctl; echo $DM_SANDBOX_HOST_DIR");
+    let output = sandbox.ssh(ip, &command);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "root");
+    assert_eq!(
+        lines[1],
+        Sandbox::shared_stand_in_dir()
+            .join("systemctl")
+            .to_str()
+            .unwrap()
+    );
+    assert_eq!(lines[2], sandbox.host_dir(ip).to_str().unwrap());
+    assert!(sandbox.meta_yaml().starts_with("user: dmsandbox\n"));
+}
+
+/// Writes a unit on `ip` whose service runs `script` (a TiUP-shaped unit and run script).
+fn write_unit(sandbox: &Sandbox, ip: &str, name: &str, script: &str) {
+    let host_dir = sandbox.host_dir(ip);
+    let script_path = host_dir.join(format!("{name}.sh"));
+    fs::write(&script_path, format!("#!/bin/bash\n{script}\n")).unwrap();
+    fs::set_permissions(&script_path, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir_all(host_dir.join("systemd")).unwrap();
+    let unit = format!(
+        "[Unit]\nDescription={name} service\n\n[Service]\nUser=root\nExecStart=/bin/bash -c '{}'\n",
+        script_path.display()
+    );
+    fs::write(
+        host_dir.join("systemd").join(format!("{name}.service")),
+        unit,
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_stand_in_starts_stops_and_reports_units() {
+    let sandbox = hosts_only(1).start().expect("hosts come up");
+    let ip = sandbox.hosts()[0].clone();
+    write_unit(&sandbox, &ip, "sleeper-1", "exec sleep 600");
+    let manager = dm_sandbox::units::ServiceManager::for_host(&sandbox.host_dir(&ip), false);
+
+    let inactive = sandbox.ssh(&ip, "systemctl is-active sleeper-1.service");
+    assert_eq!(
+        (inactive.status.code(), stdout(&inactive).as_str()),
+        (Some(3), "inactive")
+    );
+
+    let started = sandbox.ssh(&ip, "systemctl start sleeper-1");
+    assert!(started.status.success(), "{started:?}");
+    let record = manager
+        .running("sleeper-1")
+        .expect("the unit runs after start");
+    assert!(record.is_running());
+    let active = sandbox.ssh(&ip, "systemctl is-active sleeper-1");
+    assert_eq!(
+        (active.status.code(), stdout(&active).as_str()),
+        (Some(0), "active")
+    );
+    // The service outlived the SSH session that started it, in a session of its own.
+    // SAFETY: getsid(2) has no memory-safety preconditions.
+    assert_eq!(
+        unsafe { libc::getsid(record.pid as libc::pid_t) },
+        record.pid as libc::pid_t
+    );
+
+    let status = sandbox.ssh(&ip, "systemctl status sleeper-1");
+    assert!(
+        stdout(&status).contains(&format!("Main PID: {}", record.pid)),
+        "{status:?}"
+    );
+
+    let stopped = sandbox.ssh(&ip, "systemctl stop sleeper-1.service");
+    assert!(stopped.status.success(), "{stopped:?}");
+    assert!(
+        !record.is_running(),
+        "stop returns once the process is gone"
+    );
+    let after = sandbox.ssh(&ip, "systemctl is-active sleeper-1");
+    assert_eq!(
+        (after.status.code(), stdout(&after).as_str()),
+        (Some(3), "inactive")
+    );
+
+    let missing = sandbox.ssh(&ip, "systemctl start no-such-unit");
+    assert_eq!(missing.status.code(), Some(5), "{missing:?}");
+    for verb in ["daemon-reload", "enable sleeper-1", "disable sleeper-1"] {
+        assert!(
+            sandbox
+                .ssh(&ip, &format!("systemctl {verb}"))
+                .status
+                .success(),
+            "{verb}"
+        );
+    }
+}
+
+#[test]
+fn a_unit_whose_process_dies_is_not_active() {
+    let sandbox = hosts_only(1).start().expect("hosts come up");
+    let ip = sandbox.hosts()[0].clone();
+    write_unit(&sandbox, &ip, "crasher-1", "exit 1");
+    write_unit(&sandbox, &ip, "victim-1", "exec sleep 600");
+
+    // As with systemd and Type=simple, start succeeds; the unit then reads failed.
+    let started = sandbox.ssh(&ip, "systemctl start crasher-1");
+    assert!(started.status.success(), "{started:?}");
+    sandbox.wait_until(
+        "crasher-1 to be reported failed",
+        Duration::from_secs(5),
+        || {
+            let output = sandbox.ssh(&ip, "systemctl is-active crasher-1");
+            output.status.code() == Some(3) && stdout(&output) == "failed"
+        },
+    );
+
+    assert!(
+        sandbox
+            .ssh(&ip, "systemctl start victim-1")
+            .status
+            .success()
+    );
+    let manager = dm_sandbox::units::ServiceManager::for_host(&sandbox.host_dir(&ip), false);
+    let record = manager.running("victim-1").expect("victim-1 runs");
+    record.kill();
+    let output = sandbox.ssh(&ip, "systemctl is-active victim-1");
+    assert_eq!(
+        (output.status.code(), stdout(&output).as_str()),
+        (Some(3), "failed")
+    );
+    // Starting it again gives a new process.
+    assert!(
+        sandbox
+            .ssh(&ip, "systemctl restart victim-1")
+            .status
+            .success()
+    );
+    let again = manager.running("victim-1").expect("victim-1 runs again");
+    assert_ne!(again, record);
+}
+
+#[test]
+fn a_sandbox_comes_up_fast_and_goes_down_clean() {
+    let started = Instant::now();
+    let sandbox = hosts_only(6).start().expect("hosts come up");
+    let up = started.elapsed();
+    let sshds = sshd_records(&sandbox);
+    let started = Instant::now();
+    drop(sandbox);
+    let down = started.elapsed();
+    eprintln!("6 hosts: up in {up:?}, down in {down:?}");
+    assert!(sshds.iter().all(|sshd| !sshd.is_running()));
+    assert!(
+        up < Duration::from_secs(30),
+        "6 hosts took {up:?} to come up"
+    );
+}
