@@ -8,6 +8,7 @@
 //! ```
 
 pub mod bins;
+mod builder;
 pub mod claim;
 mod cluster;
 pub mod deploy;
@@ -16,6 +17,7 @@ mod harness;
 pub mod host;
 pub mod package;
 pub mod process;
+mod services;
 mod sources;
 pub mod state;
 pub mod sudo;
@@ -23,6 +25,7 @@ pub mod topology;
 pub mod units;
 pub mod wait;
 
-pub use harness::{KEEP_VAR, Sandbox, SandboxBuilder};
+pub use builder::SandboxBuilder;
+pub use harness::{KEEP_VAR, Sandbox};
 pub use host::SSH_PORT;
 pub use topology::Instance;
