@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
 use crate::harness::Sandbox;
@@ -101,7 +101,7 @@ impl<'a> BringUp<'a> {
         let (masters, workers): (Vec<&Instance>, Vec<&Instance>) =
             instances.iter().partition(|i| i.is_master());
         self.start_all(&masters)?;
-        wait::poll_for("a dm-master leader", LEADER_TIMEOUT, || {
+        self.wait_for("a dm-master leader", LEADER_TIMEOUT, &masters, || {
             members_of(&self.client, &masters)
                 .as_ref()
                 .and_then(leader_name)
@@ -111,16 +111,50 @@ impl<'a> BringUp<'a> {
         }
         self.start_all(&workers)?;
         let expected: BTreeSet<&str> = workers.iter().map(|w| w.name.as_str()).collect();
-        wait::poll("every dm-worker free or bound", WORKERS_TIMEOUT, || {
-            let Some(members) = members_of(&self.client, &masters) else {
-                return false;
-            };
-            let ready: BTreeSet<String> = worker_stages(&members)
-                .into_iter()
-                .filter(|(_, stage)| stage == "free" || stage == "bound")
-                .map(|(name, _)| name)
-                .collect();
-            expected.iter().all(|name| ready.contains(*name))
+        self.wait_for(
+            "every dm-worker free or bound",
+            WORKERS_TIMEOUT,
+            &workers,
+            || {
+                let members = members_of(&self.client, &masters)?;
+                let ready: BTreeSet<String> = worker_stages(&members)
+                    .into_iter()
+                    .filter(|(_, stage)| stage == "free" || stage == "bound")
+                    .map(|(name, _)| name)
+                    .collect();
+                expected
+                    .iter()
+                    .all(|name| ready.contains(*name))
+                    .then_some(())
+            },
+        )
+    }
+
+    /// Polls `probe` until it yields, failing early once one of `instances` has exited; an
+    /// error carries the end of their stderr logs.
+    fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        instances: &[&Instance],
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> Result<T> {
+        let outcome = wait::poll_for(what, timeout, || {
+            if let Some(value) = probe() {
+                return Some(Ok(value));
+            }
+            let exited = instances
+                .iter()
+                .find(|i| self.sandbox.pid(&i.id).is_none())?;
+            Some(Err(anyhow!(
+                "{} {} exited while waiting for {what}",
+                exited.role,
+                exited.id
+            )))
+        });
+        outcome.and_then(|result| result).map_err(|err| {
+            let logs: Vec<String> = instances.iter().map(|i| stderr_tail(i)).collect();
+            anyhow!("{err:#}\n{}", logs.join("\n"))
         })
     }
 
@@ -160,4 +194,14 @@ impl<'a> BringUp<'a> {
         }
         Ok(())
     }
+}
+
+/// The last lines of an instance's stderr log, for error messages.
+fn stderr_tail(instance: &Instance) -> String {
+    const LINES: usize = 5;
+    let path = format!("{}/{}_stderr.log", instance.log_dir, instance.role);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(LINES)..].join("\n    ");
+    format!("{} {} ({path}):\n    {tail}", instance.role, instance.id)
 }
