@@ -34,12 +34,23 @@ pub fn prepare_deploy_user(user: &str, systemctl: &Path) -> Result<()> {
 /// `(uid, gid)` of `user`, if the account exists.
 pub fn user_ids(user: &str) -> Option<(u32, u32)> {
     let name = std::ffi::CString::new(user).ok()?;
-    // SAFETY: getpwnam returns null or a pointer to a static passwd record, which is read at
-    // once; the sandbox does not call getpw* from other threads at the same time.
-    unsafe {
-        let entry = libc::getpwnam(name.as_ptr());
-        (!entry.is_null()).then(|| ((*entry).pw_uid, (*entry).pw_gid))
-    }
+    // SAFETY: a zeroed passwd is a valid out-parameter (plain integers and null pointers).
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut strings = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwnam_r (the thread-safe variant: tests start sandboxes from many threads)
+    // writes only into `entry` and `strings`, which outlive the call, and sets `found` to
+    // null or to `&entry`.
+    let status = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut entry,
+            strings.as_mut_ptr(),
+            strings.len(),
+            &mut found,
+        )
+    };
+    (status == 0 && !found.is_null()).then_some((entry.pw_uid, entry.pw_gid))
 }
 
 fn validate_user_name(user: &str) -> Result<()> {
