@@ -265,3 +265,107 @@ fn a_sandbox_comes_up_fast_and_goes_down_clean() {
         "6 hosts took {up:?} to come up"
     );
 }
+
+#[test]
+fn units_run_as_their_user_when_started_through_sudo() {
+    let sandbox = hosts_only(1)
+        .ssh_user("dmsandbox")
+        .start()
+        .expect("hosts come up");
+    let ip = sandbox.hosts()[0].clone();
+    let host_dir = sandbox.host_dir(&ip);
+    let script = host_dir.join("whoami.sh");
+    let marker = host_dir.join("home/whoami.out");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/bash\nid -un > {}\nexec sleep 600\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir_all(host_dir.join("systemd")).unwrap();
+    let unit = format!(
+        "[Service]\nUser=dmsandbox\nExecStart=/bin/bash -c '{}'\n",
+        script.display()
+    );
+    fs::write(host_dir.join("systemd/whoami-1.service"), unit).unwrap();
+
+    let started = sandbox.ssh(&ip, &sandbox.as_root("systemctl start whoami-1"));
+    assert!(started.status.success(), "{started:?}");
+    sandbox.wait_until(
+        "the unit to write who it runs as",
+        Duration::from_secs(5),
+        || fs::read_to_string(&marker).is_ok_and(|text| text.trim() == "dmsandbox"),
+    );
+    let stopped = sandbox.ssh(&ip, &sandbox.as_root("systemctl stop whoami-1"));
+    assert!(stopped.status.success(), "{stopped:?}");
+}
+
+#[test]
+fn the_cli_brings_hosts_up_builds_packages_and_tears_down() {
+    let sandbox_cli = env!("CARGO_BIN_EXE_sandbox");
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("sandbox");
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(sandbox_cli)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "sandbox {args:?}: {output:?}");
+        stdout(&output)
+    };
+    let root_arg = root.to_str().unwrap();
+    let up = run(&[
+        "up",
+        "--root",
+        root_arg,
+        "--hosts",
+        "2",
+        "--masters",
+        "0",
+        "--workers",
+        "0",
+        "--sources",
+        "0",
+    ]);
+    assert!(
+        up.contains(&format!("export TIUP_HOME={root_arg}/tiup")),
+        "{up}"
+    );
+    assert!(up.contains("export DM_SANDBOX_CLUSTER=dm-sandbox"), "{up}");
+    let state = dm_sandbox::state::SandboxState::load(&root).unwrap();
+    let sshds: Vec<ProcessRecord> = state.hosts.iter().filter_map(|h| h.sshd).collect();
+    assert_eq!(sshds.len(), 2);
+
+    let status = run(&["status", "--root", root_arg]);
+    assert_eq!(status.matches("sshd up").count(), 2, "{status}");
+    let package = run(&[
+        "package",
+        "--root",
+        root_arg,
+        "dm-master",
+        "--version",
+        "v8.5.2",
+        "--fault",
+        "never-healthy",
+    ]);
+    assert!(
+        package.ends_with("packages/dm-master-v8.5.2-never-healthy.tar.gz"),
+        "{package}"
+    );
+    let listing = std::process::Command::new("tar")
+        .args(["tzvf", &package])
+        .output()
+        .unwrap();
+    assert!(stdout(&listing).starts_with("-rwxr-xr-x"), "{listing:?}");
+    assert!(
+        stdout(&listing).ends_with(" dm-master/dm-master"),
+        "{listing:?}"
+    );
+
+    run(&["down", "--root", root_arg]);
+    assert!(sshds.iter().all(|sshd| !sshd.is_running()));
+    assert!(!root.exists());
+}
