@@ -205,3 +205,36 @@ fn stderr_tail(instance: &Instance) -> String {
     let tail = lines[lines.len().saturating_sub(LINES)..].join("\n    ");
     format!("{} {} ({path}):\n    {tail}", instance.role, instance.id)
 }
+
+impl Sandbox {
+    fn masters(&self) -> Vec<&Instance> {
+        self.instances.iter().filter(|i| i.is_master()).collect()
+    }
+
+    /// The members answer (`GET /apis/v1alpha1/members`, all sections) of the first master
+    /// that gives one with `result: true`, as raw JSON; `None` when none does.
+    pub fn members_json(&self) -> Option<Value> {
+        members_of(&http_client(), &self.masters())
+    }
+
+    /// The member name of the current dm-master leader, asked of any master that answers.
+    pub fn leader_name(&self) -> Option<String> {
+        self.members_json().as_ref().and_then(leader_name)
+    }
+
+    /// The instance that leads now.
+    pub fn leader(&self) -> Option<Instance> {
+        let name = self.leader_name()?;
+        self.instances.iter().find(|i| i.name == name).cloned()
+    }
+
+    /// The Release Version `id` reports on its own `GET /status`; `None` when it does not
+    /// answer.
+    pub fn status_version(&self, id: &str) -> Option<String> {
+        let instance = self.instance(id);
+        let text = get_text(&http_client(), &format!("{}/status", instance.url()))?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("Release Version:"))
+            .map(|version| version.trim().to_owned())
+    }
+}
