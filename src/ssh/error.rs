@@ -1,0 +1,165 @@
+//! What can go wrong talking to a host. Each variant carries what the operator needs to act
+//! (the endpoint, the user and key, the command), and displays as one line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot use the SSH key {}: {reason}", .path.display())]
+    KeyUnreadable { path: PathBuf, reason: String },
+
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: std::io::Error,
+    },
+
+    #[error("{endpoint} did not complete the SSH handshake and login within {timeout:?}")]
+    Timeout { endpoint: String, timeout: Duration },
+
+    #[error("SSH handshake with {endpoint} failed: {reason}")]
+    Handshake { endpoint: String, reason: String },
+
+    #[error("{endpoint} rejected public-key login as user {user:?} with the key {}", .key.display())]
+    AuthRejected {
+        endpoint: String,
+        user: String,
+        key: PathBuf,
+    },
+
+    #[error(
+        "the host key of {endpoint} ({fingerprint}) is not recorded in {} and the host key \
+         policy is strict; record it there (or connect once with the policy accept-new)",
+        .known_hosts.display()
+    )]
+    HostKeyUnknown {
+        endpoint: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
+
+    #[error(
+        "the host key of {host} port {port} has CHANGED (possible man-in-the-middle): it \
+         presented {presented}, but {}:{line} records {recorded}; if the host was rebuilt, \
+         remove line {line} from {} and connect again",
+        .known_hosts.display(),
+        .known_hosts.display()
+    )]
+    HostKeyChanged {
+        host: String,
+        port: u16,
+        presented: String,
+        recorded: String,
+        known_hosts: PathBuf,
+        line: usize,
+    },
+
+    #[error("cannot use the known hosts file {}: {source}", .path.display())]
+    KnownHosts {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{endpoint}: {action} failed: {reason}")]
+    Channel {
+        endpoint: String,
+        action: String,
+        reason: String,
+    },
+
+    #[error(
+        "{endpoint}: `{}` ended without an exit status ({})",
+        one_line(.command),
+        .signal.as_deref().map_or("the connection or the remote shell went away".into(), |s| format!("killed by signal {s}"))
+    )]
+    NoExitStatus {
+        endpoint: String,
+        command: String,
+        signal: Option<String>,
+    },
+
+    #[error(
+        "{endpoint}: `{}` exited with status {exit_status}{}",
+        one_line(.command),
+        stderr_suffix(.stderr)
+    )]
+    CommandFailed {
+        endpoint: String,
+        command: String,
+        exit_status: u32,
+        stderr: String,
+    },
+
+    #[error("cannot read {}: {source}", .path.display())]
+    LocalFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{endpoint}: upload to {remote} failed: {reason}")]
+    Upload {
+        endpoint: String,
+        remote: String,
+        reason: String,
+    },
+}
+
+/// Keeps a multi-line command on one line of an error message.
+fn one_line(text: &str) -> String {
+    text.replace('\n', "\\n")
+}
+
+/// `: <stderr>` with its lines joined, or nothing when stderr was empty.
+fn stderr_suffix(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", lines.join(" / "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_command_reads_as_one_line_with_its_stderr() {
+        let err = SshError::CommandFailed {
+            endpoint: "127.0.0.1:22".into(),
+            command: "tar -xzf x\nrm x".into(),
+            exit_status: 2,
+            stderr: "tar: x: Cannot open\ntar: Error is not recoverable\n".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "127.0.0.1:22: `tar -xzf x\\nrm x` exited with status 2: tar: x: Cannot open / tar: \
+             Error is not recoverable"
+        );
+    }
+
+    #[test]
+    fn a_changed_host_key_names_the_line_to_remove() {
+        let err = SshError::HostKeyChanged {
+            host: "10.0.1.5".into(),
+            port: 22,
+            presented: "SHA256:new".into(),
+            recorded: "SHA256:old".into(),
+            known_hosts: "/home/u/.tiup/storage/dm/clusters/c/ssh/known_hosts".into(),
+            line: 3,
+        };
+        let message = err.to_string();
+        assert!(!message.contains('\n'));
+        assert!(message.contains("10.0.1.5 port 22"));
+        assert!(message.contains("SHA256:new") && message.contains("SHA256:old"));
+        assert!(
+            message
+                .contains("remove line 3 from /home/u/.tiup/storage/dm/clusters/c/ssh/known_hosts")
+        );
+    }
+}

@@ -1,0 +1,401 @@
+//! Connecting to a host: TCP, the SSH handshake with its host-key check, and public-key login
+//! with the cluster key. The result is one [`HostSession`] per host, shared by every task that
+//! works there.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::{
+    Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate,
+};
+use russh::{Disconnect, Preferred};
+use tokio::net::TcpStream;
+use tokio::sync::{OnceCell, Semaphore};
+
+use super::SshError;
+use super::exec::Privilege;
+use super::known_hosts::{self, KnownKey, Verdict};
+use super::transfer::Sftp;
+
+/// Where and how to reach one host.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    /// Host name or IP address to connect to.
+    pub addr: String,
+    pub port: u16,
+    pub user: String,
+    /// The private key to log in with (the cluster's `ssh/id_rsa`).
+    pub key_path: PathBuf,
+    /// The OpenSSH-format file host keys are checked against.
+    pub known_hosts: PathBuf,
+    pub host_key_policy: HostKeyPolicy,
+    /// Bounds TCP connect, handshake and login together.
+    pub connect_timeout: Duration,
+    pub privilege: Privilege,
+}
+
+impl SshTarget {
+    /// `host:port` (`[v6]:port`), as messages name the host.
+    pub fn endpoint(&self) -> String {
+        if self.addr.contains(':') {
+            format!("[{}]:{}", self.addr, self.port)
+        } else {
+            format!("{}:{}", self.addr, self.port)
+        }
+    }
+}
+
+/// What to do with a host key that known_hosts does not confirm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// Unknown or changed keys are refused.
+    Strict,
+    /// Unknown keys are recorded and trusted from then on; changed keys are refused.
+    #[default]
+    AcceptNew,
+    /// Any key is accepted and nothing is recorded.
+    Off,
+}
+
+impl HostKeyPolicy {
+    pub const NAMES: [&'static str; 3] = ["strict", "accept-new", "off"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HostKeyPolicy::Strict => "strict",
+            HostKeyPolicy::AcceptNew => "accept-new",
+            HostKeyPolicy::Off => "off",
+        }
+    }
+}
+
+impl fmt::Display for HostKeyPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for HostKeyPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "strict" => Ok(HostKeyPolicy::Strict),
+            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
+            "off" => Ok(HostKeyPolicy::Off),
+            other => Err(format!(
+                "unknown host key policy {other:?}; expected one of: {}",
+                HostKeyPolicy::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// One authenticated connection to a host. Clones share it; each command or transfer opens its
+/// own channel on it, so many tasks can use one session at once.
+#[derive(Clone)]
+pub struct HostSession {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) handle: Handle<HostKeyCheck>,
+    pub(super) endpoint: String,
+    pub(super) privilege: Privilege,
+    /// Bounds the command channels open at once: sshd refuses channels past its `MaxSessions`
+    /// (10 by default), and one is kept for SFTP. Callers beyond the bound wait their turn.
+    pub(super) command_slots: Semaphore,
+    /// Opened on first upload, then reused.
+    pub(super) sftp: OnceCell<Sftp>,
+}
+
+/// Command channels open at once on one connection; see [`Inner::command_slots`].
+const COMMAND_CHANNELS: usize = 8;
+
+impl HostSession {
+    /// Connects, checks the host key and logs in, all within `target.connect_timeout`.
+    pub async fn connect(target: &SshTarget) -> Result<HostSession, SshError> {
+        let key = load_key(target)?;
+        let recorded = match target.host_key_policy {
+            HostKeyPolicy::Off => Vec::new(),
+            _ => known_hosts::recorded_keys(&target.known_hosts, &target.addr, target.port)
+                .map_err(|source| SshError::KnownHosts {
+                    path: target.known_hosts.clone(),
+                    source,
+                })?,
+        };
+        let establish = establish(target, key, recorded);
+        match tokio::time::timeout(target.connect_timeout, establish).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(SshError::Timeout {
+                endpoint: target.endpoint(),
+                timeout: target.connect_timeout,
+            }),
+        }
+    }
+
+    /// `host:port` of this session.
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    pub fn privilege(&self) -> Privilege {
+        self.inner.privilege
+    }
+
+    /// Says goodbye to the server. Problems are only logged: the connection is done either way.
+    pub async fn close(&self) {
+        if let Some(sftp) = self.inner.sftp.get() {
+            sftp.close();
+        }
+        if let Err(err) = self
+            .inner
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await
+        {
+            tracing::debug!(endpoint = %self.inner.endpoint, "disconnect: {err}");
+        }
+    }
+}
+
+fn load_key(target: &SshTarget) -> Result<PrivateKey, SshError> {
+    russh::keys::load_secret_key(&target.key_path, None).map_err(|err| SshError::KeyUnreadable {
+        path: target.key_path.clone(),
+        reason: err.to_string(),
+    })
+}
+
+async fn establish(
+    target: &SshTarget,
+    key: PrivateKey,
+    recorded: Vec<KnownKey>,
+) -> Result<HostSession, SshError> {
+    let endpoint = target.endpoint();
+    let socket = TcpStream::connect((target.addr.as_str(), target.port))
+        .await
+        .map_err(|source| SshError::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
+    // Commands are short request/response exchanges; Nagle would hold back their last packet.
+    socket.set_nodelay(true).ok();
+
+    let config = Arc::new(client_config(&recorded));
+    let checker = HostKeyCheck {
+        target: target.clone(),
+        recorded,
+    };
+    let mut handle = client::connect_stream(config, socket, checker)
+        .await
+        .map_err(|err| match err {
+            HandshakeError::HostKey(rejected) => rejected,
+            HandshakeError::Ssh(err) => SshError::Handshake {
+                endpoint: endpoint.clone(),
+                reason: err.to_string(),
+            },
+        })?;
+
+    let handshake_failed = |err: russh::Error| SshError::Handshake {
+        endpoint: endpoint.clone(),
+        reason: err.to_string(),
+    };
+    // OpenSSH refuses SHA-1 RSA signatures: sign with the best hash the server announces.
+    let rsa_hash = if is_rsa(&key.algorithm()) {
+        handle
+            .best_supported_rsa_hash()
+            .await
+            .map_err(handshake_failed)?
+            .flatten()
+    } else {
+        None
+    };
+    let login = PrivateKeyWithHashAlg::new(Arc::new(key), rsa_hash);
+    let auth = handle
+        .authenticate_publickey(target.user.clone(), login)
+        .await
+        .map_err(handshake_failed)?;
+    if !auth.success() {
+        return Err(SshError::AuthRejected {
+            endpoint,
+            user: target.user.clone(),
+            key: target.key_path.clone(),
+        });
+    }
+    Ok(HostSession {
+        inner: Arc::new(Inner {
+            handle,
+            endpoint,
+            privilege: target.privilege,
+            command_slots: Semaphore::new(COMMAND_CHANNELS),
+            sftp: OnceCell::new(),
+        }),
+    })
+}
+
+fn client_config(recorded: &[KnownKey]) -> client::Config {
+    let defaults = Preferred::default();
+    client::Config {
+        // Notice a host that vanished mid-roll within a minute instead of waiting on TCP.
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 3,
+        preferred: Preferred {
+            key: Cow::Owned(host_key_order(&defaults.key, recorded)),
+            ..defaults
+        },
+        ..client::Config::default()
+    }
+}
+
+/// The default host-key algorithms, those of the recorded keys first: like OpenSSH, ask the
+/// server for the kind of key known_hosts can confirm, rather than one it has never seen.
+fn host_key_order(defaults: &[Algorithm], recorded: &[KnownKey]) -> Vec<Algorithm> {
+    let is_recorded = |algorithm: &Algorithm| {
+        recorded.iter().any(|known| {
+            let kind = known.key.algorithm();
+            // A recorded RSA key can be proven with any RSA signature hash.
+            kind == *algorithm || (is_rsa(&kind) && is_rsa(algorithm))
+        })
+    };
+    let (mut first, rest): (Vec<_>, Vec<_>) = defaults.iter().cloned().partition(is_recorded);
+    first.extend(rest);
+    first
+}
+
+fn is_rsa(algorithm: &Algorithm) -> bool {
+    matches!(algorithm, Algorithm::Rsa { .. })
+}
+
+/// Why the handshake stopped: an SSH-level failure, or our own verdict on the host key.
+#[derive(Debug)]
+pub(super) enum HandshakeError {
+    Ssh(russh::Error),
+    HostKey(SshError),
+}
+
+impl From<russh::Error> for HandshakeError {
+    fn from(err: russh::Error) -> Self {
+        HandshakeError::Ssh(err)
+    }
+}
+
+/// The client handler: it only judges the server's host key.
+pub(super) struct HostKeyCheck {
+    target: SshTarget,
+    /// What known_hosts said about this host before connecting.
+    recorded: Vec<KnownKey>,
+}
+
+impl HostKeyCheck {
+    fn verify(&self, presented: &PublicKey) -> Result<(), SshError> {
+        let target = &self.target;
+        match (
+            target.host_key_policy,
+            known_hosts::judge(&self.recorded, presented),
+        ) {
+            (HostKeyPolicy::Off, _) | (_, Verdict::Known) => Ok(()),
+            (_, Verdict::Changed(known)) => Err(SshError::HostKeyChanged {
+                host: target.addr.clone(),
+                port: target.port,
+                presented: known_hosts::fingerprint(presented),
+                recorded: known_hosts::fingerprint(&known.key),
+                known_hosts: target.known_hosts.clone(),
+                line: known.line,
+            }),
+            (HostKeyPolicy::Strict, Verdict::Unknown) => Err(SshError::HostKeyUnknown {
+                endpoint: target.endpoint(),
+                fingerprint: known_hosts::fingerprint(presented),
+                known_hosts: target.known_hosts.clone(),
+            }),
+            (HostKeyPolicy::AcceptNew, Verdict::Unknown) => {
+                known_hosts::record(&target.known_hosts, &target.addr, target.port, presented)
+                    .map_err(|source| SshError::KnownHosts {
+                        path: target.known_hosts.clone(),
+                        source,
+                    })?;
+                tracing::info!(
+                    endpoint = %target.endpoint(),
+                    "recorded new host key {} in {}",
+                    known_hosts::fingerprint(presented),
+                    target.known_hosts.display()
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+impl client::Handler for HostKeyCheck {
+    type Error = HandshakeError;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        match server_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                self.verify(key).map_err(HandshakeError::HostKey)?;
+                Ok(true)
+            }
+            // Certificates are never asked for (`host_key_certificates` stays empty).
+            PublicKeyOrCertificate::Certificate(_) => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_read_and_print_their_cli_names() {
+        for name in HostKeyPolicy::NAMES {
+            assert_eq!(name.parse::<HostKeyPolicy>().unwrap().to_string(), name);
+        }
+        assert!(
+            "yes"
+                .parse::<HostKeyPolicy>()
+                .unwrap_err()
+                .contains("strict, accept-new, off")
+        );
+    }
+
+    #[test]
+    fn recorded_key_kinds_are_asked_for_first() {
+        let rsa = PublicKey::from_openssh(
+            "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDTh+CODYHoLQ0qLHzCrFOaHjDO6VrejAeLdzUbTcpcAwHO0\
+             LyLLCvlo5XIpV6liVmR2AEsSAHSb70w52hpWTT/IvzP5T8HBcqqhUxNQsl5QTpd8jsBO3Xrr5KGjayfJq7/PA\
+             M513pF+GfDiHtpkVtmpEDZHFtXX/ECURovDAPhOQ==",
+        )
+        .unwrap();
+        let recorded = [KnownKey { line: 1, key: rsa }];
+        let order = host_key_order(&Preferred::default().key, &recorded);
+        assert!(is_rsa(&order[0]) && is_rsa(&order[1]));
+        assert_eq!(order.len(), Preferred::default().key.len());
+        assert_eq!(
+            host_key_order(&Preferred::default().key, &[]),
+            Preferred::default().key.to_vec()
+        );
+    }
+
+    #[test]
+    fn endpoints_bracket_ipv6() {
+        let target = |addr: &str| SshTarget {
+            addr: addr.into(),
+            port: 2222,
+            user: "tidb".into(),
+            key_path: "k".into(),
+            known_hosts: "kh".into(),
+            host_key_policy: HostKeyPolicy::Strict,
+            connect_timeout: Duration::from_secs(1),
+            privilege: Privilege::Sudo,
+        };
+        assert_eq!(target("10.0.0.1").endpoint(), "10.0.0.1:2222");
+        assert_eq!(target("::1").endpoint(), "[::1]:2222");
+    }
+}
