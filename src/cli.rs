@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::ssh::HostKeyPolicy;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "dm-patch",
@@ -38,8 +40,13 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
     /// How to treat SSH host keys, checked against the cluster's ssh/known_hosts
-    #[arg(long, global = true, value_name = "POLICY", default_value = "accept-new", value_parser = ["strict", "accept-new", "off"])]
-    pub host_key_policy: String,
+    #[arg(
+        long,
+        global = true,
+        value_name = "POLICY",
+        default_value = "accept-new"
+    )]
+    pub host_key_policy: HostKeyPolicy,
     /// More detail (repeat for debug logs)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -74,6 +74,9 @@ pub struct Package {
     pub sha256: String,
     #[serde(skip)]
     pub component: Role,
+    /// Size of the binary inside, for the free-space check on hosts.
+    #[serde(skip)]
+    pub entry_size: u64,
     /// `Some` when the entry is an ELF binary, with its CPU; `None` for a script.
     #[serde(skip)]
     pub elf_machine: Option<ElfMachine>,
@@ -233,6 +236,7 @@ pub fn inspect(
         size: source.bytes,
         sha256: hex(&source.hasher.finalize()),
         component: package_component,
+        entry_size: entry.size,
         elf_machine: entry.elf_machine,
     })
 }
@@ -259,6 +263,7 @@ fn detect_component(entries: &[Entry], selected: Role, shown: &str) -> Result<Ro
 /// One tar entry, as far as the checks care.
 struct Entry {
     path: String,
+    size: u64,
     is_regular: bool,
     mode: u32,
     elf_machine: Option<ElfMachine>,
@@ -311,6 +316,7 @@ fn scan_tar<R: Read>(gzip: GzDecoder<R>, shown: &str) -> Result<Scan<R>, Package
             };
             entries.push(Entry {
                 path,
+                size: entry.size(),
                 is_regular: kind.is_file(),
                 mode: entry.header().mode().map_err(|err| corrupt(shown, &err))?,
                 elf_machine: elf_machine(&head[..read]),

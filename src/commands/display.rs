@@ -91,7 +91,7 @@ async fn versions(client: &DmClient, instances: &[Instance]) -> Vec<Option<Strin
     for (index, instance) in instances.iter().enumerate() {
         let client = client.clone();
         let addr = instance.addr();
-        calls.spawn(async move { (index, client.release_version(&addr).await.ok()) });
+        calls.spawn(async move { (index, client.status(&addr).await.ok().map(|v| v.release)) });
     }
     let mut versions = vec![None; instances.len()];
     while let Some(answer) = calls.join_next().await {

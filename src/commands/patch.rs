@@ -6,8 +6,9 @@ use anyhow::Context;
 
 use crate::cli::{GlobalArgs, PatchArgs};
 use crate::dm::client::DmClient;
+use crate::engine::{self, events::Event, signals::Interrupt};
 use crate::error::{ExitStatus, InputError};
-use crate::output::{Printer, render_plan};
+use crate::output::{self, Printer, render_plan};
 use crate::package;
 use crate::plan::Plan;
 use crate::topology::select::Filter;
@@ -24,9 +25,9 @@ pub struct PatchConfig {
     pub ssh_timeout: Duration,
     pub wait_timeout: Duration,
     pub concurrency: usize,
-    pub host_key_policy: String,
+    pub host_key_policy: crate::ssh::HostKeyPolicy,
     /// The command line as typed, for the audit record.
-    pub command_line: String,
+    pub command_line: Vec<String>,
 }
 
 pub async fn run(
@@ -53,7 +54,24 @@ pub async fn run(
         return Ok(ExitStatus::Success);
     }
     let lock = lock.expect("taken above for every run that changes something");
-    crate::engine::run(config, lock, printer).await
+    if !confirm(&config, printer)? {
+        printer.result("Aborted: nothing was changed.");
+        return Ok(ExitStatus::Failure);
+    }
+    let progress = output::progress::for_printer(printer);
+    let interrupt = Interrupt::install({
+        let progress = progress.clone();
+        move || {
+            progress.event(Event::Note(
+                "stopping: the instance in flight is finished or rolled back first, never left stopped",
+            ))
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
+    let report = engine::execute(config, &lock, progress.clone(), &interrupt).await?;
+    progress.event(Event::Phase("done"));
+    output::report::render(&report, printer);
+    Ok(report.result.exit_status())
 }
 
 async fn resolve(
@@ -102,8 +120,8 @@ async fn resolve(
         ssh_timeout,
         wait_timeout: Duration::from_secs(global.wait_timeout),
         concurrency: usize::from(global.concurrency),
-        host_key_policy: global.host_key_policy.clone(),
-        command_line: command_line(),
+        host_key_policy: global.host_key_policy,
+        command_line: std::env::args().collect(),
     })
 }
 
@@ -119,10 +137,6 @@ async fn find_leader(cluster: &Cluster, timeout: Duration) -> Option<String> {
         .collect();
     let members = client.members_from_any(&masters).await.ok()?;
     members.leader().map(|leader| leader.name.clone())
-}
-
-fn command_line() -> String {
-    std::env::args().collect::<Vec<_>>().join(" ")
 }
 
 /// Refuses to go on without an explicit yes: a prompt on a terminal, `--yes` elsewhere.

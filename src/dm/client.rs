@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::version::VersionInfo;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DmError {
     #[error("{addr}: {source}")]
@@ -214,10 +216,10 @@ impl DmClient {
         })
     }
 
-    /// The Release Version reported by `GET /status` of a dm-master or dm-worker.
-    pub async fn release_version(&self, addr: &str) -> Result<String, DmError> {
+    /// The version block served at `GET /status` by a dm-master or dm-worker.
+    pub async fn status(&self, addr: &str) -> Result<VersionInfo, DmError> {
         let body = self.get(addr, "/status").await?;
-        Ok(parse_release_version(&body).unwrap_or_default().to_owned())
+        Ok(VersionInfo::parse(&body))
     }
 
     pub async fn health(&self, addr: &str) -> Result<Health, DmError> {
@@ -299,14 +301,6 @@ impl DmClient {
     }
 }
 
-/// The `Release Version:` line of a `-V` / `/status` block.
-pub fn parse_release_version(block: &str) -> Option<&str> {
-    block
-        .lines()
-        .find_map(|line| line.strip_prefix("Release Version:"))
-        .map(str::trim)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,12 +319,5 @@ mod tests {
         assert_eq!(members.masters()[0].client_urls, ["http://127.0.0.11:8261"]);
         assert_eq!(members.workers()[0].stage, "bound");
         assert_eq!(members.worker_msg(), "");
-    }
-
-    #[test]
-    fn reads_release_version() {
-        let block = "Release Version: v8.5.1\nGit Commit Hash: 1a2b\nGit Branch: HEAD\n";
-        assert_eq!(parse_release_version(block), Some("v8.5.1"));
-        assert_eq!(parse_release_version("garbage"), None);
     }
 }

@@ -1,4 +1,6 @@
-//! Talking to DM itself: its HTTP API, and what a safe rolling order is.
+//! Talking to DM itself: its HTTP API, what "healthy" means, and a safe rolling order.
 
 pub mod client;
+pub mod health;
 pub mod order;
+pub mod version;

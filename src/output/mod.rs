@@ -2,7 +2,8 @@
 //! engine decide what to say; this module decides how it looks.
 
 mod plan;
-
+pub mod progress;
+pub mod report;
 pub mod table;
 
 pub use plan::render_plan;

@@ -167,6 +167,38 @@ pub fn save(cluster: &Cluster, _lock: &ClusterLock) -> Result<(), StoreError> {
         .map_err(write_error)
 }
 
+/// `--overwrite`: keeps the package as `patch/<comp>-<sha7>.tar.gz` with the relative symlink
+/// `patch/<comp>.tar.gz` pointing at it, as TiUP does, so TiUP's later scale-out and upgrade
+/// reuse it. Both are replaced atomically, so running twice with the same package is fine.
+pub fn keep_package(
+    cluster: &Cluster,
+    package: &crate::package::Package,
+) -> Result<PathBuf, StoreError> {
+    let dir = cluster.patch_dir();
+    let comp = package.component.component();
+    let file_name = format!("{comp}-{}.tar.gz", package.short_sha());
+    let kept = dir.join(&file_name);
+    let link = dir.join(format!("{comp}.tar.gz"));
+    let write_error = |source: io::Error| StoreError::Write {
+        path: dir.display().to_string(),
+        source,
+    };
+    fs::create_dir_all(&dir).map_err(write_error)?;
+    let temp = tempfile::Builder::new()
+        .prefix(".patch.")
+        .tempfile_in(&dir)
+        .map_err(write_error)?;
+    fs::copy(&package.path, temp.path()).map_err(write_error)?;
+    temp.as_file().sync_all().map_err(write_error)?;
+    temp.persist(&kept).map_err(|err| write_error(err.error))?;
+
+    let temp_link = dir.join(format!(".{comp}.tar.gz.link"));
+    let _ = fs::remove_file(&temp_link);
+    std::os::unix::fs::symlink(&file_name, &temp_link).map_err(write_error)?;
+    fs::rename(&temp_link, &link).map_err(write_error)?;
+    Ok(kept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

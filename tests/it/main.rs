@@ -1,5 +1,7 @@
 //! dm-patch's integration tests: one binary, a module per area.
 
+mod display;
 mod dry_run;
 mod inputs;
+mod ssh;
 mod support;

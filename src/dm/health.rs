@@ -1,0 +1,151 @@
+//! What "healthy again" means for a DM instance, and polling for it under a deadline.
+//!
+//! dm-master: `/health` answers 200, the members list shows it alive, and `/status` reports the
+//! expected binary. dm-worker: `/status` reports the expected binary and the members list shows
+//! it `free`, `bound` or `relay` (registered with the leader again).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep};
+
+use super::client::{DmClient, Health};
+use super::version::VersionInfo;
+
+/// The outcome of one look at an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Not yet; the reason is what the operator sees if the deadline passes.
+    Waiting(String),
+    /// It will not get there (the service exited): stop waiting now.
+    Failed(String),
+}
+
+/// Calls `check` until it is `Ready`, fails, or `timeout` passes. Polls start at 50 ms and back
+/// off to 500 ms: fast when things are fast, gentle when they are slow.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Readiness>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut interval = Duration::from_millis(50);
+    loop {
+        let reason = match check().await {
+            Readiness::Ready => return Ok(()),
+            Readiness::Failed(reason) => return Err(reason),
+            Readiness::Waiting(reason) => reason,
+        };
+        if Instant::now() + interval > deadline {
+            return Err(format!("{reason} (gave up after {}s)", timeout.as_secs()));
+        }
+        sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Whether the dm-master `name` at `addr` is back: healthy, alive among the members, and
+/// running `expected`.
+pub async fn master_readiness(
+    client: &DmClient,
+    addr: &str,
+    name: &str,
+    expected: &VersionInfo,
+) -> Readiness {
+    if let Some(waiting) = version_readiness(client, addr, expected).await {
+        return waiting;
+    }
+    match client.health(addr).await {
+        Ok(Health::Healthy) => {}
+        Ok(Health::Unhealthy) => return Readiness::Waiting(format!("{addr} /health is not OK")),
+        Err(err) => return Readiness::Waiting(err.to_string()),
+    }
+    match client.members(addr).await {
+        Ok(members) if members.masters().iter().any(|m| m.name == name && m.alive) => {
+            Readiness::Ready
+        }
+        Ok(_) => Readiness::Waiting(format!("{name} is not alive in the members list yet")),
+        Err(err) => Readiness::Waiting(err.to_string()),
+    }
+}
+
+/// Whether the dm-worker `name` at `addr` is back: running `expected` and registered with the
+/// leader as `free`, `bound` or `relay`.
+pub async fn worker_readiness(
+    client: &DmClient,
+    addr: &str,
+    name: &str,
+    masters: &[String],
+    expected: &VersionInfo,
+) -> Readiness {
+    if let Some(waiting) = version_readiness(client, addr, expected).await {
+        return waiting;
+    }
+    match client.members_from_any(masters).await {
+        Ok(members) => match members.workers().iter().find(|w| w.name == name) {
+            Some(worker) if matches!(worker.stage.as_str(), "free" | "bound" | "relay") => {
+                Readiness::Ready
+            }
+            Some(worker) => Readiness::Waiting(format!("{name} is {}", worker.stage)),
+            None if !members.worker_msg().is_empty() => {
+                Readiness::Waiting(members.worker_msg().to_owned())
+            }
+            None => Readiness::Waiting(format!("{name} has not registered yet")),
+        },
+        Err(err) => Readiness::Waiting(err.to_string()),
+    }
+}
+
+/// `None` when `/status` at `addr` reports `expected`; otherwise why not.
+async fn version_readiness(
+    client: &DmClient,
+    addr: &str,
+    expected: &VersionInfo,
+) -> Option<Readiness> {
+    match client.status(addr).await {
+        Ok(running) if running.matches(expected) => None,
+        Ok(running) => Some(Readiness::Waiting(format!(
+            "{addr} runs {}, expected {}",
+            running.short(),
+            expected.short()
+        ))),
+        Err(err) => Some(Readiness::Waiting(err.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_until_stops_on_ready_failed_or_deadline() {
+        let mut calls = 0;
+        let ready = wait_until(Duration::from_secs(5), || {
+            calls += 1;
+            let answer = if calls < 3 {
+                Readiness::Waiting("not yet".into())
+            } else {
+                Readiness::Ready
+            };
+            async move { answer }
+        })
+        .await;
+        assert_eq!(ready, Ok(()));
+        assert_eq!(calls, 3);
+
+        let failed = wait_until(Duration::from_secs(5), || async {
+            Readiness::Failed("service exited".into())
+        })
+        .await;
+        assert_eq!(failed, Err("service exited".into()));
+
+        let started = std::time::Instant::now();
+        let timed_out = wait_until(Duration::from_millis(300), || async {
+            Readiness::Waiting("still starting".into())
+        })
+        .await;
+        assert!(timed_out.unwrap_err().starts_with("still starting"));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,82 @@
+//! One SSH connection per host, opened in parallel and shared by every step on that host.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::remote::Remote;
+use crate::commands::patch::PatchConfig;
+use crate::ssh::{HostSession, Privilege, SshTarget};
+use crate::topology::SystemdMode;
+
+/// The open sessions, keyed by SSH endpoint (`manage_host` or `host`, and port).
+pub struct Hosts {
+    remotes: HashMap<(String, u16), Remote>,
+}
+
+impl Hosts {
+    /// Connects to every host of the plan, at most `concurrency` at a time. Returns the
+    /// sessions that opened and one problem line per host that did not.
+    pub async fn connect(config: &PatchConfig) -> (Hosts, Vec<String>) {
+        let cluster = &config.cluster;
+        let privilege = match (cluster.ssh_user(), cluster.systemd_mode()) {
+            ("root", _) => Privilege::Root,
+            (_, SystemdMode::User) => Privilege::SystemdUser,
+            _ => Privilege::Sudo,
+        };
+        let limit = Arc::new(Semaphore::new(config.concurrency));
+        let mut connections = JoinSet::new();
+        for staging in &config.plan.hosts {
+            let target = SshTarget {
+                addr: staging.ssh_host.clone(),
+                port: staging.ssh_port,
+                user: cluster.ssh_user().to_owned(),
+                key_path: cluster.ssh_key(),
+                known_hosts: cluster.known_hosts(),
+                host_key_policy: config.host_key_policy,
+                connect_timeout: config.ssh_timeout,
+                privilege,
+            };
+            let limit = limit.clone();
+            connections.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let session = HostSession::connect(&target).await;
+                (target, session)
+            });
+        }
+
+        let mut remotes = HashMap::new();
+        let mut problems = Vec::new();
+        while let Some(joined) = connections.join_next().await {
+            let (target, session) = joined.expect("connection tasks do not panic");
+            match session {
+                Ok(session) => {
+                    let remote = Remote {
+                        session,
+                        systemd_mode: cluster.systemd_mode(),
+                        label: format!("{}:{}", target.addr, target.port),
+                    };
+                    remotes.insert((target.addr, target.port), remote);
+                }
+                Err(err) => problems.push(err.to_string()),
+            }
+        }
+        problems.sort();
+        (Hosts { remotes }, problems)
+    }
+
+    pub fn get(&self, ssh_host: &str, ssh_port: u16) -> &Remote {
+        self.remotes
+            .get(&(ssh_host.to_owned(), ssh_port))
+            .expect("only connected hosts are asked for")
+    }
+
+    /// Disconnects every session politely.
+    pub async fn close(self) {
+        for remote in self.remotes.into_values() {
+            remote.session.close().await;
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! What the engine does on a host, as named operations over one SSH session. Every value that
+//! goes into a remote command passes through `shell_quote`.
+
+use crate::dm::version::VersionInfo;
+use crate::ssh::{HostSession, SshError, shell_quote};
+use crate::topology::SystemdMode;
+
+/// One host's SSH session plus how services are managed there.
+#[derive(Clone)]
+pub struct Remote {
+    pub session: HostSession,
+    pub systemd_mode: SystemdMode,
+    /// `host:port` of the SSH endpoint, for messages.
+    pub label: String,
+}
+
+/// What `systemctl is-active` says of a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitState {
+    Active,
+    /// Inactive, failed, activating... anything but running.
+    NotActive,
+}
+
+impl Remote {
+    /// Runs `command` and requires exit status 0.
+    pub async fn run(&self, command: &str) -> Result<String, SshError> {
+        self.session.run(command).await
+    }
+
+    fn systemctl(&self, args: &str) -> String {
+        match self.systemd_mode {
+            SystemdMode::System => format!("systemctl {args}"),
+            SystemdMode::User => format!("systemctl --user {args}"),
+        }
+    }
+
+    pub async fn stop(&self, unit: &str) -> Result<(), SshError> {
+        self.run(&self.systemctl(&format!("stop {}", shell_quote(unit))))
+            .await
+            .map(drop)
+    }
+
+    pub async fn start(&self, unit: &str) -> Result<(), SshError> {
+        self.run(&self.systemctl(&format!("start {}", shell_quote(unit))))
+            .await
+            .map(drop)
+    }
+
+    pub async fn unit_state(&self, unit: &str) -> Result<UnitState, SshError> {
+        let command = self.systemctl(&format!("is-active {}", shell_quote(unit)));
+        let output = self.session.exec(&command).await?;
+        Ok(
+            if output.exit_status == 0 && output.stdout.trim() == "active" {
+                UnitState::Active
+            } else {
+                UnitState::NotActive
+            },
+        )
+    }
+
+    /// `<binary> -V`, parsed.
+    pub async fn binary_version(&self, binary: &str) -> Result<VersionInfo, SshError> {
+        let block = self.run(&format!("{} -V", shell_quote(binary))).await?;
+        Ok(VersionInfo::parse(&block))
+    }
+
+    /// The sha256 of a remote file, or `None` when it does not exist.
+    pub async fn sha256(&self, path: &str) -> Result<Option<String>, SshError> {
+        let quoted = shell_quote(path);
+        let output = self
+            .session
+            .exec(&format!("test -f {quoted} && sha256sum {quoted}"))
+            .await?;
+        if output.exit_status != 0 {
+            return Ok(None);
+        }
+        Ok(output.stdout.split_whitespace().next().map(str::to_owned))
+    }
+
+    /// Free space (bytes) on the file system holding `dir`.
+    pub async fn free_bytes(&self, dir: &str) -> Result<u64, SshError> {
+        let out = self
+            .run(&format!("df -Pk {} | tail -n 1", shell_quote(dir)))
+            .await?;
+        let kib: u64 = out
+            .split_whitespace()
+            .nth(3)
+            .and_then(|field| field.parse().ok())
+            .unwrap_or(0);
+        Ok(kib * 1024)
+    }
+}

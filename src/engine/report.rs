@@ -1,0 +1,105 @@
+//! What a run did: the facts the summary table, the JSON report and the audit record show.
+
+use serde::Serialize;
+
+use crate::dm::version::VersionInfo;
+use crate::error::ExitStatus;
+use crate::topology::Role;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub cluster: String,
+    pub component: Role,
+    pub package: PackageReport,
+    pub offline: bool,
+    pub overwrite: bool,
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
+    pub result: RunResult,
+    /// What happened and what to do, when the run did not simply succeed.
+    pub message: Option<String>,
+    /// Everything preflight found wrong (the run stops before touching any service).
+    pub problems: Vec<String>,
+    pub instances: Vec<InstanceReport>,
+    /// With `--overwrite`: where the package was kept in the store.
+    pub kept_package: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageReport {
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+    /// What the package's binary says of itself (`-V`), once staged.
+    pub version: Option<VersionInfo>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunResult {
+    /// Every selected instance runs the package (patched now or before).
+    Success,
+    /// Preflight or staging found problems; no service was touched.
+    PreflightFailed,
+    /// An instance failed; the roll stopped there.
+    Failed,
+    /// Ctrl-C or SIGTERM; the instance in flight was finished or undone first.
+    Interrupted,
+    /// The operator answered no.
+    Aborted,
+}
+
+impl RunResult {
+    pub fn exit_status(self) -> ExitStatus {
+        match self {
+            RunResult::Success => ExitStatus::Success,
+            RunResult::PreflightFailed | RunResult::Failed | RunResult::Aborted => {
+                ExitStatus::Failure
+            }
+            RunResult::Interrupted => ExitStatus::Interrupted,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceReport {
+    pub id: String,
+    pub role: Role,
+    pub host: String,
+    pub old_version: Option<VersionInfo>,
+    pub new_version: Option<VersionInfo>,
+    pub outcome: Outcome,
+    pub seconds: f64,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Running the package's binary, healthy (or swapped, with `--offline`).
+    Patched,
+    /// Already had the package's binary (same sha256); nothing to do.
+    Skipped,
+    /// Failed before its service was touched (e.g. the leader would not move): as it was.
+    FailedUnchanged,
+    /// Failed, and is back on the binary it ran before, running and healthy.
+    RolledBack,
+    /// Failed, and could not be brought back: needs the operator (the detail says how).
+    NeedsAttention,
+    /// The roll stopped before reaching it: untouched.
+    NotReached,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Patched => "patched",
+            Outcome::Skipped => "skipped (already on this package)",
+            Outcome::FailedUnchanged => "failed, left as it was",
+            Outcome::RolledBack => "failed, rolled back",
+            Outcome::NeedsAttention => "FAILED, needs attention",
+            Outcome::NotReached => "not reached",
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Staging: upload the package once per host (all hosts in parallel), verify its sha256 there,
+//! and unpack the binary next to `bin` for every selected instance on the host. Nothing that
+//! runs is touched; a failure here leaves only files that `cleanup` removes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::events::{Event, Progress};
+use super::hosts::Hosts;
+use super::remote::Remote;
+use crate::dm::version::VersionInfo;
+use crate::plan::{HostStaging, Plan, PlannedInstance};
+use crate::ssh::shell_quote;
+
+/// The new binary, unpacked and ready to be swapped in.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// `<staging_dir>/<comp>/<comp>`.
+    pub binary: String,
+    pub sha256: String,
+    /// What the new binary says of itself (`-V`) on that host.
+    pub version: VersionInfo,
+}
+
+/// Stages the package on every host; returns what was staged per instance ID, and problems.
+pub async fn stage_all(
+    plan: &Arc<Plan>,
+    hosts: &Hosts,
+    progress: &Arc<dyn Progress>,
+    concurrency: usize,
+) -> (HashMap<String, Staged>, Vec<String>) {
+    let limit = Arc::new(Semaphore::new(concurrency));
+    let mut jobs = JoinSet::new();
+    for host in &plan.hosts {
+        let remote = hosts.get(&host.ssh_host, host.ssh_port).clone();
+        let (plan, host, progress, limit) =
+            (plan.clone(), host.clone(), progress.clone(), limit.clone());
+        jobs.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            stage_host(&plan, &host, &remote, progress.as_ref()).await
+        });
+    }
+    let mut staged = HashMap::new();
+    let mut problems = Vec::new();
+    while let Some(joined) = jobs.join_next().await {
+        match joined.expect("staging tasks do not panic") {
+            Ok(instances) => staged.extend(instances),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    problems.sort();
+    if problems.is_empty() {
+        problems.extend(differing_versions(&staged));
+    }
+    (staged, problems)
+}
+
+async fn stage_host(
+    plan: &Plan,
+    host: &HostStaging,
+    remote: &Remote,
+    progress: &dyn Progress,
+) -> Result<Vec<(String, Staged)>, String> {
+    let label = remote.label.as_str();
+    progress.event(Event::UploadStarted {
+        host: label,
+        total: plan.package.size,
+    });
+    remote
+        .session
+        .upload(&plan.package.path, &host.remote_package, |sent| {
+            progress.event(Event::UploadProgress { host: label, sent });
+        })
+        .await
+        .map_err(|err| format!("{label}: upload failed: {err}"))?;
+    progress.event(Event::UploadFinished { host: label });
+
+    let uploaded = remote
+        .sha256(&host.remote_package)
+        .await
+        .map_err(|err| format!("{label}: {err}"))?;
+    if uploaded.as_deref() != Some(plan.package.sha256.as_str()) {
+        return Err(format!(
+            "{label}: the uploaded package's sha256 is {}, expected {}; the transfer was damaged",
+            uploaded.unwrap_or_else(|| "missing".into()),
+            plan.package.sha256
+        ));
+    }
+
+    let mut staged = Vec::new();
+    let on_this_host = plan
+        .instances
+        .iter()
+        .filter(|i| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port);
+    for step in on_this_host {
+        let unpacked = unpack(plan, host, remote, step)
+            .await
+            .map_err(|err| format!("{}: {err}", step.id))?;
+        staged.push((step.id.clone(), unpacked));
+    }
+    Ok(staged)
+}
+
+/// Unpacks `<comp>/<comp>` into the instance's staging dir, owned like the binary it replaces.
+async fn unpack(
+    plan: &Plan,
+    host: &HostStaging,
+    remote: &Remote,
+    step: &PlannedInstance,
+) -> Result<Staged, String> {
+    let entry = plan.package.entry();
+    let staging = shell_quote(&step.staging_dir);
+    let binary = format!("{}/{entry}", step.staging_dir);
+    let command = format!(
+        "rm -rf {staging} && mkdir -p {staging} && tar --no-same-owner -xzf {package} -C {staging} {entry} \
+         && chown --reference={current} {new} && chmod --reference={current} {new}",
+        package = shell_quote(&host.remote_package),
+        entry = shell_quote(&entry),
+        current = shell_quote(&step.binary),
+        new = shell_quote(&binary),
+    );
+    remote.run(&command).await.map_err(|err| err.to_string())?;
+    let sha256 = remote
+        .sha256(&binary)
+        .await
+        .map_err(|err| err.to_string())?
+        .ok_or_else(|| format!("{binary} is missing after unpacking"))?;
+    let version = remote
+        .binary_version(&binary)
+        .await
+        .map_err(|err| format!("the new binary does not run on this host: {err}"))?;
+    if version.release.is_empty() {
+        return Err(format!(
+            "{binary} -V printed no Release Version; is it a DM binary?"
+        ));
+    }
+    Ok(Staged {
+        binary,
+        sha256,
+        version,
+    })
+}
+
+/// One package, one version: a host whose copy reports something else is a problem.
+fn differing_versions(staged: &HashMap<String, Staged>) -> Option<String> {
+    let mut versions: Vec<(&String, &VersionInfo)> =
+        staged.iter().map(|(id, s)| (id, &s.version)).collect();
+    versions.sort_by_key(|(id, _)| *id);
+    let (first_id, first) = versions.first()?;
+    let (other_id, other) = versions.iter().find(|(_, v)| *v != *first)?;
+    Some(format!(
+        "the new binary reports {} on {first_id} but {} on {other_id}",
+        first.short(),
+        other.short()
+    ))
+}
+
+/// Removes the uploaded packages and the staging dirs (except `keep`, staging dirs that hold
+/// the only copy of a binary an operator still needs). Best effort: a leftover file is harmless.
+pub async fn cleanup(plan: &Plan, hosts: &Hosts, keep: &[String]) {
+    for host in &plan.hosts {
+        let remote = hosts.get(&host.ssh_host, host.ssh_port);
+        let mut paths = vec![shell_quote(&host.remote_package).into_owned()];
+        paths.extend(
+            plan.instances
+                .iter()
+                .filter(|i| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port)
+                .filter(|i| !keep.contains(&i.id))
+                .map(|i| shell_quote(&i.staging_dir).into_owned()),
+        );
+        if let Err(err) = remote.run(&format!("rm -rf {}", paths.join(" "))).await {
+            tracing::warn!("{}: could not remove staged files: {err}", remote.label);
+        }
+    }
+}
