@@ -3,5 +3,6 @@
 mod display;
 mod dry_run;
 mod inputs;
+mod preflight;
 mod ssh;
 mod support;
