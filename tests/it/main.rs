@@ -3,6 +3,7 @@
 mod display;
 mod dry_run;
 mod inputs;
+mod offline;
 mod preflight;
 mod ssh;
 mod support;
