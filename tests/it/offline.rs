@@ -14,9 +14,9 @@ use serde_json::Value;
 use crate::support::{Entry, Store};
 
 fn version_script(version: &str) -> String {
+    let hash = format!("{:0>40}", version.replace(['v', '.'], ""));
     format!(
-        "#!/bin/sh\nprintf 'Release Version: {version}\\nGit Commit Hash: {hash}\\nGit Branch: HEAD\\n'\n",
-        hash = format!("{:0>40}", version.replace(['v', '.'], ""))
+        "#!/bin/sh\nprintf 'Release Version: {version}\\nGit Commit Hash: {hash}\\nGit Branch: HEAD\\n'\n"
     )
 }
 
