@@ -61,18 +61,26 @@ fn patched_flags(sandbox: &Sandbox) -> Vec<bool> {
         .collect()
 }
 
-fn run(sandbox: &Sandbox, package: &Path, extra: &[&str]) -> std::process::Output {
-    let mut cmd = assert_cmd::Command::cargo_bin("dm-patch").unwrap();
-    cmd.env("TIUP_HOME", sandbox.tiup_home())
+/// `dm-patch patch <cluster> <package> -R dm-worker --offline --yes --format json`, expecting
+/// exit code `code`; returns the JSON report.
+fn patch_offline(sandbox: &Sandbox, package: &Path, code: i32) -> Value {
+    let output = assert_cmd::Command::cargo_bin("dm-patch")
+        .unwrap()
+        .env("TIUP_HOME", sandbox.tiup_home())
         .env("NO_COLOR", "1")
         .args(["patch", sandbox.cluster_name()])
         .arg(package)
-        .args(extra);
-    cmd.output().unwrap()
+        .args(["-R", "dm-worker", "--offline", "--yes", "--format", "json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
-#[test]
-fn offline_patch_swaps_binaries_over_ssh() {
+/// A hosts-only sandbox whose meta.yaml lists one dm-worker per host, deployed in the dir
+/// `deploy_dir` lays out (or not) for that host.
+fn sandbox_with_workers(deploy_dir: impl Fn(&Sandbox, &str) -> PathBuf) -> (Sandbox, Vec<PathBuf>) {
     let sandbox = Sandbox::builder()
         .hosts(2)
         .masters(0)
@@ -83,11 +91,18 @@ fn offline_patch_swaps_binaries_over_ssh() {
         .hosts()
         .into_iter()
         .map(|host| {
-            let deploy = deploy_worker(&sandbox, &host);
+            let deploy = deploy_dir(&sandbox, &host);
             (host, deploy)
         })
         .collect();
     add_workers(&sandbox, &deploys);
+    let dirs = deploys.into_iter().map(|(_, dir)| dir).collect();
+    (sandbox, dirs)
+}
+
+#[test]
+fn offline_patch_swaps_binaries_over_ssh() {
+    let (sandbox, deploys) = sandbox_with_workers(deploy_worker);
 
     let packages = Store::new();
     let hotfix = version_script("v8.5.2");
@@ -96,18 +111,7 @@ fn offline_patch_swaps_binaries_over_ssh() {
         &[Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes())],
     );
 
-    let output = run(
-        &sandbox,
-        &package,
-        &["-R", "dm-worker", "--offline", "--yes", "--format", "json"],
-    );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = patch_offline(&sandbox, &package, 0);
     assert_eq!(report["result"], "success");
     assert_eq!(report["package"]["version"]["release"], "v8.5.2");
     for instance in report["instances"].as_array().unwrap() {
@@ -115,7 +119,7 @@ fn offline_patch_swaps_binaries_over_ssh() {
         assert_eq!(instance["old_version"]["release"], "v8.5.1");
         assert_eq!(instance["new_version"]["release"], "v8.5.2");
     }
-    for (_, deploy) in &deploys {
+    for deploy in &deploys {
         let installed = fs::read_to_string(deploy.join("bin/dm-worker/dm-worker")).unwrap();
         assert_eq!(installed, hotfix, "the new binary is in place");
         let mode = fs::metadata(deploy.join("bin/dm-worker/dm-worker"))
@@ -141,18 +145,7 @@ fn offline_patch_swaps_binaries_over_ssh() {
     assert_eq!(patched_flags(&sandbox), [true, true]);
 
     // Again: both already run the package, and are skipped.
-    let output = run(
-        &sandbox,
-        &package,
-        &["-R", "dm-worker", "--offline", "--yes", "--format", "json"],
-    );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = patch_offline(&sandbox, &package, 0);
     assert!(
         report["instances"]
             .as_array()
@@ -165,32 +158,13 @@ fn offline_patch_swaps_binaries_over_ssh() {
 
 #[test]
 fn preflight_reports_every_missing_deploy_dir() {
-    let sandbox = Sandbox::builder()
-        .hosts(2)
-        .masters(0)
-        .workers(0)
-        .start()
-        .expect("the sandbox hosts come up");
-    let deploys: Vec<(String, PathBuf)> = sandbox
-        .hosts()
-        .into_iter()
-        .map(|host| {
-            let deploy = sandbox.host_dir(&host).join("deploy/not-there");
-            (host, deploy)
-        })
-        .collect();
-    add_workers(&sandbox, &deploys);
+    let (sandbox, _) =
+        sandbox_with_workers(|sandbox, host| sandbox.host_dir(host).join("deploy/not-there"));
     let before = sandbox.meta_yaml();
     let packages = Store::new();
     let package = packages.good_package("dm-worker");
 
-    let output = run(
-        &sandbox,
-        &package,
-        &["-R", "dm-worker", "--offline", "--yes", "--format", "json"],
-    );
-    assert_eq!(output.status.code(), Some(1));
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = patch_offline(&sandbox, &package, 1);
     assert_eq!(report["result"], "preflight-failed");
     let problems = report["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 2, "{problems:?}");
