@@ -232,25 +232,47 @@ async fn roll_back(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), Strin
 /// first. Returns whether it was evicted.
 async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result<bool, Failure> {
     let instance = &job.step.instance;
-    job.say(context, "checking the dm-master quorum");
+    job.say(context, "waiting for the other dm-masters to be alive");
+    // The previous master may still be rejoining: wait (within the deadline) until stopping
+    // this one keeps a quorum, rather than failing at the first look.
+    let quorum_kept = wait_until(context.wait_timeout, || async {
+        let answer = match context.client.members_from_any(context.masters).await {
+            Ok(answer) => answer,
+            Err(err) => return Readiness::Waiting(err.to_string()),
+        };
+        let masters = answer.masters();
+        let alive_others = masters
+            .iter()
+            .filter(|m| m.alive && m.name != instance.name)
+            .count();
+        let quorum = masters.len() / 2 + 1;
+        let verdict = if masters.len() <= 1 || alive_others >= quorum {
+            Readiness::Ready
+        } else {
+            Readiness::Waiting(format!(
+                "stopping {} would leave {alive_others} of {} dm-masters alive, below the quorum of {quorum}",
+                instance.name,
+                masters.len()
+            ))
+        };
+        verdict
+    })
+    .await;
+    if let Err(reason) = quorum_kept {
+        return Err(Failure::Untouched(format!(
+            "{reason}; bring the others back first"
+        )));
+    }
     let members = context
         .client
         .members_from_any(context.masters)
         .await
         .map_err(|err| Failure::Untouched(err.to_string()))?;
-    let masters = members.masters();
-    let alive_others = masters
+    let alive_others = members
+        .masters()
         .iter()
         .filter(|m| m.alive && m.name != instance.name)
         .count();
-    let quorum = masters.len() / 2 + 1;
-    if alive_others < quorum && masters.len() > 1 {
-        return Err(Failure::Untouched(format!(
-            "stopping {} would leave {alive_others} of {} dm-masters alive, below the quorum of {quorum}; bring the others back first",
-            instance.name,
-            masters.len()
-        )));
-    }
     let leads = members.leader().is_some_and(|l| l.name == instance.name);
     if !leads || alive_others == 0 {
         return Ok(false);

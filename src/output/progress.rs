@@ -2,7 +2,7 @@
 //! (CI logs), nothing with `-q`.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,7 +57,9 @@ impl Progress for Lines {
             },
             Event::Note(note) => note.to_owned(),
         };
-        eprintln!("[{:>6.1}s] {line}", self.started.elapsed().as_secs_f64());
+        // A closed stderr (a CI runner gone, `| head`) must not stop a roll half way.
+        let seconds = self.started.elapsed().as_secs_f64();
+        let _ = writeln!(std::io::stderr(), "[{seconds:>6.1}s] {line}");
     }
 }
 

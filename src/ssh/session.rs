@@ -246,11 +246,23 @@ fn client_config(recorded: &[KnownKey]) -> client::Config {
         keepalive_max: 3,
         preferred: Preferred {
             key: Cow::Owned(host_key_order(&defaults.key, recorded)),
+            cipher: Cow::Borrowed(CIPHERS),
             ..defaults
         },
         ..client::Config::default()
     }
 }
+
+/// AES-GCM first: with the AES instructions of every amd64/arm64 server DM runs on, it moves
+/// a package about 1.5x faster than russh's (and OpenSSH's) default, ChaCha20-Poly1305, which
+/// stays next for hosts without them. Measured with `scripts/bench-upload`.
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_192_CTR,
+    russh::cipher::AES_128_CTR,
+];
 
 /// The default host-key algorithms, those of the recorded keys first: like OpenSSH, ask the
 /// server for the kind of key known_hosts can confirm, rather than one it has never seen.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use assert_cmd::Command;
+use dm_patch::dm::client::MembersResponse;
 use dm_patch::topology::meta::Meta;
 use dm_sandbox::{Sandbox, SandboxBuilder};
 use sha2::{Digest, Sha256};
@@ -61,9 +62,18 @@ impl Cluster {
         dm_patch::dm::version::VersionInfo::parse(&block).release
     }
 
+    /// The members answer of the first master that gives one (empty when none does).
+    pub fn members(&self) -> MembersResponse {
+        let json = self
+            .sandbox
+            .members_json()
+            .unwrap_or_else(|| serde_json::json!({"result": false}));
+        serde_json::from_value(json).expect("the members answer has DM's shape")
+    }
+
     /// The ID of the dm-master that leads now.
     pub fn leader_id(&self) -> String {
-        let members = self.sandbox.members();
+        let members = self.members();
         let leader = members.leader().expect("the cluster has a leader");
         leader.addr.clone()
     }

@@ -55,15 +55,17 @@ fn display_of_a_patched_live_cluster() {
     let table = stdout(&display(&cluster, &[]));
     let root = cluster.sandbox.root().display().to_string();
     let normalised = table.replace(&root, "[ROOT]");
+    // Subnets differ in width from run to run, so columns are compared as single spaces.
     insta::with_settings!({filters => vec![
-        (r"127\.\d+\.\d+\.", "127.X.X."),
-        (r"Cluster name:\s+\S+", "Cluster name:       [NAME]"),
-        (r"Healthy\|L", "Healthy  "),
-        (r"Bound|Free ", "Bound"),
-        (r"(?m)\s+$", ""),
+            (r"127\.\d+\.\d+\.", "127.X.X."),
+            (r"Cluster name:\s+\S+", "Cluster name: [NAME]"),
+            (r"Healthy\|L", "Healthy"),
+            (r"\b(Bound|Free)\b", "Free|Bound"),
+            (r" {2,}", "  "),
+            (r"(?m) +$", ""),
     ]}, {
-        insta::assert_snapshot!(normalised);
-    });
+            insta::assert_snapshot!(normalised);
+        });
 }
 
 #[test]
@@ -71,7 +73,7 @@ fn stopped_worker_and_stopped_host() {
     let cluster = Cluster::start(Sandbox::builder().hosts(4).masters(3).workers(2).sources(1));
     let workers = cluster.ids("dm-worker");
     cluster.sandbox.stop_service(&workers[0]);
-    let rows = rows(&display(&cluster, &["--format", "json"]));
+    let rows = json_rows(&display(&cluster, &["--format", "json"]));
     let stopped = rows
         .iter()
         .find(|r| r["id"] == workers[0].as_str())
@@ -91,7 +93,7 @@ fn stopped_worker_and_stopped_host() {
         .host;
     cluster.sandbox.stop_host(&host);
     let started = Instant::now();
-    let rows = rows(&display(
+    let rows = json_rows(&display(
         &cluster,
         &["--format", "json", "--ssh-timeout", "2"],
     ));
@@ -116,6 +118,6 @@ fn display(cluster: &Cluster, extra: &[&str]) -> std::process::Output {
     output
 }
 
-fn rows(output: &std::process::Output) -> Vec<Value> {
+fn json_rows(output: &std::process::Output) -> Vec<Value> {
     serde_json::from_slice(&output.stdout).unwrap()
 }

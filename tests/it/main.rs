@@ -1,9 +1,12 @@
 //! dm-patch's integration tests: one binary, a module per area.
 
+mod cluster;
 mod display;
 mod dry_run;
 mod inputs;
+mod live_display;
 mod offline;
+mod patch;
 mod preflight;
 mod ssh;
 mod support;

@@ -116,7 +116,7 @@ fn workers_are_patched_one_by_one_and_sources_stay_bound() {
                 .exists()
         );
     }
-    let members = cluster.sandbox.members();
+    let members = cluster.members();
     let bound: BTreeSet<String> = members
         .workers()
         .iter()
@@ -175,7 +175,7 @@ fn masters_go_followers_first_and_the_leader_last() {
             Some("v8.5.2")
         );
     }
-    assert!(cluster.sandbox.members().leader().is_some());
+    assert!(cluster.members().leader().is_some());
     assert_eq!(patched_ids(&cluster), masters.into_iter().collect());
 }
 
@@ -378,7 +378,7 @@ fn a_binary_that_never_turns_healthy_is_rolled_back() {
     cluster.sandbox.wait_until(
         "a leader after the roll back",
         Duration::from_secs(10),
-        || cluster.sandbox.members().leader().is_some(),
+        || cluster.members().leader().is_some(),
     );
 }
 
@@ -387,10 +387,9 @@ fn a_leader_that_ignores_eviction_is_left_running() {
     let cluster = Cluster::start(Sandbox::builder().hosts(3).masters(3).workers(1).sources(1));
     let stubborn = cluster.package("dm-master", "v8.5.2", &["ignore-evict"]);
     let good = cluster.package("dm-master", "v8.5.3", &[]);
-    // Followers first get a binary that ignores eviction; then the leader runs it too.
-    let leader = cluster.leader_id();
+    // Every master gets a binary that ignores eviction, so the leader runs it too.
     let output = cluster
-        .dm_patch(["patch", "-N", &leader, "--yes"], &stubborn)
+        .dm_patch(["patch", "-R", "dm-master", "--yes"], &stubborn)
         .output()
         .unwrap();
     assert!(
@@ -445,10 +444,10 @@ fn ctrl_c_finishes_the_instance_in_flight_and_stops() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Interrupt as soon as the first worker is stopping.
-    let stderr = BufReader::new(child.stderr.take().unwrap());
+    // Interrupt as soon as the first worker is stopping; keep reading stderr after that.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
-    for line in stderr.lines() {
+    for line in lines.by_ref() {
         let line = line.unwrap();
         let stopping = line.contains(": stopping");
         seen.push(line);
@@ -458,6 +457,7 @@ fn ctrl_c_finishes_the_instance_in_flight_and_stops() {
             break;
         }
     }
+    seen.extend(lines.map_while(Result::ok));
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "stderr so far: {seen:#?}");
     let report = json(&output);

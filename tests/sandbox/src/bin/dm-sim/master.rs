@@ -110,7 +110,7 @@ pub async fn run(settings: Settings) -> i32 {
     };
     let master = Arc::new(Master {
         http: reqwest::Client::builder()
-            .timeout(Duration::from_millis(300))
+            .timeout(Duration::from_secs(1))
             .no_proxy()
             .build()
             .expect("an HTTP client"),
