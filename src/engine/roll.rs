@@ -246,7 +246,7 @@ async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result
             .filter(|m| m.alive && m.name != instance.name)
             .count();
         let quorum = masters.len() / 2 + 1;
-        let verdict = if masters.len() <= 1 || alive_others >= quorum {
+        if masters.len() <= 1 || alive_others >= quorum {
             Readiness::Ready
         } else {
             Readiness::Waiting(format!(
@@ -254,8 +254,7 @@ async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result
                 instance.name,
                 masters.len()
             ))
-        };
-        verdict
+        }
     })
     .await;
     if let Err(reason) = quorum_kept {
