@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use dm_sandbox::process::ProcessRecord;
+use dm_sandbox::units::ServiceManager;
 use dm_sandbox::{Sandbox, SandboxBuilder};
 
 fn stdout(output: &std::process::Output) -> String {
@@ -368,4 +369,221 @@ fn the_cli_brings_hosts_up_builds_packages_and_tears_down() {
     run(&["down", "--root", root_arg]);
     assert!(sshds.iter().all(|sshd| !sshd.is_running()));
     assert!(!root.exists());
+}
+
+/// Every process a cluster sandbox runs: its services and its sshds.
+fn all_processes(sandbox: &Sandbox) -> Vec<ProcessRecord> {
+    let mut records = sshd_records(sandbox);
+    for ip in sandbox.hosts() {
+        let manager = ServiceManager::for_host(&sandbox.host_dir(&ip), false);
+        records.extend(
+            manager
+                .recorded_units()
+                .iter()
+                .filter_map(|unit| manager.running(unit)),
+        );
+    }
+    records
+}
+
+#[test]
+fn a_cluster_comes_up_fast_and_goes_down_clean() {
+    let started = Instant::now();
+    let sandbox = Sandbox::builder()
+        .hosts(6)
+        .masters(3)
+        .workers(3)
+        .sources(2)
+        .start()
+        .expect("the cluster comes up");
+    let up = started.elapsed();
+    let processes = all_processes(&sandbox);
+    assert_eq!(processes.len(), 6 + 6, "6 sshds and 6 services");
+    assert!(sandbox.leader_name().is_some());
+    for instance in sandbox.instances() {
+        assert_eq!(
+            sandbox.status_version(&instance.id).as_deref(),
+            Some("v8.5.1"),
+            "{}",
+            instance.id
+        );
+    }
+    let started = Instant::now();
+    drop(sandbox);
+    let down = started.elapsed();
+    eprintln!("6 hosts, 3 masters, 3 workers, 2 sources: up in {up:?}, down in {down:?}");
+    for process in &processes {
+        assert!(
+            !process.is_running(),
+            "pid {} outlived the sandbox",
+            process.pid
+        );
+    }
+    assert!(
+        up < Duration::from_secs(30),
+        "the cluster took {up:?} to come up"
+    );
+}
+
+#[test]
+fn the_members_api_has_the_reference_shape() {
+    let sandbox = Sandbox::builder()
+        .hosts(3)
+        .masters(3)
+        .workers(2)
+        .sources(1)
+        .start()
+        .expect("the cluster comes up");
+    let members = sandbox.members_json().expect("a master answers");
+    assert_eq!(members["result"], true);
+    assert_eq!(members["msg"], "");
+    let sections = members["members"].as_array().unwrap();
+    let keys: Vec<&str> = sections
+        .iter()
+        .map(|s| s.as_object().unwrap().keys().next().unwrap().as_str())
+        .collect();
+    assert_eq!(keys, ["leader", "master", "worker"]);
+    let leader = &sections[0]["leader"];
+    assert_eq!(leader["msg"], "");
+    let leader_instance = sandbox.leader().expect("the leader is one of ours");
+    assert_eq!(leader["name"], leader_instance.name.as_str());
+    assert_eq!(leader["addr"], leader_instance.id.as_str());
+
+    let masters = sections[1]["master"]["masters"].as_array().unwrap();
+    assert_eq!(masters.len(), 3);
+    for master in masters {
+        assert!(
+            master["name"].as_str().unwrap().starts_with("dm-127."),
+            "{master}"
+        );
+        assert!(
+            master["memberID"].as_str().unwrap().parse::<u64>().is_ok(),
+            "64-bit ids are strings: {master}"
+        );
+        assert_eq!(master["alive"], true);
+        assert!(
+            master["peerURLs"][0].as_str().unwrap().ends_with(":8291"),
+            "{master}"
+        );
+        assert!(
+            master["clientURLs"][0].as_str().unwrap().ends_with(":8261"),
+            "{master}"
+        );
+    }
+    let workers = sections[2]["worker"]["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    let stages: Vec<&str> = workers
+        .iter()
+        .map(|w| w["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages.iter().filter(|s| **s == "bound").count(),
+        1,
+        "{workers:?}"
+    );
+    assert_eq!(
+        stages.iter().filter(|s| **s == "free").count(),
+        1,
+        "{workers:?}"
+    );
+    for worker in workers {
+        assert!(
+            worker["addr"].as_str().unwrap().ends_with(":8262"),
+            "{worker}"
+        );
+        assert!(worker["source"].is_string(), "{worker}");
+    }
+}
+
+#[test]
+fn stopping_the_leader_over_ssh_elects_another() {
+    let sandbox = Sandbox::builder()
+        .hosts(3)
+        .masters(3)
+        .workers(1)
+        .sources(1)
+        .start()
+        .expect("the cluster comes up");
+    let leader = sandbox.leader().expect("a leader");
+    let output = sandbox.ssh(&leader.host, &format!("systemctl stop {}", leader.unit));
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(sandbox.pid(&leader.id), None);
+    sandbox.wait_until("another leader", Duration::from_secs(10), || {
+        sandbox
+            .leader_name()
+            .is_some_and(|name| name != leader.name)
+    });
+}
+
+#[test]
+fn evicting_the_leader_moves_leadership() {
+    let sandbox = Sandbox::builder()
+        .hosts(3)
+        .masters(3)
+        .workers(1)
+        .sources(1)
+        .start()
+        .expect("the cluster comes up");
+    let leader = sandbox.leader().expect("a leader");
+    let pid = sandbox.pid(&leader.id);
+    let answer: serde_json::Value = reqwest::blocking::Client::new()
+        .put(format!("{}/apis/v1alpha1/leader/1", leader.url()))
+        .send()
+        .and_then(|response| response.json())
+        .expect("the leader answers the eviction");
+    assert_eq!(answer["result"], true, "{answer}");
+    sandbox.wait_until("leadership to move", Duration::from_secs(10), || {
+        sandbox
+            .leader_name()
+            .is_some_and(|name| name != leader.name)
+    });
+    assert_eq!(
+        sandbox.pid(&leader.id),
+        pid,
+        "the evicted leader keeps running"
+    );
+}
+
+#[test]
+fn a_stopped_bound_workers_source_rebinds_to_a_free_worker() {
+    let sandbox = Sandbox::builder()
+        .hosts(3)
+        .masters(1)
+        .workers(3)
+        .sources(1)
+        .start()
+        .expect("the cluster comes up");
+    let workers_now = || -> Vec<(String, String, String)> {
+        let members = sandbox.members_json().expect("the master answers");
+        let workers = members["members"][2]["worker"]["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        workers
+            .iter()
+            .map(|w| {
+                let text = |key: &str| w[key].as_str().unwrap_or_default().to_owned();
+                (text("name"), text("stage"), text("source"))
+            })
+            .collect()
+    };
+    let (bound_name, _, source) = workers_now()
+        .into_iter()
+        .find(|(_, stage, _)| stage == "bound")
+        .expect("a bound worker");
+    let bound = sandbox
+        .instances()
+        .into_iter()
+        .find(|i| i.name == bound_name)
+        .unwrap();
+    sandbox.stop_service(&bound.id);
+    sandbox.wait_until(
+        "the source to be bound to another worker",
+        Duration::from_secs(10),
+        || {
+            workers_now().iter().any(|(name, stage, bound_source)| {
+                *name != bound_name && stage == "bound" && *bound_source == source
+            })
+        },
+    );
 }
