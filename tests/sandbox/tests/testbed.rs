@@ -262,7 +262,7 @@ fn a_sandbox_comes_up_fast_and_goes_down_clean() {
     eprintln!("6 hosts: up in {up:?}, down in {down:?}");
     assert!(sshds.iter().all(|sshd| !sshd.is_running()));
     assert!(
-        up < Duration::from_secs(30),
+        up < Duration::from_secs(10),
         "6 hosts took {up:?} to come up"
     );
 }
@@ -420,7 +420,7 @@ fn a_cluster_comes_up_fast_and_goes_down_clean() {
         );
     }
     assert!(
-        up < Duration::from_secs(30),
+        up < Duration::from_secs(10),
         "the cluster took {up:?} to come up"
     );
 }
