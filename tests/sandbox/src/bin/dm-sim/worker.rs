@@ -1,89 +1,137 @@
-//! dm-worker: serves `/status`, registers with the masters in `--join` and keeps alive; says
-//! goodbye on SIGTERM, so the leader marks it offline at once.
+//! dm-worker: serves `/status` on its port, registers with the masters of `--join` and keeps
+//! its lease alive every 200 ms, and says goodbye on SIGTERM so the leader takes it offline
+//! (and moves its source) at once. A worker that finds no master for 10 s at start exits 2, as
+//! DM's does.
 
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::routing::get;
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{Settings, log};
+use crate::cli::Settings;
+use crate::events::EventLog;
+use crate::faults::Fault;
+use crate::http;
 
-const KEEPALIVE: Duration = Duration::from_millis(200);
-/// How long a starting worker looks for a master before giving up (DM exits with code 2).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a starting worker looks for a master before giving up.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Exit code of a worker that found no master, as DM's.
+const EXIT_NO_MASTER: i32 = 2;
 
-pub async fn run(settings: Settings) -> i32 {
-    let bind = settings.bind_addr("worker-addr");
-    let listener = match tokio::net::TcpListener::bind(&bind).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("dm-worker: cannot listen on {bind}: {err}");
-            return 1;
+/// The masters of `--join`, tried in order starting with the one that answered last.
+struct Masters {
+    addrs: Vec<String>,
+    last_answered: usize,
+    http: reqwest::Client,
+}
+
+impl Masters {
+    /// POSTs `body` to `path` on the first master that accepts it; whether one did.
+    async fn post(&mut self, path: &str, body: &serde_json::Value) -> bool {
+        for offset in 0..self.addrs.len() {
+            let index = (self.last_answered + offset) % self.addrs.len();
+            let url = format!("http://{}{path}", self.addrs[index]);
+            let accepted = match self.http.post(url).json(body).send().await {
+                Ok(answer) => answer.status().is_success(),
+                Err(_) => false,
+            };
+            if accepted {
+                self.last_answered = index;
+                return true;
+            }
         }
-    };
-    let status = settings.version_block(true);
-    let app = Router::new().route("/status", get(move || async move { status }));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+        false
+    }
+}
 
-    let name = settings.flag("name");
-    let addr = settings.flag("advertise-addr");
-    let masters: Vec<String> = settings
-        .flag("join")
+/// Runs a dm-worker until SIGTERM (or SIGINT); returns the exit code.
+pub async fn run(settings: Settings) -> Result<i32, String> {
+    let name = settings.required("name")?.to_owned();
+    let listen = settings.listen_addr("worker-addr", "advertise-addr")?;
+    let addr = match settings.flag("advertise-addr").filter(|a| !a.is_empty()) {
+        Some(addr) => addr.to_owned(),
+        None => listen.to_string(),
+    };
+    let join: Vec<String> = settings
+        .required("join")?
         .split(',')
-        .filter(|m| !m.is_empty())
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
         .map(str::to_owned)
         .collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(800))
-        .no_proxy()
-        .build()
-        .expect("an HTTP client");
-    let body = json!({ "name": name, "addr": addr });
-    let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let log = EventLog::new(settings.log_file(), &name);
+    let router = Router::new()
+        .merge(http::status_route(&settings))
+        .fallback(http::not_found);
+    http::serve(listen, router).await?;
+    log.event(format!(
+        "dm-worker {} listening on {listen}, joining {}",
+        settings.version,
+        join.join(",")
+    ));
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|err| err.to_string())?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|err| err.to_string())?;
+    if settings.has(Fault::NeverHealthy) {
+        log.event("never-healthy: not registering with the masters");
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+        return Ok(0);
+    }
+
+    // A master may hold a call until its freshly elected scheduler starts, then forward it.
+    let call_timeout =
+        settings.timings.scheduler_delay + settings.timings.forward_delay + Duration::from_secs(2);
+    let mut masters = Masters {
+        addrs: join,
+        last_answered: 0,
+        http: http::client(call_timeout),
+    };
+    let identity = json!({ "name": name, "addr": addr });
     let started = Instant::now();
     let mut registered = false;
-    log(&settings, &format!("dm-worker {name} started on {bind}"));
-
+    let mut connected = false;
     loop {
-        if !settings.has_fault("never-healthy") {
-            let answered = post_any(&http, &masters, "/sim/v1/workers/keepalive", &body).await;
-            if answered && !registered {
-                registered = true;
-                log(&settings, "registered with the leader");
-            }
-            if !registered && started.elapsed() > REGISTER_TIMEOUT {
-                eprintln!("dm-worker: no dm-master answered in {REGISTER_TIMEOUT:?}");
-                return 2;
-            }
+        let answered = tokio::select! {
+            answered = masters.post("/sim/v1/workers/keepalive", &identity) => answered,
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        };
+        if answered != connected {
+            connected = answered;
+            log.event(if answered {
+                "keepalive accepted by the leader"
+            } else {
+                "no master accepts keepalives; retrying"
+            });
+        }
+        registered |= answered;
+        if !registered && started.elapsed() >= REGISTER_TIMEOUT {
+            eprintln!(
+                "[FATAL] dm-worker {name}: no dm-master of --join answered in {}s",
+                REGISTER_TIMEOUT.as_secs()
+            );
+            log.event("no master answered; exiting");
+            return Ok(EXIT_NO_MASTER);
         }
         tokio::select! {
-            _ = tokio::time::sleep(KEEPALIVE) => {}
+            _ = tokio::time::sleep(KEEPALIVE_INTERVAL) => {}
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
     }
-    post_any(&http, &masters, "/sim/v1/workers/offline", &body).await;
-    log(&settings, "stopped gracefully");
-    0
-}
 
-/// Posts to the first master that answers with success.
-async fn post_any(
-    http: &reqwest::Client,
-    masters: &[String],
-    path: &str,
-    body: &serde_json::Value,
-) -> bool {
-    for master in masters {
-        let url = format!("http://{master}{path}");
-        if let Ok(response) = http.post(&url).json(body).send().await
-            && response.status().is_success()
-        {
-            return true;
-        }
-    }
-    false
+    let said_goodbye = masters
+        .post("/sim/v1/workers/offline", &json!({ "name": name }))
+        .await;
+    log.event(if said_goodbye {
+        "stopped; the leader took this worker offline"
+    } else {
+        "stopped; no master heard the goodbye"
+    });
+    Ok(0)
 }
