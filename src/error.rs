@@ -38,24 +38,17 @@ impl From<ExitStatus> for ExitCode {
     }
 }
 
-/// Errors that stop a command before it changes anything.
+/// A command line that makes sense to clap but not to dm-patch (e.g. no `--yes` where no one
+/// can be asked). Nothing was changed.
 #[derive(Debug, thiserror::Error)]
-pub enum InputError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Select(#[from] SelectError),
-    #[error(transparent)]
-    Package(#[from] PackageError),
-    #[error("{0}")]
-    Usage(String),
-}
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// The exit status an error should end the process with: bad input is recognised by type
 /// anywhere in the chain, everything else means the cluster (or the machine) refused.
 pub fn exit_status_of(err: &anyhow::Error) -> ExitStatus {
     if err.chain().any(|cause| {
-        cause.is::<InputError>()
+        cause.is::<UsageError>()
             || cause.is::<StoreError>()
             || cause.is::<SelectError>()
             || cause.is::<PackageError>()

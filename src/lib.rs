@@ -22,7 +22,7 @@ use output::Printer;
 /// here, once, as one line each.
 pub fn run(cli: Cli) -> ExitStatus {
     init_logging(cli.global.verbose, cli.global.quiet);
-    let printer = Printer::new(cli.global.format, cli.global.quiet, cli.global.verbose);
+    let printer = Printer::new(cli.global.format, cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -58,6 +58,15 @@ pub struct PlannedInstance {
     pub instance: Instance,
 }
 
+/// What the operator asked for beyond the instances and the package.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// `--offline`: swap binaries only; no restart, no DM API call.
+    pub offline: bool,
+    /// `--overwrite`: keep the package in the store as the cluster's permanent patch.
+    pub overwrite: bool,
+}
+
 impl Plan {
     /// Lays out the patch of `selected` (one role, meta.yaml order) with `package`.
     pub fn new(
@@ -65,9 +74,9 @@ impl Plan {
         selected: &[&Instance],
         package: Package,
         leader: Option<String>,
-        offline: bool,
-        overwrite: bool,
+        options: PlanOptions,
     ) -> Plan {
+        let PlanOptions { offline, overwrite } = options;
         let comp = package.component.component();
         let sha = package.short_sha().to_owned();
         let cluster_version = cluster.version().to_owned();

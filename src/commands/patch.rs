@@ -6,28 +6,23 @@ use anyhow::Context;
 
 use crate::cli::{GlobalArgs, PatchArgs};
 use crate::dm::client::DmClient;
-use crate::engine::{self, events::Event, signals::Interrupt};
-use crate::error::{ExitStatus, InputError};
+use crate::engine::report::RunResult;
+use crate::engine::{self, Settings, events::Event, signals::Interrupt};
+use crate::error::{ExitStatus, UsageError};
 use crate::output::{self, Printer, render_plan};
 use crate::package;
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanOptions};
 use crate::topology::select::Filter;
 use crate::topology::store::Store;
 use crate::topology::{Cluster, Role};
 
 /// Everything `patch` needs, checked: after this nothing reads argv or the environment again.
-pub struct PatchConfig {
-    pub store: Store,
-    pub cluster: Cluster,
-    pub plan: Plan,
-    pub yes: bool,
-    pub dry_run: bool,
-    pub ssh_timeout: Duration,
-    pub wait_timeout: Duration,
-    pub concurrency: usize,
-    pub host_key_policy: crate::ssh::HostKeyPolicy,
-    /// The command line as typed, for the audit record.
-    pub command_line: Vec<String>,
+struct PatchConfig {
+    cluster: Cluster,
+    plan: Plan,
+    settings: Settings,
+    yes: bool,
+    dry_run: bool,
 }
 
 pub async fn run(
@@ -42,7 +37,7 @@ pub async fn run(
     } else {
         Some(store.lock(&args.cluster)?)
     };
-    let config = resolve(store, args, global).await?;
+    let mut config = resolve(&store, args, global).await?;
 
     if config.dry_run {
         if printer.is_json() {
@@ -68,14 +63,31 @@ pub async fn run(
         }
     })
     .context("installing the Ctrl-C handler")?;
-    let report = engine::execute(config, &lock, progress.clone(), &interrupt).await?;
-    progress.event(Event::Phase("done"));
+    let report = engine::execute(
+        &mut config.cluster,
+        config.plan,
+        &config.settings,
+        &lock,
+        progress.clone(),
+        &interrupt,
+    )
+    .await?;
+    progress.event(Event::Done);
     output::report::render(&report, printer);
-    Ok(report.result.exit_status())
+    Ok(exit_status(report.result))
+}
+
+/// What a run's result means to whoever called dm-patch.
+fn exit_status(result: RunResult) -> ExitStatus {
+    match result {
+        RunResult::Success => ExitStatus::Success,
+        RunResult::PreflightFailed | RunResult::Failed => ExitStatus::Failure,
+        RunResult::Interrupted => ExitStatus::Interrupted,
+    }
 }
 
 async fn resolve(
-    store: Store,
+    store: &Store,
     args: PatchArgs,
     global: &GlobalArgs,
 ) -> anyhow::Result<PatchConfig> {
@@ -102,26 +114,24 @@ async fn resolve(
     } else {
         None
     };
-    let plan = Plan::new(
-        &cluster,
-        &selected,
-        package,
-        leader,
-        args.offline,
-        args.overwrite,
-    );
+    let options = PlanOptions {
+        offline: args.offline,
+        overwrite: args.overwrite,
+    };
+    let plan = Plan::new(&cluster, &selected, package, leader, options);
 
     Ok(PatchConfig {
-        store,
         cluster,
         plan,
+        settings: Settings {
+            ssh_timeout,
+            wait_timeout: Duration::from_secs(global.wait_timeout),
+            concurrency: usize::from(global.concurrency),
+            host_key_policy: global.host_key_policy,
+            command_line: std::env::args().collect(),
+        },
         yes: args.yes,
         dry_run: args.dry_run,
-        ssh_timeout,
-        wait_timeout: Duration::from_secs(global.wait_timeout),
-        concurrency: usize::from(global.concurrency),
-        host_key_policy: global.host_key_policy,
-        command_line: std::env::args().collect(),
     })
 }
 
@@ -140,12 +150,12 @@ async fn find_leader(cluster: &Cluster, timeout: Duration) -> Option<String> {
 }
 
 /// Refuses to go on without an explicit yes: a prompt on a terminal, `--yes` elsewhere.
-pub fn confirm(config: &PatchConfig, printer: &Printer) -> anyhow::Result<bool> {
+fn confirm(config: &PatchConfig, printer: &Printer) -> anyhow::Result<bool> {
     if config.yes {
         return Ok(true);
     }
     if !printer.interactive {
-        return Err(InputError::Usage(
+        return Err(UsageError(
             "refusing to patch without confirmation: stdin is not a terminal; pass --yes to proceed"
                 .to_owned(),
         )

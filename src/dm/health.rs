@@ -22,9 +22,20 @@ pub enum Readiness {
     Failed(String),
 }
 
+/// Why a wait ended without the instance getting ready.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// It will not get there (e.g. its service exited).
+    #[error("{0}")]
+    Failed(String),
+    /// The deadline passed; `reason` is the last thing that was still missing.
+    #[error("{reason} (gave up after {}s)", .timeout.as_secs())]
+    TimedOut { reason: String, timeout: Duration },
+}
+
 /// Calls `check` until it is `Ready`, fails, or `timeout` passes. Polls start at 50 ms and back
 /// off to 500 ms: fast when things are fast, gentle when they are slow.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> Result<(), String>
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> Result<(), WaitError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Readiness>,
@@ -34,11 +45,11 @@ where
     loop {
         let reason = match check().await {
             Readiness::Ready => return Ok(()),
-            Readiness::Failed(reason) => return Err(reason),
+            Readiness::Failed(reason) => return Err(WaitError::Failed(reason)),
             Readiness::Waiting(reason) => reason,
         };
         if Instant::now() + interval > deadline {
-            return Err(format!("{reason} (gave up after {}s)", timeout.as_secs()));
+            return Err(WaitError::TimedOut { reason, timeout });
         }
         sleep(interval).await;
         interval = (interval * 2).min(Duration::from_millis(500));
@@ -138,14 +149,17 @@ mod tests {
             Readiness::Failed("service exited".into())
         })
         .await;
-        assert_eq!(failed, Err("service exited".into()));
+        assert_eq!(failed, Err(WaitError::Failed("service exited".into())));
 
         let started = std::time::Instant::now();
         let timed_out = wait_until(Duration::from_millis(300), || async {
             Readiness::Waiting("still starting".into())
         })
         .await;
-        assert!(timed_out.unwrap_err().starts_with("still starting"));
+        assert_eq!(
+            timed_out.unwrap_err().to_string(),
+            "still starting (gave up after 0s)"
+        );
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

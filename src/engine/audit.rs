@@ -5,26 +5,25 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::report::Report;
-use crate::topology::store::Store;
 
 pub struct Audit {
     path: Option<PathBuf>,
 }
 
 impl Audit {
-    pub fn start(store: &Store, command_line: &[String]) -> Audit {
-        let dir = store.audit_dir();
+    /// Opens a record in `dir` (the store's audit dir) for the run of `command_line`.
+    pub fn start(dir: &Path, command_line: &[String]) -> Audit {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or_default();
         let path = dir.join(format!("{}_dm-patch", base52(nanos)));
         let first_line: Vec<String> = command_line.iter().map(|arg| query_escape(arg)).collect();
-        let written = fs::create_dir_all(&dir).and_then(|()| {
+        let written = fs::create_dir_all(dir).and_then(|()| {
             let mut file = File::create(&path)?;
             writeln!(file, "{}", first_line.join(" "))?;
             writeln!(

@@ -7,6 +7,8 @@ use super::report::Outcome;
 pub enum Event<'a> {
     /// A new phase of the run begins ("Connecting to 5 hosts").
     Phase(&'a str),
+    /// The run is over: whatever shows progress can go away before the summary.
+    Done,
     UploadStarted {
         host: &'a str,
         total: u64,

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::Settings;
 use super::remote::Remote;
-use crate::commands::patch::PatchConfig;
+use crate::plan::Plan;
 use crate::ssh::{HostSession, Privilege, SshTarget};
-use crate::topology::SystemdMode;
+use crate::topology::{Cluster, SystemdMode};
 
 /// The open sessions, keyed by SSH endpoint (`manage_host` or `host`, and port).
 pub struct Hosts {
@@ -19,24 +20,27 @@ pub struct Hosts {
 impl Hosts {
     /// Connects to every host of the plan, at most `concurrency` at a time. Returns the
     /// sessions that opened and one problem line per host that did not.
-    pub async fn connect(config: &PatchConfig) -> (Hosts, Vec<String>) {
-        let cluster = &config.cluster;
+    pub async fn connect(
+        cluster: &Cluster,
+        plan: &Plan,
+        settings: &Settings,
+    ) -> (Hosts, Vec<String>) {
         let privilege = match (cluster.ssh_user(), cluster.systemd_mode()) {
             ("root", _) => Privilege::Root,
             (_, SystemdMode::User) => Privilege::SystemdUser,
             _ => Privilege::Sudo,
         };
-        let limit = Arc::new(Semaphore::new(config.concurrency));
+        let limit = Arc::new(Semaphore::new(settings.concurrency));
         let mut connections = JoinSet::new();
-        for staging in &config.plan.hosts {
+        for staging in &plan.hosts {
             let target = SshTarget {
                 addr: staging.ssh_host.clone(),
                 port: staging.ssh_port,
                 user: cluster.ssh_user().to_owned(),
                 key_path: cluster.ssh_key(),
                 known_hosts: cluster.known_hosts(),
-                host_key_policy: config.host_key_policy,
-                connect_timeout: config.ssh_timeout,
+                host_key_policy: settings.host_key_policy,
+                connect_timeout: settings.ssh_timeout,
                 privilege,
             };
             let limit = limit.clone();

@@ -1,6 +1,6 @@
-//! The only place with side effects on hosts. It takes a checked plan, runs it in phases —
-//! connect, preflight, stage, roll, clean up — and returns a `Report`; it never prints, it
-//! emits events.
+//! The only place with side effects on hosts. It takes a checked plan and its [`Settings`],
+//! runs it in phases — connect, preflight, stage, roll, clean up — and returns a `Report`; it
+//! never prints, it emits events.
 
 mod audit;
 pub mod events;
@@ -14,7 +14,7 @@ mod stage;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use self::events::{Event, Progress};
 use self::hosts::Hosts;
@@ -23,45 +23,68 @@ use self::report::{InstanceReport, Outcome, PackageReport, Report, RunResult};
 use self::roll::{Failure, Job, RollContext};
 use self::signals::Interrupt;
 use self::stage::Staged;
-use crate::commands::patch::PatchConfig;
 use crate::dm::client::DmClient;
 use crate::plan::{Plan, PlannedInstance};
-use crate::topology::store::{self, ClusterLock};
+use crate::ssh::HostKeyPolicy;
+use crate::topology::store::{self, ClusterLock, StoreError};
 use crate::topology::{Cluster, Role};
 
-/// Runs a confirmed plan to its end. Problems with the cluster end up in the report (and its
-/// result); an `Err` means dm-patch itself could not go on (e.g. meta.yaml could not be saved).
+/// How the engine goes about its work, whatever the plan: timeouts, fan-out, trust.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Connecting and logging in to a host; also each DM API call.
+    pub ssh_timeout: Duration,
+    /// Each wait of the roll: a restarted instance turning healthy, a leader moving.
+    pub wait_timeout: Duration,
+    /// Hosts connected to and staged at the same time.
+    pub concurrency: usize,
+    pub host_key_policy: HostKeyPolicy,
+    /// The command line as typed, for the audit record.
+    pub command_line: Vec<String>,
+}
+
+/// Why a run could not go on at all (problems with the cluster go into the report instead).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs a confirmed plan on `cluster` to its end. Problems with the cluster end up in the
+/// report (and its result); an `Err` means dm-patch itself could not go on (e.g. meta.yaml
+/// could not be saved).
 pub async fn execute(
-    mut config: PatchConfig,
+    cluster: &mut Cluster,
+    plan: Plan,
+    settings: &Settings,
     lock: &ClusterLock,
     progress: Arc<dyn Progress>,
     interrupt: &Interrupt,
-) -> anyhow::Result<Report> {
+) -> Result<Report, EngineError> {
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let plan = Arc::new(config.plan.clone());
+    let plan = Arc::new(plan);
     let mut run = Run {
         report: new_report(&plan, started_at),
         plan: plan.clone(),
         progress,
-        client: DmClient::new(config.ssh_timeout, config.cluster.tls_enabled()),
-        masters: config
-            .cluster
+        client: DmClient::new(settings.ssh_timeout, cluster.tls_enabled()),
+        masters: cluster
             .instances
             .iter()
             .filter(|i| i.role == Role::Master)
             .map(|i| i.addr())
             .collect(),
     };
-    let audit = audit::Audit::start(&config.store, &config.command_line);
+    let audit = audit::Audit::start(&lock.store().audit_dir(), &settings.command_line);
 
-    let result = run.phases(&mut config, lock, interrupt).await;
+    let result = run.phases(cluster, settings, lock, interrupt).await;
     let report = &mut run.report;
     report.seconds = started.elapsed().as_secs_f64();
     report.finished_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     if let Err(err) = &result {
         report.result = RunResult::Failed;
-        report.message = Some(format!("{err:#}"));
+        report.message = Some(err.to_string());
     }
     audit.finish(report);
     result.map(|()| run.report)
@@ -78,25 +101,28 @@ struct Run {
 impl Run {
     async fn phases(
         &mut self,
-        config: &mut PatchConfig,
+        cluster: &mut Cluster,
+        settings: &Settings,
         lock: &ClusterLock,
         interrupt: &Interrupt,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), EngineError> {
         let host_count = self.plan.hosts.len();
         self.phase(&format!("Connecting to {host_count} host(s)"));
-        let (hosts, problems) = Hosts::connect(config).await;
+        let (hosts, problems) = Hosts::connect(cluster, &self.plan, settings).await;
         if !problems.is_empty() {
-            return self.stop_before_roll(&hosts, problems, false).await;
+            self.stop_before_roll(problems);
+            return Ok(());
         }
 
         self.phase("Checking instances");
         let (facts, problems) =
             preflight::check(&self.plan, &hosts, &self.client, &self.masters).await;
         if !problems.is_empty() {
-            return self.stop_before_roll(&hosts, problems, false).await;
+            self.stop_before_roll(problems);
+            return Ok(());
         }
-        for (id, fact) in &facts {
-            row(&mut self.report, id).old_version = Some(fact.installed_version.clone());
+        for (id, installed) in &facts {
+            row(&mut self.report, id).old_version = Some(installed.version.clone());
         }
         if interrupt.requested() {
             return self.interrupted_before_roll(&hosts).await;
@@ -104,23 +130,31 @@ impl Run {
 
         self.phase(&format!("Uploading the package to {host_count} host(s)"));
         let (staged, problems) =
-            stage::stage_all(&self.plan, &hosts, &self.progress, config.concurrency).await;
+            stage::stage_all(&self.plan, &hosts, &self.progress, settings.concurrency).await;
         if !problems.is_empty() {
-            return self.stop_before_roll(&hosts, problems, true).await;
+            stage::cleanup(&self.plan, &hosts, &[]).await;
+            self.stop_before_roll(problems);
+            return Ok(());
         }
         self.report.package.version = staged.values().next().map(|s| s.version.clone());
         if interrupt.requested() {
             return self.interrupted_before_roll(&hosts).await;
         }
 
-        let keep = self
-            .roll(config, lock, &hosts, &facts, &staged, interrupt)
+        let needs_operator = self
+            .roll(cluster, settings, lock, &hosts, &facts, &staged, interrupt)
             .await?;
-        stage::cleanup(&self.plan, &hosts, &keep).await;
+        stage::cleanup(&self.plan, &hosts, &needs_operator).await;
         hosts.close().await;
 
         if self.report.result == RunResult::Success && self.plan.overwrite {
-            let kept = store::keep_package(&config.cluster, &self.plan.package)?;
+            let package = &self.plan.package;
+            let kept = store::keep_package(
+                cluster,
+                package.component,
+                &package.path,
+                package.short_sha(),
+            )?;
             self.report.kept_package = Some(kept.display().to_string());
         }
         Ok(())
@@ -128,17 +162,19 @@ impl Run {
 
     /// The roll itself: one instance at a time, in plan order. Returns the instances whose
     /// staging dir must be kept for the operator.
+    #[allow(clippy::too_many_arguments)]
     async fn roll(
         &mut self,
-        config: &mut PatchConfig,
+        cluster: &mut Cluster,
+        settings: &Settings,
         lock: &ClusterLock,
         hosts: &Hosts,
         facts: &HashMap<String, InstanceFacts>,
         staged: &HashMap<String, Staged>,
         interrupt: &Interrupt,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> Result<Vec<String>, EngineError> {
         let plan = self.plan.clone();
-        let mut keep = Vec::new();
+        let mut needs_operator = Vec::new();
         self.phase(if plan.offline {
             "Swapping binaries (offline)"
         } else {
@@ -147,7 +183,7 @@ impl Run {
         let context = RollContext {
             client: &self.client,
             masters: &self.masters,
-            wait_timeout: config.wait_timeout,
+            wait_timeout: settings.wait_timeout,
             offline: plan.offline,
             progress: self.progress.as_ref(),
         };
@@ -162,18 +198,18 @@ impl Run {
                 );
                 break;
             }
-            let step = take_next(&mut remaining, &context).await;
-            done.push(step.id.clone());
-            let (fact, new) = (&facts[&step.id], &staged[&step.id]);
+            let planned = take_next(&mut remaining, &context).await;
+            done.push(planned.id.clone());
+            let (installed, new) = (&facts[&planned.id], &staged[&planned.id]);
             let started = Instant::now();
             let job = Job {
-                step,
-                remote: hosts.get(&step.ssh_host, step.ssh_port),
-                facts: fact,
+                planned,
+                remote: hosts.get(&planned.ssh_host, planned.ssh_port),
+                installed,
                 staged: new,
             };
-            let already = fact.installed_sha256.as_deref() == Some(new.sha256.as_str());
-            let result = if already {
+            let on_package_already = installed.sha256.as_deref() == Some(new.sha256.as_str());
+            let result = if on_package_already {
                 Ok(Outcome::Skipped)
             } else {
                 roll::patch_instance(&context, &job)
@@ -183,17 +219,18 @@ impl Run {
             let (outcome, detail) = match result {
                 Ok(outcome) => {
                     // Saved at once: a crash or Ctrl-C later never loses a finished instance.
-                    mark_patched(&mut config.cluster, step.role, step.instance.index, lock)?;
+                    cluster.mark_patched(planned.role, planned.instance.index);
+                    store::save(cluster, lock)?;
                     (outcome, None)
                 }
-                Err(Failure::Untouched(reason)) => (Outcome::FailedUnchanged, Some(reason)),
+                Err(Failure::Unchanged(reason)) => (Outcome::FailedUnchanged, Some(reason)),
                 Err(Failure::RolledBack(reason)) => (Outcome::RolledBack, Some(reason)),
                 Err(Failure::NeedsAttention(reason)) => {
-                    keep.push(step.id.clone());
+                    needs_operator.push(planned.id.clone());
                     (Outcome::NeedsAttention, Some(reason))
                 }
             };
-            let record = row(&mut self.report, &step.id);
+            let record = row(&mut self.report, &planned.id);
             record.outcome = outcome;
             record.seconds = started.elapsed().as_secs_f64();
             record.new_version = match outcome {
@@ -202,7 +239,7 @@ impl Run {
             };
             record.detail = detail.clone();
             context.progress.event(Event::InstanceFinished {
-                id: &step.id,
+                id: &planned.id,
                 outcome,
                 detail: detail.as_deref(),
             });
@@ -211,7 +248,7 @@ impl Run {
                 self.report.message = Some(format!(
                     "{}: {reason}. The roll stopped there; instances after it are untouched. \
                      Fix the cause, then run the same command again: finished instances are skipped.",
-                    step.id
+                    planned.id
                 ));
                 break;
             }
@@ -219,29 +256,20 @@ impl Run {
         // The report lists instances in the order they were visited, those not reached last.
         let position = |id: &str| done.iter().position(|d| d == id).unwrap_or(usize::MAX);
         self.report.instances.sort_by_key(|row| position(&row.id));
-        Ok(keep)
+        Ok(needs_operator)
     }
 
-    /// Ends the run before any service was touched: report the problems, remove staged files.
-    async fn stop_before_roll(
-        &mut self,
-        hosts: &Hosts,
-        problems: Vec<String>,
-        staged: bool,
-    ) -> anyhow::Result<()> {
-        if staged {
-            stage::cleanup(&self.plan, hosts, &[]).await;
-        }
+    /// Ends the run before any service was touched: the problems go into the report.
+    fn stop_before_roll(&mut self, problems: Vec<String>) {
         self.report.result = RunResult::PreflightFailed;
         self.report.message = Some(format!(
             "{} problem(s) found before touching any service; nothing was changed",
             problems.len()
         ));
         self.report.problems = problems;
-        Ok(())
     }
 
-    async fn interrupted_before_roll(&mut self, hosts: &Hosts) -> anyhow::Result<()> {
+    async fn interrupted_before_roll(&mut self, hosts: &Hosts) -> Result<(), EngineError> {
         stage::cleanup(&self.plan, hosts, &[]).await;
         self.report.result = RunResult::Interrupted;
         self.report.message = Some("interrupted before any service was touched".to_owned());
@@ -285,17 +313,6 @@ fn row<'r>(report: &'r mut Report, id: &str) -> &'r mut InstanceReport {
         .expect("every planned instance has a report row")
 }
 
-fn mark_patched(
-    cluster: &mut Cluster,
-    role: Role,
-    index: usize,
-    lock: &ClusterLock,
-) -> anyhow::Result<()> {
-    cluster.mark_patched(role, index);
-    store::save(cluster, lock)?;
-    Ok(())
-}
-
 fn new_report(plan: &Plan, started_at: SystemTime) -> Report {
     Report {
         cluster: plan.cluster.clone(),
@@ -317,10 +334,10 @@ fn new_report(plan: &Plan, started_at: SystemTime) -> Report {
         instances: plan
             .instances
             .iter()
-            .map(|step| InstanceReport {
-                id: step.id.clone(),
-                role: step.role,
-                host: step.host.clone(),
+            .map(|planned| InstanceReport {
+                id: planned.id.clone(),
+                role: planned.role,
+                host: planned.host.clone(),
                 old_version: None,
                 new_version: None,
                 outcome: Outcome::NotReached,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use indicatif::HumanBytes;
 use tokio::task::JoinSet;
 
 use super::hosts::Hosts;
@@ -10,15 +11,15 @@ use super::remote::Remote;
 use crate::dm::client::DmClient;
 use crate::dm::version::VersionInfo;
 use crate::plan::{Plan, PlannedInstance};
-use crate::ssh::shell_quote;
+use crate::ssh::SshError;
 
-/// What preflight learned of one instance.
+/// What preflight learned of an instance's installed binary.
 #[derive(Debug, Clone)]
 pub struct InstanceFacts {
-    /// What the installed binary says of itself (`-V`).
-    pub installed_version: VersionInfo,
-    /// sha256 of the installed binary, to recognise instances already on the package.
-    pub installed_sha256: Option<String>,
+    /// What it says of itself (`-V`).
+    pub version: VersionInfo,
+    /// Its sha256, to recognise instances already on the package.
+    pub sha256: Option<String>,
 }
 
 /// Checks every instance and, unless `--offline`, that the DM cluster has a leader.
@@ -29,13 +30,13 @@ pub async fn check(
     masters: &[String],
 ) -> (HashMap<String, InstanceFacts>, Vec<String>) {
     let mut checks = JoinSet::new();
-    for step in &plan.instances {
-        let remote = hosts.get(&step.ssh_host, step.ssh_port).clone();
-        let step = step.clone();
+    for planned in &plan.instances {
+        let remote = hosts.get(&planned.ssh_host, planned.ssh_port).clone();
+        let planned = planned.clone();
         let needed = plan.package.size + 2 * plan.package.entry_size;
         checks.spawn(async move {
-            let result = check_instance(&remote, &step, needed).await;
-            (step.id, result)
+            let result = check_instance(&remote, &planned, needed).await;
+            (planned.id, result)
         });
     }
 
@@ -66,49 +67,56 @@ pub async fn check(
     (facts, problems)
 }
 
+/// What makes an instance unfit to be patched.
+#[derive(Debug, thiserror::Error)]
+enum InstanceProblem {
+    #[error("deploy dir {dir} does not exist on {host}")]
+    NoDeployDir { dir: String, host: String },
+    #[error("{binary} is missing; is this a TiUP-deployed DM instance?")]
+    NoBinary { binary: String },
+    #[error("{binary} -V failed: {source}")]
+    VersionUnknown { binary: String, source: SshError },
+    #[error(
+        "only {} free in {dir}, {} needed for the package, the new binary and the backup",
+        HumanBytes(*.free),
+        HumanBytes(*.needed)
+    )]
+    LowDisk { dir: String, free: u64, needed: u64 },
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+}
+
 async fn check_instance(
     remote: &Remote,
-    step: &PlannedInstance,
-    needed_bytes: u64,
-) -> Result<InstanceFacts, String> {
-    let deploy = shell_quote(&step.deploy_dir);
-    remote
-        .run(&format!("test -d {deploy}"))
+    planned: &PlannedInstance,
+    needed: u64,
+) -> Result<InstanceFacts, InstanceProblem> {
+    if !remote.is_dir(&planned.deploy_dir).await? {
+        return Err(InstanceProblem::NoDeployDir {
+            dir: planned.deploy_dir.clone(),
+            host: remote.label.clone(),
+        });
+    }
+    let sha256 = remote.sha256(&planned.binary).await?;
+    if sha256.is_none() {
+        return Err(InstanceProblem::NoBinary {
+            binary: planned.binary.clone(),
+        });
+    }
+    let version = remote
+        .binary_version(&planned.binary)
         .await
-        .map_err(|_| {
-            format!(
-                "deploy dir {} does not exist on {}",
-                step.deploy_dir, remote.label
-            )
+        .map_err(|source| InstanceProblem::VersionUnknown {
+            binary: planned.binary.clone(),
+            source,
         })?;
-    let installed_sha256 = remote
-        .sha256(&step.binary)
-        .await
-        .map_err(|e| e.to_string())?;
-    if installed_sha256.is_none() {
-        return Err(format!(
-            "{} is missing; is this a TiUP-deployed DM instance?",
-            step.binary
-        ));
+    let free = remote.free_bytes(&planned.deploy_dir).await?;
+    if free < needed {
+        return Err(InstanceProblem::LowDisk {
+            dir: planned.deploy_dir.clone(),
+            free,
+            needed,
+        });
     }
-    let installed_version = remote
-        .binary_version(&step.binary)
-        .await
-        .map_err(|err| format!("{} -V failed: {err}", step.binary))?;
-    let free = remote
-        .free_bytes(&step.deploy_dir)
-        .await
-        .map_err(|e| e.to_string())?;
-    if free < needed_bytes {
-        return Err(format!(
-            "only {} free in {}, {} needed for the package, the new binary and the backup",
-            crate::output::human_bytes(free),
-            step.deploy_dir,
-            crate::output::human_bytes(needed_bytes)
-        ));
-    }
-    Ok(InstanceFacts {
-        installed_version,
-        installed_sha256,
-    })
+    Ok(InstanceFacts { version, sha256 })
 }

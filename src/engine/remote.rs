@@ -59,6 +59,15 @@ impl Remote {
         )
     }
 
+    /// Whether `path` is a directory (following no more than `test -d` does).
+    pub async fn is_dir(&self, path: &str) -> Result<bool, SshError> {
+        let output = self
+            .session
+            .exec(&format!("test -d {}", shell_quote(path)))
+            .await?;
+        Ok(output.exit_status == 0)
+    }
+
     /// `<binary> -V`, parsed.
     pub async fn binary_version(&self, binary: &str) -> Result<VersionInfo, SshError> {
         let block = self.run(&format!("{} -V", shell_quote(binary))).await?;

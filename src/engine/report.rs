@@ -3,7 +3,6 @@
 use serde::Serialize;
 
 use crate::dm::version::VersionInfo;
-use crate::error::ExitStatus;
 use crate::topology::Role;
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,20 +45,6 @@ pub enum RunResult {
     Failed,
     /// Ctrl-C or SIGTERM; the instance in flight was finished or undone first.
     Interrupted,
-    /// The operator answered no.
-    Aborted,
-}
-
-impl RunResult {
-    pub fn exit_status(self) -> ExitStatus {
-        match self {
-            RunResult::Success => ExitStatus::Success,
-            RunResult::PreflightFailed | RunResult::Failed | RunResult::Aborted => {
-                ExitStatus::Failure
-            }
-            RunResult::Interrupted => ExitStatus::Interrupted,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]

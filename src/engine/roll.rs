@@ -8,10 +8,10 @@ use super::preflight::InstanceFacts;
 use super::remote::{Remote, UnitState};
 use super::stage::Staged;
 use crate::dm::client::DmClient;
-use crate::dm::health::{Readiness, master_readiness, wait_until, worker_readiness};
+use crate::dm::health::{Readiness, WaitError, master_readiness, wait_until, worker_readiness};
 use crate::dm::version::VersionInfo;
 use crate::plan::PlannedInstance;
-use crate::ssh::shell_quote;
+use crate::ssh::{SshError, shell_quote};
 use crate::topology::Role;
 
 /// What every instance's roll needs to know about the cluster.
@@ -24,11 +24,12 @@ pub struct RollContext<'a> {
     pub progress: &'a dyn Progress,
 }
 
-/// How an instance's roll ended, when it did not succeed.
+/// How an instance's roll ended, when it did not succeed. Each carries the message the
+/// operator reads.
 #[derive(Debug)]
 pub enum Failure {
     /// Nothing was changed on the instance (e.g. the leader would not move).
-    Untouched(String),
+    Unchanged(String),
     /// It failed after its service was stopped, and is back on its previous binary, healthy.
     RolledBack(String),
     /// It failed and could not be brought back; the message says what to do.
@@ -37,9 +38,10 @@ pub enum Failure {
 
 /// One instance and everything known about it.
 pub struct Job<'a> {
-    pub step: &'a PlannedInstance,
+    pub planned: &'a PlannedInstance,
     pub remote: &'a Remote,
-    pub facts: &'a InstanceFacts,
+    /// The binary it runs now.
+    pub installed: &'a InstanceFacts,
     pub staged: &'a Staged,
 }
 
@@ -48,24 +50,37 @@ impl Job<'_> {
     fn previous_binary(&self) -> String {
         format!(
             "{}/{}.previous",
-            self.step.staging_dir,
-            self.step.role.component()
+            self.planned.staging_dir,
+            self.planned.role.component()
         )
     }
 
     fn say(&self, context: &RollContext<'_>, step: &str) {
         context.progress.event(Event::Step {
-            id: &self.step.id,
+            id: &self.planned.id,
             step,
         });
     }
 }
 
+/// Why one step of an instance's roll failed.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+    #[error("{unit} is still active after `systemctl stop`")]
+    StillActive { unit: String },
+}
+
 /// Patches one instance. On `Ok` it runs the new binary (or, offline, has it in place).
 pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), Failure> {
-    let step = job.step;
+    let planned = job.planned;
     job.say(context, "backing up bin");
-    back_up(job).await.map_err(Failure::Untouched)?;
+    back_up(job)
+        .await
+        .map_err(|err| Failure::Unchanged(err.to_string()))?;
 
     if context.offline {
         job.say(context, "swapping the binary");
@@ -78,11 +93,13 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
         });
     }
 
-    let evicted = match step.role {
+    let evicted = match planned.role {
         Role::Master => make_way_for_master(context, job).await?,
         Role::Worker => {
             job.say(context, "checking for a dm-master leader");
-            require_leader(context).await.map_err(Failure::Untouched)?;
+            require_leader(context)
+                .await
+                .map_err(|err| Failure::Unchanged(err.to_string()))?;
             false
         }
     };
@@ -93,10 +110,7 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
         job.say(context, "swapping the binary");
         swap_in(job).await?;
         job.say(context, "starting");
-        job.remote
-            .start(&step.service)
-            .await
-            .map_err(|e| e.to_string())?;
+        job.remote.start(&planned.service).await?;
         job.say(context, "waiting until healthy on the new version");
         wait_ready(context, job, &job.staged.version).await
     };
@@ -106,73 +120,71 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
 
     job.say(context, "failed: rolling back");
     let restored = roll_back(context, job).await;
-    if evicted {
-        // A restarted master forgets its evict flag; this covers a restart that did not happen,
-        // so the cluster is never left with a master that refuses to lead.
-        let _ = context
+    // A restarted master forgets its evict flag; this covers a restart that did not happen,
+    // so the cluster is never left with a master that refuses to lead.
+    let evict_note = if evicted {
+        match context
             .client
-            .cancel_evict_leader(&step.instance.addr())
-            .await;
-    }
+            .cancel_evict_leader(&planned.instance.addr())
+            .await
+        {
+            Ok(()) => String::new(),
+            Err(err) => format!(
+                "; cancelling its leader eviction failed ({err}): it will not run for leader \
+                 until restarted"
+            ),
+        }
+    } else {
+        String::new()
+    };
     match restored {
         Ok(()) => Err(Failure::RolledBack(format!(
-            "{reason}; rolled back to {}",
-            job.facts.installed_version.short()
+            "{reason}; rolled back to {}{evict_note}",
+            job.installed.version.short()
         ))),
         Err(rollback_error) => Err(Failure::NeedsAttention(format!(
             "{reason}; rolling back failed too: {rollback_error}. The previous binary is at {} on {}: \
-             copy it over {}, then `systemctl start {}`",
+             copy it over {}, then `systemctl start {}`{evict_note}",
             job.previous_binary(),
             job.remote.label,
-            step.binary,
-            step.service
+            planned.binary,
+            planned.service
         ))),
     }
 }
 
 /// TiUP's backup (`bin` -> `bin.old.<version>`, kept if present) and our own copy of exactly
 /// the binary that runs now, which is what a roll back restores.
-async fn back_up(job: &Job<'_>) -> Result<(), String> {
-    let deploy_bin = format!("{}/bin", job.step.deploy_dir);
-    let backup = shell_quote(&job.step.backup_dir);
-    let current = shell_quote(&job.step.binary);
+async fn back_up(job: &Job<'_>) -> Result<(), StepError> {
+    let deploy_bin = format!("{}/bin", job.planned.deploy_dir);
+    let backup = shell_quote(&job.planned.backup_dir);
+    let current = shell_quote(&job.planned.binary);
     let previous = shell_quote(&job.previous_binary()).into_owned();
     let command = format!(
         "{{ test -d {backup} || cp -rp {bin} {backup}; }} && {{ ln -f {current} {previous} 2>/dev/null || cp -p {current} {previous}; }}",
         bin = shell_quote(&deploy_bin),
     );
-    job.remote
-        .run(&command)
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string())
+    job.remote.run(&command).await?;
+    Ok(())
 }
 
 /// Renames the staged binary over the installed one: atomic, same file system.
-async fn swap_in(job: &Job<'_>) -> Result<(), String> {
+async fn swap_in(job: &Job<'_>) -> Result<(), StepError> {
     let command = format!(
         "mv -f {} {}",
         shell_quote(&job.staged.binary),
-        shell_quote(&job.step.binary)
+        shell_quote(&job.planned.binary)
     );
-    job.remote
-        .run(&command)
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string())
+    job.remote.run(&command).await?;
+    Ok(())
 }
 
-async fn stop(job: &Job<'_>) -> Result<(), String> {
-    let unit = &job.step.service;
-    job.remote.stop(unit).await.map_err(|e| e.to_string())?;
-    match job
-        .remote
-        .unit_state(unit)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+async fn stop(job: &Job<'_>) -> Result<(), StepError> {
+    let unit = &job.planned.service;
+    job.remote.stop(unit).await?;
+    match job.remote.unit_state(unit).await? {
         UnitState::NotActive => Ok(()),
-        UnitState::Active => Err(format!("{unit} is still active after `systemctl stop`")),
+        UnitState::Active => Err(StepError::StillActive { unit: unit.clone() }),
     }
 }
 
@@ -182,16 +194,16 @@ async fn wait_ready(
     context: &RollContext<'_>,
     job: &Job<'_>,
     expected: &VersionInfo,
-) -> Result<(), String> {
-    let instance = &job.step.instance;
+) -> Result<(), StepError> {
+    let instance = &job.planned.instance;
     let addr = instance.addr();
-    wait_until(context.wait_timeout, || async {
-        match job.remote.unit_state(&job.step.service).await {
+    let ready = wait_until(context.wait_timeout, || async {
+        match job.remote.unit_state(&job.planned.service).await {
             Ok(UnitState::Active) => {}
             Ok(UnitState::NotActive) => {
                 return Readiness::Failed(format!(
                     "{} exited after start (see its log in {})",
-                    job.step.service, instance.log_dir
+                    job.planned.service, instance.log_dir
                 ));
             }
             Err(err) => return Readiness::Waiting(err.to_string()),
@@ -210,28 +222,29 @@ async fn wait_ready(
             }
         }
     })
-    .await
+    .await;
+    Ok(ready?)
 }
 
 /// Puts the previous binary back, starts it, and waits until it is healthy on its old version.
-async fn roll_back(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), String> {
-    let unit = &job.step.service;
+async fn roll_back(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), StepError> {
+    let unit = &job.planned.service;
     // It may be running (the new binary started but never turned healthy).
-    job.remote.stop(unit).await.map_err(|e| e.to_string())?;
+    job.remote.stop(unit).await?;
     let command = format!(
         "mv -f {} {}",
         shell_quote(&job.previous_binary()),
-        shell_quote(&job.step.binary)
+        shell_quote(&job.planned.binary)
     );
-    job.remote.run(&command).await.map_err(|e| e.to_string())?;
-    job.remote.start(unit).await.map_err(|e| e.to_string())?;
-    wait_ready(context, job, &job.facts.installed_version).await
+    job.remote.run(&command).await?;
+    job.remote.start(unit).await?;
+    wait_ready(context, job, &job.installed.version).await
 }
 
 /// Before a dm-master stops: the others must keep a quorum, and if it leads, it hands over
 /// first. Returns whether it was evicted.
 async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result<bool, Failure> {
-    let instance = &job.step.instance;
+    let instance = &job.planned.instance;
     job.say(context, "waiting for the other dm-masters to be alive");
     // The previous master may still be rejoining: wait (within the deadline) until stopping
     // this one keeps a quorum, rather than failing at the first look.
@@ -258,7 +271,7 @@ async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result
     })
     .await;
     if let Err(reason) = quorum_kept {
-        return Err(Failure::Untouched(format!(
+        return Err(Failure::Unchanged(format!(
             "{reason}; bring the others back first"
         )));
     }
@@ -266,7 +279,7 @@ async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result
         .client
         .members_from_any(context.masters)
         .await
-        .map_err(|err| Failure::Untouched(err.to_string()))?;
+        .map_err(|err| Failure::Unchanged(err.to_string()))?;
     let alive_others = members
         .masters()
         .iter()
@@ -283,7 +296,7 @@ async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result
         .client
         .evict_leader(&addr)
         .await
-        .map_err(|err| Failure::Untouched(format!("evicting the leader failed: {err}")))?;
+        .map_err(|err| Failure::Unchanged(format!("evicting the leader failed: {err}")))?;
     let others: Vec<String> = context
         .masters
         .iter()
@@ -302,16 +315,23 @@ async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result
     })
     .await;
     if let Err(reason) = moved {
-        let _ = context.client.cancel_evict_leader(&addr).await;
-        return Err(Failure::Untouched(format!(
-            "the leader did not move after eviction: {reason}; eviction was cancelled"
+        let cancelled = match context.client.cancel_evict_leader(&addr).await {
+            Ok(()) => "eviction was cancelled".to_owned(),
+            Err(err) => format!(
+                "cancelling the eviction failed too ({err}): {} will not run for leader again \
+                 until it is restarted",
+                instance.name
+            ),
+        };
+        return Err(Failure::Unchanged(format!(
+            "the leader did not move after eviction: {reason}; {cancelled}"
         )));
     }
     Ok(true)
 }
 
 /// Workers are restarted only while a leader can rebind their sources.
-async fn require_leader(context: &RollContext<'_>) -> Result<(), String> {
+async fn require_leader(context: &RollContext<'_>) -> Result<(), WaitError> {
     wait_until(context.wait_timeout, || async {
         match context.client.members_from_any(context.masters).await {
             Ok(members) if members.leader().is_some() => Readiness::Ready,

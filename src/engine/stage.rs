@@ -13,7 +13,7 @@ use super::hosts::Hosts;
 use super::remote::Remote;
 use crate::dm::version::VersionInfo;
 use crate::plan::{HostStaging, Plan, PlannedInstance};
-use crate::ssh::shell_quote;
+use crate::ssh::{SshError, shell_quote};
 
 /// The new binary, unpacked and ready to be swapped in.
 #[derive(Debug, Clone)]
@@ -23,6 +23,30 @@ pub struct Staged {
     pub sha256: String,
     /// What the new binary says of itself (`-V`) on that host.
     pub version: VersionInfo,
+}
+
+/// Why a host could not be staged; each reads as one problem line.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("{host}: upload failed: {source}")]
+    Upload { host: String, source: SshError },
+    #[error(
+        "{host}: the uploaded package's sha256 is {found}, expected {expected}; the transfer was damaged"
+    )]
+    Damaged {
+        host: String,
+        found: String,
+        expected: String,
+    },
+    /// `at` is the host, or the instance when the command was for one.
+    #[error("{at}: {source}")]
+    Ssh { at: String, source: SshError },
+    #[error("{id}: {binary} is missing after unpacking")]
+    NotUnpacked { id: String, binary: String },
+    #[error("{id}: the new binary does not run on this host: {source}")]
+    DoesNotRun { id: String, source: SshError },
+    #[error("{id}: {binary} -V printed no Release Version; is it a DM binary?")]
+    NoVersion { id: String, binary: String },
 }
 
 /// Stages the package on every host; returns what was staged per instance ID, and problems.
@@ -48,7 +72,7 @@ pub async fn stage_all(
     while let Some(joined) = jobs.join_next().await {
         match joined.expect("staging tasks do not panic") {
             Ok(instances) => staged.extend(instances),
-            Err(problem) => problems.push(problem),
+            Err(problem) => problems.push(problem.to_string()),
         }
     }
     problems.sort();
@@ -63,8 +87,12 @@ async fn stage_host(
     host: &HostStaging,
     remote: &Remote,
     progress: &dyn Progress,
-) -> Result<Vec<(String, Staged)>, String> {
+) -> Result<Vec<(String, Staged)>, StageError> {
     let label = remote.label.as_str();
+    let ssh_failed = |source| StageError::Ssh {
+        at: label.to_owned(),
+        source,
+    };
     progress.event(Event::UploadStarted {
         host: label,
         total: plan.package.size,
@@ -75,19 +103,22 @@ async fn stage_host(
             progress.event(Event::UploadProgress { host: label, sent });
         })
         .await
-        .map_err(|err| format!("{label}: upload failed: {err}"))?;
+        .map_err(|source| StageError::Upload {
+            host: label.to_owned(),
+            source,
+        })?;
     progress.event(Event::UploadFinished { host: label });
 
     let uploaded = remote
         .sha256(&host.remote_package)
         .await
-        .map_err(|err| format!("{label}: {err}"))?;
+        .map_err(ssh_failed)?;
     if uploaded.as_deref() != Some(plan.package.sha256.as_str()) {
-        return Err(format!(
-            "{label}: the uploaded package's sha256 is {}, expected {}; the transfer was damaged",
-            uploaded.unwrap_or_else(|| "missing".into()),
-            plan.package.sha256
-        ));
+        return Err(StageError::Damaged {
+            host: label.to_owned(),
+            found: uploaded.unwrap_or_else(|| "missing".into()),
+            expected: plan.package.sha256.clone(),
+        });
     }
 
     let mut staged = Vec::new();
@@ -95,11 +126,9 @@ async fn stage_host(
         .instances
         .iter()
         .filter(|i| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port);
-    for step in on_this_host {
-        let unpacked = unpack(plan, host, remote, step)
-            .await
-            .map_err(|err| format!("{}: {err}", step.id))?;
-        staged.push((step.id.clone(), unpacked));
+    for planned in on_this_host {
+        let unpacked = unpack(plan, host, remote, planned).await?;
+        staged.push((planned.id.clone(), unpacked));
     }
     Ok(staged)
 }
@@ -109,33 +138,46 @@ async fn unpack(
     plan: &Plan,
     host: &HostStaging,
     remote: &Remote,
-    step: &PlannedInstance,
-) -> Result<Staged, String> {
+    planned: &PlannedInstance,
+) -> Result<Staged, StageError> {
+    let id = &planned.id;
     let entry = plan.package.entry();
-    let staging = shell_quote(&step.staging_dir);
-    let binary = format!("{}/{entry}", step.staging_dir);
+    let staging = shell_quote(&planned.staging_dir);
+    let binary = format!("{}/{entry}", planned.staging_dir);
     let command = format!(
         "rm -rf {staging} && mkdir -p {staging} && tar --no-same-owner -xzf {package} -C {staging} {entry} \
          && chown --reference={current} {new} && chmod --reference={current} {new}",
         package = shell_quote(&host.remote_package),
         entry = shell_quote(&entry),
-        current = shell_quote(&step.binary),
+        current = shell_quote(&planned.binary),
         new = shell_quote(&binary),
     );
-    remote.run(&command).await.map_err(|err| err.to_string())?;
+    let ssh_failed = |source| StageError::Ssh {
+        at: id.clone(),
+        source,
+    };
+    remote.run(&command).await.map_err(ssh_failed)?;
     let sha256 = remote
         .sha256(&binary)
         .await
-        .map_err(|err| err.to_string())?
-        .ok_or_else(|| format!("{binary} is missing after unpacking"))?;
-    let version = remote
-        .binary_version(&binary)
-        .await
-        .map_err(|err| format!("the new binary does not run on this host: {err}"))?;
+        .map_err(ssh_failed)?
+        .ok_or_else(|| StageError::NotUnpacked {
+            id: id.clone(),
+            binary: binary.clone(),
+        })?;
+    let version =
+        remote
+            .binary_version(&binary)
+            .await
+            .map_err(|source| StageError::DoesNotRun {
+                id: id.clone(),
+                source,
+            })?;
     if version.release.is_empty() {
-        return Err(format!(
-            "{binary} -V printed no Release Version; is it a DM binary?"
-        ));
+        return Err(StageError::NoVersion {
+            id: id.clone(),
+            binary,
+        });
     }
     Ok(Staged {
         binary,

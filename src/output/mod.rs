@@ -14,30 +14,21 @@ use serde::Serialize;
 
 use crate::cli::Format;
 
-/// How output is produced for this run: decided once from flags and the terminal.
+/// How output is produced for this run: decided once from flags and the terminal. Colours
+/// follow `console`'s rules: only on a terminal, never with `NO_COLOR` or `TERM=dumb`.
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {
     pub format: Format,
     pub quiet: bool,
-    pub verbose: u8,
-    /// ANSI colours: only on a terminal, and never with `NO_COLOR` set.
-    pub color: bool,
-    /// The same for stderr, where errors and progress go.
-    pub stderr_color: bool,
-    /// stderr is a terminal: progress bars and prompts are possible.
+    /// stderr and stdin are terminals: progress bars and prompts are possible.
     pub interactive: bool,
 }
 
 impl Printer {
-    pub fn new(format: Format, quiet: bool, verbose: u8) -> Printer {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
-            || std::env::var("TERM").is_ok_and(|term| term == "dumb");
+    pub fn new(format: Format, quiet: bool) -> Printer {
         Printer {
             format,
             quiet,
-            verbose,
-            color: std::io::stdout().is_terminal() && !no_color,
-            stderr_color: std::io::stderr().is_terminal() && !no_color,
             interactive: std::io::stderr().is_terminal() && std::io::stdin().is_terminal(),
         }
     }
@@ -68,28 +59,15 @@ impl Printer {
         let _ = writeln!(stdout);
     }
 
+    /// `text` styled for stdout (plain where stdout takes no colour).
     pub fn paint(&self, text: &str, style: Style) -> String {
-        paint(self.color, text, style)
+        style.console().apply_to(text).to_string()
     }
 
     /// `error:` in red where stderr is a terminal.
     pub fn paint_stderr(&self, text: &str) -> String {
-        paint(self.stderr_color, text, Style::Bad)
+        Style::Bad.console().for_stderr().apply_to(text).to_string()
     }
-}
-
-fn paint(enabled: bool, text: &str, style: Style) -> String {
-    if !enabled {
-        return text.to_owned();
-    }
-    let code = match style {
-        Style::Good => "32",
-        Style::Bad => "31",
-        Style::Warn => "33",
-        Style::Bold => "1",
-        Style::Dim => "2",
-    };
-    format!("\x1b[{code}m{text}\x1b[0m")
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,28 +79,15 @@ pub enum Style {
     Dim,
 }
 
-/// Bytes as a person reads them: `12.3 MiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn human_bytes() {
-        assert_eq!(super::human_bytes(512), "512 B");
-        assert_eq!(super::human_bytes(1536), "1.5 KiB");
-        assert_eq!(super::human_bytes(1 << 30), "1.0 GiB");
+impl Style {
+    fn console(self) -> console::Style {
+        let style = console::Style::new();
+        match self {
+            Style::Good => style.green(),
+            Style::Bad => style.red(),
+            Style::Warn => style.yellow(),
+            Style::Bold => style.bold(),
+            Style::Dim => style.dim(),
+        }
     }
 }

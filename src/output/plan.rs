@@ -1,6 +1,8 @@
 //! The plan as an operator reads it before saying yes (and as `--dry-run` prints it).
 
-use super::{Printer, Style, human_bytes, table::tiup_table};
+use indicatif::HumanBytes;
+
+use super::{Printer, Style, table::tiup_table};
 use crate::plan::Plan;
 
 pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
@@ -15,7 +17,7 @@ pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
     out.push_str(&format!(
         "Package:  {} ({}, sha256 {})\n",
         plan.package.path.display(),
-        human_bytes(plan.package.size),
+        HumanBytes(plan.package.size),
         plan.package.sha256
     ));
     let mode = match (plan.offline, plan.leader.as_deref()) {

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Printer;
 use crate::engine::events::{Event, Progress};
@@ -39,10 +39,10 @@ struct Lines {
 impl Progress for Lines {
     fn event(&self, event: Event<'_>) {
         let line = match event {
-            Event::Phase("done") => return,
+            Event::Done => return,
             Event::Phase(phase) => format!("{phase}..."),
             Event::UploadStarted { host, total } => {
-                format!("{host}: uploading {}", super::human_bytes(total))
+                format!("{host}: uploading {}", HumanBytes(total))
             }
             Event::UploadProgress { .. } => return,
             Event::UploadFinished { host } => format!("{host}: uploaded"),
@@ -93,7 +93,7 @@ impl Bars {
 impl Progress for Bars {
     fn event(&self, event: Event<'_>) {
         match event {
-            Event::Phase("done") => {
+            Event::Done => {
                 let _ = self.multi.clear();
             }
             Event::Phase(phase) => {

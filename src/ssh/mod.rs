@@ -16,5 +16,5 @@ mod transfer;
 
 pub use error::SshError;
 pub use exec::{ExecOutput, Privilege};
-pub use quote::{shell_join, shell_quote};
+pub use quote::shell_quote;
 pub use session::{HostKeyPolicy, HostSession, SshTarget};

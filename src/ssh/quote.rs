@@ -1,6 +1,6 @@
 //! Quoting for POSIX shells. A remote command is one string that the login shell on the host
 //! parses again, so every value put into it (paths, unit names, user input) goes through
-//! [`shell_quote`] or [`shell_format!`](crate::shell_format).
+//! [`shell_quote`].
 
 use std::borrow::Cow;
 
@@ -25,39 +25,6 @@ pub fn shell_quote(word: &str) -> Cow<'_, str> {
     }
     quoted.push('\'');
     Cow::Owned(quoted)
-}
-
-/// Quotes every word and joins them with spaces: an argv as one command line.
-pub fn shell_join<I, S>(words: I) -> String
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<str>,
-{
-    words
-        .into_iter()
-        .map(|word| shell_quote(word.as_ref()).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// `format!` for remote commands: every argument is passed through [`shell_quote`].
-///
-/// ```
-/// use dm_patch::shell_format;
-/// let dir = "/home/tidb/my deploy";
-/// assert_eq!(shell_format!("test -d {} && ls {}", dir, "bin"), "test -d '/home/tidb/my deploy' && ls bin");
-/// ```
-///
-/// Only positional `{}` arguments are quoted: a name captured inside the format string
-/// (`{dir}`) would bypass the quoting, so write `{}` and pass the value as an argument.
-#[macro_export]
-macro_rules! shell_format {
-    ($template:literal $(, $arg:expr)* $(,)?) => {
-        format!(
-            $template
-            $(, $crate::ssh::shell_quote(::core::convert::AsRef::<str>::as_ref(&$arg)))*
-        )
-    };
 }
 
 #[cfg(test)]
@@ -125,23 +92,5 @@ mod tests {
     fn an_embedded_quote_closes_escapes_and_reopens() {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
-    }
-
-    #[test]
-    fn join_quotes_each_word() {
-        assert_eq!(
-            shell_join(["tar", "-xzf", "my package.tar.gz", "-C", "/tmp/x"]),
-            "tar -xzf 'my package.tar.gz' -C /tmp/x"
-        );
-    }
-
-    #[test]
-    fn shell_format_quotes_every_argument() {
-        let owned = String::from("a b");
-        assert_eq!(
-            crate::shell_format!("mv {} {}", owned, "c'd"),
-            r"mv 'a b' 'c'\''d'"
-        );
-        assert_eq!(crate::shell_format!("true"), "true");
     }
 }

@@ -13,6 +13,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
+use super::error::UploadError;
 use super::{HostSession, SshError};
 
 /// Writes awaiting the server's acknowledgement. Enough to keep the server's channel window
@@ -37,34 +38,27 @@ pub(super) struct Sftp {
 }
 
 impl Sftp {
-    async fn start(session: &HostSession) -> Result<Sftp, String> {
+    async fn start(session: &HostSession) -> Result<Sftp, UploadError> {
         let channel = session
             .inner
             .handle
             .channel_open_session()
             .await
-            .map_err(|err| format!("cannot open a channel: {err}"))?;
+            .map_err(UploadError::Channel)?;
         channel
             .request_subsystem(true, "sftp")
             .await
-            .map_err(|err| format!("cannot start the sftp subsystem: {err}"))?;
+            .map_err(UploadError::Subsystem)?;
         let mut raw = RawSftpSession::new(channel.into_stream());
         raw.set_timeout(REQUEST_TIMEOUT_SECS);
-        let version = raw
-            .init()
-            .await
-            .map_err(|err| format!("the sftp subsystem did not answer: {err}"))?;
+        let version = raw.init().await.map_err(UploadError::Init)?;
         let supports = |name: &str, revision: &str| {
             version.extensions.get(name).is_some_and(|r| r == revision)
         };
 
         let mut write_len = FALLBACK_WRITE_LEN;
         if supports(russh_sftp::extensions::LIMITS, "1") {
-            let limits = Limits::from(
-                raw.limits()
-                    .await
-                    .map_err(|err| format!("cannot read the sftp limits: {err}"))?,
-            );
+            let limits = Limits::from(raw.limits().await.map_err(UploadError::Limits)?);
             let by_packet = limits
                 .packet_len
                 .map(|len| len.saturating_sub(WRITE_OVERHEAD + 256));
@@ -93,19 +87,25 @@ impl Sftp {
         local: &mut tokio::fs::File,
         path: &str,
         progress: &(impl Fn(u64) + Send + Sync),
-    ) -> Result<(), String> {
+    ) -> Result<(), UploadError> {
         let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
         let handle = self
             .raw
             .open(path, flags, FileAttributes::empty())
             .await
-            .map_err(|err| format!("cannot create {path}: {err}"))?
+            .map_err(|source| UploadError::Create {
+                path: path.to_owned(),
+                source,
+            })?
             .handle;
         let written = self.write_all(local, &handle, progress).await;
         // Close even after a failed write, so the server lets go of the handle.
         let closed = self.raw.close(handle).await;
         written?;
-        closed.map_err(|err| format!("closing {path}: {err}"))?;
+        closed.map_err(|source| UploadError::Close {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(())
     }
 
@@ -114,14 +114,14 @@ impl Sftp {
         local: &mut tokio::fs::File,
         handle: &str,
         progress: &(impl Fn(u64) + Send + Sync),
-    ) -> Result<(), String> {
+    ) -> Result<(), UploadError> {
         let mut in_flight = JoinSet::new();
         let mut offset = 0u64;
         let mut acknowledged = 0u64;
         loop {
             let chunk = read_chunk(local, self.write_len)
                 .await
-                .map_err(|err| format!("reading the local file: {err}"))?;
+                .map_err(UploadError::ReadLocal)?;
             if chunk.is_empty() {
                 break;
             }
@@ -143,9 +143,12 @@ impl Sftp {
 
     /// Moves `from` over `to` in one step where the server can (`posix-rename`); otherwise
     /// removes `to` first, since plain SFTP rename refuses to replace a file.
-    async fn rename_over(&self, from: &str, to: &str) -> Result<(), String> {
-        let failed =
-            |err: russh_sftp::client::error::Error| format!("renaming {from} to {to}: {err}");
+    async fn rename_over(&self, from: &str, to: &str) -> Result<(), UploadError> {
+        let failed = |source: russh_sftp::client::error::Error| UploadError::Rename {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            source,
+        };
         if !self.posix_rename {
             self.raw.remove(to).await.ok();
             return self.raw.rename(from, to).await.map(drop).map_err(failed);
@@ -163,9 +166,11 @@ impl Sftp {
         {
             Packet::Status(status) if status.status_code == StatusCode::Ok => Ok(()),
             Packet::Status(status) => Err(failed(status.into())),
-            other => Err(format!(
-                "renaming {from} to {to}: unexpected reply {other:?}"
-            )),
+            other => Err(UploadError::UnexpectedReply {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                reply: format!("{other:?}"),
+            }),
         }
     }
 }
@@ -173,11 +178,11 @@ impl Sftp {
 /// Waits for one write to be acknowledged and returns its length.
 async fn next_ack(
     in_flight: &mut JoinSet<Result<u64, russh_sftp::client::error::Error>>,
-) -> Result<u64, String> {
+) -> Result<u64, UploadError> {
     match in_flight.join_next().await {
         Some(Ok(Ok(len))) => Ok(len),
-        Some(Ok(Err(err))) => Err(format!("write refused: {err}")),
-        Some(Err(join)) => Err(format!("write task failed: {join}")),
+        Some(Ok(Err(err))) => Err(UploadError::WriteRefused(err)),
+        Some(Err(join)) => Err(UploadError::WriteTask(join)),
         None => Ok(0),
     }
 }
@@ -217,10 +222,10 @@ impl HostSession {
                     path: local.to_owned(),
                     source,
                 })?;
-        let failed = |reason: String| SshError::Upload {
+        let failed = |source: UploadError| SshError::Upload {
             endpoint: self.inner.endpoint.clone(),
             remote: remote.to_owned(),
-            reason,
+            source: Box::new(source),
         };
         let sftp = self
             .inner

@@ -143,6 +143,15 @@ impl Instance {
     }
 }
 
+/// A topology that names no usable instance.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    #[error("{instance} has no host")]
+    NoHost { instance: String },
+    #[error("{instance} has arch '{arch}'; expected amd64 or arm64")]
+    UnknownArch { instance: String, arch: String },
+}
+
 /// A loaded cluster: its name, its raw meta and the instances resolved from it.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -154,7 +163,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Resolves every instance of `meta` with TiUP's defaults.
-    pub fn new(name: &str, dir: &Path, meta: Meta) -> Result<Cluster, String> {
+    pub fn new(name: &str, dir: &Path, meta: Meta) -> Result<Cluster, TopologyError> {
         let mut instances = Vec::new();
         let topology = &meta.topology;
         let lists = [
@@ -235,13 +244,18 @@ impl Cluster {
     }
 }
 
-fn resolve(meta: &Meta, role: Role, index: usize, spec: &InstanceSpec) -> Result<Instance, String> {
+fn resolve(
+    meta: &Meta,
+    role: Role,
+    index: usize,
+    spec: &InstanceSpec,
+) -> Result<Instance, TopologyError> {
     let global = meta.topology.global.clone().unwrap_or_default();
     let comp = role.component();
     let port = spec.port.unwrap_or(role.default_port());
     let what = format!("{comp} #{} ({}:{port})", index + 1, spec.host);
     if spec.host.is_empty() {
-        return Err(format!("{what} has no host"));
+        return Err(TopologyError::NoHost { instance: what });
     }
     let home = format!("/home/{}", global.user.as_deref().unwrap_or("tidb"));
     let instance_dir = format!("{comp}-{port}");
@@ -277,8 +291,10 @@ fn resolve(meta: &Meta, role: Role, index: usize, spec: &InstanceSpec) -> Result
     let arch_name = non_empty(&spec.arch)
         .or(non_empty(&global.arch))
         .unwrap_or("");
-    let arch = Arch::parse(arch_name)
-        .ok_or_else(|| format!("{what} has arch '{arch_name}'; expected amd64 or arm64"))?;
+    let arch = Arch::parse(arch_name).ok_or_else(|| TopologyError::UnknownArch {
+        instance: what.clone(),
+        arch: arch_name.to_owned(),
+    })?;
     let os = non_empty(&spec.os)
         .or(non_empty(&global.os))
         .unwrap_or("linux");
@@ -375,7 +391,7 @@ mod tests {
             yaml_serde::from_str("topology:\n  worker_servers:\n  - host: h\n    arch: mips\n")
                 .unwrap();
         let err = Cluster::new("t", Path::new("/s"), meta).unwrap_err();
-        assert!(err.contains("arch 'mips'"), "{err}");
+        assert!(err.to_string().contains("arch 'mips'"), "{err}");
     }
 
     #[test]

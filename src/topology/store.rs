@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::meta::Meta;
-use super::{Cluster, yaml_v3};
+use super::{Cluster, Role, yaml_v3};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -84,9 +84,9 @@ impl Store {
             path: display.clone(),
             message: err.to_string(),
         })?;
-        Cluster::new(name, &dir, meta).map_err(|message| StoreError::Parse {
+        Cluster::new(name, &dir, meta).map_err(|err| StoreError::Parse {
             path: display,
-            message,
+            message: err.to_string(),
         })
     }
 
@@ -100,7 +100,10 @@ impl Store {
             source,
         })?;
         match handle.try_lock() {
-            Ok(()) => Ok(ClusterLock { _handle: handle }),
+            Ok(()) => Ok(ClusterLock {
+                store: self.clone(),
+                _handle: handle,
+            }),
             Err(TryLockError::WouldBlock) => Err(StoreError::Locked(name.to_owned())),
             Err(TryLockError::Error(source)) => Err(StoreError::Read {
                 path: dir.display().to_string(),
@@ -135,7 +138,15 @@ impl Store {
 /// Proof that this process holds the cluster's lock; saving meta.yaml requires one.
 #[derive(Debug)]
 pub struct ClusterLock {
+    store: Store,
     _handle: File,
+}
+
+impl ClusterLock {
+    /// The store the locked cluster lives in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
 }
 
 /// Writes the cluster's meta.yaml atomically: a temporary file in the same directory, fsync,
@@ -172,11 +183,13 @@ pub fn save(cluster: &Cluster, _lock: &ClusterLock) -> Result<(), StoreError> {
 /// reuse it. Both are replaced atomically, so running twice with the same package is fine.
 pub fn keep_package(
     cluster: &Cluster,
-    package: &crate::package::Package,
+    role: Role,
+    package: &Path,
+    short_sha: &str,
 ) -> Result<PathBuf, StoreError> {
     let dir = cluster.patch_dir();
-    let comp = package.component.component();
-    let file_name = format!("{comp}-{}.tar.gz", package.short_sha());
+    let comp = role.component();
+    let file_name = format!("{comp}-{short_sha}.tar.gz");
     let kept = dir.join(&file_name);
     let link = dir.join(format!("{comp}.tar.gz"));
     let write_error = |source: io::Error| StoreError::Write {
@@ -188,7 +201,7 @@ pub fn keep_package(
         .prefix(".patch.")
         .tempfile_in(&dir)
         .map_err(write_error)?;
-    fs::copy(&package.path, temp.path()).map_err(write_error)?;
+    fs::copy(package, temp.path()).map_err(write_error)?;
     temp.as_file().sync_all().map_err(write_error)?;
     temp.persist(&kept).map_err(|err| write_error(err.error))?;
 
@@ -271,7 +284,7 @@ mod tests {
         let (_home, store) = store_with(V2);
         let mut cluster = store.load("demo").unwrap();
         let lock = store.lock("demo").unwrap();
-        cluster.mark_patched(super::super::Role::Master, 0);
+        cluster.mark_patched(Role::Master, 0);
         save(&cluster, &lock).unwrap();
         let reloaded = store.load("demo").unwrap();
         assert!(reloaded.instances.iter().all(|i| i.patched));

@@ -1,30 +1,21 @@
 //! `dm-patch display`: TiUP's table with live status and version.
 
-use crate::support::{META_V2, META_V3, Store};
-
-fn stdout(output: &std::process::Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
+use crate::support::{META_V2, Store};
 
 /// A cluster where nothing answers: every row reads Down, and the table is stable.
 #[test]
 fn table_of_an_unreachable_cluster() {
-    let store = Store::new().cluster("demo", META_V3);
-    let output = store
-        .dm_patch(["display", "demo", "--ssh-timeout", "1"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    insta::assert_snapshot!(stdout(&output));
+    let run = Store::demo()
+        .run(["display", "demo", "--ssh-timeout", "1"])
+        .success();
+    insta::assert_snapshot!(run.stdout);
 }
 
 #[test]
 fn json_and_filters() {
     let store = Store::new().cluster("old", META_V2);
-    let output = store
-        .dm_patch(["display", "old", "-R", "dm-worker", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    insta::assert_snapshot!(stdout(&output));
+    let run = store
+        .run(["display", "old", "-R", "dm-worker", "--format", "json"])
+        .success();
+    insta::assert_snapshot!(run.stdout);
 }

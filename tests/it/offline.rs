@@ -5,13 +5,13 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dm_patch::topology::meta::{InstanceSpec, Meta};
 use dm_sandbox::Sandbox;
 use serde_json::Value;
 
-use crate::support::{Entry, Store};
+use crate::support::{Entry, Run, Store, dm_patch};
 
 fn version_script(version: &str) -> String {
     let hash = format!("{:0>40}", version.replace(['v', '.'], ""));
@@ -63,19 +63,31 @@ fn patched_flags(sandbox: &Sandbox) -> Vec<bool> {
 
 /// `dm-patch patch <cluster> <package> -R dm-worker --offline --yes --format json`, expecting
 /// exit code `code`; returns the JSON report.
-fn patch_offline(sandbox: &Sandbox, package: &Path, code: i32) -> Value {
-    let output = assert_cmd::Command::cargo_bin("dm-patch")
+#[track_caller]
+fn patch_offline(sandbox: &Sandbox, package: &str, code: i32) -> Value {
+    let args = [
+        "patch",
+        sandbox.cluster_name(),
+        package,
+        "-R",
+        "dm-worker",
+        "--offline",
+    ];
+    let run = Run::of(
+        dm_patch(sandbox.tiup_home())
+            .args(args)
+            .args(["--yes", "--format", "json"]),
+    );
+    run.code(code).json()
+}
+
+/// The files a patch stages next to `bin` in `deploy`, if any are left.
+fn staged_leftovers(deploy: &std::path::Path) -> Vec<String> {
+    fs::read_dir(deploy)
         .unwrap()
-        .env("TIUP_HOME", sandbox.tiup_home())
-        .env("NO_COLOR", "1")
-        .args(["patch", sandbox.cluster_name()])
-        .arg(package)
-        .args(["-R", "dm-worker", "--offline", "--yes", "--format", "json"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(code), "{stderr}");
-    serde_json::from_slice(&output.stdout).unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("bin.patch-") || name.starts_with("dm-patch-"))
+        .collect()
 }
 
 /// A hosts-only sandbox whose meta.yaml lists one dm-worker per host, deployed in the dir
@@ -132,26 +144,15 @@ fn offline_patch_swaps_binaries_over_ssh() {
             version_script("v8.5.1"),
             "TiUP's backup holds the old binary"
         );
-        let leftovers: Vec<String> = fs::read_dir(deploy)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| name.starts_with("bin.patch-") || name.starts_with("dm-patch-"))
-            .collect();
-        assert!(
-            leftovers.is_empty(),
-            "staged files left behind: {leftovers:?}"
-        );
+        assert_eq!(staged_leftovers(deploy), Vec::<String>::new());
     }
     assert_eq!(patched_flags(&sandbox), [true, true]);
 
     // Again: both already run the package, and are skipped.
     let report = patch_offline(&sandbox, &package, 0);
+    let instances = report["instances"].as_array().unwrap();
     assert!(
-        report["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|i| i["outcome"] == "skipped"),
+        instances.iter().all(|i| i["outcome"] == "skipped"),
         "{report}"
     );
 }

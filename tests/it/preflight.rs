@@ -2,13 +2,10 @@
 
 use std::process::Command;
 
-use serde_json::Value;
+use crate::support::{Run, Store};
 
-use crate::support::{META_V3, Store};
-
-#[test]
-fn unreachable_hosts_stop_the_run_before_anything_changes() {
-    let store = Store::new().cluster("demo", META_V3);
+/// Patches the demo cluster's workers, whose hosts (127.0.9.x) refuse every connection at once.
+fn patch_unreachable_workers(store: &Store) -> Run {
     let key = store.cluster_dir("demo").join("ssh/id_rsa");
     let keygen = Command::new("ssh-keygen")
         .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
@@ -17,46 +14,47 @@ fn unreachable_hosts_stop_the_run_before_anything_changes() {
         .expect("ssh-keygen (openssh-client) is installed");
     assert!(keygen.success());
     let pkg = store.good_package("dm-worker");
+    let args = [
+        "patch",
+        "demo",
+        &pkg,
+        "-R",
+        "dm-worker",
+        "--yes",
+        "--format",
+        "json",
+    ];
+    store
+        .run(args.into_iter().chain(["--ssh-timeout", "2"]))
+        .code(1)
+}
+
+#[test]
+fn unreachable_hosts_stop_the_run_before_anything_changes() {
+    let store = Store::demo();
     let before = store.meta("demo");
-
-    // Nothing listens on 127.0.9.x: every connection is refused at once.
-    let output = store
-        .dm_patch([
-            "patch",
-            "demo",
-            pkg.to_str().unwrap(),
-            "-R",
-            "dm-worker",
-            "--yes",
-            "--format",
-            "json",
-            "--ssh-timeout",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let run = patch_unreachable_workers(&store);
+    let report = run.json();
     assert_eq!(report["result"], "preflight-failed");
-    let problems: Vec<&str> = report["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap())
-        .collect();
+    let problems = report["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 2, "one problem per host: {problems:?}");
-    assert!(problems[0].contains("127.0.9.1:22"), "{problems:?}");
-    assert!(problems[1].contains("127.0.9.2:22"), "{problems:?}");
     assert!(
-        report["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|i| i["outcome"] == "not-reached")
+        problems[0].as_str().unwrap().contains("127.0.9.1:22"),
+        "{problems:?}"
     );
+    assert!(
+        problems[1].as_str().unwrap().contains("127.0.9.2:22"),
+        "{problems:?}"
+    );
+    assert!(run.outcome_names().iter().all(|o| o == "not-reached"));
     assert_eq!(store.meta("demo"), before, "meta.yaml changed");
+}
 
-    // The run left an audit record TiUP's `tiup dm audit` can list.
+/// Every run leaves an audit record that TiUP's `tiup dm audit` can list.
+#[test]
+fn a_stopped_run_leaves_an_audit_record() {
+    let store = Store::demo();
+    patch_unreachable_workers(&store);
     let audit = store.home().join("storage/dm/audit");
     let records: Vec<_> = std::fs::read_dir(&audit).unwrap().collect();
     assert_eq!(records.len(), 1);

@@ -1,17 +1,95 @@
-//! A small builder for tests that need a TiUP store and packages but no hosts:
-//! `Store::new().cluster("demo", META_V3)` then `store.dm_patch(["patch", ...])`.
+//! What every test needs: the one way to run `dm-patch` ([`dm_patch`]), what a run gave
+//! ([`Run`]), and a throwaway TiUP store with packages for tests that need no hosts
+//! (`Store::demo()`, then `store.run([...])` or `store.refused([...])`).
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+use std::process::Command;
+
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use serde_json::Value;
 use tempfile::TempDir;
 
 pub const META_V3: &str = include_str!("fixtures/meta-v3.yaml");
 pub const META_V2: &str = include_str!("fixtures/meta-v2.yaml");
+
+/// `dm-patch` with `tiup_home` as TIUP_HOME in a clean, colourless environment.
+pub fn dm_patch(tiup_home: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dm-patch"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TIUP_HOME", tiup_home)
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// What one run of `dm-patch` gave. The assertions print stderr when they fail.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn of(command: &mut Command) -> Run {
+        let output = command.output().expect("dm-patch runs");
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+        }
+    }
+
+    /// Asserts the exit code.
+    #[track_caller]
+    pub fn code(self, code: i32) -> Run {
+        assert_eq!(self.code, Some(code), "stderr:\n{}", self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn success(self) -> Run {
+        self.code(0)
+    }
+
+    /// stdout as the one JSON document of `--format json`.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
+            panic!(
+                "stdout is not JSON ({err}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// A patch report's instances as `(id, outcome)`, in the order they were visited.
+    #[track_caller]
+    pub fn outcomes(&self) -> Vec<(String, String)> {
+        let report = self.json();
+        let instances = report["instances"].as_array().expect("a patch report");
+        instances
+            .iter()
+            .map(|i| (text(&i["id"]), text(&i["outcome"])))
+            .collect()
+    }
+
+    /// Just the outcomes, in order.
+    #[track_caller]
+    pub fn outcome_names(&self) -> Vec<String> {
+        self.outcomes().into_iter().map(|(_, o)| o).collect()
+    }
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().expect("a string").to_owned()
+}
 
 /// A throwaway TiUP home.
 pub struct Store {
@@ -23,6 +101,12 @@ impl Store {
         Store {
             dir: tempfile::tempdir().expect("temp dir"),
         }
+    }
+
+    /// A store with the cluster `demo` (yaml.v3, 3 masters and 3 workers on 127.0.9.x, where
+    /// nothing listens).
+    pub fn demo() -> Store {
+        Store::new().cluster("demo", META_V3)
     }
 
     pub fn home(&self) -> &Path {
@@ -46,7 +130,7 @@ impl Store {
     }
 
     /// A package file built from `entries`, under the store's temp dir.
-    pub fn package(&self, file_name: &str, entries: &[Entry]) -> PathBuf {
+    pub fn package(&self, file_name: &str, entries: &[Entry]) -> String {
         let path = self.home().join(file_name);
         let encoder = GzEncoder::new(fs::File::create(&path).unwrap(), Compression::fast());
         let mut tar = tar::Builder::new(encoder);
@@ -54,11 +138,11 @@ impl Store {
             entry.append_to(&mut tar);
         }
         tar.into_inner().unwrap().finish().unwrap();
-        path
+        path.display().to_string()
     }
 
     /// A well-formed package of `comp` holding a small script.
-    pub fn good_package(&self, comp: &str) -> PathBuf {
+    pub fn good_package(&self, comp: &str) -> String {
         self.package(
             &format!("{comp}-hotfix.tar.gz"),
             &[Entry::file(
@@ -69,19 +153,42 @@ impl Store {
         )
     }
 
-    /// `dm-patch` with this store as TIUP_HOME and a clean, colourless environment.
+    /// A file of `bytes` under the store's temp dir.
+    pub fn file(&self, file_name: &str, bytes: &[u8]) -> String {
+        let path = self.home().join(file_name);
+        fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    }
+
+    /// `dm-patch` with this store as TIUP_HOME.
     pub fn dm_patch<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
-        S: AsRef<std::ffi::OsStr>,
+        S: AsRef<OsStr>,
     {
-        let mut cmd = Command::cargo_bin("dm-patch").unwrap();
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("TIUP_HOME", self.home())
-            .env("NO_COLOR", "1")
-            .args(args);
-        cmd
+        let mut command = dm_patch(self.home());
+        command.args(args);
+        command
+    }
+
+    pub fn run<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Run::of(&mut self.dm_patch(args))
+    }
+
+    /// Runs `args` as bad input: exit 2, one line on stderr, nothing on stdout, and the demo
+    /// cluster's meta.yaml unchanged. Returns that line with paths redacted.
+    #[track_caller]
+    pub fn refused(&self, args: &[&str]) -> String {
+        let before = self.meta("demo");
+        let run = self.run(args).code(2);
+        assert!(run.stdout.is_empty(), "{run:?}");
+        assert_eq!(self.meta("demo"), before, "meta.yaml changed");
+        assert_eq!(run.stderr.lines().count(), 1, "one line expected: {run:?}");
+        self.redact(&run.stderr)
     }
 
     /// Replaces this store's temp path with `[HOME]` so snapshots are stable.
@@ -154,4 +261,17 @@ impl Entry {
         header.set_cksum();
         tar.append(&header, self.data.as_slice()).unwrap();
     }
+}
+
+/// Waits for `child` and returns its exit status and peak resident memory (KiB), from the
+/// kernel's own accounting (`wait4`), so nothing the test does is counted.
+pub fn wait_with_peak_rss(child: &mut std::process::Child) -> (std::process::ExitStatus, i64) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut status = 0;
+    // SAFETY: rusage is plain data the kernel fills in; the pid is our own child, not yet reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    (std::process::ExitStatus::from_raw(status), usage.ru_maxrss)
 }
