@@ -1,4 +1,4 @@
-//! The command line, as clap parses it. Nothing here is validated beyond syntax: the commands
+//! The command line, as clap parses it. Nothing here is validated beyond syntax and ranges: the commands
 //! turn these into plain, checked configurations before doing anything.
 
 use std::path::PathBuf;
@@ -6,6 +6,23 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::ssh::HostKeyPolicy;
+
+impl Cli {
+    /// Parses the process's arguments. Help and `--version` print as clap prints them and exit
+    /// 0; a usage error is one line on stderr and exit 2, like every other bad input.
+    pub fn parse_or_exit() -> Cli {
+        match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(err) if !err.use_stderr() => err.exit(),
+            Err(err) => {
+                let rendered = err.render().to_string();
+                let first = rendered.lines().next().unwrap_or("error: invalid usage");
+                eprintln!("{first}; see `dm-patch --help`");
+                std::process::exit(i32::from(crate::error::ExitStatus::BadInput.code()));
+            }
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,23 +46,21 @@ pub struct GlobalArgs {
     /// Output format: human-readable text, or one JSON document for scripts
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Timeout in seconds for SSH connections and for HTTP calls to DM
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 5)]
+    /// Timeout in seconds for SSH connections and for HTTP calls to DM (1 to 3600)
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ssh_timeout: u64,
-    /// Timeout in seconds for an instance to stop, start, or become healthy
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 120)]
+    /// Timeout in seconds for an instance to stop, start, or become healthy (1 to 86400)
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub wait_timeout: u64,
     /// Hosts worked on in parallel (connections, uploads, checks); the roll itself is always one
     /// instance at a time
-    #[arg(short, long, global = true, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(short, long, global = true, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
     /// How to treat SSH host keys, checked against the cluster's ssh/known_hosts
-    #[arg(
-        long,
-        global = true,
-        value_name = "POLICY",
-        default_value = "accept-new"
-    )]
+    #[arg(long, global = true, value_name = "POLICY", default_value = "accept-new")]
     pub host_key_policy: HostKeyPolicy,
     /// More detail (repeat for debug logs)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

@@ -23,10 +23,7 @@ use output::Printer;
 pub fn run(cli: Cli) -> ExitStatus {
     init_logging(cli.global.verbose, cli.global.quiet);
     let printer = Printer::new(cli.global.format, cli.global.quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

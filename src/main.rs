@@ -1,5 +1,3 @@
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    dm_patch::run(dm_patch::cli::Cli::parse()).into()
+    dm_patch::run(dm_patch::cli::Cli::parse_or_exit()).into()
 }

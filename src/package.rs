@@ -26,11 +26,7 @@ pub enum PackageError {
     #[error(
         "package {path} has an unsafe entry '{entry}' ({why}); dm-patch refuses packages that could write outside their directory"
     )]
-    UnsafeEntry {
-        path: String,
-        entry: String,
-        why: &'static str,
-    },
+    UnsafeEntry { path: String, entry: String, why: &'static str },
     #[error(
         "entry {entry} not found in package {path}; it must hold {entry} (see `tar -tzf {path}`)"
     )]
@@ -38,19 +34,11 @@ pub enum PackageError {
     #[error(
         "entry {entry} in package {path} is not a regular file; it must be the {comp} binary itself"
     )]
-    NotRegular {
-        path: String,
-        entry: String,
-        comp: String,
-    },
+    NotRegular { path: String, entry: String, comp: String },
     #[error(
         "entry {entry} in package {path} is not executable (mode {mode:o}); run `chmod +x {entry}` and pack it again"
     )]
-    NotExecutable {
-        path: String,
-        entry: String,
-        mode: u32,
-    },
+    NotExecutable { path: String, entry: String, mode: u32 },
     #[error(
         "package holds {found}, but the selected instances are {selected}; use the {selected} package or select {found} with -R"
     )]
@@ -163,10 +151,7 @@ pub fn inspect(
     hosts: &[(String, String, Arch)],
 ) -> Result<Package, PackageError> {
     let shown = path.display().to_string();
-    let read_error = |source: io::Error| PackageError::Read {
-        path: shown.clone(),
-        source,
-    };
+    let read_error = |source: io::Error| PackageError::Read { path: shown.clone(), source };
     let file = match File::open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -253,10 +238,9 @@ fn detect_component(entries: &[Entry], selected: Role, shown: &str) -> Result<Ro
             found: other.component().to_owned(),
             selected: selected.component().to_owned(),
         }),
-        None => Err(PackageError::EntryMissing {
-            path: shown.to_owned(),
-            entry: entry_name(selected),
-        }),
+        None => {
+            Err(PackageError::EntryMissing { path: shown.to_owned(), entry: entry_name(selected) })
+        }
     }
 }
 
@@ -296,10 +280,7 @@ fn scan_tar<R: Read>(gzip: GzDecoder<R>, shown: &str) -> Result<Scan<R>, Package
                 .map(|t| String::from_utf8_lossy(&t).into_owned())
                 .unwrap_or_default();
             let base = if kind.is_symlink() {
-                Path::new(&path)
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default()
+                Path::new(&path).parent().map(Path::to_path_buf).unwrap_or_default()
             } else {
                 PathBuf::new()
             };
@@ -323,10 +304,7 @@ fn scan_tar<R: Read>(gzip: GzDecoder<R>, shown: &str) -> Result<Scan<R>, Package
             });
         }
     }
-    Ok(Scan {
-        entries,
-        gzip: archive.into_inner(),
-    })
+    Ok(Scan { entries, gzip: archive.into_inner() })
 }
 
 /// The entry's path without `.` components; an absolute path or any `..` is refused (tar
@@ -372,10 +350,7 @@ fn read_fully(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 fn corrupt(shown: &str, err: &io::Error) -> PackageError {
-    PackageError::Corrupt {
-        path: shown.to_owned(),
-        detail: err.to_string(),
-    }
+    PackageError::Corrupt { path: shown.to_owned(), detail: err.to_string() }
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -400,10 +375,7 @@ mod tests {
 
     #[test]
     fn normalizes_and_refuses_escapes() {
-        assert_eq!(
-            normalize(Path::new("./dm-master/dm-master")).unwrap(),
-            "dm-master/dm-master"
-        );
+        assert_eq!(normalize(Path::new("./dm-master/dm-master")).unwrap(), "dm-master/dm-master");
         assert!(normalize(Path::new("/etc/passwd")).is_err());
         assert!(normalize(Path::new("../x")).is_err());
         assert!(normalize(Path::new("a/../b")).is_err());

@@ -6,11 +6,6 @@ use crate::cli::Cli;
 use crate::error::ExitStatus;
 
 pub fn run(shell: clap_complete::Shell) -> ExitStatus {
-    clap_complete::generate(
-        shell,
-        &mut Cli::command(),
-        "dm-patch",
-        &mut std::io::stdout(),
-    );
+    clap_complete::generate(shell, &mut Cli::command(), "dm-patch", &mut std::io::stdout());
     ExitStatus::Success
 }

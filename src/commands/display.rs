@@ -39,22 +39,14 @@ pub async fn run(
 ) -> anyhow::Result<ExitStatus> {
     let store = Store::locate(global.tiup_home.clone())?;
     let cluster = store.load(&args.cluster)?;
-    let filter = Filter {
-        roles: args.filter.roles,
-        nodes: args.filter.nodes,
-    };
+    let filter = Filter { roles: args.filter.roles, nodes: args.filter.nodes };
     let mut selected: Vec<Instance> = filter.apply(&cluster)?.into_iter().cloned().collect();
     // TiUP's order: role name, then host, then port.
     selected.sort_by(|a, b| (a.role, &a.host, a.port).cmp(&(b.role, &b.host, b.port)));
 
-    let client = DmClient::new(
-        Duration::from_secs(global.ssh_timeout),
-        cluster.tls_enabled(),
-    );
-    let (members, versions) = tokio::join!(
-        members_from_first(&client, &cluster),
-        versions(&client, &selected)
-    );
+    let client = DmClient::new(Duration::from_secs(global.ssh_timeout), cluster.tls_enabled());
+    let (members, versions) =
+        tokio::join!(members_from_first(&client, &cluster), versions(&client, &selected));
     let rows: Vec<Row> = selected
         .iter()
         .zip(versions)
@@ -106,11 +98,7 @@ fn row(instance: &Instance, members: Option<&MembersResponse>, version: Option<S
     let role = instance.role.component();
     Row {
         id: instance.id(),
-        role: if instance.patched {
-            format!("{role} (patched)")
-        } else {
-            role.to_owned()
-        },
+        role: if instance.patched { format!("{role} (patched)") } else { role.to_owned() },
         patched: instance.patched,
         host: instance.host.clone(),
         ports: match instance.peer_port {
@@ -152,17 +140,12 @@ fn status(instance: &Instance, members: Option<&MembersResponse>, answers: bool)
 
 fn capitalise(word: &str) -> String {
     let mut chars = word.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 fn render(cluster: &Cluster, rows: &[Row], printer: &Printer) -> String {
     let global = cluster.meta.topology.global.as_ref();
-    let ssh_type = global
-        .and_then(|g| g.ssh_type.as_deref())
-        .unwrap_or("builtin");
+    let ssh_type = global.and_then(|g| g.ssh_type.as_deref()).unwrap_or("builtin");
     let mut out = format!(
         "Cluster type:       dm\nCluster name:       {}\nCluster version:    {}\nDeploy user:        {}\nSSH type:           {ssh_type}\n",
         printer.paint(&cluster.name, Style::Bold),
@@ -186,17 +169,7 @@ fn render(cluster: &Cluster, rows: &[Row], printer: &Printer) -> String {
         })
         .collect();
     out.push_str(&tiup_table(
-        &[
-            "ID",
-            "Role",
-            "Host",
-            "Ports",
-            "OS/Arch",
-            "Status",
-            "Version",
-            "Data Dir",
-            "Deploy Dir",
-        ],
+        &["ID", "Role", "Host", "Ports", "OS/Arch", "Status", "Version", "Data Dir", "Deploy Dir"],
         &cells,
     ));
     out.push_str(&format!("\nTotal nodes: {}", rows.len()));

@@ -32,11 +32,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitStatus> {
     let store = Store::locate(global.tiup_home.clone())?;
     // Fail fast on a cluster another run is patching; a dry run changes nothing and needs no lock.
-    let lock = if args.dry_run {
-        None
-    } else {
-        Some(store.lock(&args.cluster)?)
-    };
+    let lock = if args.dry_run { None } else { Some(store.lock(&args.cluster)?) };
     let mut config = resolve(&store, args, global).await?;
 
     if config.dry_run {
@@ -50,7 +46,7 @@ pub async fn run(
     }
     let lock = lock.expect("taken above for every run that changes something");
     if !confirm(&config, printer)? {
-        printer.result("Aborted: nothing was changed.");
+        printer.diagnostic("Aborted: nothing was changed.");
         return Ok(ExitStatus::Failure);
     }
     let progress = output::progress::for_printer(printer);
@@ -92,16 +88,10 @@ async fn resolve(
     global: &GlobalArgs,
 ) -> anyhow::Result<PatchConfig> {
     let cluster = store.load(&args.cluster)?;
-    let filter = Filter {
-        roles: args.filter.roles,
-        nodes: args.filter.nodes,
-    };
+    let filter = Filter { roles: args.filter.roles, nodes: args.filter.nodes };
     let (role, selected) = filter.select_for_patch(&cluster)?;
 
-    let arch_of_hosts: Vec<_> = selected
-        .iter()
-        .map(|i| (i.host.clone(), i.id(), i.arch))
-        .collect();
+    let arch_of_hosts: Vec<_> = selected.iter().map(|i| (i.host.clone(), i.id(), i.arch)).collect();
     let package_path = args.package.clone();
     let package =
         tokio::task::spawn_blocking(move || package::inspect(&package_path, role, &arch_of_hosts))
@@ -114,10 +104,7 @@ async fn resolve(
     } else {
         None
     };
-    let options = PlanOptions {
-        offline: args.offline,
-        overwrite: args.overwrite,
-    };
+    let options = PlanOptions { offline: args.offline, overwrite: args.overwrite };
     let plan = Plan::new(&cluster, &selected, package, leader, options);
 
     Ok(PatchConfig {
@@ -139,12 +126,8 @@ async fn resolve(
 /// (planning goes on; the engine's preflight insists on a leader later).
 async fn find_leader(cluster: &Cluster, timeout: Duration) -> Option<String> {
     let client = DmClient::new(timeout, cluster.tls_enabled());
-    let masters: Vec<String> = cluster
-        .instances
-        .iter()
-        .filter(|i| i.role == Role::Master)
-        .map(|i| i.addr())
-        .collect();
+    let masters: Vec<String> =
+        cluster.instances.iter().filter(|i| i.role == Role::Master).map(|i| i.addr()).collect();
     let members = client.members_from_any(&masters).await.ok()?;
     members.leader().map(|leader| leader.name.clone())
 }

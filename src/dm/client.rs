@@ -18,11 +18,7 @@ pub enum DmError {
         source: reqwest::Error,
     },
     #[error("{addr}: HTTP {status}: {message}")]
-    Status {
-        addr: String,
-        status: u16,
-        message: String,
-    },
+    Status { addr: String, status: u16, message: String },
     #[error("{addr}: DM refused: {message}")]
     Refused { addr: String, message: String },
     #[error("no dm-master answered ({tried}); is the cluster running?")]
@@ -172,10 +168,7 @@ impl DmClient {
             .no_proxy()
             .build()
             .expect("the HTTP client's TLS backend initialises");
-        DmClient {
-            http,
-            scheme: if tls { "https" } else { "http" },
-        }
+        DmClient { http, scheme: if tls { "https" } else { "http" } }
     }
 
     fn url(&self, addr: &str, path: &str) -> String {
@@ -191,10 +184,7 @@ impl DmClient {
                 message: format!("unexpected members answer: {err}"),
             })?;
         if !members.result {
-            return Err(DmError::Refused {
-                addr: addr.to_owned(),
-                message: members.msg,
-            });
+            return Err(DmError::Refused { addr: addr.to_owned(), message: members.msg });
         }
         Ok(members)
     }
@@ -210,9 +200,7 @@ impl DmClient {
         }
         Err(match last {
             Some(DmError::Refused { addr, message }) => DmError::Refused { addr, message },
-            _ => DmError::NoMaster {
-                tried: addrs.join(", "),
-            },
+            _ => DmError::NoMaster { tried: addrs.join(", ") },
         })
     }
 
@@ -223,14 +211,8 @@ impl DmClient {
     }
 
     pub async fn health(&self, addr: &str) -> Result<Health, DmError> {
-        let response = self
-            .send(self.http.get(self.url(addr, "/health")), addr)
-            .await?;
-        Ok(if response.status().is_success() {
-            Health::Healthy
-        } else {
-            Health::Unhealthy
-        })
+        let response = self.send(self.http.get(self.url(addr, "/health")), addr).await?;
+        Ok(if response.status().is_success() { Health::Healthy } else { Health::Unhealthy })
     }
 
     /// `PUT /apis/v1alpha1/leader/1` on the leader itself (never forwarded).
@@ -245,22 +227,15 @@ impl DmClient {
 
     async fn operate_leader(&self, addr: &str, op: u8) -> Result<(), DmError> {
         let path = format!("/apis/v1alpha1/leader/{op}");
-        let response = self
-            .send(self.http.put(self.url(addr, &path)), addr)
-            .await?;
+        let response = self.send(self.http.put(self.url(addr, &path)), addr).await?;
         let body = self.body(response, addr).await?;
-        let answer: CommonResponse =
-            serde_json::from_str(&body).map_err(|err| DmError::Refused {
-                addr: addr.to_owned(),
-                message: format!("unexpected answer: {err}"),
-            })?;
+        let answer: CommonResponse = serde_json::from_str(&body).map_err(|err| {
+            DmError::Refused { addr: addr.to_owned(), message: format!("unexpected answer: {err}") }
+        })?;
         if answer.result {
             Ok(())
         } else {
-            Err(DmError::Refused {
-                addr: addr.to_owned(),
-                message: answer.msg,
-            })
+            Err(DmError::Refused { addr: addr.to_owned(), message: answer.msg })
         }
     }
 
@@ -274,30 +249,23 @@ impl DmClient {
         request: reqwest::RequestBuilder,
         addr: &str,
     ) -> Result<reqwest::Response, DmError> {
-        request.send().await.map_err(|source| DmError::Http {
-            addr: addr.to_owned(),
-            source,
-        })
+        request.send().await.map_err(|source| DmError::Http { addr: addr.to_owned(), source })
     }
 
     /// The body of a successful answer; a gateway error becomes its message.
     async fn body(&self, response: reqwest::Response, addr: &str) -> Result<String, DmError> {
         let status = response.status();
-        let body = response.text().await.map_err(|source| DmError::Http {
-            addr: addr.to_owned(),
-            source,
-        })?;
+        let body = response
+            .text()
+            .await
+            .map_err(|source| DmError::Http { addr: addr.to_owned(), source })?;
         if status.is_success() {
             return Ok(body);
         }
         let message = serde_json::from_str::<GatewayError>(&body)
             .map(|err| err.message)
             .unwrap_or_else(|_| body.trim().to_owned());
-        Err(DmError::Status {
-            addr: addr.to_owned(),
-            status: status.as_u16(),
-            message,
-        })
+        Err(DmError::Status { addr: addr.to_owned(), status: status.as_u16(), message })
     }
 }
 

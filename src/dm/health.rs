@@ -134,11 +134,8 @@ mod tests {
         let mut calls = 0;
         let ready = wait_until(Duration::from_secs(5), || {
             calls += 1;
-            let answer = if calls < 3 {
-                Readiness::Waiting("not yet".into())
-            } else {
-                Readiness::Ready
-            };
+            let answer =
+                if calls < 3 { Readiness::Waiting("not yet".into()) } else { Readiness::Ready };
             async move { answer }
         })
         .await;
@@ -156,10 +153,7 @@ mod tests {
             Readiness::Waiting("still starting".into())
         })
         .await;
-        assert_eq!(
-            timed_out.unwrap_err().to_string(),
-            "still starting (gave up after 0s)"
-        );
+        assert_eq!(timed_out.unwrap_err().to_string(), "still starting (gave up after 0s)");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

@@ -89,11 +89,7 @@ mod tests {
             order.iter().map(|(i, p)| (i.host.as_str(), *p)).collect();
         assert_eq!(
             names,
-            [
-                ("b", Position::Follower),
-                ("c", Position::Follower),
-                ("a", Position::Leader)
-            ]
+            [("b", Position::Follower), ("c", Position::Follower), ("a", Position::Leader)]
         );
     }
 
@@ -105,9 +101,6 @@ mod tests {
             order.iter().map(|(i, _)| i.host.clone()).collect()
         };
         assert_eq!(hosts(roll_order(&all, None, false)), ["a", "b", "c"]);
-        assert_eq!(
-            hosts(roll_order(&all, Some("dm-a-8261"), true)),
-            ["a", "b", "c"]
-        );
+        assert_eq!(hosts(roll_order(&all, Some("dm-a-8261"), true)), ["a", "b", "c"]);
     }
 }

@@ -18,10 +18,7 @@ impl VersionInfo {
                 .map(|value| value.trim().to_owned())
                 .unwrap_or_default()
         };
-        VersionInfo {
-            release: field("Release Version:"),
-            git_hash: field("Git Commit Hash:"),
-        }
+        VersionInfo { release: field("Release Version:"), git_hash: field("Git Commit Hash:") }
     }
 
     /// Whether a running instance reporting `self` runs the binary that printed `expected`.

@@ -26,11 +26,7 @@ impl Audit {
         let written = fs::create_dir_all(dir).and_then(|()| {
             let mut file = File::create(&path)?;
             writeln!(file, "{}", first_line.join(" "))?;
-            writeln!(
-                file,
-                "started: {}",
-                humantime::format_rfc3339_seconds(SystemTime::now())
-            )
+            writeln!(file, "started: {}", humantime::format_rfc3339_seconds(SystemTime::now()))
         });
         match written {
             Ok(()) => Audit { path: Some(path) },
@@ -43,33 +39,22 @@ impl Audit {
 
     pub fn finish(&self, report: &Report) {
         let Some(path) = &self.path else { return };
-        let appended = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .and_then(|mut file| {
-                writeln!(file, "finished: {}", report.finished_at)?;
-                writeln!(file, "result: {:?}", report.result)?;
-                if let Some(message) = &report.message {
-                    writeln!(file, "message: {message}")?;
-                }
-                for problem in &report.problems {
-                    writeln!(file, "problem: {problem}")?;
-                }
-                for instance in &report.instances {
-                    writeln!(
-                        file,
-                        "instance {}: {}",
-                        instance.id,
-                        instance.outcome.label()
-                    )?;
-                }
-                Ok(())
-            });
+        let appended = OpenOptions::new().append(true).open(path).and_then(|mut file| {
+            writeln!(file, "finished: {}", report.finished_at)?;
+            writeln!(file, "result: {:?}", report.result)?;
+            if let Some(message) = &report.message {
+                writeln!(file, "message: {message}")?;
+            }
+            for problem in &report.problems {
+                writeln!(file, "problem: {problem}")?;
+            }
+            for instance in &report.instances {
+                writeln!(file, "instance {}: {}", instance.id, instance.outcome.label())?;
+            }
+            Ok(())
+        });
         if let Err(err) = appended {
-            tracing::warn!(
-                "could not complete the audit record {}: {err}",
-                path.display()
-            );
+            tracing::warn!("could not complete the audit record {}: {err}", path.display());
         }
     }
 }

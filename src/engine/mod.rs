@@ -141,9 +141,8 @@ impl Run {
             return self.interrupted_before_roll(&hosts).await;
         }
 
-        let needs_operator = self
-            .roll(cluster, settings, lock, &hosts, &facts, &staged, interrupt)
-            .await?;
+        let needs_operator =
+            self.roll(cluster, settings, lock, &hosts, &facts, &staged, interrupt).await?;
         stage::cleanup(&self.plan, &hosts, &needs_operator).await;
         hosts.close().await;
 
@@ -212,9 +211,7 @@ impl Run {
             let result = if on_package_already {
                 Ok(Outcome::Skipped)
             } else {
-                roll::patch_instance(&context, &job)
-                    .await
-                    .map(|()| Outcome::Patched)
+                roll::patch_instance(&context, &job).await.map(|()| Outcome::Patched)
             };
             let (outcome, detail) = match result {
                 Ok(outcome) => {
@@ -294,9 +291,7 @@ async fn take_next<'p>(
         && let Ok(members) = context.client.members_from_any(context.masters).await
     {
         let leader = members.leader().map(|l| l.name.clone());
-        let first_follower = remaining
-            .iter()
-            .position(|i| Some(&i.name) != leader.as_ref());
+        let first_follower = remaining.iter().position(|i| Some(&i.name) != leader.as_ref());
         if let Some(index) = first_follower {
             return remaining.remove(index);
         }

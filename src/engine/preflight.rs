@@ -99,24 +99,14 @@ async fn check_instance(
     }
     let sha256 = remote.sha256(&planned.binary).await?;
     if sha256.is_none() {
-        return Err(InstanceProblem::NoBinary {
-            binary: planned.binary.clone(),
-        });
+        return Err(InstanceProblem::NoBinary { binary: planned.binary.clone() });
     }
-    let version = remote
-        .binary_version(&planned.binary)
-        .await
-        .map_err(|source| InstanceProblem::VersionUnknown {
-            binary: planned.binary.clone(),
-            source,
-        })?;
+    let version = remote.binary_version(&planned.binary).await.map_err(|source| {
+        InstanceProblem::VersionUnknown { binary: planned.binary.clone(), source }
+    })?;
     let free = remote.free_bytes(&planned.deploy_dir).await?;
     if free < needed {
-        return Err(InstanceProblem::LowDisk {
-            dir: planned.deploy_dir.clone(),
-            free,
-            needed,
-        });
+        return Err(InstanceProblem::LowDisk { dir: planned.deploy_dir.clone(), free, needed });
     }
     Ok(InstanceFacts { version, sha256 })
 }

@@ -36,35 +36,26 @@ impl Remote {
     }
 
     pub async fn stop(&self, unit: &str) -> Result<(), SshError> {
-        self.run(&self.systemctl(&format!("stop {}", shell_quote(unit))))
-            .await
-            .map(drop)
+        self.run(&self.systemctl(&format!("stop {}", shell_quote(unit)))).await.map(drop)
     }
 
     pub async fn start(&self, unit: &str) -> Result<(), SshError> {
-        self.run(&self.systemctl(&format!("start {}", shell_quote(unit))))
-            .await
-            .map(drop)
+        self.run(&self.systemctl(&format!("start {}", shell_quote(unit)))).await.map(drop)
     }
 
     pub async fn unit_state(&self, unit: &str) -> Result<UnitState, SshError> {
         let command = self.systemctl(&format!("is-active {}", shell_quote(unit)));
         let output = self.session.exec(&command).await?;
-        Ok(
-            if output.exit_status == 0 && output.stdout.trim() == "active" {
-                UnitState::Active
-            } else {
-                UnitState::NotActive
-            },
-        )
+        Ok(if output.exit_status == 0 && output.stdout.trim() == "active" {
+            UnitState::Active
+        } else {
+            UnitState::NotActive
+        })
     }
 
     /// Whether `path` is a directory (following no more than `test -d` does).
     pub async fn is_dir(&self, path: &str) -> Result<bool, SshError> {
-        let output = self
-            .session
-            .exec(&format!("test -d {}", shell_quote(path)))
-            .await?;
+        let output = self.session.exec(&format!("test -d {}", shell_quote(path))).await?;
         Ok(output.exit_status == 0)
     }
 
@@ -77,10 +68,7 @@ impl Remote {
     /// The sha256 of a remote file, or `None` when it does not exist.
     pub async fn sha256(&self, path: &str) -> Result<Option<String>, SshError> {
         let quoted = shell_quote(path);
-        let output = self
-            .session
-            .exec(&format!("test -f {quoted} && sha256sum {quoted}"))
-            .await?;
+        let output = self.session.exec(&format!("test -f {quoted} && sha256sum {quoted}")).await?;
         if output.exit_status != 0 {
             return Ok(None);
         }
@@ -89,14 +77,9 @@ impl Remote {
 
     /// Free space (bytes) on the file system holding `dir`.
     pub async fn free_bytes(&self, dir: &str) -> Result<u64, SshError> {
-        let out = self
-            .run(&format!("df -Pk {} | tail -n 1", shell_quote(dir)))
-            .await?;
-        let kib: u64 = out
-            .split_whitespace()
-            .nth(3)
-            .and_then(|field| field.parse().ok())
-            .unwrap_or(0);
+        let out = self.run(&format!("df -Pk {} | tail -n 1", shell_quote(dir))).await?;
+        let kib: u64 =
+            out.split_whitespace().nth(3).and_then(|field| field.parse().ok()).unwrap_or(0);
         Ok(kib * 1024)
     }
 }

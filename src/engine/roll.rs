@@ -48,18 +48,11 @@ pub struct Job<'a> {
 impl Job<'_> {
     /// Where the binary that ran before is kept until the instance is done.
     fn previous_binary(&self) -> String {
-        format!(
-            "{}/{}.previous",
-            self.planned.staging_dir,
-            self.planned.role.component()
-        )
+        format!("{}/{}.previous", self.planned.staging_dir, self.planned.role.component())
     }
 
     fn say(&self, context: &RollContext<'_>, step: &str) {
-        context.progress.event(Event::Step {
-            id: &self.planned.id,
-            step,
-        });
+        context.progress.event(Event::Step { id: &self.planned.id, step });
     }
 }
 
@@ -78,9 +71,7 @@ enum StepError {
 pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), Failure> {
     let planned = job.planned;
     job.say(context, "backing up bin");
-    back_up(job)
-        .await
-        .map_err(|err| Failure::Unchanged(err.to_string()))?;
+    back_up(job).await.map_err(|err| Failure::Unchanged(err.to_string()))?;
 
     if context.offline {
         job.say(context, "swapping the binary");
@@ -97,9 +88,7 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
         Role::Master => make_way_for_master(context, job).await?,
         Role::Worker => {
             job.say(context, "checking for a dm-master leader");
-            require_leader(context)
-                .await
-                .map_err(|err| Failure::Unchanged(err.to_string()))?;
+            require_leader(context).await.map_err(|err| Failure::Unchanged(err.to_string()))?;
             false
         }
     };
@@ -123,11 +112,7 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
     // A restarted master forgets its evict flag; this covers a restart that did not happen,
     // so the cluster is never left with a master that refuses to lead.
     let evict_note = if evicted {
-        match context
-            .client
-            .cancel_evict_leader(&planned.instance.addr())
-            .await
-        {
+        match context.client.cancel_evict_leader(&planned.instance.addr()).await {
             Ok(()) => String::new(),
             Err(err) => format!(
                 "; cancelling its leader eviction failed ({err}): it will not run for leader \
@@ -170,11 +155,8 @@ async fn back_up(job: &Job<'_>) -> Result<(), StepError> {
 
 /// Renames the staged binary over the installed one: atomic, same file system.
 async fn swap_in(job: &Job<'_>) -> Result<(), StepError> {
-    let command = format!(
-        "mv -f {} {}",
-        shell_quote(&job.staged.binary),
-        shell_quote(&job.planned.binary)
-    );
+    let command =
+        format!("mv -f {} {}", shell_quote(&job.staged.binary), shell_quote(&job.planned.binary));
     job.remote.run(&command).await?;
     Ok(())
 }
@@ -211,14 +193,8 @@ async fn wait_ready(
         match instance.role {
             Role::Master => master_readiness(context.client, &addr, &instance.name, expected).await,
             Role::Worker => {
-                worker_readiness(
-                    context.client,
-                    &addr,
-                    &instance.name,
-                    context.masters,
-                    expected,
-                )
-                .await
+                worker_readiness(context.client, &addr, &instance.name, context.masters, expected)
+                    .await
             }
         }
     })
@@ -271,20 +247,15 @@ async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result
     })
     .await;
     if let Err(reason) = quorum_kept {
-        return Err(Failure::Unchanged(format!(
-            "{reason}; bring the others back first"
-        )));
+        return Err(Failure::Unchanged(format!("{reason}; bring the others back first")));
     }
     let members = context
         .client
         .members_from_any(context.masters)
         .await
         .map_err(|err| Failure::Unchanged(err.to_string()))?;
-    let alive_others = members
-        .masters()
-        .iter()
-        .filter(|m| m.alive && m.name != instance.name)
-        .count();
+    let alive_others =
+        members.masters().iter().filter(|m| m.alive && m.name != instance.name).count();
     let leads = members.leader().is_some_and(|l| l.name == instance.name);
     if !leads || alive_others == 0 {
         return Ok(false);
@@ -297,12 +268,7 @@ async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result
         .evict_leader(&addr)
         .await
         .map_err(|err| Failure::Unchanged(format!("evicting the leader failed: {err}")))?;
-    let others: Vec<String> = context
-        .masters
-        .iter()
-        .filter(|a| **a != addr)
-        .cloned()
-        .collect();
+    let others: Vec<String> = context.masters.iter().filter(|a| **a != addr).cloned().collect();
     let moved = wait_until(context.wait_timeout, || async {
         match context.client.members_from_any(&others).await {
             Ok(members) => match members.leader() {

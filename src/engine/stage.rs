@@ -33,11 +33,7 @@ pub enum StageError {
     #[error(
         "{host}: the uploaded package's sha256 is {found}, expected {expected}; the transfer was damaged"
     )]
-    Damaged {
-        host: String,
-        found: String,
-        expected: String,
-    },
+    Damaged { host: String, found: String, expected: String },
     /// `at` is the host, or the instance when the command was for one.
     #[error("{at}: {source}")]
     Ssh { at: String, source: SshError },
@@ -89,30 +85,18 @@ async fn stage_host(
     progress: &dyn Progress,
 ) -> Result<Vec<(String, Staged)>, StageError> {
     let label = remote.label.as_str();
-    let ssh_failed = |source| StageError::Ssh {
-        at: label.to_owned(),
-        source,
-    };
-    progress.event(Event::UploadStarted {
-        host: label,
-        total: plan.package.size,
-    });
+    let ssh_failed = |source| StageError::Ssh { at: label.to_owned(), source };
+    progress.event(Event::UploadStarted { host: label, total: plan.package.size });
     remote
         .session
         .upload(&plan.package.path, &host.remote_package, |sent| {
             progress.event(Event::UploadProgress { host: label, sent });
         })
         .await
-        .map_err(|source| StageError::Upload {
-            host: label.to_owned(),
-            source,
-        })?;
+        .map_err(|source| StageError::Upload { host: label.to_owned(), source })?;
     progress.event(Event::UploadFinished { host: label });
 
-    let uploaded = remote
-        .sha256(&host.remote_package)
-        .await
-        .map_err(ssh_failed)?;
+    let uploaded = remote.sha256(&host.remote_package).await.map_err(ssh_failed)?;
     if uploaded.as_deref() != Some(plan.package.sha256.as_str()) {
         return Err(StageError::Damaged {
             host: label.to_owned(),
@@ -152,38 +136,21 @@ async fn unpack(
         current = shell_quote(&planned.binary),
         new = shell_quote(&binary),
     );
-    let ssh_failed = |source| StageError::Ssh {
-        at: id.clone(),
-        source,
-    };
+    let ssh_failed = |source| StageError::Ssh { at: id.clone(), source };
     remote.run(&command).await.map_err(ssh_failed)?;
     let sha256 = remote
         .sha256(&binary)
         .await
         .map_err(ssh_failed)?
-        .ok_or_else(|| StageError::NotUnpacked {
-            id: id.clone(),
-            binary: binary.clone(),
-        })?;
-    let version =
-        remote
-            .binary_version(&binary)
-            .await
-            .map_err(|source| StageError::DoesNotRun {
-                id: id.clone(),
-                source,
-            })?;
+        .ok_or_else(|| StageError::NotUnpacked { id: id.clone(), binary: binary.clone() })?;
+    let version = remote
+        .binary_version(&binary)
+        .await
+        .map_err(|source| StageError::DoesNotRun { id: id.clone(), source })?;
     if version.release.is_empty() {
-        return Err(StageError::NoVersion {
-            id: id.clone(),
-            binary,
-        });
+        return Err(StageError::NoVersion { id: id.clone(), binary });
     }
-    Ok(Staged {
-        binary,
-        sha256,
-        version,
-    })
+    Ok(Staged { binary, sha256, version })
 }
 
 /// One package, one version: a host whose copy reports something else is a problem.

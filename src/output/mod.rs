@@ -51,6 +51,12 @@ impl Printer {
         }
     }
 
+    /// A diagnostic for the operator (a problem, why a run stopped): always on stderr, in
+    /// every format, so stdout holds nothing but the result.
+    pub fn diagnostic(&self, line: impl AsRef<str>) {
+        eprintln!("{}", line.as_ref());
+    }
+
     /// The one JSON document of a `--format json` run.
     pub fn json<T: Serialize>(&self, value: &T) {
         let mut stdout = std::io::stdout().lock();

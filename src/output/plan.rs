@@ -8,10 +8,8 @@ use crate::plan::Plan;
 pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
     let comp = plan.component.component();
     let mut out = String::new();
-    let headline = format!(
-        "Patch {comp} of cluster '{}' (version {})",
-        plan.cluster, plan.cluster_version
-    );
+    let headline =
+        format!("Patch {comp} of cluster '{}' (version {})", plan.cluster, plan.cluster_version);
     out.push_str(&printer.paint(&headline, Style::Bold));
     out.push('\n');
     out.push_str(&format!(
@@ -57,10 +55,7 @@ pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
             ]
         })
         .collect();
-    out.push_str(&tiup_table(
-        &["#", "ID", "Role", "Deploy Dir", "Order"],
-        &rows,
-    ));
+    out.push_str(&tiup_table(&["#", "ID", "Role", "Deploy Dir", "Order"], &rows));
     out.push_str("\n\nOn each instance: back up bin to bin.old.");
     out.push_str(&plan.cluster_version);
     out.push_str(" (kept if present), unpack the package next to bin,\n");

@@ -19,9 +19,7 @@ pub fn for_printer(printer: &Printer) -> Arc<dyn Progress> {
     } else if std::io::stderr().is_terminal() {
         Arc::new(Bars::new())
     } else {
-        Arc::new(Lines {
-            started: Instant::now(),
-        })
+        Arc::new(Lines { started: Instant::now() })
     }
 }
 
@@ -47,11 +45,7 @@ impl Progress for Lines {
             Event::UploadProgress { .. } => return,
             Event::UploadFinished { host } => format!("{host}: uploaded"),
             Event::Step { id, step } => format!("{id}: {step}"),
-            Event::InstanceFinished {
-                id,
-                outcome,
-                detail,
-            } => match detail {
+            Event::InstanceFinished { id, outcome, detail } => match detail {
                 Some(detail) => format!("{id}: {}: {detail}", outcome.label()),
                 None => format!("{id}: {}", outcome.label()),
             },
@@ -79,9 +73,7 @@ impl Bars {
 
     fn bar(&self, key: &str, make: impl FnOnce() -> ProgressBar) -> ProgressBar {
         let mut bars = self.bars.lock().expect("progress state is never poisoned");
-        bars.entry(key.to_owned())
-            .or_insert_with(|| self.multi.add(make()))
-            .clone()
+        bars.entry(key.to_owned()).or_insert_with(|| self.multi.add(make())).clone()
     }
 
     fn existing(&self, key: &str) -> Option<ProgressBar> {
@@ -106,9 +98,7 @@ impl Progress for Bars {
                 .expect("a valid template")
                 .progress_chars("=> ");
                 self.bar(&format!("upload {host}"), || {
-                    ProgressBar::new(total)
-                        .with_style(style)
-                        .with_prefix(host.to_owned())
+                    ProgressBar::new(total).with_style(style).with_prefix(host.to_owned())
                 });
             }
             Event::UploadProgress { host, sent } => {
@@ -125,19 +115,14 @@ impl Progress for Bars {
                 let bar = self.bar(id, || {
                     let style = ProgressStyle::with_template("  {spinner} {prefix:<22} {msg}")
                         .expect("a valid template");
-                    let bar = ProgressBar::new_spinner()
-                        .with_style(style)
-                        .with_prefix(id.to_owned());
+                    let bar =
+                        ProgressBar::new_spinner().with_style(style).with_prefix(id.to_owned());
                     bar.enable_steady_tick(Duration::from_millis(120));
                     bar
                 });
                 bar.set_message(step.to_owned());
             }
-            Event::InstanceFinished {
-                id,
-                outcome,
-                detail,
-            } => {
+            Event::InstanceFinished { id, outcome, detail } => {
                 let mark = match outcome {
                     Outcome::Patched | Outcome::Skipped => "✔",
                     _ => "✘",
@@ -149,9 +134,7 @@ impl Progress for Bars {
                 let bar = self.bar(id, || {
                     let style = ProgressStyle::with_template("  {prefix:<24} {msg}")
                         .expect("a valid template");
-                    ProgressBar::new_spinner()
-                        .with_style(style)
-                        .with_prefix(id.to_owned())
+                    ProgressBar::new_spinner().with_style(style).with_prefix(id.to_owned())
                 });
                 bar.finish_with_message(message);
             }

@@ -13,19 +13,12 @@ pub fn tiup_table(headers: &[&str], rows: &[Vec<String>]) -> String {
         .set_header(headers.iter().map(Cell::new));
     table.add_row(headers.iter().map(|h| Cell::new("-".repeat(h.len()))));
     for row in rows {
-        table.add_row(
-            row.iter()
-                .map(|c| Cell::new(c).set_alignment(CellAlignment::Left)),
-        );
+        table.add_row(row.iter().map(|c| Cell::new(c).set_alignment(CellAlignment::Left)));
     }
     for column in table.column_iter_mut() {
         column.set_padding((0, 2));
     }
-    table
-        .lines()
-        .map(|line| line.trim_end().to_owned())
-        .collect::<Vec<_>>()
-        .join("\n")
+    table.lines().map(|line| line.trim_end().to_owned()).collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]

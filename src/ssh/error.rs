@@ -10,10 +10,7 @@ pub enum SshError {
     KeyUnreadable { path: PathBuf, reason: String },
 
     #[error("cannot connect to {endpoint}: {source}")]
-    Connect {
-        endpoint: String,
-        source: std::io::Error,
-    },
+    Connect { endpoint: String, source: std::io::Error },
 
     #[error("{endpoint} did not complete the SSH handshake and login within {timeout:?}")]
     Timeout { endpoint: String, timeout: Duration },
@@ -22,22 +19,14 @@ pub enum SshError {
     Handshake { endpoint: String, reason: String },
 
     #[error("{endpoint} rejected public-key login as user {user:?} with the key {}", .key.display())]
-    AuthRejected {
-        endpoint: String,
-        user: String,
-        key: PathBuf,
-    },
+    AuthRejected { endpoint: String, user: String, key: PathBuf },
 
     #[error(
         "the host key of {endpoint} ({fingerprint}) is not recorded in {} and the host key \
          policy is strict; record it there (or connect once with the policy accept-new)",
         .known_hosts.display()
     )]
-    HostKeyUnknown {
-        endpoint: String,
-        fingerprint: String,
-        known_hosts: PathBuf,
-    },
+    HostKeyUnknown { endpoint: String, fingerprint: String, known_hosts: PathBuf },
 
     #[error(
         "the host key of {host} port {port} has CHANGED (possible man-in-the-middle): it \
@@ -56,46 +45,27 @@ pub enum SshError {
     },
 
     #[error("cannot use the known hosts file {}: {source}", .path.display())]
-    KnownHosts {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    KnownHosts { path: PathBuf, source: std::io::Error },
 
     #[error("{endpoint}: {action} failed: {reason}")]
-    Channel {
-        endpoint: String,
-        action: String,
-        reason: String,
-    },
+    Channel { endpoint: String, action: String, reason: String },
 
     #[error(
         "{endpoint}: `{}` ended without an exit status ({})",
         one_line(.command),
         .signal.as_deref().map_or("the connection or the remote shell went away".into(), |s| format!("killed by signal {s}"))
     )]
-    NoExitStatus {
-        endpoint: String,
-        command: String,
-        signal: Option<String>,
-    },
+    NoExitStatus { endpoint: String, command: String, signal: Option<String> },
 
     #[error(
         "{endpoint}: `{}` exited with status {exit_status}{}",
         one_line(.command),
         stderr_suffix(.stderr)
     )]
-    CommandFailed {
-        endpoint: String,
-        command: String,
-        exit_status: u32,
-        stderr: String,
-    },
+    CommandFailed { endpoint: String, command: String, exit_status: u32, stderr: String },
 
     #[error("cannot read {}: {source}", .path.display())]
-    LocalFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    LocalFile { path: PathBuf, source: std::io::Error },
 
     #[error("{endpoint}: upload to {remote} failed: {source}")]
     Upload {
@@ -130,17 +100,9 @@ pub enum UploadError {
     #[error("closing {path}: {source}")]
     Close { path: String, source: SftpError },
     #[error("renaming {from} to {to}: {source}")]
-    Rename {
-        from: String,
-        to: String,
-        source: SftpError,
-    },
+    Rename { from: String, to: String, source: SftpError },
     #[error("renaming {from} to {to}: unexpected reply {reply}")]
-    UnexpectedReply {
-        from: String,
-        to: String,
-        reply: String,
-    },
+    UnexpectedReply { from: String, to: String, reply: String },
 }
 
 /// Keeps a multi-line command on one line of an error message.
@@ -150,16 +112,8 @@ fn one_line(text: &str) -> String {
 
 /// `: <stderr>` with its lines joined, or nothing when stderr was empty.
 fn stderr_suffix(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect();
-    if lines.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", lines.join(" / "))
-    }
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+    if lines.is_empty() { String::new() } else { format!(": {}", lines.join(" / ")) }
 }
 
 #[cfg(test)]

@@ -43,8 +43,7 @@ impl HostSession {
     /// Runs `command` with this session's privilege and returns its output and exit status,
     /// whatever that status is.
     pub async fn exec(&self, command: &str) -> Result<ExecOutput, SshError> {
-        self.exec_as_login_user(command, &self.inner.privilege.wrap(command))
-            .await
+        self.exec_as_login_user(command, &self.inner.privilege.wrap(command)).await
     }
 
     /// Runs `command` with this session's privilege and requires exit status 0; returns stdout.

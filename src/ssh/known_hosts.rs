@@ -22,11 +22,7 @@ pub struct KnownKey {
 
 /// How a host's name is written in known_hosts.
 pub fn host_entry_name(host: &str, port: u16) -> String {
-    if port == 22 {
-        host.to_owned()
-    } else {
-        format!("[{host}]:{port}")
-    }
+    if port == 22 { host.to_owned() } else { format!("[{host}]:{port}") }
 }
 
 /// `SHA256:<base64>`, as `ssh-keygen -l` and OpenSSH's warnings print it.
@@ -48,18 +44,13 @@ pub fn recorded_keys(path: &Path, host: &str, port: u16) -> io::Result<Vec<Known
         .enumerate()
         .filter_map(|(index, line)| {
             let mut fields = line.split_whitespace();
-            let names = fields
-                .next()
-                .filter(|n| !n.starts_with('#') && !n.starts_with('@'))?;
+            let names = fields.next().filter(|n| !n.starts_with('#') && !n.starts_with('@'))?;
             let (algorithm, base64) = (fields.next()?, fields.next()?);
             if !names.split(',').any(|candidate| candidate == name) {
                 return None;
             }
             let key = PublicKey::from_openssh(&format!("{algorithm} {base64}")).ok()?;
-            Some(KnownKey {
-                line: index + 1,
-                key,
-            })
+            Some(KnownKey { line: index + 1, key })
         })
         .collect())
 }
@@ -76,10 +67,7 @@ pub enum Verdict {
 }
 
 pub fn judge(recorded: &[KnownKey], presented: &PublicKey) -> Verdict {
-    if recorded
-        .iter()
-        .any(|known| known.key.key_data() == presented.key_data())
-    {
+    if recorded.iter().any(|known| known.key.key_data() == presented.key_data()) {
         return Verdict::Known;
     }
     match recorded.first() {
@@ -98,31 +86,21 @@ static APPEND: Mutex<()> = Mutex::new(());
 /// The line goes out in one `write` on an `O_APPEND` descriptor, so even another process
 /// appending at the same time cannot interleave with it.
 pub fn record(path: &Path, host: &str, port: u16, key: &PublicKey) -> io::Result<()> {
-    let _guard = APPEND
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if matches!(
-        judge(&recorded_keys(path, host, port)?, key),
-        Verdict::Known
-    ) {
+    let _guard = APPEND.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if matches!(judge(&recorded_keys(path, host, port)?, key), Verdict::Known) {
         return Ok(());
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o644)
-        .open(path)?;
+    let mut file =
+        OpenOptions::new().read(true).append(true).create(true).mode(0o644).open(path)?;
     let mut entry = String::new();
     if !ends_with_newline(&mut file)? {
         entry.push('\n');
     }
-    let openssh = key
-        .to_openssh()
-        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+    let openssh =
+        key.to_openssh().map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
     entry.push_str(&format!("{} {openssh}\n", host_entry_name(host, port)));
     file.write_all(entry.as_bytes())
 }
@@ -181,19 +159,12 @@ mod tests {
     #[test]
     fn a_missing_file_records_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(
-            recorded_keys(&dir.path().join("none"), "h", 22)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(recorded_keys(&dir.path().join("none"), "h", 22).unwrap().is_empty());
     }
 
     #[test]
     fn judge_tells_known_unknown_and_changed() {
-        let recorded = vec![KnownKey {
-            line: 7,
-            key: key(ED25519_A),
-        }];
+        let recorded = vec![KnownKey { line: 7, key: key(ED25519_A) }];
         assert!(matches!(judge(&recorded, &key(ED25519_A)), Verdict::Known));
         assert!(matches!(judge(&[], &key(ED25519_A)), Verdict::Unknown));
         assert!(matches!(judge(&recorded, &key(ED25519_B)), Verdict::Changed(k) if k.line == 7));
@@ -208,10 +179,7 @@ mod tests {
         record(&path, "10.0.0.1", 2222, &key(ED25519_A)).unwrap();
         record(&path, "10.0.0.1", 2222, &key(ED25519_A)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            text,
-            format!("10.0.0.9 {ED25519_B}\n[10.0.0.1]:2222 {ED25519_A}\n")
-        );
+        assert_eq!(text, format!("10.0.0.9 {ED25519_B}\n[10.0.0.1]:2222 {ED25519_A}\n"));
     }
 
     #[test]
@@ -227,12 +195,7 @@ mod tests {
             }
         });
         for i in 0..16 {
-            assert_eq!(
-                recorded_keys(&path, &format!("10.0.0.{i}"), 22)
-                    .unwrap()
-                    .len(),
-                1
-            );
+            assert_eq!(recorded_keys(&path, &format!("10.0.0.{i}"), 22).unwrap().len(), 1);
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 16);
     }

@@ -48,13 +48,7 @@ mod tests {
 
     #[test]
     fn safe_words_stay_bare() {
-        for word in [
-            "dm-master",
-            "/home/tidb/deploy/dm-worker-8262",
-            "a=b",
-            "v8.5.1",
-            "x:y,z@h%",
-        ] {
+        for word in ["dm-master", "/home/tidb/deploy/dm-worker-8262", "a=b", "v8.5.1", "x:y,z@h%"] {
             assert_eq!(shell_quote(word), word);
             assert!(matches!(shell_quote(word), Cow::Borrowed(_)));
         }

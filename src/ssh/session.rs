@@ -123,11 +123,11 @@ impl HostSession {
         let key = load_key(target)?;
         let recorded = match target.host_key_policy {
             HostKeyPolicy::Off => Vec::new(),
-            _ => known_hosts::recorded_keys(&target.known_hosts, &target.addr, target.port)
-                .map_err(|source| SshError::KnownHosts {
-                    path: target.known_hosts.clone(),
-                    source,
-                })?,
+            _ => {
+                known_hosts::recorded_keys(&target.known_hosts, &target.addr, target.port).map_err(
+                    |source| SshError::KnownHosts { path: target.known_hosts.clone(), source },
+                )?
+            }
         };
         let establish = establish(target, key, recorded);
         match tokio::time::timeout(target.connect_timeout, establish).await {
@@ -153,12 +153,7 @@ impl HostSession {
         if let Some(sftp) = self.inner.sftp.get() {
             sftp.close();
         }
-        if let Err(err) = self
-            .inner
-            .handle
-            .disconnect(Disconnect::ByApplication, "", "en")
-            .await
-        {
+        if let Err(err) = self.inner.handle.disconnect(Disconnect::ByApplication, "", "en").await {
             tracing::debug!(endpoint = %self.inner.endpoint, "disconnect: {err}");
         }
     }
@@ -179,26 +174,18 @@ async fn establish(
     let endpoint = target.endpoint();
     let socket = TcpStream::connect((target.addr.as_str(), target.port))
         .await
-        .map_err(|source| SshError::Connect {
-            endpoint: endpoint.clone(),
-            source,
-        })?;
+        .map_err(|source| SshError::Connect { endpoint: endpoint.clone(), source })?;
     // Commands are short request/response exchanges; Nagle would hold back their last packet.
     socket.set_nodelay(true).ok();
 
     let config = Arc::new(client_config(&recorded));
-    let checker = HostKeyCheck {
-        target: target.clone(),
-        recorded,
-    };
-    let mut handle = client::connect_stream(config, socket, checker)
-        .await
-        .map_err(|err| match err {
+    let checker = HostKeyCheck { target: target.clone(), recorded };
+    let mut handle =
+        client::connect_stream(config, socket, checker).await.map_err(|err| match err {
             HandshakeError::HostKey(rejected) => rejected,
-            HandshakeError::Ssh(err) => SshError::Handshake {
-                endpoint: endpoint.clone(),
-                reason: err.to_string(),
-            },
+            HandshakeError::Ssh(err) => {
+                SshError::Handshake { endpoint: endpoint.clone(), reason: err.to_string() }
+            }
         })?;
 
     let handshake_failed = |err: russh::Error| SshError::Handshake {
@@ -207,11 +194,7 @@ async fn establish(
     };
     // OpenSSH refuses SHA-1 RSA signatures: sign with the best hash the server announces.
     let rsa_hash = if is_rsa(&key.algorithm()) {
-        handle
-            .best_supported_rsa_hash()
-            .await
-            .map_err(handshake_failed)?
-            .flatten()
+        handle.best_supported_rsa_hash().await.map_err(handshake_failed)?.flatten()
     } else {
         None
     };
@@ -306,10 +289,7 @@ pub(super) struct HostKeyCheck {
 impl HostKeyCheck {
     fn verify(&self, presented: &PublicKey) -> Result<(), SshError> {
         let target = &self.target;
-        match (
-            target.host_key_policy,
-            known_hosts::judge(&self.recorded, presented),
-        ) {
+        match (target.host_key_policy, known_hosts::judge(&self.recorded, presented)) {
             (HostKeyPolicy::Off, _) | (_, Verdict::Known) => Ok(()),
             (_, Verdict::Changed(known)) => Err(SshError::HostKeyChanged {
                 host: target.addr.clone(),
@@ -369,12 +349,7 @@ mod tests {
         for name in HostKeyPolicy::NAMES {
             assert_eq!(name.parse::<HostKeyPolicy>().unwrap().to_string(), name);
         }
-        assert!(
-            "yes"
-                .parse::<HostKeyPolicy>()
-                .unwrap_err()
-                .contains("strict, accept-new, off")
-        );
+        assert!("yes".parse::<HostKeyPolicy>().unwrap_err().contains("strict, accept-new, off"));
     }
 
     #[test]

@@ -39,16 +39,9 @@ pub(super) struct Sftp {
 
 impl Sftp {
     async fn start(session: &HostSession) -> Result<Sftp, UploadError> {
-        let channel = session
-            .inner
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(UploadError::Channel)?;
-        channel
-            .request_subsystem(true, "sftp")
-            .await
-            .map_err(UploadError::Subsystem)?;
+        let channel =
+            session.inner.handle.channel_open_session().await.map_err(UploadError::Channel)?;
+        channel.request_subsystem(true, "sftp").await.map_err(UploadError::Subsystem)?;
         let mut raw = RawSftpSession::new(channel.into_stream());
         raw.set_timeout(REQUEST_TIMEOUT_SECS);
         let version = raw.init().await.map_err(UploadError::Init)?;
@@ -59,9 +52,7 @@ impl Sftp {
         let mut write_len = FALLBACK_WRITE_LEN;
         if supports(russh_sftp::extensions::LIMITS, "1") {
             let limits = Limits::from(raw.limits().await.map_err(UploadError::Limits)?);
-            let by_packet = limits
-                .packet_len
-                .map(|len| len.saturating_sub(WRITE_OVERHEAD + 256));
+            let by_packet = limits.packet_len.map(|len| len.saturating_sub(WRITE_OVERHEAD + 256));
             write_len = [Some(MAX_WRITE_LEN), limits.write_len, by_packet]
                 .into_iter()
                 .flatten()
@@ -93,19 +84,13 @@ impl Sftp {
             .raw
             .open(path, flags, FileAttributes::empty())
             .await
-            .map_err(|source| UploadError::Create {
-                path: path.to_owned(),
-                source,
-            })?
+            .map_err(|source| UploadError::Create { path: path.to_owned(), source })?
             .handle;
         let written = self.write_all(local, &handle, progress).await;
         // Close even after a failed write, so the server lets go of the handle.
         let closed = self.raw.close(handle).await;
         written?;
-        closed.map_err(|source| UploadError::Close {
-            path: path.to_owned(),
-            source,
-        })?;
+        closed.map_err(|source| UploadError::Close { path: path.to_owned(), source })?;
         Ok(())
     }
 
@@ -119,9 +104,7 @@ impl Sftp {
         let mut offset = 0u64;
         let mut acknowledged = 0u64;
         loop {
-            let chunk = read_chunk(local, self.write_len)
-                .await
-                .map_err(UploadError::ReadLocal)?;
+            let chunk = read_chunk(local, self.write_len).await.map_err(UploadError::ReadLocal)?;
             if chunk.is_empty() {
                 break;
             }
@@ -158,12 +141,7 @@ impl Sftp {
             request.extend_from_slice(&(path.len() as u32).to_be_bytes());
             request.extend_from_slice(path.as_bytes());
         }
-        match self
-            .raw
-            .extended(POSIX_RENAME, request)
-            .await
-            .map_err(failed)?
-        {
+        match self.raw.extended(POSIX_RENAME, request).await.map_err(failed)? {
             Packet::Status(status) if status.status_code == StatusCode::Ok => Ok(()),
             Packet::Status(status) => Err(failed(status.into())),
             other => Err(UploadError::UnexpectedReply {
@@ -191,10 +169,7 @@ async fn next_ack(
 async fn read_chunk(file: &mut tokio::fs::File, len: usize) -> std::io::Result<Vec<u8>> {
     let mut chunk = Vec::with_capacity(len);
     while chunk.len() < len {
-        let read = (&mut *file)
-            .take((len - chunk.len()) as u64)
-            .read_buf(&mut chunk)
-            .await?;
+        let read = (&mut *file).take((len - chunk.len()) as u64).read_buf(&mut chunk).await?;
         if read == 0 {
             break;
         }
@@ -215,24 +190,15 @@ impl HostSession {
         remote: &str,
         progress: impl Fn(u64) + Send + Sync,
     ) -> Result<(), SshError> {
-        let mut file =
-            tokio::fs::File::open(local)
-                .await
-                .map_err(|source| SshError::LocalFile {
-                    path: local.to_owned(),
-                    source,
-                })?;
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .map_err(|source| SshError::LocalFile { path: local.to_owned(), source })?;
         let failed = |source: UploadError| SshError::Upload {
             endpoint: self.inner.endpoint.clone(),
             remote: remote.to_owned(),
             source: Box::new(source),
         };
-        let sftp = self
-            .inner
-            .sftp
-            .get_or_try_init(|| Sftp::start(self))
-            .await
-            .map_err(failed)?;
+        let sftp = self.inner.sftp.get_or_try_init(|| Sftp::start(self)).await.map_err(failed)?;
 
         let part = format!("{remote}.part");
         let result = match sftp.write_file(&mut file, &part, &progress).await {

@@ -150,6 +150,8 @@ pub enum TopologyError {
     NoHost { instance: String },
     #[error("{instance} has arch '{arch}'; expected amd64 or arm64")]
     UnknownArch { instance: String, arch: String },
+    #[error("instance {id} is listed twice; remove one of its entries")]
+    Duplicate { id: String },
 }
 
 /// A loaded cluster: its name, its raw meta and the instances resolved from it.
@@ -166,21 +168,18 @@ impl Cluster {
     pub fn new(name: &str, dir: &Path, meta: Meta) -> Result<Cluster, TopologyError> {
         let mut instances = Vec::new();
         let topology = &meta.topology;
-        let lists = [
-            (Role::Master, &topology.master_servers),
-            (Role::Worker, &topology.worker_servers),
-        ];
+        let lists =
+            [(Role::Master, &topology.master_servers), (Role::Worker, &topology.worker_servers)];
         for (role, list) in lists {
             for (index, spec) in list.iter().flatten().enumerate() {
-                instances.push(resolve(&meta, role, index, spec)?);
+                let instance = resolve(&meta, role, index, spec)?;
+                if instances.iter().any(|i: &Instance| i.id() == instance.id()) {
+                    return Err(TopologyError::Duplicate { id: instance.id() });
+                }
+                instances.push(instance);
             }
         }
-        Ok(Cluster {
-            name: name.to_owned(),
-            dir: dir.to_owned(),
-            meta,
-            instances,
-        })
+        Ok(Cluster { name: name.to_owned(), dir: dir.to_owned(), meta, instances })
     }
 
     /// The cluster's DM version, e.g. `v8.5.1` (TiUP's `dm_version`).
@@ -190,12 +189,7 @@ impl Cluster {
 
     /// The SSH user (meta's top-level `user`, else `global.user`, else TiUP's `tidb`).
     pub fn ssh_user(&self) -> &str {
-        let global_user = self
-            .meta
-            .topology
-            .global
-            .as_ref()
-            .and_then(|g| g.user.as_deref());
+        let global_user = self.meta.topology.global.as_ref().and_then(|g| g.user.as_deref());
         self.meta.user.as_deref().or(global_user).unwrap_or("tidb")
     }
 
@@ -234,10 +228,8 @@ impl Cluster {
         if let Some(spec) = list.as_mut().and_then(|list| list.get_mut(index)) {
             spec.patched = Some(true);
         }
-        if let Some(instance) = self
-            .instances
-            .iter_mut()
-            .find(|i| i.role == role && i.index == index)
+        if let Some(instance) =
+            self.instances.iter_mut().find(|i| i.role == role && i.index == index)
         {
             instance.patched = true;
         }
@@ -264,10 +256,7 @@ fn resolve(
     // deploy dir lives in the deploy user's home.
     let deploy_dir = match non_empty(&spec.deploy_dir) {
         Some(dir) => dir.to_owned(),
-        None => join(
-            non_empty(&global.deploy_dir).unwrap_or("deploy"),
-            &instance_dir,
-        ),
+        None => join(non_empty(&global.deploy_dir).unwrap_or("deploy"), &instance_dir),
     };
     let deploy_dir = absolute_under(&home, &deploy_dir);
 
@@ -288,16 +277,12 @@ fn resolve(
         },
     };
 
-    let arch_name = non_empty(&spec.arch)
-        .or(non_empty(&global.arch))
-        .unwrap_or("");
+    let arch_name = non_empty(&spec.arch).or(non_empty(&global.arch)).unwrap_or("");
     let arch = Arch::parse(arch_name).ok_or_else(|| TopologyError::UnknownArch {
         instance: what.clone(),
         arch: arch_name.to_owned(),
     })?;
-    let os = non_empty(&spec.os)
-        .or(non_empty(&global.os))
-        .unwrap_or("linux");
+    let os = non_empty(&spec.os).or(non_empty(&global.os)).unwrap_or("linux");
 
     Ok(Instance {
         role,
@@ -308,9 +293,7 @@ fn resolve(
         host: spec.host.clone(),
         port,
         peer_port: (role == Role::Master).then(|| spec.peer_port.unwrap_or(8291)),
-        ssh_host: non_empty(&spec.manage_host)
-            .unwrap_or(&spec.host)
-            .to_owned(),
+        ssh_host: non_empty(&spec.manage_host).unwrap_or(&spec.host).to_owned(),
         ssh_port: spec.ssh_port.or(global.ssh_port).unwrap_or(22),
         data_dir: absolute_under(&deploy_dir, &data_dir),
         log_dir: absolute_under(&deploy_dir, &log_dir),
@@ -330,11 +313,7 @@ fn join(parent: &str, child: &str) -> String {
 }
 
 fn absolute_under(base: &str, path: &str) -> String {
-    if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        join(base, path)
-    }
+    if path.starts_with('/') { path.to_owned() } else { join(base, path) }
 }
 
 #[cfg(test)]

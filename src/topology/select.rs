@@ -72,11 +72,7 @@ impl Filter {
     /// components they span (display shows any mix).
     pub fn apply<'c>(&self, cluster: &'c Cluster) -> Result<Vec<&'c Instance>, SelectError> {
         let roles = self.validate(cluster)?;
-        Ok(cluster
-            .instances
-            .iter()
-            .filter(|i| self.matches(&roles, i))
-            .collect())
+        Ok(cluster.instances.iter().filter(|i| self.matches(&roles, i)).collect())
     }
 
     /// What `patch` acts on: at least one filter, at least one instance, one component.
@@ -132,28 +128,17 @@ mod tests {
 
     fn ids(f: Filter) -> Result<Vec<String>, SelectError> {
         let c = cluster();
-        f.select_for_patch(&c)
-            .map(|(_, found)| found.iter().map(|i| i.id()).collect())
+        f.select_for_patch(&c).map(|(_, found)| found.iter().map(|i| i.id()).collect())
     }
 
     #[test]
     fn role_and_node_intersect() {
+        assert_eq!(ids(filter(&["dm-worker"], &[])).unwrap(), ["127.0.9.1:8262", "127.0.9.3:8262"]);
         assert_eq!(
-            ids(filter(&["dm-worker"], &[])).unwrap(),
-            ["127.0.9.1:8262", "127.0.9.3:8262"]
-        );
-        assert_eq!(
-            ids(filter(
-                &["dm-worker"],
-                &["127.0.9.3:8262", "127.0.9.1:8261"]
-            ))
-            .unwrap(),
+            ids(filter(&["dm-worker"], &["127.0.9.3:8262", "127.0.9.1:8261"])).unwrap(),
             ["127.0.9.3:8262"]
         );
-        assert_eq!(
-            ids(filter(&[], &["127.0.9.2:8261"])).unwrap(),
-            ["127.0.9.2:8261"]
-        );
+        assert_eq!(ids(filter(&[], &["127.0.9.2:8261"])).unwrap(), ["127.0.9.2:8261"]);
     }
 
     #[test]
@@ -170,18 +155,12 @@ mod tests {
             ids(filter(&[], &["127.0.9.1:8261", "127.0.9.1:8262"])),
             Err(SelectError::MixedComponents("dm-master dm-worker".into()))
         );
-        assert_eq!(
-            ids(filter(&["tidb"], &[])),
-            Err(SelectError::UnknownRole("tidb".into()))
-        );
+        assert_eq!(ids(filter(&["tidb"], &[])), Err(SelectError::UnknownRole("tidb".into())));
         assert_eq!(
             ids(filter(&["grafana"], &[])),
             Err(SelectError::UnsupportedRole("grafana".into()))
         );
         let err = ids(filter(&[], &["127.0.9.9:8261"])).unwrap_err();
-        assert!(
-            err.to_string().contains("127.0.9.1:8261, 127.0.9.2:8261"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("127.0.9.1:8261, 127.0.9.2:8261"), "{err}");
     }
 }

@@ -2,7 +2,7 @@
 //! reads, so an operator can switch between the two tools freely.
 
 use std::fs::{self, File, TryLockError};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::meta::Meta;
@@ -21,11 +21,7 @@ pub enum StoreError {
     #[error(
         "cluster '{name}' not found: {dir} does not exist; check the name with `ls {parent}` or point --tiup-home at the right TiUP home"
     )]
-    NotFound {
-        name: String,
-        dir: String,
-        parent: String,
-    },
+    NotFound { name: String, dir: String, parent: String },
     #[error("cannot read {path}: {source}; check its permissions")]
     Read { path: String, source: io::Error },
     #[error("invalid {path}: {message}; fix the file or restore it from a backup")]
@@ -48,11 +44,7 @@ impl Store {
     /// `explicit` (from `--tiup-home`), else `$TIUP_HOME`, else `~/.tiup`.
     pub fn locate(explicit: Option<PathBuf>) -> Result<Store, StoreError> {
         let home = explicit
-            .or_else(|| {
-                std::env::var_os("TIUP_HOME")
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from)
-            })
+            .or_else(|| std::env::var_os("TIUP_HOME").filter(|v| !v.is_empty()).map(PathBuf::from))
             .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".tiup")))
             .ok_or(StoreError::NoHome)?;
         Ok(Store { home })
@@ -76,18 +68,20 @@ impl Store {
         let dir = self.cluster_dir(name)?;
         let path = dir.join("meta.yaml");
         let display = path.display().to_string();
-        let text = fs::read_to_string(&path).map_err(|source| StoreError::Read {
-            path: display.clone(),
-            source,
-        })?;
-        let meta: Meta = yaml_serde::from_str(&text).map_err(|err| StoreError::Parse {
-            path: display.clone(),
-            message: err.to_string(),
-        })?;
-        Cluster::new(name, &dir, meta).map_err(|err| StoreError::Parse {
-            path: display,
-            message: err.to_string(),
-        })
+        let text = read_meta(&path)
+            .map_err(|source| StoreError::Read { path: display.clone(), source })?;
+        let invalid = |message: String| StoreError::Parse { path: display.clone(), message };
+        if text.trim().is_empty() {
+            return Err(invalid("the file is empty".to_owned()));
+        }
+        let meta: Meta = yaml_serde::from_str(&text).map_err(|err| invalid(err.to_string()))?;
+        let cluster = Cluster::new(name, &dir, meta).map_err(|err| invalid(err.to_string()))?;
+        if cluster.instances.is_empty() {
+            return Err(invalid(
+                "it lists no dm-master and no dm-worker (is `topology` missing?)".to_owned(),
+            ));
+        }
+        Ok(cluster)
     }
 
     /// Takes the cluster's exclusive lock, failing at once if another run holds it. The lock is
@@ -95,20 +89,14 @@ impl Store {
     /// and is released by the kernel however the process ends.
     pub fn lock(&self, name: &str) -> Result<ClusterLock, StoreError> {
         let dir = self.cluster_dir(name)?;
-        let handle = File::open(&dir).map_err(|source| StoreError::Read {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        let handle = File::open(&dir)
+            .map_err(|source| StoreError::Read { path: dir.display().to_string(), source })?;
         match handle.try_lock() {
-            Ok(()) => Ok(ClusterLock {
-                store: self.clone(),
-                _handle: handle,
-            }),
+            Ok(()) => Ok(ClusterLock { store: self.clone(), _handle: handle }),
             Err(TryLockError::WouldBlock) => Err(StoreError::Locked(name.to_owned())),
-            Err(TryLockError::Error(source)) => Err(StoreError::Read {
-                path: dir.display().to_string(),
-                source,
-            }),
+            Err(TryLockError::Error(source)) => {
+                Err(StoreError::Read { path: dir.display().to_string(), source })
+            }
         }
     }
 
@@ -116,9 +104,7 @@ impl Store {
         let valid = !name.is_empty()
             && name != "."
             && name != ".."
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid {
             return Err(StoreError::BadName(name.to_owned()));
         }
@@ -133,6 +119,28 @@ impl Store {
         }
         Ok(dir)
     }
+}
+
+/// The largest meta.yaml read: TiUP's are a few KiB; anything near this is not one.
+const META_MAX_BYTES: u64 = 16 << 20;
+
+/// Reads meta.yaml, refusing what is not a regular file of sane size (a FIFO would block, a
+/// link to /dev/zero would never end).
+fn read_meta(path: &Path) -> io::Result<String> {
+    let file = File::open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    if metadata.len() > META_MAX_BYTES {
+        return Err(io::Error::other(format!(
+            "{} bytes, more than a meta.yaml ever holds",
+            metadata.len()
+        )));
+    }
+    let mut text = String::new();
+    file.take(META_MAX_BYTES).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Proof that this process holds the cluster's lock; saving meta.yaml requires one.
@@ -153,10 +161,8 @@ impl ClusterLock {
 /// rename, fsync of the directory. A crash leaves either the old file or the new one.
 pub fn save(cluster: &Cluster, _lock: &ClusterLock) -> Result<(), StoreError> {
     let path = cluster.dir.join("meta.yaml");
-    let write_error = |source: io::Error| StoreError::Write {
-        path: path.display().to_string(),
-        source,
-    };
+    let write_error =
+        |source: io::Error| StoreError::Write { path: path.display().to_string(), source };
     let value =
         yaml_serde::to_value(&cluster.meta).map_err(|err| write_error(io::Error::other(err)))?;
     let text = yaml_v3::to_string(&value).map_err(|err| write_error(io::Error::other(err)))?;
@@ -173,9 +179,7 @@ pub fn save(cluster: &Cluster, _lock: &ClusterLock) -> Result<(), StoreError> {
     }
     temp.as_file().sync_all().map_err(write_error)?;
     temp.persist(&path).map_err(|err| write_error(err.error))?;
-    File::open(&cluster.dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(write_error)
+    File::open(&cluster.dir).and_then(|dir| dir.sync_all()).map_err(write_error)
 }
 
 /// `--overwrite`: keeps the package as `patch/<comp>-<sha7>.tar.gz` with the relative symlink
@@ -192,15 +196,10 @@ pub fn keep_package(
     let file_name = format!("{comp}-{short_sha}.tar.gz");
     let kept = dir.join(&file_name);
     let link = dir.join(format!("{comp}.tar.gz"));
-    let write_error = |source: io::Error| StoreError::Write {
-        path: dir.display().to_string(),
-        source,
-    };
+    let write_error =
+        |source: io::Error| StoreError::Write { path: dir.display().to_string(), source };
     fs::create_dir_all(&dir).map_err(write_error)?;
-    let temp = tempfile::Builder::new()
-        .prefix(".patch.")
-        .tempfile_in(&dir)
-        .map_err(write_error)?;
+    let temp = tempfile::Builder::new().prefix(".patch.").tempfile_in(&dir).map_err(write_error)?;
     fs::copy(package, temp.path()).map_err(write_error)?;
     temp.as_file().sync_all().map_err(write_error)?;
     temp.persist(&kept).map_err(|err| write_error(err.error))?;

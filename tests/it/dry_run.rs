@@ -10,9 +10,7 @@ use crate::support::{META_V2, Store, wait_with_peak_rss};
 fn text_plan_for_workers() {
     let store = Store::demo();
     let pkg = store.good_package("dm-worker");
-    let run = store
-        .run(["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run"])
-        .success();
+    let run = store.run(["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run"]).success();
     insta::with_settings!({filters => vec![(r"sha256 [0-9a-f]{64}", "sha256 [SHA256]")]}, {
         insta::assert_snapshot!(store.redact(&run.stdout));
     });
@@ -23,20 +21,8 @@ fn text_plan_for_workers() {
 fn master_plan() -> (Value, String, Store) {
     let store = Store::demo();
     let pkg = store.good_package("dm-master");
-    let args = [
-        "patch",
-        "demo",
-        &pkg,
-        "-R",
-        "dm-master",
-        "--dry-run",
-        "--format",
-        "json",
-    ];
-    let plan = store
-        .run(args.into_iter().chain(["--ssh-timeout", "1"]))
-        .success()
-        .json();
+    let args = ["patch", "demo", &pkg, "-R", "dm-master", "--dry-run", "--format", "json"];
+    let plan = store.run(args.into_iter().chain(["--ssh-timeout", "1"])).success().json();
     (plan, pkg, store)
 }
 
@@ -46,10 +32,7 @@ fn json_plan_names_the_package() {
     assert_eq!(plan["cluster"], "demo");
     assert_eq!(plan["component"], "dm-master");
     assert_eq!(plan["package"]["path"], pkg);
-    assert_eq!(
-        plan["package"]["size"],
-        std::fs::metadata(&pkg).unwrap().len()
-    );
+    assert_eq!(plan["package"]["size"], std::fs::metadata(&pkg).unwrap().len());
     assert_eq!(plan["package"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(plan["leader"], Value::Null);
 }
@@ -57,21 +40,13 @@ fn json_plan_names_the_package() {
 #[test]
 fn json_plan_lists_instances_in_order_with_their_paths() {
     let (plan, ..) = master_plan();
-    let ids: Vec<&Value> = plan["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| &i["id"])
-        .collect();
+    let ids: Vec<&Value> = plan["instances"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
     assert_eq!(ids, ["127.0.9.1:8261", "127.0.9.2:8261", "127.0.9.3:8261"]);
     let deploy = "/home/tidb/dm/deploy/dm-master-8261";
     for instance in plan["instances"].as_array().unwrap() {
         assert_eq!(instance["role"], "dm-master");
         assert_eq!(instance["deploy_dir"], deploy);
-        assert_eq!(
-            instance["binary"],
-            format!("{deploy}/bin/dm-master/dm-master")
-        );
+        assert_eq!(instance["binary"], format!("{deploy}/bin/dm-master/dm-master"));
         assert_eq!(instance["backup_dir"], format!("{deploy}/bin.old.v8.5.1"));
     }
     let sha7 = &plan["package"]["sha256"].as_str().unwrap()[..7];
@@ -83,22 +58,10 @@ fn json_plan_lists_instances_in_order_with_their_paths() {
 fn yaml_v2_store_with_relative_dirs() {
     let store = Store::new().cluster("old", META_V2);
     let pkg = store.good_package("dm-worker");
-    let args = [
-        "patch",
-        "old",
-        &pkg,
-        "-N",
-        "127.0.9.21:8262",
-        "--dry-run",
-        "--format",
-        "json",
-    ];
+    let args = ["patch", "old", &pkg, "-N", "127.0.9.21:8262", "--dry-run", "--format", "json"];
     let plan = store.run(args).success().json();
     let instance = &plan["instances"][0];
-    assert_eq!(
-        instance["deploy_dir"],
-        "/home/tidb/dm/deploy/dm-worker-8262"
-    );
+    assert_eq!(instance["deploy_dir"], "/home/tidb/dm/deploy/dm-worker-8262");
     assert_eq!(instance["marked_patched"], true);
     assert_eq!(plan["cluster_version"], "v5.3.0");
 }
@@ -137,8 +100,5 @@ fn a_1_gib_entry_is_checked_with_bounded_memory() {
     assert!(status.success(), "dm-patch failed on a valid 1 GiB package");
     let peak_mib = peak_rss_kib / 1024;
     eprintln!("peak RSS while checking a 1 GiB package: {peak_mib} MiB");
-    assert!(
-        peak_mib < 64,
-        "peak RSS {peak_mib} MiB grows with the package"
-    );
+    assert!(peak_mib < 64, "peak RSS {peak_mib} MiB grows with the package");
 }

@@ -12,10 +12,7 @@ fn refused_package(file_name: &str, entries: &[Entry]) -> String {
 }
 
 fn worker_with(extra: Entry) -> [Entry; 2] {
-    [
-        Entry::file("dm-worker/dm-worker", 0o755, b"#!/bin/sh\n"),
-        extra,
-    ]
+    [Entry::file("dm-worker/dm-worker", 0o755, b"#!/bin/sh\n"), extra]
 }
 
 #[test]
@@ -78,12 +75,7 @@ fn unknown_node() {
 
 #[test]
 fn no_match() {
-    insta::assert_snapshot!(refused_selection(&[
-        "-R",
-        "dm-master",
-        "-N",
-        "127.0.9.1:8262"
-    ]));
+    insta::assert_snapshot!(refused_selection(&["-R", "dm-master", "-N", "127.0.9.1:8262"]));
 }
 
 #[test]
@@ -123,10 +115,7 @@ fn entry_missing() {
 
 #[test]
 fn entry_is_directory() {
-    insta::assert_snapshot!(refused_package(
-        "dir.tar.gz",
-        &[Entry::dir("dm-worker/dm-worker")]
-    ));
+    insta::assert_snapshot!(refused_package("dir.tar.gz", &[Entry::dir("dm-worker/dm-worker")]));
 }
 
 #[test]
@@ -189,9 +178,7 @@ fn packages_that_pass() {
         ],
     );
     for pkg in [elf, dotted] {
-        store
-            .run(["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run"])
-            .success();
+        store.run(["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run"]).success();
     }
 }
 
@@ -203,9 +190,7 @@ fn locked() {
     dir.try_lock().unwrap();
     insta::assert_snapshot!(store.refused(&["patch", "demo", &pkg, "-R", "dm-worker", "--yes"]));
     // A dry run reads only, so it is not held up by the lock.
-    store
-        .run(["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run"])
-        .success();
+    store.run(["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run"]).success();
 }
 
 #[test]
@@ -213,4 +198,58 @@ fn no_confirmation() {
     let store = Store::demo();
     let pkg = store.good_package("dm-worker");
     insta::assert_snapshot!(store.refused(&["patch", "demo", &pkg, "-R", "dm-worker"]));
+}
+
+/// `patch demo <good worker package> -R dm-worker` on a store whose meta.yaml is `meta`.
+fn refused_meta(meta: &str) -> String {
+    let store = Store::new().cluster("demo", meta);
+    let pkg = store.good_package("dm-worker");
+    store.refused(&["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run"])
+}
+
+#[test]
+fn empty_meta() {
+    insta::assert_snapshot!(refused_meta(""));
+}
+
+#[test]
+fn meta_without_topology() {
+    insta::assert_snapshot!(refused_meta("user: tidb\ndm_version: v8.5.1\n"));
+}
+
+#[test]
+fn an_instance_listed_twice() {
+    let worker = "  - host: 127.0.9.1\n    port: 8262\n";
+    insta::assert_snapshot!(refused_meta(&format!(
+        "topology:\n  worker_servers:\n{worker}{worker}"
+    )));
+}
+
+#[test]
+fn meta_that_is_not_a_regular_file() {
+    let store = Store::demo();
+    let meta = store.cluster_dir("demo").join("meta.yaml");
+    std::fs::remove_file(&meta).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &meta).unwrap();
+    let pkg = store.good_package("dm-worker");
+    let line = store.run(["display", "demo"]).code(2).stderr;
+    assert!(line.contains("not a regular file"), "{line}");
+    let line = store.run(["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run"]).code(2).stderr;
+    assert_eq!(line.lines().count(), 1, "{line}");
+}
+
+#[test]
+fn a_wait_timeout_of_zero() {
+    insta::assert_snapshot!(refused_selection(&["-R", "dm-worker", "--wait-timeout", "0"]));
+}
+
+#[test]
+fn a_wait_timeout_that_overflows() {
+    let huge = "18446744073709551615";
+    insta::assert_snapshot!(refused_selection(&["-R", "dm-worker", "--wait-timeout", huge]));
+}
+
+#[test]
+fn an_ssh_timeout_of_zero() {
+    insta::assert_snapshot!(refused_selection(&["-R", "dm-worker", "--ssh-timeout", "0"]));
 }

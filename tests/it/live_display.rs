@@ -15,15 +15,8 @@ fn stdout(output: &std::process::Output) -> String {
 fn display_of_a_patched_live_cluster() {
     let cluster = Cluster::start(Sandbox::builder().hosts(5).masters(3).workers(3).sources(2));
     let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
-    let output = cluster
-        .dm_patch(["patch", "-R", "dm-worker", "--yes"], &pkg)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = cluster.dm_patch(["patch", "-R", "dm-worker", "--yes"], &pkg).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     let started = Instant::now();
     let output = display(&cluster, &["--format", "json"]);
@@ -37,10 +30,7 @@ fn display_of_a_patched_live_cluster() {
         match row["role"].as_str().unwrap() {
             "dm-worker (patched)" => {
                 assert_eq!(row["version"], "v8.5.2");
-                assert!(
-                    matches!(row["status"].as_str(), Some("Free" | "Bound")),
-                    "{row}"
-                );
+                assert!(matches!(row["status"].as_str(), Some("Free" | "Bound")), "{row}");
             }
             "dm-master" => {
                 assert_eq!(row["version"], "v8.5.1");
@@ -74,33 +64,15 @@ fn stopped_worker_and_stopped_host() {
     let workers = cluster.ids("dm-worker");
     cluster.sandbox.stop_service(&workers[0]);
     let rows = json_rows(&display(&cluster, &["--format", "json"]));
-    let stopped = rows
-        .iter()
-        .find(|r| r["id"] == workers[0].as_str())
-        .unwrap();
-    assert!(
-        matches!(stopped["status"].as_str(), Some("Offline" | "Down")),
-        "{stopped}"
-    );
+    let stopped = rows.iter().find(|r| r["id"] == workers[0].as_str()).unwrap();
+    assert!(matches!(stopped["status"].as_str(), Some("Offline" | "Down")), "{stopped}");
 
     // A whole host down (sshd and services): display still answers, within the timeout.
-    let host = cluster
-        .sandbox
-        .instances()
-        .into_iter()
-        .find(|i| i.id == workers[1])
-        .unwrap()
-        .host;
+    let host = cluster.sandbox.instances().into_iter().find(|i| i.id == workers[1]).unwrap().host;
     cluster.sandbox.stop_host(&host);
     let started = Instant::now();
-    let rows = json_rows(&display(
-        &cluster,
-        &["--format", "json", "--ssh-timeout", "2"],
-    ));
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "display hung on a dead host"
-    );
+    let rows = json_rows(&display(&cluster, &["--format", "json", "--ssh-timeout", "2"]));
+    assert!(started.elapsed() < Duration::from_secs(3), "display hung on a dead host");
     for row in rows.iter().filter(|r| r["host"] == host.as_str()) {
         assert_eq!(row["status"], "Down", "{row}");
         assert_eq!(row["version"], Value::Null);

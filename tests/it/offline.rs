@@ -53,31 +53,15 @@ fn add_workers(sandbox: &Sandbox, deploys: &[(String, PathBuf)]) {
 
 fn patched_flags(sandbox: &Sandbox) -> Vec<bool> {
     let meta: Meta = yaml_serde::from_str(&sandbox.meta_yaml()).unwrap();
-    meta.topology
-        .worker_servers
-        .unwrap()
-        .iter()
-        .map(|w| w.patched == Some(true))
-        .collect()
+    meta.topology.worker_servers.unwrap().iter().map(|w| w.patched == Some(true)).collect()
 }
 
 /// `dm-patch patch <cluster> <package> -R dm-worker --offline --yes --format json`, expecting
 /// exit code `code`; returns the JSON report.
 #[track_caller]
 fn patch_offline(sandbox: &Sandbox, package: &str, code: i32) -> Value {
-    let args = [
-        "patch",
-        sandbox.cluster_name(),
-        package,
-        "-R",
-        "dm-worker",
-        "--offline",
-    ];
-    let run = Run::of(
-        dm_patch(sandbox.tiup_home())
-            .args(args)
-            .args(["--yes", "--format", "json"]),
-    );
+    let args = ["patch", sandbox.cluster_name(), package, "-R", "dm-worker", "--offline"];
+    let run = Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--yes", "--format", "json"]));
     run.code(code).json()
 }
 
@@ -134,9 +118,7 @@ fn offline_patch_swaps_binaries_over_ssh() {
     for deploy in &deploys {
         let installed = fs::read_to_string(deploy.join("bin/dm-worker/dm-worker")).unwrap();
         assert_eq!(installed, hotfix, "the new binary is in place");
-        let mode = fs::metadata(deploy.join("bin/dm-worker/dm-worker"))
-            .unwrap()
-            .permissions();
+        let mode = fs::metadata(deploy.join("bin/dm-worker/dm-worker")).unwrap().permissions();
         assert_eq!(mode.mode() & 0o777, 0o755);
         let backup = deploy.join(format!("bin.old.{}/dm-worker/dm-worker", sandbox.version()));
         assert_eq!(
@@ -151,10 +133,7 @@ fn offline_patch_swaps_binaries_over_ssh() {
     // Again: both already run the package, and are skipped.
     let report = patch_offline(&sandbox, &package, 0);
     let instances = report["instances"].as_array().unwrap();
-    assert!(
-        instances.iter().all(|i| i["outcome"] == "skipped"),
-        "{report}"
-    );
+    assert!(instances.iter().all(|i| i["outcome"] == "skipped"), "{report}");
 }
 
 #[test]
@@ -169,10 +148,6 @@ fn preflight_reports_every_missing_deploy_dir() {
     assert_eq!(report["result"], "preflight-failed");
     let problems = report["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(
-        problems
-            .iter()
-            .all(|p| p.as_str().unwrap().contains("does not exist"))
-    );
+    assert!(problems.iter().all(|p| p.as_str().unwrap().contains("does not exist")));
     assert_eq!(sandbox.meta_yaml(), before);
 }

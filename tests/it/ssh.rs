@@ -11,12 +11,7 @@ use dm_patch::ssh::{HostKeyPolicy, HostSession, Privilege, SshError, SshTarget, 
 use dm_sandbox::{SSH_PORT, Sandbox};
 
 pub fn hosts(count: usize) -> Sandbox {
-    Sandbox::builder()
-        .hosts(count)
-        .masters(0)
-        .workers(0)
-        .start()
-        .expect("sandbox hosts start")
+    Sandbox::builder().hosts(count).masters(0).workers(0).start().expect("sandbox hosts start")
 }
 
 pub fn known_hosts(sb: &Sandbox) -> PathBuf {
@@ -32,50 +27,33 @@ pub fn target(sb: &Sandbox, ip: &str) -> SshTarget {
         known_hosts: known_hosts(sb),
         host_key_policy: HostKeyPolicy::AcceptNew,
         connect_timeout: Duration::from_secs(10),
-        privilege: if sb.ssh_user() == "root" {
-            Privilege::Root
-        } else {
-            Privilege::Sudo
-        },
+        privilege: if sb.ssh_user() == "root" { Privilege::Root } else { Privilege::Sudo },
     }
 }
 
 pub fn with_policy(sb: &Sandbox, ip: &str, host_key_policy: HostKeyPolicy) -> SshTarget {
-    SshTarget {
-        host_key_policy,
-        ..target(sb, ip)
-    }
+    SshTarget { host_key_policy, ..target(sb, ip) }
 }
 
 /// The error of a connection that must fail.
 pub async fn refused(target: &SshTarget) -> SshError {
-    HostSession::connect(target)
-        .await
-        .err()
-        .expect("the connection should fail")
+    HostSession::connect(target).await.err().expect("the connection should fail")
 }
 
 pub async fn exists(session: &HostSession, path: &str) -> bool {
-    let test = session
-        .exec(&format!("test -e {}", shell_quote(path)))
-        .await;
+    let test = session.exec(&format!("test -e {}", shell_quote(path))).await;
     test.unwrap().exit_status == 0
 }
 
 pub async fn connect(sb: &Sandbox) -> HostSession {
-    HostSession::connect(&target(sb, &sb.hosts()[0]))
-        .await
-        .expect("connect")
+    HostSession::connect(&target(sb, &sb.hosts()[0])).await.expect("connect")
 }
 
 /// The host's own public host key, as a known_hosts key field (`type base64`).
 pub fn host_public_key(sb: &Sandbox, ip: &str) -> String {
     let path = sb.host_dir(ip).join("sshd/ssh_host_ed25519_key.pub");
     let text = std::fs::read_to_string(path).unwrap();
-    text.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
+    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
 const NASTY: &[&str] = &[
@@ -102,32 +80,17 @@ async fn exec_separates_stdout_and_stderr_and_reports_the_exit_status() {
     let sb = hosts(1);
     let session = connect(&sb).await;
 
-    let output = session
-        .exec("echo out; echo err >&2; printf 'no newline'; exit 3")
-        .await
-        .unwrap();
+    let output = session.exec("echo out; echo err >&2; printf 'no newline'; exit 3").await.unwrap();
     assert_eq!(output.stdout, "out\nno newline");
     assert_eq!(output.stderr, "err\n");
     assert_eq!(output.exit_status, 3);
 
     assert_eq!(session.run("echo ok").await.unwrap(), "ok\n");
-    let err = session
-        .run("echo partial; echo 'cannot frobnicate' >&2; exit 7")
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        SshError::CommandFailed { exit_status: 7, .. }
-    ));
+    let err = session.run("echo partial; echo 'cannot frobnicate' >&2; exit 7").await.unwrap_err();
+    assert!(matches!(err, SshError::CommandFailed { exit_status: 7, .. }));
     let message = err.to_string();
-    assert!(
-        message.contains(&format!("{}:{SSH_PORT}", sb.hosts()[0])),
-        "{message}"
-    );
-    assert!(
-        message.contains("exited with status 7: cannot frobnicate"),
-        "{message}"
-    );
+    assert!(message.contains(&format!("{}:{SSH_PORT}", sb.hosts()[0])), "{message}");
+    assert!(message.contains("exited with status 7: cannot frobnicate"), "{message}");
     assert!(message.contains("`echo partial;"), "{message}");
     session.close().await;
 }
@@ -169,10 +132,8 @@ async fn many_tasks_share_one_connection() {
         let session = session.clone();
         // SSH_CONNECTION names the client port: one connection means one port for all.
         tasks.spawn(async move {
-            let out = session
-                .run(&format!("sleep 0.0{}; echo $SSH_CONNECTION", i % 5))
-                .await
-                .unwrap();
+            let out =
+                session.run(&format!("sleep 0.0{}; echo $SSH_CONNECTION", i % 5)).await.unwrap();
             out.split_whitespace().nth(1).unwrap().to_owned()
         });
     }
@@ -198,12 +159,10 @@ async fn sudo_runs_commands_as_root_with_quoting_intact() {
         assert_eq!(session.run(&command).await.unwrap(), *word, "{command}");
     }
 
-    let as_user = HostSession::connect(&SshTarget {
-        privilege: Privilege::SystemdUser,
-        ..target(&sb, &ip)
-    })
-    .await
-    .unwrap();
+    let as_user =
+        HostSession::connect(&SshTarget { privilege: Privilege::SystemdUser, ..target(&sb, &ip) })
+            .await
+            .unwrap();
     assert_eq!(as_user.run("id -un").await.unwrap(), "tidb\n");
 
     // Uploads run as the SSH user, into a directory it owns, whatever the privilege.
@@ -212,10 +171,7 @@ async fn sudo_runs_commands_as_root_with_quoting_intact() {
     std::fs::write(local.path(), b"staged by the deploy user").unwrap();
     let remote = format!("{home}/staged.bin");
     session.upload(local.path(), &remote, |_| {}).await.unwrap();
-    let owner = session
-        .run(&format!("stat -c %U {}", shell_quote(&remote)))
-        .await
-        .unwrap();
+    let owner = session.run(&format!("stat -c %U {}", shell_quote(&remote))).await.unwrap();
     assert_eq!(owner, "tidb\n");
 }
 
@@ -277,10 +233,7 @@ async fn a_wrong_or_unreadable_key_is_reported_with_user_and_path() {
     let dir = tempfile::tempdir().unwrap();
     let wrong = throwaway_key(dir.path());
 
-    let wrong_key = SshTarget {
-        key_path: wrong.clone(),
-        ..target(&sb, ip)
-    };
+    let wrong_key = SshTarget { key_path: wrong.clone(), ..target(&sb, ip) };
     let err = refused(&wrong_key).await;
     assert!(matches!(err, SshError::AuthRejected { .. }), "{err:?}");
     assert_eq!(
@@ -292,14 +245,8 @@ async fn a_wrong_or_unreadable_key_is_reported_with_user_and_path() {
     );
 
     let unreadable = dir.path().join("missing_key");
-    let no_key = SshTarget {
-        key_path: unreadable.clone(),
-        ..target(&sb, ip)
-    };
+    let no_key = SshTarget { key_path: unreadable.clone(), ..target(&sb, ip) };
     let err = refused(&no_key).await;
     assert!(matches!(err, SshError::KeyUnreadable { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains(&unreadable.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&unreadable.display().to_string()), "{err}");
 }

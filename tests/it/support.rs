@@ -62,10 +62,7 @@ impl Run {
     #[track_caller]
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
-            panic!(
-                "stdout is not JSON ({err}): {}\nstderr: {}",
-                self.stdout, self.stderr
-            )
+            panic!("stdout is not JSON ({err}): {}\nstderr: {}", self.stdout, self.stderr)
         })
     }
 
@@ -74,10 +71,7 @@ impl Run {
     pub fn outcomes(&self) -> Vec<(String, String)> {
         let report = self.json();
         let instances = report["instances"].as_array().expect("a patch report");
-        instances
-            .iter()
-            .map(|i| (text(&i["id"]), text(&i["outcome"])))
-            .collect()
+        instances.iter().map(|i| (text(&i["id"]), text(&i["outcome"]))).collect()
     }
 
     /// Just the outcomes, in order.
@@ -98,9 +92,7 @@ pub struct Store {
 
 impl Store {
     pub fn new() -> Store {
-        Store {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
+        Store { dir: tempfile::tempdir().expect("temp dir") }
     }
 
     /// A store with the cluster `demo` (yaml.v3, 3 masters and 3 workers on 127.0.9.x, where
@@ -145,11 +137,7 @@ impl Store {
     pub fn good_package(&self, comp: &str) -> String {
         self.package(
             &format!("{comp}-hotfix.tar.gz"),
-            &[Entry::file(
-                &format!("{comp}/{comp}"),
-                0o755,
-                b"#!/bin/sh\necho hotfix\n",
-            )],
+            &[Entry::file(&format!("{comp}/{comp}"), 0o755, b"#!/bin/sh\necho hotfix\n")],
         )
     }
 

@@ -13,10 +13,7 @@ async fn unknown_hosts_are_refused_by_strict_and_recorded_by_accept_new() {
     assert!(matches!(err, SshError::HostKeyUnknown { .. }), "{err:?}");
     let message = err.to_string();
     let file = known_hosts(&sb).display().to_string();
-    assert!(
-        message.contains(&format!("{}:{SSH_PORT} (SHA256:", ips[0])),
-        "{message}"
-    );
+    assert!(message.contains(&format!("{}:{SSH_PORT} (SHA256:", ips[0])), "{message}");
     assert!(message.contains(&file), "{message}");
     assert!(!known_hosts(&sb).exists(), "strict recorded a key");
 
@@ -34,10 +31,7 @@ async fn unknown_hosts_are_refused_by_strict_and_recorded_by_accept_new() {
     assert_eq!(recorded.lines().count(), 2, "{recorded}");
     for ip in &ips {
         let line = format!("[{ip}]:{SSH_PORT} {}", host_public_key(&sb, ip));
-        assert!(
-            recorded.lines().any(|l| l == line),
-            "{line} not in\n{recorded}"
-        );
+        assert!(recorded.lines().any(|l| l == line), "{line} not in\n{recorded}");
     }
 
     // Now known: strict connects, and connecting again records nothing more.
@@ -52,19 +46,10 @@ async fn unknown_hosts_are_refused_by_strict_and_recorded_by_accept_new() {
         .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known_hosts(&sb).display()))
-        .args([
-            "-p",
-            &SSH_PORT.to_string(),
-            &format!("root@{}", ips[1]),
-            "true",
-        ])
+        .args(["-p", &SSH_PORT.to_string(), &format!("root@{}", ips[1]), "true"])
         .output()
         .unwrap();
-    assert!(
-        openssh.status.success(),
-        "{}",
-        String::from_utf8_lossy(&openssh.stderr)
-    );
+    assert!(openssh.status.success(), "{}", String::from_utf8_lossy(&openssh.stderr));
 }
 
 #[tokio::test]
@@ -74,29 +59,17 @@ async fn a_changed_host_key_is_refused_naming_the_line_to_remove() {
     // known_hosts says the first host has the second host's key.
     std::fs::write(
         known_hosts(&sb),
-        format!(
-            "# recorded earlier\n[{ip}]:{SSH_PORT} {}\n",
-            host_public_key(&sb, impostor)
-        ),
+        format!("# recorded earlier\n[{ip}]:{SSH_PORT} {}\n", host_public_key(&sb, impostor)),
     )
     .unwrap();
     for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
         let err = refused(&with_policy(&sb, ip, policy)).await;
-        assert!(
-            matches!(err, SshError::HostKeyChanged { line: 2, .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, SshError::HostKeyChanged { line: 2, .. }), "{err:?}");
         let message = err.to_string();
-        assert!(
-            message.contains(&format!("{ip} port {SSH_PORT}")),
-            "{message}"
-        );
+        assert!(message.contains(&format!("{ip} port {SSH_PORT}")), "{message}");
         assert_eq!(message.matches("SHA256:").count(), 2, "{message}");
         let file = known_hosts(&sb).display().to_string();
-        assert!(
-            message.contains(&format!("remove line 2 from {file}")),
-            "{message}"
-        );
+        assert!(message.contains(&format!("remove line 2 from {file}")), "{message}");
     }
 
     let off = with_policy(&sb, ip, HostKeyPolicy::Off);

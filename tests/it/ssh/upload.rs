@@ -27,11 +27,7 @@ fn write_patterned_file(path: &Path, size: u64) -> String {
         hasher.update(block);
     }
     file.flush().unwrap();
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 const LARGE: u64 = 256 * 1024 * 1024;
@@ -46,11 +42,7 @@ async fn a_large_upload_streams_in_bounded_memory_and_lands_whole() {
     // The upload runs in a process of its own, so its peak memory is not mixed with that of
     // the tests running beside it in this one.
     let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "ssh::upload::large_upload_in_this_process",
-        ])
+        .args(["--ignored", "--exact", "ssh::upload::large_upload_in_this_process"])
         .args(["--nocapture", "--test-threads=1"])
         .env(CHILD_HOST, &sb.hosts()[0])
         .env(CHILD_KEY, sb.ssh_key())
@@ -68,20 +60,15 @@ async fn a_large_upload_streams_in_bounded_memory_and_lands_whole() {
         .unwrap();
     // A few MiB of writes in flight; holding the file would take all of it.
     let (peak_mib, size_mib) = (peak >> 20, LARGE >> 20);
-    assert!(
-        peak < LARGE / 4,
-        "peak RSS {peak_mib} MiB uploading {size_mib} MiB"
-    );
+    assert!(peak < LARGE / 4, "peak RSS {peak_mib} MiB uploading {size_mib} MiB");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run in a child process by a_large_upload_streams_in_bounded_memory_and_lands_whole"]
 async fn large_upload_in_this_process() {
-    let (Ok(ip), Some(key), Some(root)) = (
-        std::env::var(CHILD_HOST),
-        std::env::var_os(CHILD_KEY),
-        std::env::var_os(CHILD_DIR),
-    ) else {
+    let (Ok(ip), Some(key), Some(root)) =
+        (std::env::var(CHILD_HOST), std::env::var_os(CHILD_KEY), std::env::var_os(CHILD_DIR))
+    else {
         return eprintln!(
             "only a_large_upload_streams_in_bounded_memory_and_lands_whole runs this"
         );
@@ -133,15 +120,9 @@ async fn large_upload_in_this_process() {
         .unwrap();
 
     // The old file until the new one is whole, nothing in between.
-    assert!(
-        seen.contains("4"),
-        "the reader never looked during the upload"
-    );
+    assert!(seen.contains("4"), "the reader never looked during the upload");
     let whole = LARGE.to_string();
-    assert!(
-        seen.iter().all(|size| size == "4" || *size == whole),
-        "{seen:?}"
-    );
+    assert!(seen.iter().all(|size| size == "4" || *size == whole), "{seen:?}");
     assert_eq!(session.sha256(&remote).await.unwrap(), expected);
     let reports = reports.into_inner().unwrap();
     assert!(reports.is_sorted(), "progress went backwards");
@@ -160,36 +141,18 @@ async fn a_failed_upload_leaves_no_part_file_and_says_why() {
 
     // The destination is a directory: the write succeeds, the rename cannot.
     let remote = sb.root().join("occupied").display().to_string();
-    session
-        .run(&format!("mkdir -p {}/inside", shell_quote(&remote)))
-        .await
-        .unwrap();
-    let err = session
-        .upload(local.path(), &remote, |_| {})
-        .await
-        .unwrap_err();
+    session.run(&format!("mkdir -p {}/inside", shell_quote(&remote))).await.unwrap();
+    let err = session.upload(local.path(), &remote, |_| {}).await.unwrap_err();
     assert!(matches!(err, SshError::Upload { .. }), "{err:?}");
     assert!(err.to_string().contains(&remote), "{err}");
-    assert!(
-        !exists(&session, &format!("{remote}.part")).await,
-        "a .part file was left"
-    );
+    assert!(!exists(&session, &format!("{remote}.part")).await, "a .part file was left");
 
-    let missing_dir = session
-        .upload(local.path(), "/nonexistent-dir/x", |_| {})
-        .await
-        .unwrap_err();
-    assert!(
-        missing_dir.to_string().contains("/nonexistent-dir/x.part"),
-        "{missing_dir}"
-    );
+    let missing_dir = session.upload(local.path(), "/nonexistent-dir/x", |_| {}).await.unwrap_err();
+    assert!(missing_dir.to_string().contains("/nonexistent-dir/x.part"), "{missing_dir}");
 
     let no_local = session
         .upload(Path::new("/nonexistent/package.tar.gz"), "/tmp/x", |_| {})
         .await
         .unwrap_err();
-    assert!(
-        matches!(no_local, SshError::LocalFile { .. }),
-        "{no_local:?}"
-    );
+    assert!(matches!(no_local, SshError::LocalFile { .. }), "{no_local:?}");
 }
