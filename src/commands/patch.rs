@@ -52,10 +52,12 @@ pub async fn run(
     let progress = output::progress::for_printer(printer);
     let interrupt = Interrupt::install({
         let progress = progress.clone();
-        move || {
-            progress.event(Event::Note(
-                "stopping: the instance in flight is finished or rolled back first, never left stopped",
-            ))
+        move |first| {
+            progress.event(Event::Note(if first {
+                "stopping: the instance in flight is put back as it was (never left stopped), then the roll stops"
+            } else {
+                "already stopping: the instance in flight is being put back as it was"
+            }))
         }
     })
     .context("installing the Ctrl-C handler")?;

@@ -185,6 +185,7 @@ impl Run {
             wait_timeout: settings.wait_timeout,
             offline: plan.offline,
             progress: self.progress.as_ref(),
+            interrupt,
         };
         let mut remaining: Vec<&PlannedInstance> = plan.instances.iter().collect();
         let mut done = Vec::new();
@@ -241,10 +242,18 @@ impl Run {
                 detail: detail.as_deref(),
             });
             if let Some(reason) = detail {
-                self.report.result = RunResult::Failed;
+                // A stop request made the instance give up and be undone: the run was
+                // interrupted, not failed (unless the undo itself failed).
+                let interrupted = interrupt.requested() && outcome != Outcome::NeedsAttention;
+                let (result, next) = if interrupted {
+                    (RunResult::Interrupted, "Run the same command again to finish")
+                } else {
+                    (RunResult::Failed, "Fix the cause, then run the same command again")
+                };
+                self.report.result = result;
                 self.report.message = Some(format!(
                     "{}: {reason}. The roll stopped there; instances after it are untouched. \
-                     Fix the cause, then run the same command again: finished instances are skipped.",
+                     {next}: finished instances are skipped.",
                     planned.id
                 ));
                 break;

@@ -43,7 +43,7 @@ pub enum RunResult {
     PreflightFailed,
     /// An instance failed; the roll stopped there.
     Failed,
-    /// Ctrl-C or SIGTERM; the instance in flight was finished or undone first.
+    /// Ctrl-C or SIGTERM; the instance in flight was put back as it was first.
     Interrupted,
 }
 

@@ -1,11 +1,13 @@
 //! Patching one instance: back up, (evict,) stop, swap, start, verify; on failure put back the
 //! binary that ran just before, start it, and confirm it is healthy.
 
+use std::future::Future;
 use std::time::Duration;
 
 use super::events::{Event, Progress};
 use super::preflight::InstanceFacts;
 use super::remote::{Remote, UnitState};
+use super::signals::Interrupt;
 use super::stage::Staged;
 use crate::dm::client::DmClient;
 use crate::dm::health::{Readiness, WaitError, master_readiness, wait_until, worker_readiness};
@@ -22,6 +24,31 @@ pub struct RollContext<'a> {
     pub wait_timeout: Duration,
     pub offline: bool,
     pub progress: &'a dyn Progress,
+    /// A stop request ends any wait at once; what the instance was given is then undone.
+    pub interrupt: &'a Interrupt,
+}
+
+impl RollContext<'_> {
+    /// `wait_until` under the wait timeout, except that a stop request (Ctrl-C, SIGTERM) ends
+    /// the wait at once: the operator is not kept waiting for a deadline.
+    async fn wait<F, Fut>(&self, mut check: F) -> Result<(), WaitError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Readiness>,
+    {
+        wait_until(self.wait_timeout, || {
+            let interrupted = self.interrupt.requested();
+            let look = check();
+            async move {
+                if interrupted {
+                    Readiness::Failed("interrupted by a signal".to_owned())
+                } else {
+                    look.await
+                }
+            }
+        })
+        .await
+    }
 }
 
 /// How an instance's roll ended, when it did not succeed. Each carries the message the
@@ -93,6 +120,9 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
         }
     };
 
+    if context.interrupt.requested() {
+        return Err(Failure::Unchanged("interrupted by a signal before it was stopped".to_owned()));
+    }
     let attempt = async {
         job.say(context, "stopping");
         stop(job).await?;
@@ -101,7 +131,7 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
         job.say(context, "starting");
         job.remote.start(&planned.service).await?;
         job.say(context, "waiting until healthy on the new version");
-        wait_ready(context, job, &job.staged.version).await
+        wait_ready(context, job, &job.staged.version, OnInterrupt::GiveUp).await
     };
     let Err(reason) = attempt.await else {
         return Ok(());
@@ -127,15 +157,41 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
             "{reason}; rolled back to {}{evict_note}",
             job.installed.version.short()
         ))),
-        Err(rollback_error) => Err(Failure::NeedsAttention(format!(
-            "{reason}; rolling back failed too: {rollback_error}. The previous binary is at {} on {}: \
+        Err(RollBackError::NotRestored(err)) => Err(Failure::NeedsAttention(format!(
+            "{reason}; rolling back failed too: {err}. The previous binary is at {} on {}: \
              copy it over {}, then `systemctl start {}`{evict_note}",
             job.previous_binary(),
             job.remote.label,
             planned.binary,
             planned.service
         ))),
+        Err(RollBackError::NotHealthy(err)) => Err(Failure::NeedsAttention(format!(
+            "{reason}; the previous binary ({}) is back in place at {} on {} and was started, \
+             but it did not turn healthy: {err}. See its log in {}{evict_note}",
+            job.installed.version.short(),
+            planned.binary,
+            job.remote.label,
+            planned.instance.log_dir
+        ))),
     }
+}
+
+/// Whether a wait gives up when the operator asks to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnInterrupt {
+    /// Waiting on the new binary: give up, so that it is undone at once.
+    GiveUp,
+    /// Waiting on the undo itself: it must finish, signal or not.
+    KeepWaiting,
+}
+
+/// How far a roll back got when it failed: the operator's next step differs.
+#[derive(Debug)]
+enum RollBackError {
+    /// The previous binary is still where the roll kept it.
+    NotRestored(StepError),
+    /// The previous binary is back in place (and was started) but is not healthy.
+    NotHealthy(StepError),
 }
 
 /// TiUP's backup (`bin` -> `bin.old.<version>`, kept if present) and our own copy of exactly
@@ -176,10 +232,11 @@ async fn wait_ready(
     context: &RollContext<'_>,
     job: &Job<'_>,
     expected: &VersionInfo,
+    on_interrupt: OnInterrupt,
 ) -> Result<(), StepError> {
     let instance = &job.planned.instance;
     let addr = instance.addr();
-    let ready = wait_until(context.wait_timeout, || async {
+    let look = || async {
         match job.remote.unit_state(&job.planned.service).await {
             Ok(UnitState::Active) => {}
             Ok(UnitState::NotActive) => {
@@ -197,24 +254,34 @@ async fn wait_ready(
                     .await
             }
         }
-    })
-    .await;
+    };
+    let ready = match on_interrupt {
+        OnInterrupt::GiveUp => context.wait(look).await,
+        OnInterrupt::KeepWaiting => wait_until(context.wait_timeout, look).await,
+    };
     Ok(ready?)
 }
 
 /// Puts the previous binary back, starts it, and waits until it is healthy on its old version.
-async fn roll_back(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), StepError> {
+async fn roll_back(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), RollBackError> {
     let unit = &job.planned.service;
-    // It may be running (the new binary started but never turned healthy).
-    job.remote.stop(unit).await?;
     let command = format!(
         "mv -f {} {}",
         shell_quote(&job.previous_binary()),
         shell_quote(&job.planned.binary)
     );
-    job.remote.run(&command).await?;
-    job.remote.start(unit).await?;
-    wait_ready(context, job, &job.installed.version).await
+    // It may be running (the new binary started but never turned healthy).
+    let restore = async {
+        job.remote.stop(unit).await?;
+        job.remote.run(&command).await?;
+        Ok::<(), StepError>(())
+    };
+    restore.await.map_err(RollBackError::NotRestored)?;
+    let restart = async {
+        job.remote.start(unit).await?;
+        wait_ready(context, job, &job.installed.version, OnInterrupt::KeepWaiting).await
+    };
+    restart.await.map_err(RollBackError::NotHealthy)
 }
 
 /// Before a dm-master stops: the others must keep a quorum, and if it leads, it hands over
@@ -224,7 +291,7 @@ async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result
     job.say(context, "waiting for the other dm-masters to be alive");
     // The previous master may still be rejoining: wait (within the deadline) until stopping
     // this one keeps a quorum, rather than failing at the first look.
-    let quorum_kept = wait_until(context.wait_timeout, || async {
+    let quorum_kept = context.wait(|| async {
         let answer = match context.client.members_from_any(context.masters).await {
             Ok(answer) => answer,
             Err(err) => return Readiness::Waiting(err.to_string()),
@@ -269,17 +336,18 @@ async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result
         .await
         .map_err(|err| Failure::Unchanged(format!("evicting the leader failed: {err}")))?;
     let others: Vec<String> = context.masters.iter().filter(|a| **a != addr).cloned().collect();
-    let moved = wait_until(context.wait_timeout, || async {
-        match context.client.members_from_any(&others).await {
-            Ok(members) => match members.leader() {
-                Some(leader) if leader.name != instance.name => Readiness::Ready,
-                Some(_) => Readiness::Waiting(format!("{} still leads", instance.name)),
-                None => Readiness::Waiting("no leader elected yet".to_owned()),
-            },
-            Err(err) => Readiness::Waiting(err.to_string()),
-        }
-    })
-    .await;
+    let moved = context
+        .wait(|| async {
+            match context.client.members_from_any(&others).await {
+                Ok(members) => match members.leader() {
+                    Some(leader) if leader.name != instance.name => Readiness::Ready,
+                    Some(_) => Readiness::Waiting(format!("{} still leads", instance.name)),
+                    None => Readiness::Waiting("no leader elected yet".to_owned()),
+                },
+                Err(err) => Readiness::Waiting(err.to_string()),
+            }
+        })
+        .await;
     if let Err(reason) = moved {
         let cancelled = match context.client.cancel_evict_leader(&addr).await {
             Ok(()) => "eviction was cancelled".to_owned(),
@@ -298,12 +366,13 @@ async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result
 
 /// Workers are restarted only while a leader can rebind their sources.
 async fn require_leader(context: &RollContext<'_>) -> Result<(), WaitError> {
-    wait_until(context.wait_timeout, || async {
-        match context.client.members_from_any(context.masters).await {
-            Ok(members) if members.leader().is_some() => Readiness::Ready,
-            Ok(_) => Readiness::Waiting("the DM cluster has no leader".to_owned()),
-            Err(err) => Readiness::Waiting(err.to_string()),
-        }
-    })
-    .await
+    context
+        .wait(|| async {
+            match context.client.members_from_any(context.masters).await {
+                Ok(members) if members.leader().is_some() => Readiness::Ready,
+                Ok(_) => Readiness::Waiting("the DM cluster has no leader".to_owned()),
+                Err(err) => Readiness::Waiting(err.to_string()),
+            }
+        })
+        .await
 }

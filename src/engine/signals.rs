@@ -1,5 +1,5 @@
 //! Ctrl-C and SIGTERM become a request to stop at the next safe point, never an exit in the
-//! middle of an instance: the instance in flight is finished or undone first.
+//! middle of an instance: the instance in flight is put back as it was first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +13,9 @@ pub struct Interrupt {
 }
 
 impl Interrupt {
-    /// Takes over SIGINT and SIGTERM for the rest of the process. `on_first` is called once,
-    /// when the first signal arrives, to tell the operator what happens next.
-    pub fn install(on_first: impl Fn() + Send + 'static) -> std::io::Result<Interrupt> {
+    /// Takes over SIGINT and SIGTERM for the rest of the process. `on_signal` is called for
+    /// every signal, with whether it was the first, to tell the operator what happens next.
+    pub fn install(on_signal: impl Fn(bool) + Send + 'static) -> std::io::Result<Interrupt> {
         let interrupt = Interrupt::default();
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
@@ -26,9 +26,8 @@ impl Interrupt {
                     _ = sigint.recv() => {}
                     _ = sigterm.recv() => {}
                 }
-                if !requested.swap(true, Ordering::SeqCst) {
-                    on_first();
-                }
+                let first = !requested.swap(true, Ordering::SeqCst);
+                on_signal(first);
             }
         });
         Ok(interrupt)
