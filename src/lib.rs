@@ -1,7 +1,17 @@
 //! dm-patch: hot-fix a running TiDB Data Migration (DM) cluster, safely.
 //!
-//! Data flows one way: argv -> [`cli::Cli`] -> a checked configuration -> [`plan::Plan`] ->
-//! the engine -> a report -> terminal or JSON.
+//! Data flows one way: argv -> [`cli::Cli`] -> a checked [`plan::Plan`] plus
+//! [`engine::Settings`] -> [`engine::execute`] -> an [`engine::report::Report`] -> terminal or
+//! JSON. Imports only point down the layers:
+//!
+//! - [`cli`], [`commands`] (one file per command; the only code that maps results to an
+//!   [`error::ExitStatus`]) and [`output`] (tables, progress, JSON) at the top;
+//! - [`engine`]: the only side effects on hosts; emits events, returns a report;
+//! - [`plan`], [`dm`] (the DM-master HTTP API, rolling order, health) and [`package`] (the
+//!   local package check);
+//! - [`ssh`] and [`topology`] (meta.yaml, the TiUP store, selection) at the bottom.
+//!
+//! Each layer has its own typed errors (thiserror); `anyhow` is used only at the edge, here.
 
 pub mod cli;
 pub mod commands;
