@@ -1,15 +1,18 @@
-//! A sandbox cluster as the patch tests use it: the sandbox itself plus the few questions the
-//! tests keep asking of it.
+//! A sandbox cluster as the patch tests use it: the sandbox itself, `patch` run as a script
+//! would run it, and the few questions the tests keep asking of the cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use assert_cmd::Command;
 use dm_patch::dm::client::MembersResponse;
 use dm_patch::topology::meta::Meta;
-use dm_sandbox::{Sandbox, SandboxBuilder};
+use dm_sandbox::{Fault, Sandbox, SandboxBuilder};
 use sha2::{Digest, Sha256};
+
+use crate::support::{Run, dm_patch};
 
 pub struct Cluster {
     pub sandbox: Arc<Sandbox>,
@@ -17,39 +20,88 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(builder: SandboxBuilder) -> Cluster {
-        Cluster {
-            sandbox: Arc::new(builder.start().expect("the sandbox comes up")),
-        }
+        Cluster { sandbox: Arc::new(builder.start().expect("the sandbox comes up")) }
     }
 
-    pub fn package(&self, component: &str, version: &str, faults: &[&str]) -> PathBuf {
-        self.sandbox
-            .package(component, version, faults)
-            .expect("the sandbox builds packages")
+    /// A package of `component` whose binary runs the simulator as `version` with `faults`.
+    pub fn package(&self, component: &str, version: &str, faults: &[Fault]) -> String {
+        let path = self.sandbox.package(component, version, faults);
+        path.expect("the sandbox builds packages").display().to_string()
+    }
+
+    /// `dm-patch` with the sandbox's TiUP home.
+    pub fn dm_patch(&self) -> Command {
+        dm_patch(self.sandbox.tiup_home())
+    }
+
+    /// `dm-patch patch <cluster> <package> <args> --yes --format json`, as a script runs it.
+    pub fn patch(&self, package: &str, args: &[&str]) -> Run {
+        Run::of(self.dm_patch().args(self.patch_args(package, args)))
+    }
+
+    /// Like [`Cluster::patch`], with SIGINT sent as soon as a line of stderr contains `when`.
+    pub fn patch_interrupted(&self, package: &str, args: &[&str], when: &str) -> Run {
+        let mut child = self
+            .dm_patch()
+            .args(self.patch_args(package, args))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = String::new();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            stderr.push_str(&line);
+            stderr.push('\n');
+            if line.contains(when) {
+                let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+                assert!(kill.unwrap().success());
+                break;
+            }
+        }
+        lines.map_while(Result::ok).for_each(|line| stderr.push_str(&(line + "\n")));
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        Run { code: output.status.code(), stdout, stderr }
+    }
+
+    fn patch_args<'a>(&'a self, package: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["patch", self.sandbox.cluster_name(), package];
+        all.extend(args);
+        all.extend(["--yes", "--format", "json"]);
+        all
     }
 
     /// IDs (`host:port`) of the instances of `component`, in meta.yaml order.
     pub fn ids(&self, component: &str) -> Vec<String> {
-        self.sandbox
-            .instances()
-            .iter()
-            .filter(|i| i.role == component)
-            .map(|i| i.id.clone())
-            .collect()
+        let instances = self.sandbox.instances();
+        instances.into_iter().filter(|i| i.role == component).map(|i| i.id).collect()
     }
 
     /// Every instance's current pid (`None` when its service is not running).
     pub fn pids(&self) -> BTreeMap<String, Option<u32>> {
-        self.sandbox
-            .instances()
-            .iter()
-            .map(|i| (i.id.clone(), self.sandbox.pid(&i.id)))
-            .collect()
+        self.sandbox.instances().iter().map(|i| (i.id.clone(), self.sandbox.pid(&i.id))).collect()
+    }
+
+    /// Asserts that none of `ids` was restarted since `pids` was taken.
+    #[track_caller]
+    pub fn assert_untouched<'a>(
+        &self,
+        pids: &BTreeMap<String, Option<u32>>,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) {
+        for id in ids {
+            assert_eq!(self.sandbox.pid(id), pids[id], "{id} was touched");
+        }
+    }
+
+    /// What the running instance `id` reports on `/status` (`None` when it does not answer).
+    pub fn version(&self, id: &str) -> Option<String> {
+        self.sandbox.status_version(id)
     }
 
     pub fn deploy_dir(&self, id: &str) -> PathBuf {
-        let instance = self.instance(id);
-        PathBuf::from(&instance.deploy_dir)
+        PathBuf::from(&self.instance(id).deploy_dir)
     }
 
     /// What the installed binary of `id` says of itself, asked over SSH as an operator would.
@@ -64,79 +116,49 @@ impl Cluster {
 
     /// The members answer of the first master that gives one (empty when none does).
     pub fn members(&self) -> MembersResponse {
-        let json = self
-            .sandbox
-            .members_json()
-            .unwrap_or_else(|| serde_json::json!({"result": false}));
+        let json =
+            self.sandbox.members_json().unwrap_or_else(|| serde_json::json!({"result": false}));
         serde_json::from_value(json).expect("the members answer has DM's shape")
     }
 
     /// The ID of the dm-master that leads now.
     pub fn leader_id(&self) -> String {
-        let members = self.members();
-        let leader = members.leader().expect("the cluster has a leader");
-        leader.addr.clone()
+        self.members().leader().expect("the cluster has a leader").addr.clone()
     }
 
     pub fn cluster_dir(&self) -> PathBuf {
-        self.sandbox
-            .tiup_home()
-            .join("storage/dm/clusters")
-            .join(self.sandbox.cluster_name())
+        self.sandbox.tiup_home().join("storage/dm/clusters").join(self.sandbox.cluster_name())
     }
 
-    pub fn sha7(&self, package: &Path) -> String {
-        let digest = Sha256::digest(std::fs::read(package).unwrap());
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()[..7]
-            .to_owned()
-    }
-
-    /// `patch <cluster> <package> rest...`: the cluster and package go where they belong.
-    pub fn args<'a>(&self, args: impl IntoIterator<Item = &'a str>, package: &Path) -> Vec<String> {
-        let mut args = args.into_iter().map(str::to_owned);
-        let command = args.next().expect("a subcommand");
-        let mut all = vec![command, self.sandbox.cluster_name().to_owned()];
-        all.push(package.display().to_string());
-        all.extend(args);
-        all
-    }
-
-    pub fn dm_patch<'a>(&self, args: impl IntoIterator<Item = &'a str>, package: &Path) -> Command {
-        let mut cmd = Command::cargo_bin("dm-patch").unwrap();
-        cmd.env("TIUP_HOME", self.sandbox.tiup_home())
-            .env("NO_COLOR", "1")
-            .args(self.args(args, package));
-        cmd
+    /// IDs of the instances meta.yaml marks `patched: true`.
+    pub fn patched_ids(&self) -> BTreeSet<String> {
+        let text = std::fs::read_to_string(self.cluster_dir().join("meta.yaml")).unwrap();
+        let topology = yaml_serde::from_str::<Meta>(&text).unwrap().topology;
+        let lists = [(topology.master_servers, 8261), (topology.worker_servers, 8262)];
+        lists
+            .into_iter()
+            .flat_map(|(list, default_port)| {
+                list.unwrap_or_default()
+                    .into_iter()
+                    .filter(|spec| spec.patched == Some(true))
+                    .map(move |spec| format!("{}:{}", spec.host, spec.port.unwrap_or(default_port)))
+            })
+            .collect()
     }
 
     fn instance(&self, id: &str) -> dm_sandbox::Instance {
-        self.sandbox
-            .instances()
-            .into_iter()
-            .find(|i| i.id == id)
-            .unwrap_or_else(|| panic!("no instance {id}"))
+        let instances = self.sandbox.instances();
+        instances.into_iter().find(|i| i.id == id).unwrap_or_else(|| panic!("no instance {id}"))
     }
 }
 
-/// IDs of the instances meta.yaml marks `patched: true`.
-pub fn patched_ids(cluster: &Cluster) -> BTreeSet<String> {
-    let text = std::fs::read_to_string(cluster.cluster_dir().join("meta.yaml")).unwrap();
-    let meta: Meta = yaml_serde::from_str(&text).unwrap();
-    let topology = meta.topology;
-    let lists = [
-        (topology.master_servers, 8261),
-        (topology.worker_servers, 8262),
-    ];
-    lists
-        .into_iter()
-        .flat_map(|(list, default_port)| {
-            list.unwrap_or_default()
-                .into_iter()
-                .filter(|spec| spec.patched == Some(true))
-                .map(move |spec| format!("{}:{}", spec.host, spec.port.unwrap_or(default_port)))
-        })
-        .collect()
+/// The first 7 hex digits of a file's sha256, as dm-patch names what it stages.
+pub fn sha7(path: &str) -> String {
+    let digest = Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..7].to_owned()
+}
+
+/// A set of IDs, for comparing with [`Cluster::patched_ids`].
+pub fn id_set<'a>(ids: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
+    ids.into_iter().cloned().collect()
 }

@@ -6,23 +6,15 @@ use dm_sandbox::Sandbox;
 use serde_json::Value;
 
 use crate::cluster::Cluster;
-
-fn stdout(output: &std::process::Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
+use crate::support::Run;
 
 #[test]
 fn display_of_a_patched_live_cluster() {
     let cluster = Cluster::start(Sandbox::builder().hosts(5).masters(3).workers(3).sources(2));
     let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
-    let output = cluster.dm_patch(["patch", "-R", "dm-worker", "--yes"], &pkg).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    cluster.patch(&pkg, &["-R", "dm-worker"]).success();
 
-    let started = Instant::now();
-    let output = display(&cluster, &["--format", "json"]);
-    let elapsed = started.elapsed();
-    eprintln!("display of 6 instances took {elapsed:?}");
-    let rows: Vec<Value> = serde_json::from_str(&stdout(&output)).unwrap();
+    let rows = json_rows(&display(&cluster, &["--format", "json"]));
     assert_eq!(rows.len(), 6);
     let leader = cluster.leader_id();
     for row in &rows {
@@ -42,7 +34,7 @@ fn display_of_a_patched_live_cluster() {
     }
 
     // Volatile columns (addresses, paths) normalised, the table itself is stable.
-    let table = stdout(&display(&cluster, &[]));
+    let table = display(&cluster, &[]).stdout;
     let root = cluster.sandbox.root().display().to_string();
     let normalised = table.replace(&root, "[ROOT]");
     // Subnets differ in width from run to run, so columns are compared as single spaces.
@@ -79,17 +71,11 @@ fn stopped_worker_and_stopped_host() {
     }
 }
 
-fn display(cluster: &Cluster, extra: &[&str]) -> std::process::Output {
-    let mut cmd = assert_cmd::Command::cargo_bin("dm-patch").unwrap();
-    cmd.env("TIUP_HOME", cluster.sandbox.tiup_home())
-        .env("NO_COLOR", "1")
-        .args(["display", cluster.sandbox.cluster_name()])
-        .args(extra);
-    let output = cmd.output().unwrap();
-    assert!(output.status.success(), "{output:?}");
-    output
+fn display(cluster: &Cluster, extra: &[&str]) -> Run {
+    let name = cluster.sandbox.cluster_name();
+    Run::of(cluster.dm_patch().args(["display", name]).args(extra)).success()
 }
 
-fn json_rows(output: &std::process::Output) -> Vec<Value> {
-    serde_json::from_slice(&output.stdout).unwrap()
+fn json_rows(run: &Run) -> Vec<Value> {
+    serde_json::from_str(&run.stdout).unwrap()
 }

@@ -39,22 +39,14 @@ impl Executables {
                 )
             }
         };
-        Ok(Executables {
-            dm_sim: find("dm-sim")?,
-            systemctl: find("systemctl")?,
-        })
+        Ok(Executables { dm_sim: find("dm-sim")?, systemctl: find("systemctl")? })
     }
 }
 
 fn target_profile_dir() -> Result<PathBuf> {
     let exe = env::current_exe().context("locating the running executable")?;
-    let mut dir = exe
-        .parent()
-        .context("the running executable has no directory")?;
-    if dir
-        .file_name()
-        .is_some_and(|name| name == "deps" || name == "examples")
-    {
+    let mut dir = exe.parent().context("the running executable has no directory")?;
+    if dir.file_name().is_some_and(|name| name == "deps" || name == "examples") {
         dir = dir.parent().unwrap_or(dir);
     }
     Ok(dir.to_path_buf())

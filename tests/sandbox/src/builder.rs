@@ -18,10 +18,8 @@ use crate::topology::{self, MetaSpec};
 
 /// Simulator tunables every sandbox cluster gets unless the builder overrides them: members
 /// that vanish without saying goodbye (kill -9) are given up on after seconds, not a minute.
-const DEFAULT_SIM_ENV: [(&str, &str); 2] = [
-    ("DM_SIM_MASTER_LEASE_MS", "3000"),
-    ("DM_SIM_WORKER_LEASE_MS", "3000"),
-];
+const DEFAULT_SIM_ENV: [(&str, &str); 2] =
+    [("DM_SIM_MASTER_LEASE_MS", "3000"), ("DM_SIM_WORKER_LEASE_MS", "3000")];
 
 /// How a sandbox should look; [`SandboxBuilder::start`] brings it up.
 #[derive(Clone, Debug)]
@@ -48,9 +46,7 @@ impl Default for SandboxBuilder {
             cluster_name: "dm-sandbox".to_owned(),
             ssh_user: "root".to_owned(),
             root: None,
-            sim_env: DEFAULT_SIM_ENV
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .to_vec(),
+            sim_env: DEFAULT_SIM_ENV.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec(),
         }
     }
 }
@@ -135,17 +131,20 @@ impl SandboxBuilder {
         bins::require_system_tools(self.ssh_user != "root")?;
         let executables = Executables::locate()?;
         let root = prepare_root(self.root.as_deref())?;
-        let claim = Claim::take(&root)?;
-        let hosts: Vec<String> = (1..=self.hosts)
-            .map(|n| format!("{}.{n}", claim.subnet()))
-            .collect();
+        let claim = match Claim::take(&root, &self.ssh_user) {
+            Ok(claim) => claim,
+            Err(err) => {
+                // Nothing was started yet: the directory is all there is to undo.
+                let _ = fs::remove_dir(&root);
+                return Err(err);
+            }
+        };
+        let hosts: Vec<String> =
+            (1..=self.hosts).map(|n| format!("{}.{n}", claim.subnet())).collect();
         let instances = topology::place(&hosts, self.masters, self.workers, &root);
         let mut sandbox = Sandbox {
             tiup_home: root.join("tiup"),
-            key: root
-                .join("tiup/storage/dm/clusters")
-                .join(&self.cluster_name)
-                .join("ssh/id_rsa"),
+            key: root.join("tiup/storage/dm/clusters").join(&self.cluster_name).join("ssh/id_rsa"),
             root,
             claim,
             cluster_name: self.cluster_name.clone(),
@@ -170,17 +169,11 @@ fn prepare_root(requested: Option<&Path>) -> Result<PathBuf> {
         Some(dir) => {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             if fs::read_dir(dir)?.next().is_some() {
-                bail!(
-                    "{} is not empty; a sandbox needs a directory of its own",
-                    dir.display()
-                );
+                bail!("{} is not empty; a sandbox needs a directory of its own", dir.display());
             }
             dir.canonicalize()?
         }
-        None => tempfile::Builder::new()
-            .prefix("dm-sandbox-")
-            .tempdir()?
-            .keep(),
+        None => tempfile::Builder::new().prefix("dm-sandbox-").tempdir()?.keep().canonicalize()?,
     };
     // A non-root SSH user must reach its authorized keys and deploy dirs in here.
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755))?;
@@ -201,27 +194,12 @@ impl Sandbox {
             sudo::prepare_deploy_user(&self.ssh_user, &executables.systemctl)?;
         }
 
-        let cluster_dir = self
-            .key
-            .parent()
-            .and_then(Path::parent)
-            .context("cluster dir")?
-            .to_path_buf();
+        let cluster_dir =
+            self.key.parent().and_then(Path::parent).context("cluster dir")?.to_path_buf();
         fs::create_dir_all(cluster_dir.join("ssh"))?;
         // PKCS#1 PEM, the format TiUP itself writes its cluster keys in.
         host::keygen(
-            &[
-                "-t",
-                "rsa",
-                "-b",
-                "2048",
-                "-m",
-                "PEM",
-                "-N",
-                "",
-                "-C",
-                &self.cluster_name,
-            ],
+            &["-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-C", &self.cluster_name],
             &self.key,
         )?;
         let authorized_key = fs::read_to_string(self.key.with_extension("pub"))?;
@@ -242,11 +220,7 @@ impl Sandbox {
         self.start_sshds(&configs)?;
 
         let meta = topology::render_meta(
-            &MetaSpec {
-                ssh_user: &self.ssh_user,
-                version: &self.version,
-                ssh_port: SSH_PORT,
-            },
+            &MetaSpec { ssh_user: &self.ssh_user, version: &self.version, ssh_port: SSH_PORT },
             &self.instances,
         );
         fs::write(cluster_dir.join("meta.yaml"), meta)?;
@@ -267,7 +241,8 @@ impl Sandbox {
     }
 
     /// Starts every host's sshd at once; those that did start are kept for teardown even when
-    /// another fails.
+    /// another fails, and recorded in `sandbox.json` at once, so that even a crash of this
+    /// process leaves them to be found (see [`crate::machine::sweep`]).
     fn start_sshds(&self, configs: &[PathBuf]) -> Result<()> {
         let results: Vec<Result<Sshd>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
@@ -276,23 +251,23 @@ impl Sandbox {
                 .zip(configs)
                 .map(|(ip, config)| scope.spawn(move || Sshd::start(ip, config)))
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("sshd start thread"))
-                .collect()
+            handles.into_iter().map(|h| h.join().expect("sshd start thread")).collect()
         });
-        let mut sshds = self.sshds.lock().unwrap();
         let mut first_error = None;
-        for result in results {
-            match result {
-                Ok(sshd) => sshds.push(Some(sshd)),
-                Err(err) => {
-                    sshds.push(None);
-                    first_error.get_or_insert(err);
+        {
+            let mut sshds = self.sshds.lock().unwrap();
+            for result in results {
+                match result {
+                    Ok(sshd) => sshds.push(Some(sshd)),
+                    Err(err) => {
+                        sshds.push(None);
+                        first_error.get_or_insert(err);
+                    }
                 }
             }
         }
-        first_error.map_or(Ok(()), Err)
+        let saved = self.save_state();
+        first_error.map_or(saved, Err)
     }
 
     /// TiUP deploys as the deploy user: its deploy, data and home dirs are its own.
@@ -311,10 +286,7 @@ impl Sandbox {
             )
             .output()?;
         if !output.status.success() {
-            bail!(
-                "chown to {user} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            bail!("chown to {user} failed: {}", String::from_utf8_lossy(&output.stderr));
         }
         Ok(())
     }

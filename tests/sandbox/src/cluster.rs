@@ -32,11 +32,7 @@ pub(crate) fn http_client() -> reqwest::blocking::Client {
 /// `GET <url>` as text when the answer is 200.
 pub(crate) fn get_text(client: &reqwest::blocking::Client, url: &str) -> Option<String> {
     let response = client.get(url).send().ok()?;
-    response
-        .status()
-        .is_success()
-        .then(|| response.text().ok())
-        .flatten()
+    response.status().is_success().then(|| response.text().ok()).flatten()
 }
 
 /// The members answer of the first master that gives one with `result: true`.
@@ -53,10 +49,7 @@ pub(crate) fn members_of(
 
 /// The leader's name, when the members answer names one.
 pub(crate) fn leader_name(members: &Value) -> Option<String> {
-    section(members, "leader")?["name"]
-        .as_str()
-        .filter(|name| !name.is_empty())
-        .map(str::to_owned)
+    section(members, "leader")?["name"].as_str().filter(|name| !name.is_empty()).map(str::to_owned)
 }
 
 /// The `(name, stage)` of every worker the members answer lists.
@@ -74,10 +67,7 @@ pub(crate) fn worker_stages(members: &Value) -> Vec<(String, String)> {
 
 /// `members` is a list of one-key objects: `{"leader": ...}`, `{"master": ...}`, `{"worker": ...}`.
 fn section<'a>(members: &'a Value, key: &str) -> Option<&'a Value> {
-    members["members"]
-        .as_array()?
-        .iter()
-        .find_map(|entry| entry.get(key))
+    members["members"].as_array()?.iter().find_map(|entry| entry.get(key))
 }
 
 /// Starts a deployed cluster: masters, a leader, sources, workers.
@@ -89,11 +79,7 @@ pub(crate) struct BringUp<'a> {
 
 impl<'a> BringUp<'a> {
     pub(crate) fn new(sandbox: &'a Sandbox, sources: usize) -> BringUp<'a> {
-        BringUp {
-            sandbox,
-            sources,
-            client: http_client(),
-        }
+        BringUp { sandbox, sources, client: http_client() }
     }
 
     pub(crate) fn run(&self) -> Result<()> {
@@ -102,32 +88,22 @@ impl<'a> BringUp<'a> {
             instances.iter().partition(|i| i.is_master());
         self.start_all(&masters)?;
         self.wait_for("a dm-master leader", LEADER_TIMEOUT, &masters, || {
-            members_of(&self.client, &masters)
-                .as_ref()
-                .and_then(leader_name)
+            members_of(&self.client, &masters).as_ref().and_then(leader_name)
         })?;
         if self.sources > 0 {
             crate::sources::create(&self.client, &masters, self.sources)?;
         }
         self.start_all(&workers)?;
         let expected: BTreeSet<&str> = workers.iter().map(|w| w.name.as_str()).collect();
-        self.wait_for(
-            "every dm-worker free or bound",
-            WORKERS_TIMEOUT,
-            &workers,
-            || {
-                let members = members_of(&self.client, &masters)?;
-                let ready: BTreeSet<String> = worker_stages(&members)
-                    .into_iter()
-                    .filter(|(_, stage)| stage == "free" || stage == "bound")
-                    .map(|(name, _)| name)
-                    .collect();
-                expected
-                    .iter()
-                    .all(|name| ready.contains(*name))
-                    .then_some(())
-            },
-        )
+        self.wait_for("every dm-worker free or bound", WORKERS_TIMEOUT, &workers, || {
+            let members = members_of(&self.client, &masters)?;
+            let ready: BTreeSet<String> = worker_stages(&members)
+                .into_iter()
+                .filter(|(_, stage)| stage == "free" || stage == "bound")
+                .map(|(name, _)| name)
+                .collect();
+            expected.iter().all(|name| ready.contains(*name)).then_some(())
+        })
     }
 
     /// Polls `probe` until it yields, failing early once one of `instances` has exited; an
@@ -143,14 +119,8 @@ impl<'a> BringUp<'a> {
             if let Some(value) = probe() {
                 return Some(Ok(value));
             }
-            let exited = instances
-                .iter()
-                .find(|i| self.sandbox.pid(&i.id).is_none())?;
-            Some(Err(anyhow!(
-                "{} {} exited while waiting for {what}",
-                exited.role,
-                exited.id
-            )))
+            let exited = instances.iter().find(|i| self.sandbox.pid(&i.id).is_none())?;
+            Some(Err(anyhow!("{} {} exited while waiting for {what}", exited.role, exited.id)))
         });
         outcome.and_then(|result| result).map_err(|err| {
             let logs: Vec<String> = instances.iter().map(|i| stderr_tail(i)).collect();
@@ -165,18 +135,13 @@ impl<'a> BringUp<'a> {
                 .iter()
                 .map(|instance| scope.spawn(move || self.start(instance)))
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("start thread"))
-                .collect()
+            handles.into_iter().map(|h| h.join().expect("start thread")).collect()
         });
         outcomes.into_iter().collect()
     }
 
     fn start(&self, instance: &Instance) -> Result<()> {
-        let command = self
-            .sandbox
-            .as_root(&format!("systemctl start {}", instance.unit));
+        let command = self.sandbox.as_root(&format!("systemctl start {}", instance.unit));
         let output = crate::host::ssh(
             self.sandbox.ssh_key(),
             self.sandbox.ssh_user(),

@@ -9,11 +9,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::fault::Fault;
 use crate::topology::{DM_MASTER, DM_WORKER, Instance};
 
 /// The executable that stands in for `dm-master`/`dm-worker`: a shell script that fixes the
 /// role, version and faults, then execs the simulator (see README, "The simulator's contract").
-pub fn binary_wrapper(role: &str, version: &str, faults: &[&str], dm_sim: &Path) -> String {
+pub fn binary_wrapper(role: &str, version: &str, faults: &[Fault], dm_sim: &Path) -> String {
+    let faults: Vec<&str> = faults.iter().map(|fault| fault.name()).collect();
     format!(
         "#!/bin/sh\n\
          # {role} {version} (dm-sandbox simulator)\n\
@@ -56,22 +58,13 @@ fn deploy_instance(spec: &DeploySpec, instance: &Instance, hosts_dir: &Path) -> 
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let binary = deploy.join("bin").join(role).join(role);
-    write_executable(
-        &binary,
-        &binary_wrapper(role, spec.version, &[], spec.dm_sim),
-    )?;
+    write_executable(&binary, &binary_wrapper(role, spec.version, &[], spec.dm_sim))?;
     let script = deploy.join("scripts").join(format!("run_{role}.sh"));
     write_executable(&script, &run_script(spec, instance))?;
-    fs::write(
-        deploy.join("conf").join(format!("{role}.toml")),
-        config_toml(role),
-    )?;
+    fs::write(deploy.join("conf").join(format!("{role}.toml")), config_toml(role))?;
     let units_dir = hosts_dir.join(&instance.host).join("systemd");
     fs::create_dir_all(&units_dir)?;
-    fs::write(
-        units_dir.join(&instance.unit),
-        unit_file(instance, spec.service_user),
-    )?;
+    fs::write(units_dir.join(&instance.unit), unit_file(instance, spec.service_user))?;
     Ok(())
 }
 
@@ -107,31 +100,21 @@ cd \"${{DEPLOY_DIR}}\" || exit 1
     let _ = writeln!(script, "\nexec bin/{role}/{role} \\");
     let _ = writeln!(script, "    --name=\"{}\" \\", instance.name);
     if role == DM_MASTER {
-        let peer_url = format!(
-            "http://{}:{}",
-            instance.host,
-            instance.peer_port.unwrap_or_default()
-        );
+        let peer_url =
+            format!("http://{}:{}", instance.host, instance.peer_port.unwrap_or_default());
         let _ = writeln!(script, "    --master-addr=\"{address}\" \\");
         let _ = writeln!(script, "    --advertise-addr=\"{address}\" \\");
         let _ = writeln!(script, "    --peer-urls=\"{peer_url}\" \\");
         let _ = writeln!(script, "    --advertise-peer-urls=\"{peer_url}\" \\");
         let _ = writeln!(script, "    --log-file=\"{log}/dm-master.log\" \\");
         let _ = writeln!(script, "    --data-dir=\"{}\" \\", instance.data_dir);
-        let _ = writeln!(
-            script,
-            "    --initial-cluster=\"{}\" \\",
-            initial_cluster(spec.instances)
-        );
+        let _ =
+            writeln!(script, "    --initial-cluster=\"{}\" \\", initial_cluster(spec.instances));
     } else {
         let _ = writeln!(script, "    --worker-addr=\"{address}\" \\");
         let _ = writeln!(script, "    --advertise-addr=\"{address}\" \\");
         let _ = writeln!(script, "    --log-file=\"{log}/dm-worker.log\" \\");
-        let _ = writeln!(
-            script,
-            "    --join=\"{}\" \\",
-            master_addresses(spec.instances)
-        );
+        let _ = writeln!(script, "    --join=\"{}\" \\", master_addresses(spec.instances));
     }
     let _ = writeln!(
         script,
@@ -144,35 +127,21 @@ cd \"${{DEPLOY_DIR}}\" || exit 1
 fn initial_cluster(instances: &[Instance]) -> String {
     let masters = instances.iter().filter(|i| i.is_master());
     let members: Vec<String> = masters
-        .map(|m| {
-            format!(
-                "{}=http://{}:{}",
-                m.name,
-                m.host,
-                m.peer_port.unwrap_or_default()
-            )
-        })
+        .map(|m| format!("{}=http://{}:{}", m.name, m.host, m.peer_port.unwrap_or_default()))
         .collect();
     members.join(",")
 }
 
 /// `host:port,...` of every master, for a worker's `--join`.
 fn master_addresses(instances: &[Instance]) -> String {
-    let masters: Vec<&str> = instances
-        .iter()
-        .filter(|i| i.is_master())
-        .map(|i| i.id.as_str())
-        .collect();
+    let masters: Vec<&str> =
+        instances.iter().filter(|i| i.is_master()).map(|i| i.id.as_str()).collect();
     masters.join(",")
 }
 
 /// The config TiUP renders from `server_configs` (meta.yaml sets `log-level: info` for both).
 fn config_toml(role: &str) -> String {
-    let section = if role == DM_WORKER {
-        "worker"
-    } else {
-        "master"
-    };
+    let section = if role == DM_WORKER { "worker" } else { "master" };
     format!(
         "# WARNING: This file is auto-generated. Do not edit! All your modification will be overwritten!\n\
          # You can use 'tiup dm edit-config' and 'tiup dm reload' to update the configuration\n\

@@ -121,16 +121,12 @@ impl MembersResponse {
 
     /// The masters of the master section (empty without one).
     pub fn masters(&self) -> &[MasterMember] {
-        self.master_section()
-            .map(|section| section.masters.as_slice())
-            .unwrap_or_default()
+        self.master_section().map(|section| section.masters.as_slice()).unwrap_or_default()
     }
 
     /// The workers of the worker section (empty without one, or before the scheduler starts).
     pub fn workers(&self) -> &[WorkerMember] {
-        self.worker_section()
-            .map(|section| section.workers.as_slice())
-            .unwrap_or_default()
+        self.worker_section().map(|section| section.workers.as_slice()).unwrap_or_default()
     }
 
     pub fn master(&self, name: &str) -> Option<&MasterMember> {
@@ -175,11 +171,7 @@ impl MembersQuery {
 
     /// Path and query string, e.g. `/apis/v1alpha1/members?worker=true&names=w1`.
     pub fn path(&self) -> String {
-        let switches = [
-            ("leader", self.leader),
-            ("master", self.master),
-            ("worker", self.worker),
-        ];
+        let switches = [("leader", self.leader), ("master", self.master), ("worker", self.worker)];
         let pairs: Vec<String> = switches
             .iter()
             .filter(|(_, on)| *on)
@@ -237,17 +229,11 @@ pub struct CommonResponse {
 
 impl CommonResponse {
     pub fn ok() -> CommonResponse {
-        CommonResponse {
-            result: true,
-            msg: String::new(),
-        }
+        CommonResponse { result: true, msg: String::new() }
     }
 
     pub fn refused(msg: impl Into<String>) -> CommonResponse {
-        CommonResponse {
-            result: false,
-            msg: msg.into(),
-        }
+        CommonResponse { result: false, msg: msg.into() }
     }
 }
 
@@ -431,9 +417,6 @@ mod tests {
             names: vec!["a".into(), "b".into()],
             ..MembersQuery::default()
         };
-        assert_eq!(
-            query.path(),
-            "/apis/v1alpha1/members?worker=true&names=a&names=b"
-        );
+        assert_eq!(query.path(), "/apis/v1alpha1/members?worker=true&names=a&names=b");
     }
 }

@@ -10,10 +10,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::builder::SandboxBuilder;
 use crate::claim::Claim;
+use crate::fault::Fault;
 use crate::host::{self, Sshd};
+use crate::machine::{STAND_IN_DIR, Sweep};
 use crate::package::{package_file_name, write_package};
-use crate::state::{HostState, SandboxState};
-use crate::sudo::SHARED_STAND_IN_DIR;
+use crate::state::{HostState, STATE_FILE, SandboxState};
 use crate::topology::Instance;
 use crate::units::ServiceManager;
 use crate::wait;
@@ -22,7 +23,8 @@ use crate::wait;
 pub const KEEP_VAR: &str = "DM_SANDBOX_KEEP";
 
 /// A running sandbox. Dropping it tears everything down (also while a test panics): the
-/// services and sshds it started, by pid; its subnet claim; its directory unless
+/// services and sshds it started, by pid; its subnet claim, and with the last sandbox on the
+/// machine all machine-wide state (see [`crate::machine`]); its directory unless
 /// `DM_SANDBOX_KEEP=1`.
 pub struct Sandbox {
     pub(crate) root: PathBuf,
@@ -75,37 +77,31 @@ impl Sandbox {
     /// Reattaches to the sandbox at `root` that another process brought up (`sandbox down`,
     /// `sandbox status`). Dropping the handle leaves the sandbox running; see [`Sandbox::down`].
     pub fn open(root: &Path) -> Result<Sandbox> {
-        let root = root
-            .canonicalize()
-            .with_context(|| format!("no sandbox at {}", root.display()))?;
+        let root =
+            root.canonicalize().with_context(|| format!("no sandbox at {}", root.display()))?;
         let state = SandboxState::load(&root)?;
         Ok(Sandbox {
             tiup_home: root.join("tiup"),
-            key: root
-                .join("tiup/storage/dm/clusters")
-                .join(&state.cluster_name)
-                .join("ssh/id_rsa"),
-            claim: Claim::existing(&state.subnet),
+            key: root.join("tiup/storage/dm/clusters").join(&state.cluster_name).join("ssh/id_rsa"),
+            claim: Claim::existing(&state.subnet, &root),
             cluster_name: state.cluster_name,
             ssh_user: state.ssh_user,
             version: state.version,
             hosts: state.hosts.iter().map(|h| h.ip.clone()).collect(),
             instances: state.instances,
-            sshds: Mutex::new(
-                state
-                    .hosts
-                    .iter()
-                    .map(|h| h.sshd.map(Sshd::adopt))
-                    .collect(),
-            ),
+            sshds: Mutex::new(state.hosts.iter().map(|h| h.sshd.map(Sshd::adopt)).collect()),
             root,
             tear_down_on_drop: false,
         })
     }
 
     /// Leaves the sandbox running after this handle is gone (`sandbox up`); returns its root.
+    /// From now on its sshds keep its claim (see [`crate::claim`]).
     pub fn detach(mut self) -> Result<PathBuf> {
         self.save_state()?;
+        let sshds: Vec<_> =
+            self.sshds.lock().unwrap().iter().flatten().map(|sshd| sshd.record).collect();
+        self.claim.set_keepers(&sshds)?;
         self.tear_down_on_drop = false;
         Ok(self.root.clone())
     }
@@ -114,16 +110,41 @@ impl Sandbox {
     /// removed unless `DM_SANDBOX_KEEP=1`.
     pub fn down(mut self) -> Result<()> {
         self.tear_down_on_drop = false;
-        self.tear_down(keep_requested())
+        // Kept by this process while it tears down, so no sweep takes it for a crashed one.
+        let adopted = self.claim.keep_by_this_process();
+        let result = self.tear_down(keep_requested());
+        adopted.and(result)
     }
 
     /// Like [`Sandbox::down`], but keeps the directory (logs, store) in any case.
     pub fn down_keeping_files(mut self) -> Result<()> {
         self.tear_down_on_drop = false;
-        self.tear_down(true)
+        let adopted = self.claim.keep_by_this_process();
+        let result = self.tear_down(true);
+        adopted.and(result)
     }
 
     fn tear_down(&mut self, keep_files: bool) -> Result<()> {
+        let mut problems = self.stop_processes();
+        match self.claim.release() {
+            Ok(sweep) => problems.extend(sweep.problems),
+            Err(err) => problems.push(format!("{err:#}")),
+        }
+        if keep_files {
+            eprintln!("dm-sandbox: keeping {}", self.root.display());
+        } else if let Err(err) = fs::remove_dir_all(&self.root) {
+            problems.push(format!("removing {}: {err}", self.root.display()));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("teardown left things behind: {}", problems.join("; "))
+        }
+    }
+
+    /// SIGKILLs every unit process recorded on every host, and stops every sshd with the
+    /// sessions it forked; returns what failed.
+    fn stop_processes(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for ip in &self.hosts {
             for user_scope in [false, true] {
@@ -137,19 +158,7 @@ impl Sandbox {
         for sshd in self.sshds.lock().unwrap().iter_mut().flatten() {
             sshd.stop();
         }
-        if let Err(err) = self.claim.release() {
-            problems.push(format!("{err:#}"));
-        }
-        if keep_files {
-            eprintln!("dm-sandbox: keeping {}", self.root.display());
-        } else if let Err(err) = fs::remove_dir_all(&self.root) {
-            problems.push(format!("removing {}: {err}", self.root.display()));
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            bail!("teardown left things behind: {}", problems.join("; "))
-        }
+        problems
     }
 
     pub fn root(&self) -> &Path {
@@ -196,13 +205,8 @@ impl Sandbox {
     }
 
     pub fn meta_yaml(&self) -> String {
-        let path = self
-            .key
-            .parent()
-            .and_then(Path::parent)
-            .map(|dir| dir.join("meta.yaml"));
-        path.and_then(|path| fs::read_to_string(path).ok())
-            .unwrap_or_default()
+        let path = self.key.parent().and_then(Path::parent).map(|dir| dir.join("meta.yaml"));
+        path.and_then(|path| fs::read_to_string(path).ok()).unwrap_or_default()
     }
 
     /// Runs `command` on host `ip` over SSH, as the cluster's user with the cluster key.
@@ -213,17 +217,11 @@ impl Sandbox {
 
     /// Builds a hotfix package of `component` (`dm-master`/`dm-worker`) whose binary reports
     /// `version` and has the simulator's `faults`, under `<root>/packages/`.
-    pub fn package(&self, component: &str, version: &str, faults: &[&str]) -> Result<PathBuf> {
+    pub fn package(&self, component: &str, version: &str, faults: &[Fault]) -> Result<PathBuf> {
         let dir = self.root.join("packages");
         fs::create_dir_all(&dir)?;
         let path = dir.join(package_file_name(component, version, faults));
-        write_package(
-            &path,
-            component,
-            version,
-            faults,
-            &self.root.join("bin/dm-sim"),
-        )?;
+        write_package(&path, component, version, faults, &self.root.join("bin/dm-sim"))?;
         Ok(path)
     }
 
@@ -244,7 +242,50 @@ impl Sandbox {
 
     /// Where sudo finds the stand-in for every sandbox (see [`crate::sudo`]).
     pub fn shared_stand_in_dir() -> &'static Path {
-        Path::new(SHARED_STAND_IN_DIR)
+        Path::new(STAND_IN_DIR)
+    }
+}
+
+/// Ends the sandbox at `root` whose claim went stale (its owner crashed): stops every process
+/// it recorded (by pid and start time) and removes `root` unless `DM_SANDBOX_KEEP=1`. Only a
+/// root that is root's own directory is trusted: anything else is left alone.
+pub(crate) fn reap(root: &Path, sweep: &mut Sweep) {
+    let meta = match fs::symlink_metadata(root) {
+        Ok(meta) => meta,
+        Err(_) => return,
+    };
+    if root.as_os_str().is_empty()
+        || meta.file_type().is_symlink()
+        || !meta.is_dir()
+        || std::os::unix::fs::MetadataExt::uid(&meta) != 0
+    {
+        sweep
+            .kept
+            .push(format!("{}: not a sandbox directory of root's, left alone", root.display()));
+        return;
+    }
+    if root.join(STATE_FILE).is_file() {
+        match Sandbox::open(root) {
+            Ok(crashed) => {
+                let problems = crashed.stop_processes();
+                if problems.is_empty() {
+                    sweep.removed.push(format!(
+                        "stopped the processes of the crashed sandbox at {}",
+                        root.display()
+                    ));
+                }
+                sweep.problems.extend(problems);
+            }
+            Err(err) => sweep.problems.push(format!("{err:#}")),
+        }
+    }
+    if keep_requested() {
+        sweep.kept.push(format!("{}: kept ({KEEP_VAR}=1)", root.display()));
+    } else {
+        match fs::remove_dir_all(root) {
+            Ok(()) => sweep.removed.push(format!("removed {}", root.display())),
+            Err(err) => sweep.problems.push(format!("removing {}: {err}", root.display())),
+        }
     }
 }
 

@@ -52,11 +52,7 @@ pub fn prepare(spec: &HostSpec) -> Result<PathBuf> {
     // Read by sshd with the user's privileges, which may not be root.
     fs::set_permissions(&authorized_keys, fs::Permissions::from_mode(0o644))?;
 
-    let permit_root = if spec.ssh_user == "root" {
-        "prohibit-password"
-    } else {
-        "no"
-    };
+    let permit_root = if spec.ssh_user == "root" { "prohibit-password" } else { "no" };
     let config = format!(
         "# sshd of the sandbox host {ip}
 ListenAddress {ip}:{SSH_PORT}
@@ -143,18 +139,12 @@ impl Sshd {
             bail!("{err}: {}", log_text());
         }
         let record = record.context("sshd vanished right after starting")?;
-        Ok(Sshd {
-            record,
-            child: Some(child),
-        })
+        Ok(Sshd { record, child: Some(child) })
     }
 
     /// An sshd started by another process (`sandbox down`).
     pub fn adopt(record: ProcessRecord) -> Sshd {
-        Sshd {
-            record,
-            child: None,
-        }
+        Sshd { record, child: None }
     }
 
     /// Stops the listener and every session it forked, as a host going down would.
@@ -184,11 +174,7 @@ pub fn keygen(args: &[&str], file: &Path) -> Result<()> {
         .output()
         .context("running ssh-keygen")?;
     if !output.status.success() {
-        bail!(
-            "ssh-keygen {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        bail!("ssh-keygen {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
     }
     Ok(())
 }

@@ -13,8 +13,10 @@ pub mod claim;
 mod cluster;
 pub mod deploy;
 pub mod dm_api;
+pub mod fault;
 mod harness;
 pub mod host;
+pub mod machine;
 pub mod package;
 pub mod process;
 mod services;
@@ -26,6 +28,7 @@ pub mod units;
 pub mod wait;
 
 pub use builder::SandboxBuilder;
+pub use fault::Fault;
 pub use harness::{KEEP_VAR, Sandbox};
 pub use host::SSH_PORT;
 pub use topology::Instance;

@@ -8,15 +8,8 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use crate::deploy::binary_wrapper;
+use crate::fault::Fault;
 use crate::topology::{DM_MASTER, DM_WORKER};
-
-/// Faults the simulator understands (`DM_SIM_FAULT`).
-pub const KNOWN_FAULTS: [&str; 4] = [
-    "exit-at-start",
-    "never-healthy",
-    "wrong-version",
-    "ignore-evict",
-];
 
 /// Writes to `output` a package of `component` whose binary runs the simulator as `version`
 /// with `faults`.
@@ -24,17 +17,11 @@ pub fn write_package(
     output: &Path,
     component: &str,
     version: &str,
-    faults: &[&str],
+    faults: &[Fault],
     dm_sim: &Path,
 ) -> Result<()> {
     if component != DM_MASTER && component != DM_WORKER {
         bail!("a package is of dm-master or dm-worker, not {component:?}");
-    }
-    if let Some(unknown) = faults.iter().find(|fault| !KNOWN_FAULTS.contains(fault)) {
-        bail!(
-            "unknown fault {unknown:?}; the simulator knows {}",
-            KNOWN_FAULTS.join(", ")
-        );
     }
     let binary = binary_wrapper(component, version, faults, dm_sim);
     let file = File::create(output).with_context(|| format!("creating {}", output.display()))?;
@@ -45,21 +32,17 @@ pub fn write_package(
     // A fixed mtime: the same inputs give byte-identical packages (and the same sha256).
     header.set_mtime(0);
     header.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(
-        &mut header,
-        format!("{component}/{component}"),
-        binary.as_bytes(),
-    )?;
+    tar.append_data(&mut header, format!("{component}/{component}"), binary.as_bytes())?;
     tar.into_inner()?.finish()?;
     Ok(())
 }
 
 /// A file name saying what the package is: `dm-worker-v8.5.2[-fault,...].tar.gz`.
-pub fn package_file_name(component: &str, version: &str, faults: &[&str]) -> String {
+pub fn package_file_name(component: &str, version: &str, faults: &[Fault]) -> String {
     let mut name = format!("{component}-{version}");
     for fault in faults {
         name.push('-');
-        name.push_str(fault);
+        name.push_str(fault.name());
     }
     name + ".tar.gz"
 }

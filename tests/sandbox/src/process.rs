@@ -56,10 +56,7 @@ impl ProcessRecord {
     /// Records the live process `pid`, or `None` when there is no such running process.
     pub fn of(pid: u32) -> Option<ProcessRecord> {
         let stat = stat(pid)?;
-        (!is_finished(stat.state)).then_some(ProcessRecord {
-            pid,
-            start_time: stat.start_time,
-        })
+        (!is_finished(stat.state)).then_some(ProcessRecord { pid, start_time: stat.start_time })
     }
 
     /// True while the recorded process runs: same pid, same start time, not a zombie.
@@ -139,10 +136,7 @@ impl ProcessRecord {
         while let Some(parent) = parents.pop() {
             for (pid, stat) in table.iter().filter(|(_, stat)| stat.parent == parent) {
                 if !is_finished(stat.state) {
-                    found.push(ProcessRecord {
-                        pid: *pid,
-                        start_time: stat.start_time,
-                    });
+                    found.push(ProcessRecord { pid: *pid, start_time: stat.start_time });
                 }
                 parents.push(*pid);
             }
@@ -159,23 +153,15 @@ mod tests {
     fn the_current_process_runs_and_a_changed_start_time_does_not() {
         let me = ProcessRecord::of(std::process::id()).expect("this process exists");
         assert!(me.is_running());
-        let reused = ProcessRecord {
-            start_time: me.start_time + 1,
-            ..me
-        };
-        assert!(
-            !reused.is_running(),
-            "a reused pid is not the recorded process"
-        );
+        let reused = ProcessRecord { start_time: me.start_time + 1, ..me };
+        assert!(!reused.is_running(), "a reused pid is not the recorded process");
     }
 
     #[test]
     fn a_zombie_is_not_running() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let record = ProcessRecord {
-            pid: child.id(),
-            start_time: stat(child.id()).unwrap().start_time,
-        };
+        let record =
+            ProcessRecord { pid: child.id(), start_time: stat(child.id()).unwrap().start_time };
         // Not yet reaped: the child is a zombie once it has exited.
         assert!(record.wait_gone(Duration::from_secs(5)));
         child.wait().unwrap();

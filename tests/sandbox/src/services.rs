@@ -32,16 +32,11 @@ impl Sandbox {
 
     /// Takes host `ip` down: its services (SIGKILL) and its sshd with every session.
     pub fn stop_host(&self, ip: &str) {
-        let index = self
-            .hosts
-            .iter()
-            .position(|h| h == ip)
-            .unwrap_or_else(|| panic!("no host {ip}"));
+        let index =
+            self.hosts.iter().position(|h| h == ip).unwrap_or_else(|| panic!("no host {ip}"));
         for user_scope in [false, true] {
             let manager = ServiceManager::for_host(&self.host_dir(ip), user_scope);
-            manager
-                .kill_all()
-                .unwrap_or_else(|err| panic!("stopping services of {ip}: {err:#}"));
+            manager.kill_all().unwrap_or_else(|err| panic!("stopping services of {ip}: {err:#}"));
         }
         if let Some(mut sshd) = self.sshds.lock().unwrap()[index].take() {
             sshd.stop();

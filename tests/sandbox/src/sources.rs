@@ -37,30 +37,26 @@ pub fn create(
             }
         });
         let mut last_answer = String::new();
-        let created = wait::poll(
-            &format!("source {name} to be created"),
-            CREATE_TIMEOUT,
-            || {
-                masters.iter().any(|master| {
-                    let url = format!("{}/api/v1/sources", master.url());
-                    match client.post(&url).json(&body).send() {
-                        Ok(response) if response.status().is_success() => true,
-                        Ok(response) => {
-                            last_answer = format!(
-                                "{}: {}",
-                                response.status(),
-                                response.text().unwrap_or_default()
-                            );
-                            false
-                        }
-                        Err(err) => {
-                            last_answer = err.to_string();
-                            false
-                        }
+        let created = wait::poll(&format!("source {name} to be created"), CREATE_TIMEOUT, || {
+            masters.iter().any(|master| {
+                let url = format!("{}/api/v1/sources", master.url());
+                match client.post(&url).json(&body).send() {
+                    Ok(response) if response.status().is_success() => true,
+                    Ok(response) => {
+                        last_answer = format!(
+                            "{}: {}",
+                            response.status(),
+                            response.text().unwrap_or_default()
+                        );
+                        false
                     }
-                })
-            },
-        );
+                    Err(err) => {
+                        last_answer = err.to_string();
+                        false
+                    }
+                }
+            })
+        });
         if let Err(err) = created {
             bail!("{err}; last answer: {last_answer}");
         }

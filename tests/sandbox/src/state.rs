@@ -34,20 +34,15 @@ impl SandboxState {
     pub fn load(root: &Path) -> Result<SandboxState> {
         let path = root.join(STATE_FILE);
         let text = fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {} (is {} a sandbox root?)",
-                path.display(),
-                root.display()
-            )
+            format!("reading {} (is {} a sandbox root?)", path.display(), root.display())
         })?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
     /// Written aside and renamed: a reader never sees half of it.
     pub fn save(&self, root: &Path) -> Result<()> {
-        let path = root.join(STATE_FILE);
-        let staging = root.join(format!(".{STATE_FILE}.{}", std::process::id()));
-        fs::write(&staging, serde_json::to_string_pretty(self)?)?;
-        fs::rename(&staging, &path).with_context(|| format!("writing {}", path.display()))
+        let staged =
+            crate::machine::stage(root, serde_json::to_string_pretty(self)?.as_bytes(), 0o644)?;
+        crate::machine::install(staged, &root.join(STATE_FILE))
     }
 }

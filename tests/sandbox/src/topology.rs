@@ -35,11 +35,7 @@ impl Instance {
     fn new(role: &str, host: &str, port: u16, peer_port: Option<u16>, root: &Path) -> Instance {
         let host_dir = root.join("hosts").join(host);
         let dir_name = format!("{role}-{port}");
-        let deploy_dir = host_dir
-            .join("deploy")
-            .join(&dir_name)
-            .display()
-            .to_string();
+        let deploy_dir = host_dir.join("deploy").join(&dir_name).display().to_string();
         Instance {
             id: format!("{host}:{port}"),
             role: role.to_owned(),
@@ -70,13 +66,7 @@ impl Instance {
 pub fn place(hosts: &[String], masters: usize, workers: usize, root: &Path) -> Vec<Instance> {
     assert!(masters <= hosts.len() && workers <= hosts.len());
     let master_list = (0..masters).map(|index| {
-        Instance::new(
-            DM_MASTER,
-            &hosts[index],
-            MASTER_PORT,
-            Some(MASTER_PEER_PORT),
-            root,
-        )
+        Instance::new(DM_MASTER, &hosts[index], MASTER_PORT, Some(MASTER_PEER_PORT), root)
     });
     let worker_list = (0..workers).map(|index| {
         let host = &hosts[(masters + index) % hosts.len()];
@@ -176,10 +166,7 @@ mod tests {
                 "127.100.0.1:8262"
             ]
         );
-        assert_eq!(
-            placed[3].deploy_dir,
-            "/r/hosts/127.100.0.4/deploy/dm-worker-8262"
-        );
+        assert_eq!(placed[3].deploy_dir, "/r/hosts/127.100.0.4/deploy/dm-worker-8262");
         assert_eq!(placed[3].unit, "dm-worker-8262.service");
         assert_eq!(placed[0].name, "dm-127.100.0.1-8261");
     }
@@ -187,24 +174,14 @@ mod tests {
     #[test]
     fn meta_yaml_has_tiups_shape() {
         let placed = place(&hosts(2), 1, 1, Path::new("/r"));
-        let spec = MetaSpec {
-            ssh_user: "tidb",
-            version: "v8.5.1",
-            ssh_port: 2222,
-        };
+        let spec = MetaSpec { ssh_user: "tidb", version: "v8.5.1", ssh_port: 2222 };
         let yaml = render_meta(&spec, &placed);
         let parsed: yaml_serde::Value = yaml_serde::from_str(&yaml).unwrap();
         let topology = &parsed["topology"];
         assert_eq!(parsed["user"].as_str(), Some("tidb"));
         assert_eq!(topology["global"]["ssh_port"].as_u64(), Some(2222));
-        assert_eq!(
-            topology["master_servers"][0]["peer_port"].as_u64(),
-            Some(8291)
-        );
-        assert_eq!(
-            topology["worker_servers"][0]["host"].as_str(),
-            Some("127.100.0.2")
-        );
+        assert_eq!(topology["master_servers"][0]["peer_port"].as_u64(), Some(8291));
+        assert_eq!(topology["worker_servers"][0]["host"].as_str(), Some("127.100.0.2"));
         assert!(yaml.contains(
             "\n    master_servers:\n        - host: 127.100.0.1\n          ssh_port: 2222\n"
         ));

@@ -9,7 +9,6 @@
 //! that started them, and run with the clean environment systemd gives services.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -69,25 +68,15 @@ pub struct Unit {
 
 /// `dm-worker-8262` and `dm-worker-8262.service` name the same unit.
 pub fn unit_file_name(name: &str) -> String {
-    if name.contains('.') {
-        name.to_owned()
-    } else {
-        format!("{name}.service")
-    }
+    if name.contains('.') { name.to_owned() } else { format!("{name}.service") }
 }
 
 impl ServiceManager {
     /// The units of the host at `host_dir`; `user_scope` for `systemctl --user`.
     pub fn for_host(host_dir: &Path, user_scope: bool) -> ServiceManager {
-        let units_dir = if user_scope {
-            host_dir.join("systemd/user")
-        } else {
-            host_dir.join("systemd")
-        };
-        ServiceManager {
-            run_dir: units_dir.join("run"),
-            units_dir,
-        }
+        let units_dir =
+            if user_scope { host_dir.join("systemd/user") } else { host_dir.join("systemd") };
+        ServiceManager { run_dir: units_dir.join("run"), units_dir }
     }
 
     /// The host named by `$DM_SANDBOX_HOST_DIR`, as an SSH session on a sandbox host has it.
@@ -171,13 +160,7 @@ impl ServiceManager {
         };
         let mut names: Vec<String> = entries
             .flatten()
-            .filter_map(|entry| {
-                entry
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".pid")
-                    .map(str::to_owned)
-            })
+            .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(".pid").map(str::to_owned))
             .collect();
         names.sort();
         names
@@ -203,18 +186,13 @@ impl ServiceManager {
     fn read_record(&self, name: &str) -> Option<ProcessRecord> {
         let text = fs::read_to_string(self.record_path(name)).ok()?;
         let (pid, start_time) = text.trim().split_once(' ')?;
-        Some(ProcessRecord {
-            pid: pid.parse().ok()?,
-            start_time: start_time.parse().ok()?,
-        })
+        Some(ProcessRecord { pid: pid.parse().ok()?, start_time: start_time.parse().ok()? })
     }
 
     fn write_record(&self, name: &str, record: &ProcessRecord) -> Result<()> {
         // Written aside and renamed, so that readers never see half a record.
         let path = self.record_path(name);
-        let staging = self
-            .run_dir
-            .join(format!(".{name}.pid.{}", std::process::id()));
+        let staging = self.run_dir.join(format!(".{name}.pid.{}", std::process::id()));
         fs::write(&staging, format!("{} {}\n", record.pid, record.start_time))?;
         fs::rename(&staging, &path).with_context(|| format!("writing {}", path.display()))
     }
@@ -230,10 +208,8 @@ impl ServiceManager {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: flock(2) on a descriptor we own; released when the file is closed.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("locking the unit");
-        }
+        // flock(2); released when the file is closed.
+        file.lock().context("locking the unit")?;
         Ok(file)
     }
 }
@@ -318,11 +294,7 @@ fn launch(unit: &Unit) -> Result<ProcessRecord> {
         && running_as_root
         && let Some((uid, gid)) = user_ids(user)
     {
-        command
-            .uid(uid)
-            .gid(gid)
-            .env("USER", user)
-            .env("LOGNAME", user);
+        command.uid(uid).gid(gid).env("USER", user).env("LOGNAME", user);
     }
     // SAFETY: setsid(2) is async-signal-safe, as required between fork and exec.
     unsafe {
@@ -341,10 +313,7 @@ fn launch(unit: &Unit) -> Result<ProcessRecord> {
     let start_time = crate::process::start_time(child.id())
         .with_context(|| format!("{}: process {} vanished", unit.name, child.id()))?;
     // Not waited for: when this stand-in exits, the service is reparented and lives on.
-    Ok(ProcessRecord {
-        pid: child.id(),
-        start_time,
-    })
+    Ok(ProcessRecord { pid: child.id(), start_time })
 }
 
 #[cfg(test)]
@@ -357,19 +326,13 @@ mod tests {
             split_command_line("/bin/bash -c '/d/scripts/run_dm-worker.sh'").unwrap(),
             ["/bin/bash", "-c", "/d/scripts/run_dm-worker.sh"]
         );
-        assert_eq!(
-            split_command_line(r#"a "b \" c"  d"#).unwrap(),
-            ["a", "b \" c", "d"]
-        );
+        assert_eq!(split_command_line(r#"a "b \" c"  d"#).unwrap(), ["a", "b \" c", "d"]);
         assert!(split_command_line("a 'b").is_err());
     }
 
     #[test]
     fn unit_names_get_the_service_suffix() {
         assert_eq!(unit_file_name("dm-master-8261"), "dm-master-8261.service");
-        assert_eq!(
-            unit_file_name("dm-master-8261.service"),
-            "dm-master-8261.service"
-        );
+        assert_eq!(unit_file_name("dm-master-8261.service"), "dm-master-8261.service");
     }
 }

@@ -15,9 +15,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new() -> Backoff {
-        Backoff {
-            interval: FIRST_INTERVAL,
-        }
+        Backoff { interval: FIRST_INTERVAL }
     }
 
     /// Sleeps for the next interval, but never past `deadline`.

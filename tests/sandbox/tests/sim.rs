@@ -48,10 +48,7 @@ impl Cluster {
             net,
             cluster_size,
             dir: tempfile::tempdir().expect("a temporary directory"),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             processes: BTreeMap::new(),
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -95,9 +92,7 @@ impl Cluster {
     }
 
     fn worker_args(&self, index: usize) -> Vec<String> {
-        let join: Vec<String> = (1..=self.cluster_size)
-            .map(|i| self.master_addr(i))
-            .collect();
+        let join: Vec<String> = (1..=self.cluster_size).map(|i| self.master_addr(i)).collect();
         let dir = self.dir.path().join(format!("w{index}"));
         // The space-separated spelling, which TiUP's scripts do not use but Go accepts.
         vec![
@@ -193,11 +188,7 @@ impl Cluster {
     }
 
     fn put(&self, addr: &str, path: &str) -> (u16, String) {
-        let answer = self
-            .http
-            .put(format!("http://{addr}{path}"))
-            .send()
-            .expect("PUT answered");
+        let answer = self.http.put(format!("http://{addr}{path}")).send().expect("PUT answered");
         (answer.status().as_u16(), answer.text().unwrap())
     }
 
@@ -237,9 +228,7 @@ impl Cluster {
     /// Creates sources through master `via`, retrying while a new scheduler starts.
     fn create_sources(&self, via: usize, names: &[&str]) {
         for name in names {
-            let body = CreateSourceRequest {
-                source: SourceConfig::new(*name, "127.0.0.1", 3306),
-            };
+            let body = CreateSourceRequest { source: SourceConfig::new(*name, "127.0.0.1", 3306) };
             let url = format!("http://{}/api/v1/sources", self.master_addr(via));
             self.poll(&format!("source {name} created"), SETTLE_TIMEOUT, || {
                 let answer = self.http.post(&url).json(&body).send().ok()?;
@@ -312,11 +301,7 @@ fn dash_v_prints_the_version_block_and_exits() {
     assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
     assert_eq!(lines[2], "Git Branch: HEAD");
     assert!(lines[3].starts_with("UTC Build Time: "), "{}", lines[3]);
-    assert!(
-        lines[4].starts_with("Go Version: go version go"),
-        "{}",
-        lines[4]
-    );
+    assert!(lines[4].starts_with("Go Version: go version go"), "{}", lines[4]);
     assert_eq!(lines[5], "Failpoint Build: false");
 
     let other_version = version_output("", "v8.5.3", Some("dm-worker"));
@@ -332,17 +317,9 @@ fn the_role_comes_from_the_binary_name_without_dm_sim_role() {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("dm-worker");
     std::os::unix::fs::symlink(SIM, &link).unwrap();
-    let output = Command::new(&link)
-        .arg("-V")
-        .env_remove("DM_SIM_ROLE")
-        .output()
-        .unwrap();
+    let output = Command::new(&link).arg("-V").env_remove("DM_SIM_ROLE").output().unwrap();
     assert!(output.status.success(), "{output:?}");
-    let unknown = Command::new(SIM)
-        .arg("-V")
-        .env_remove("DM_SIM_ROLE")
-        .output()
-        .unwrap();
+    let unknown = Command::new(SIM).arg("-V").env_remove("DM_SIM_ROLE").output().unwrap();
     assert_eq!(unknown.status.code(), Some(1), "dm-sim itself is no role");
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("DM_SIM_ROLE"));
 }
@@ -368,9 +345,7 @@ fn members_answer_has_the_gateway_shape() {
     cluster.start_worker(1, "");
     cluster.wait_worker(1, "w1", WorkerStage::Bound, "mysql-replica-01");
 
-    let (status, body) = cluster
-        .get(&cluster.master_addr(1), "/apis/v1alpha1/members")
-        .unwrap();
+    let (status, body) = cluster.get(&cluster.master_addr(1), "/apis/v1alpha1/members").unwrap();
     assert_eq!(status, 200);
     let value: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(keys(&value), ["members", "msg", "result"]);
@@ -389,22 +364,13 @@ fn members_answer_has_the_gateway_shape() {
     assert_eq!(masters.len(), 3);
     for (index, master) in masters.iter().enumerate() {
         let ip = format!("127.99.1.{}", index + 1);
-        assert_eq!(
-            keys(master),
-            ["alive", "clientURLs", "memberID", "name", "peerURLs"]
-        );
+        assert_eq!(keys(master), ["alive", "clientURLs", "memberID", "name", "peerURLs"]);
         assert_eq!(master["name"], format!("m{}", index + 1));
         let member_id = master["memberID"].as_str().expect("memberID is a string");
         member_id.parse::<u64>().expect("a uint64");
         assert_eq!(master["alive"], true);
-        assert_eq!(
-            master["peerURLs"],
-            serde_json::json!([format!("http://{ip}:8291")])
-        );
-        assert_eq!(
-            master["clientURLs"],
-            serde_json::json!([format!("http://{ip}:8261")])
-        );
+        assert_eq!(master["peerURLs"], serde_json::json!([format!("http://{ip}:8291")]));
+        assert_eq!(master["clientURLs"], serde_json::json!([format!("http://{ip}:8261")]));
     }
 
     let worker_section = &sections[2]["worker"];
@@ -416,36 +382,25 @@ fn members_answer_has_the_gateway_shape() {
 
     // Switches pick sections; names filter members in each of them.
     let (_, filtered) = cluster
-        .get(
-            &cluster.master_addr(1),
-            "/apis/v1alpha1/members?master=true&names=m2&names=m3",
-        )
+        .get(&cluster.master_addr(1), "/apis/v1alpha1/members?master=true&names=m2&names=m3")
         .unwrap();
     let filtered: MembersResponse = serde_json::from_str(&filtered).unwrap();
     assert_eq!(filtered.members.len(), 1);
     let names: Vec<&str> = filtered.masters().iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["m2", "m3"]);
     let (_, leader_only) = cluster
-        .get(
-            &cluster.master_addr(1),
-            "/apis/v1alpha1/members?leader=true&names=w1",
-        )
+        .get(&cluster.master_addr(1), "/apis/v1alpha1/members?leader=true&names=w1")
         .unwrap();
     let leader_only: MembersResponse = serde_json::from_str(&leader_only).unwrap();
     assert_eq!(leader_only.members.len(), 1);
     assert_eq!(leader_only.leader(), None, "the filter excludes the leader");
 
     let (status, health) = cluster.get(&cluster.master_addr(2), "/health").unwrap();
-    assert_eq!(
-        (status, health.as_str()),
-        (200, r#"{"health":"true","reason":""}"#)
-    );
+    assert_eq!((status, health.as_str()), (200, r#"{"health":"true","reason":""}"#));
     let (status, text) = cluster.get(&cluster.worker_addr(1), "/status").unwrap();
     assert_eq!(status, 200);
     assert_eq!(VersionInfo::parse(&text).unwrap().release_version, "v8.5.1");
-    let (status, unknown) = cluster
-        .get(&cluster.master_addr(1), "/apis/v1alpha1/nothing")
-        .unwrap();
+    let (status, unknown) = cluster.get(&cluster.master_addr(1), "/apis/v1alpha1/nothing").unwrap();
     assert_eq!(status, 404);
     let unknown: Value = serde_json::from_str(&unknown).unwrap();
     assert_eq!(keys(&unknown), ["code", "details", "message"]);
@@ -466,9 +421,8 @@ fn three_masters_elect_one_leader_that_stays() {
     // A stable leader: re-asking after a few polls gives the same answer everywhere.
     let again = cluster.wait_for_leader(ELECTION_TIMEOUT);
     assert_eq!(leader, again);
-    let elections = (1..=3)
-        .map(|i| term_log(&format!("m{i}")).matches("became leader").count())
-        .sum::<usize>();
+    let elections =
+        (1..=3).map(|i| term_log(&format!("m{i}")).matches("became leader").count()).sum::<usize>();
     assert_eq!(elections, 1, "exactly one election");
     for index in 1..=3 {
         let members = cluster.members(index).unwrap();
@@ -488,11 +442,7 @@ fn sigterm_on_the_leader_elects_another_within_two_seconds() {
     cluster.stop(&leader);
     let successor = cluster.wait_for_leader(Duration::from_secs(2));
     assert_ne!(successor, leader);
-    assert!(
-        stopped.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        stopped.elapsed()
-    );
+    assert!(stopped.elapsed() < Duration::from_secs(2), "{:?}", stopped.elapsed());
 
     // The new leader's scheduler starts later: until then the worker section says so.
     let index: usize = successor[1..].parse().unwrap();
@@ -516,9 +466,7 @@ fn kill_9_on_the_leader_waits_out_the_master_lease() {
     cluster.crash("m1");
 
     // Within the lease the followers still wait for m1: no leader to forward to.
-    let (status, body) = cluster
-        .get(&cluster.master_addr(2), "/apis/v1alpha1/members")
-        .unwrap();
+    let (status, body) = cluster.get(&cluster.master_addr(2), "/apis/v1alpha1/members").unwrap();
     assert_eq!(status, 500, "{body}");
     let successor = cluster.wait_for_leader(Duration::from_millis(MASTER_LEASE_MS) * 3);
     let waited = killed.elapsed();
@@ -540,27 +488,19 @@ fn eviction_moves_leadership_until_cancelled() {
         assert_eq!(status, 200);
         let answer: CommonResponse = serde_json::from_str(&body).unwrap();
         assert_eq!(answer, CommonResponse::ok());
-        assert!(
-            asked.elapsed() < Duration::from_millis(500),
-            "answered at once"
-        );
+        assert!(asked.elapsed() < Duration::from_millis(500), "answered at once");
         assert_eq!(cluster.wait_for_leader(ELECTION_TIMEOUT), successor);
     }
 
     // With every master evicted there is no one to lead; m1 leads again only once cancelled.
-    let (status, _) = cluster.put(
-        &cluster.master_addr(3),
-        "/apis/v1alpha1/leader/EvictLeaderOp",
-    );
+    let (status, _) = cluster.put(&cluster.master_addr(3), "/apis/v1alpha1/leader/EvictLeaderOp");
     assert_eq!(status, 200);
     cluster.poll("no leader left", ELECTION_TIMEOUT, || {
         let (status, _) = cluster.get(&cluster.master_addr(1), "/apis/v1alpha1/members")?;
         (status == 500).then_some(())
     });
-    let (status, _) = cluster.put(
-        &cluster.master_addr(1),
-        "/apis/v1alpha1/leader/CancelEvictLeaderOp",
-    );
+    let (status, _) =
+        cluster.put(&cluster.master_addr(1), "/apis/v1alpha1/leader/CancelEvictLeaderOp");
     assert_eq!(status, 200);
     assert_eq!(cluster.wait_for_leader(ELECTION_TIMEOUT), "m1");
 
@@ -584,10 +524,7 @@ fn followers_forward_to_the_leader_but_not_eviction() {
     };
     let (direct, from_leader) = timed(1);
     let (forwarded, from_follower) = timed(3);
-    assert_eq!(
-        from_leader, from_follower,
-        "the follower relays the leader's answer"
-    );
+    assert_eq!(from_leader, from_follower, "the follower relays the leader's answer");
     assert!(forwarded >= forward_delay, "forwarded in {forwarded:?}");
     assert!(direct < forward_delay, "direct in {direct:?}");
 
@@ -612,13 +549,9 @@ fn without_a_leader_calls_get_the_gateway_error_and_health_is_503() {
     let mut cluster = Cluster::new(7, 3);
     // One master of three is no quorum: it never elects itself.
     cluster.start_master(1, "");
-    cluster.poll("m1 to listen", SETTLE_TIMEOUT, || {
-        cluster.get(&cluster.master_addr(1), "/status")
-    });
-    for path in [
-        "/apis/v1alpha1/members",
-        "/apis/v1alpha1/members?worker=true",
-    ] {
+    cluster
+        .poll("m1 to listen", SETTLE_TIMEOUT, || cluster.get(&cluster.master_addr(1), "/status"));
+    for path in ["/apis/v1alpha1/members", "/apis/v1alpha1/members?worker=true"] {
         let (status, body) = cluster.get(&cluster.master_addr(1), path).unwrap();
         assert_eq!(status, 500);
         let error: Value = serde_json::from_str(&body).unwrap();
@@ -703,11 +636,7 @@ fn fault_exit_at_start_exits_1_before_listening() {
     cluster.start_master(1, "exit-at-start");
     let status = cluster.wait_exit("m1", SETTLE_TIMEOUT);
     assert_eq!(status.code(), Some(1));
-    assert!(
-        cluster.stderr("m1").contains("exit-at-start"),
-        "{}",
-        cluster.stderr("m1")
-    );
+    assert!(cluster.stderr("m1").contains("exit-at-start"), "{}", cluster.stderr("m1"));
     assert_eq!(cluster.get(&cluster.master_addr(1), "/status"), None);
     // -V still works: the binary is there, it just does not run.
     assert!(version_output("exit-at-start", "v8.5.2", None).starts_with("Release Version: v8.5.2"));
@@ -741,9 +670,8 @@ fn fault_never_healthy_master_and_worker() {
 fn fault_wrong_version_serves_another_version_than_dash_v() {
     let mut cluster = Cluster::new(13, 1).env("DM_SIM_VERSION", "v8.5.2");
     cluster.start_master(1, "wrong-version");
-    let (_, text) = cluster.poll("m1 /status", SETTLE_TIMEOUT, || {
-        cluster.get(&cluster.master_addr(1), "/status")
-    });
+    let (_, text) = cluster
+        .poll("m1 /status", SETTLE_TIMEOUT, || cluster.get(&cluster.master_addr(1), "/status"));
     let running = VersionInfo::parse(&text).unwrap();
     let on_disk = VersionInfo::parse(&version_output("wrong-version", "v8.5.2", None)).unwrap();
     assert_eq!(on_disk.release_version, "v8.5.2");
@@ -760,10 +688,7 @@ fn fault_ignore_evict_acknowledges_and_keeps_leading() {
     assert_eq!(cluster.wait_for_leader(ELECTION_TIMEOUT), "m1");
     let (status, body) = cluster.put(&cluster.master_addr(1), "/apis/v1alpha1/leader/1");
     assert_eq!(status, 200);
-    assert_eq!(
-        serde_json::from_str::<CommonResponse>(&body).unwrap(),
-        CommonResponse::ok()
-    );
+    assert_eq!(serde_json::from_str::<CommonResponse>(&body).unwrap(), CommonResponse::ok());
     // Give a resignation ample time to happen; it must not.
     let deadline = Instant::now() + Duration::from_secs(1);
     while Instant::now() < deadline {
@@ -777,14 +702,9 @@ fn start_delay_postpones_listening() {
     let mut cluster = Cluster::new(15, 1).env("DM_SIM_START_DELAY_MS", delay.as_millis());
     let started = Instant::now();
     cluster.start_master(1, "");
-    cluster.poll("m1 to listen", SETTLE_TIMEOUT, || {
-        cluster.get(&cluster.master_addr(1), "/status")
-    });
-    assert!(
-        started.elapsed() >= delay,
-        "listening after {:?}",
-        started.elapsed()
-    );
+    cluster
+        .poll("m1 to listen", SETTLE_TIMEOUT, || cluster.get(&cluster.master_addr(1), "/status"));
+    assert!(started.elapsed() >= delay, "listening after {:?}", started.elapsed());
 }
 
 #[test]

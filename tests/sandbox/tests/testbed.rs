@@ -14,14 +14,16 @@ fn stdout(output: &std::process::Output) -> String {
 }
 
 fn hosts_only(hosts: usize) -> SandboxBuilder {
-    Sandbox::builder()
-        .hosts(hosts)
-        .masters(0)
-        .workers(0)
-        .sources(0)
+    Sandbox::builder().hosts(hosts).masters(0).workers(0).sources(0)
 }
 
 /// Every sshd the sandbox started, by pid and start time, read from its state file.
+/// 3 hosts, 3 masters, 1 worker bound to 1 source.
+fn three_masters() -> Sandbox {
+    let builder = Sandbox::builder().hosts(3).masters(3).workers(1).sources(1);
+    builder.start().expect("the cluster comes up")
+}
+
 fn sshd_records(sandbox: &Sandbox) -> Vec<ProcessRecord> {
     let state = dm_sandbox::state::SandboxState::load(sandbox.root()).expect("sandbox.json");
     state.hosts.iter().filter_map(|h| h.sshd).collect()
@@ -32,10 +34,8 @@ fn hosts_run_commands_over_ssh_with_the_stand_in_first_on_path() {
     let sandbox = hosts_only(3).start().expect("hosts come up");
     let stand_in_dir = sandbox.root().join("bin/path");
     for ip in sandbox.hosts() {
-        let output = sandbox.ssh(
-            &ip,
-            "echo $PATH; command -v systemctl; echo $DM_SANDBOX_HOST_DIR",
-        );
+        let output =
+            sandbox.ssh(&ip, "echo $PATH; command -v systemctl; echo $DM_SANDBOX_HOST_DIR");
         assert!(output.status.success(), "{ip}: {output:?}");
         let text = stdout(&output);
         let lines: Vec<&str> = text.lines().collect();
@@ -50,23 +50,12 @@ fn hosts_run_commands_over_ssh_with_the_stand_in_first_on_path() {
 fn hosts_only_mode_writes_a_store_with_empty_server_lists() {
     let sandbox = hosts_only(2).start().expect("hosts come up");
     let meta = sandbox.meta_yaml();
-    assert!(
-        meta.contains("    master_servers: []\n    worker_servers: []\n"),
-        "{meta}"
-    );
+    assert!(meta.contains("    master_servers: []\n    worker_servers: []\n"), "{meta}");
     assert!(meta.contains("        ssh_port: 2222\n"), "{meta}");
     let key = sandbox.ssh_key();
-    assert_eq!(
-        key,
-        sandbox
-            .tiup_home()
-            .join("storage/dm/clusters/dm-sandbox/ssh/id_rsa")
-    );
+    assert_eq!(key, sandbox.tiup_home().join("storage/dm/clusters/dm-sandbox/ssh/id_rsa"));
     let pem = fs::read_to_string(key).unwrap();
-    assert!(
-        pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
-        "TiUP's PKCS#1 format"
-    );
+    assert!(pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"), "TiUP's PKCS#1 format");
     assert!(key.with_extension("pub").is_file());
     assert!(sandbox.instances().is_empty());
 }
@@ -84,11 +73,7 @@ fn teardown_stops_every_sshd_and_releases_the_subnet() {
         assert!(!sshd.is_running(), "sshd {} is still running", sshd.pid);
     }
     assert!(!root.exists(), "the sandbox directory is removed");
-    assert!(
-        !std::path::Path::new("/tmp/dm-sandbox-claims")
-            .join(subnet)
-            .exists()
-    );
+    assert!(!std::path::Path::new(dm_sandbox::claim::CLAIMS_DIR).join(subnet).exists());
 }
 
 #[test]
@@ -102,10 +87,7 @@ fn a_stopped_host_refuses_ssh() {
 
 #[test]
 fn the_sudo_deploy_user_reaches_the_stand_in_through_sudo() {
-    let sandbox = hosts_only(1)
-        .ssh_user("dmsandbox")
-        .start()
-        .expect("hosts come up");
+    let sandbox = hosts_only(1).ssh_user("dmsandbox").start().expect("hosts come up");
     let ip = &sandbox.hosts()[0];
     let whoami = sandbox.ssh(ip, "id -un");
     assert_eq!(stdout(&whoami), "dmsandbox", "{whoami:?}");
@@ -115,15 +97,90 @@ fn the_sudo_deploy_user_reaches_the_stand_in_through_sudo() {
     let text = stdout(&output);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "root");
-    assert_eq!(
-        lines[1],
-        Sandbox::shared_stand_in_dir()
-            .join("systemctl")
-            .to_str()
-            .unwrap()
-    );
+    assert_eq!(lines[1], Sandbox::shared_stand_in_dir().join("systemctl").to_str().unwrap());
     assert_eq!(lines[2], sandbox.host_dir(ip).to_str().unwrap());
     assert!(sandbox.meta_yaml().starts_with("user: dmsandbox\n"));
+}
+
+/// The sudoers drop-ins in /etc/sudoers.d, with their text.
+fn sudoers_drop_ins() -> Vec<(std::path::PathBuf, String)> {
+    fs::read_dir("/etc/sudoers.d")
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| {
+                    let text = fs::read_to_string(entry.path()).unwrap_or_default();
+                    (entry.path(), text)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn passwd_entry(user: &str) -> Option<String> {
+    let output = std::process::Command::new("getent").args(["passwd", user]).output().unwrap();
+    output.status.success().then(|| stdout(&output))
+}
+
+#[test]
+fn a_deploy_users_sudo_setup_and_account_go_with_its_last_sandbox() {
+    // A user no other test logs in as, so that no parallel test keeps it in use.
+    let user = "dmsbxlast";
+    assert_eq!(
+        passwd_entry(user),
+        None,
+        "the test needs {user} not to exist yet (left by a crashed run? `sandbox cleanup`)"
+    );
+    let drop_in = std::path::Path::new("/etc/sudoers.d").join(format!("dm-sandbox-{user}"));
+    let sandbox = hosts_only(1).ssh_user(user).start().expect("hosts come up");
+    let ip = &sandbox.hosts()[0];
+    let output = sandbox.ssh(ip, &sandbox.as_root("id -un; command -v systemctl"));
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout(&output),
+        "root\n/run/dm-sandbox/bin/systemctl",
+        "sudo finds the stand-in outside /tmp"
+    );
+    let text = fs::read_to_string(&drop_in).expect("the sandbox installs a drop-in");
+    assert!(text.contains("secure_path=\"/run/dm-sandbox/bin:"), "{text}");
+    assert!(passwd_entry(user).is_some());
+    drop(sandbox);
+
+    assert!(!drop_in.exists(), "{} outlived the last sandbox of {user}", drop_in.display());
+    assert_eq!(passwd_entry(user), None, "the user the test bed created outlived its last sandbox");
+    for (path, text) in sudoers_drop_ins() {
+        assert!(!text.contains("/tmp"), "{} names a path under /tmp: {text}", path.display());
+    }
+}
+
+/// Deletes the user when dropped.
+struct UserGuard(&'static str);
+
+impl Drop for UserGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel").arg(self.0).output();
+    }
+}
+
+#[test]
+fn a_deploy_user_that_was_there_before_is_kept() {
+    let user = "dmsbxkept";
+    assert_eq!(passwd_entry(user), None, "the test needs {user} not to exist yet");
+    let created = std::process::Command::new("useradd")
+        .args(["--system", "--shell", "/bin/bash", "--password", "*", user])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let _guard = UserGuard(user);
+    let before = passwd_entry(user).unwrap();
+
+    let sandbox = hosts_only(1).ssh_user(user).start().expect("hosts come up");
+    let whoami = sandbox.ssh(&sandbox.hosts()[0], "id -un");
+    assert_eq!(stdout(&whoami), user, "{whoami:?}");
+    drop(sandbox);
+
+    assert_eq!(passwd_entry(user), Some(before), "a user of the machine stays");
+    assert!(!std::path::Path::new("/etc/sudoers.d").join(format!("dm-sandbox-{user}")).exists());
 }
 
 /// Writes a unit on `ip` whose service runs `script` (a TiUP-shaped unit and run script).
@@ -137,11 +194,7 @@ fn write_unit(sandbox: &Sandbox, ip: &str, name: &str, script: &str) {
         "[Unit]\nDescription={name} service\n\n[Service]\nUser=root\nExecStart=/bin/bash -c '{}'\n",
         script_path.display()
     );
-    fs::write(
-        host_dir.join("systemd").join(format!("{name}.service")),
-        unit,
-    )
-    .unwrap();
+    fs::write(host_dir.join("systemd").join(format!("{name}.service")), unit).unwrap();
 }
 
 #[test]
@@ -152,57 +205,31 @@ fn the_stand_in_starts_stops_and_reports_units() {
     let manager = dm_sandbox::units::ServiceManager::for_host(&sandbox.host_dir(&ip), false);
 
     let inactive = sandbox.ssh(&ip, "systemctl is-active sleeper-1.service");
-    assert_eq!(
-        (inactive.status.code(), stdout(&inactive).as_str()),
-        (Some(3), "inactive")
-    );
+    assert_eq!((inactive.status.code(), stdout(&inactive).as_str()), (Some(3), "inactive"));
 
     let started = sandbox.ssh(&ip, "systemctl start sleeper-1");
     assert!(started.status.success(), "{started:?}");
-    let record = manager
-        .running("sleeper-1")
-        .expect("the unit runs after start");
+    let record = manager.running("sleeper-1").expect("the unit runs after start");
     assert!(record.is_running());
     let active = sandbox.ssh(&ip, "systemctl is-active sleeper-1");
-    assert_eq!(
-        (active.status.code(), stdout(&active).as_str()),
-        (Some(0), "active")
-    );
+    assert_eq!((active.status.code(), stdout(&active).as_str()), (Some(0), "active"));
     // The service outlived the SSH session that started it, in a session of its own.
     // SAFETY: getsid(2) has no memory-safety preconditions.
-    assert_eq!(
-        unsafe { libc::getsid(record.pid as libc::pid_t) },
-        record.pid as libc::pid_t
-    );
+    assert_eq!(unsafe { libc::getsid(record.pid as libc::pid_t) }, record.pid as libc::pid_t);
 
     let status = sandbox.ssh(&ip, "systemctl status sleeper-1");
-    assert!(
-        stdout(&status).contains(&format!("Main PID: {}", record.pid)),
-        "{status:?}"
-    );
+    assert!(stdout(&status).contains(&format!("Main PID: {}", record.pid)), "{status:?}");
 
     let stopped = sandbox.ssh(&ip, "systemctl stop sleeper-1.service");
     assert!(stopped.status.success(), "{stopped:?}");
-    assert!(
-        !record.is_running(),
-        "stop returns once the process is gone"
-    );
+    assert!(!record.is_running(), "stop returns once the process is gone");
     let after = sandbox.ssh(&ip, "systemctl is-active sleeper-1");
-    assert_eq!(
-        (after.status.code(), stdout(&after).as_str()),
-        (Some(3), "inactive")
-    );
+    assert_eq!((after.status.code(), stdout(&after).as_str()), (Some(3), "inactive"));
 
     let missing = sandbox.ssh(&ip, "systemctl start no-such-unit");
     assert_eq!(missing.status.code(), Some(5), "{missing:?}");
     for verb in ["daemon-reload", "enable sleeper-1", "disable sleeper-1"] {
-        assert!(
-            sandbox
-                .ssh(&ip, &format!("systemctl {verb}"))
-                .status
-                .success(),
-            "{verb}"
-        );
+        assert!(sandbox.ssh(&ip, &format!("systemctl {verb}")).status.success(), "{verb}");
     }
 }
 
@@ -216,36 +243,19 @@ fn a_unit_whose_process_dies_is_not_active() {
     // As with systemd and Type=simple, start succeeds; the unit then reads failed.
     let started = sandbox.ssh(&ip, "systemctl start crasher-1");
     assert!(started.status.success(), "{started:?}");
-    sandbox.wait_until(
-        "crasher-1 to be reported failed",
-        Duration::from_secs(5),
-        || {
-            let output = sandbox.ssh(&ip, "systemctl is-active crasher-1");
-            output.status.code() == Some(3) && stdout(&output) == "failed"
-        },
-    );
+    sandbox.wait_until("crasher-1 to be reported failed", Duration::from_secs(5), || {
+        let output = sandbox.ssh(&ip, "systemctl is-active crasher-1");
+        output.status.code() == Some(3) && stdout(&output) == "failed"
+    });
 
-    assert!(
-        sandbox
-            .ssh(&ip, "systemctl start victim-1")
-            .status
-            .success()
-    );
+    assert!(sandbox.ssh(&ip, "systemctl start victim-1").status.success());
     let manager = dm_sandbox::units::ServiceManager::for_host(&sandbox.host_dir(&ip), false);
     let record = manager.running("victim-1").expect("victim-1 runs");
     record.kill();
     let output = sandbox.ssh(&ip, "systemctl is-active victim-1");
-    assert_eq!(
-        (output.status.code(), stdout(&output).as_str()),
-        (Some(3), "failed")
-    );
+    assert_eq!((output.status.code(), stdout(&output).as_str()), (Some(3), "failed"));
     // Starting it again gives a new process.
-    assert!(
-        sandbox
-            .ssh(&ip, "systemctl restart victim-1")
-            .status
-            .success()
-    );
+    assert!(sandbox.ssh(&ip, "systemctl restart victim-1").status.success());
     let again = manager.running("victim-1").expect("victim-1 runs again");
     assert_ne!(again, record);
 }
@@ -261,45 +271,29 @@ fn a_sandbox_comes_up_fast_and_goes_down_clean() {
     let down = started.elapsed();
     eprintln!("6 hosts: up in {up:?}, down in {down:?}");
     assert!(sshds.iter().all(|sshd| !sshd.is_running()));
-    assert!(
-        up < Duration::from_secs(10),
-        "6 hosts took {up:?} to come up"
-    );
+    assert!(up < Duration::from_secs(10), "6 hosts took {up:?} to come up");
 }
 
 #[test]
 fn units_run_as_their_user_when_started_through_sudo() {
-    let sandbox = hosts_only(1)
-        .ssh_user("dmsandbox")
-        .start()
-        .expect("hosts come up");
+    let sandbox = hosts_only(1).ssh_user("dmsandbox").start().expect("hosts come up");
     let ip = sandbox.hosts()[0].clone();
     let host_dir = sandbox.host_dir(&ip);
     let script = host_dir.join("whoami.sh");
     let marker = host_dir.join("home/whoami.out");
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/bash\nid -un > {}\nexec sleep 600\n",
-            marker.display()
-        ),
-    )
-    .unwrap();
+    fs::write(&script, format!("#!/bin/bash\nid -un > {}\nexec sleep 600\n", marker.display()))
+        .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
     fs::create_dir_all(host_dir.join("systemd")).unwrap();
-    let unit = format!(
-        "[Service]\nUser=dmsandbox\nExecStart=/bin/bash -c '{}'\n",
-        script.display()
-    );
+    let unit =
+        format!("[Service]\nUser=dmsandbox\nExecStart=/bin/bash -c '{}'\n", script.display());
     fs::write(host_dir.join("systemd/whoami-1.service"), unit).unwrap();
 
     let started = sandbox.ssh(&ip, &sandbox.as_root("systemctl start whoami-1"));
     assert!(started.status.success(), "{started:?}");
-    sandbox.wait_until(
-        "the unit to write who it runs as",
-        Duration::from_secs(5),
-        || fs::read_to_string(&marker).is_ok_and(|text| text.trim() == "dmsandbox"),
-    );
+    sandbox.wait_until("the unit to write who it runs as", Duration::from_secs(5), || {
+        fs::read_to_string(&marker).is_ok_and(|text| text.trim() == "dmsandbox")
+    });
     let stopped = sandbox.ssh(&ip, &sandbox.as_root("systemctl stop whoami-1"));
     assert!(stopped.status.success(), "{stopped:?}");
 }
@@ -310,10 +304,7 @@ fn the_cli_brings_hosts_up_builds_packages_and_tears_down() {
     let parent = tempfile::tempdir().unwrap();
     let root = parent.path().join("sandbox");
     let run = |args: &[&str]| {
-        let output = std::process::Command::new(sandbox_cli)
-            .args(args)
-            .output()
-            .unwrap();
+        let output = std::process::Command::new(sandbox_cli).args(args).output().unwrap();
         assert!(output.status.success(), "sandbox {args:?}: {output:?}");
         stdout(&output)
     };
@@ -331,10 +322,7 @@ fn the_cli_brings_hosts_up_builds_packages_and_tears_down() {
         "--sources",
         "0",
     ]);
-    assert!(
-        up.contains(&format!("export TIUP_HOME={root_arg}/tiup")),
-        "{up}"
-    );
+    assert!(up.contains(&format!("export TIUP_HOME={root_arg}/tiup")), "{up}");
     assert!(up.contains("export DM_SANDBOX_CLUSTER=dm-sandbox"), "{up}");
     let state = dm_sandbox::state::SandboxState::load(&root).unwrap();
     let sshds: Vec<ProcessRecord> = state.hosts.iter().filter_map(|h| h.sshd).collect();
@@ -352,19 +340,21 @@ fn the_cli_brings_hosts_up_builds_packages_and_tears_down() {
         "--fault",
         "never-healthy",
     ]);
-    assert!(
-        package.ends_with("packages/dm-master-v8.5.2-never-healthy.tar.gz"),
-        "{package}"
-    );
-    let listing = std::process::Command::new("tar")
-        .args(["tzvf", &package])
+    assert!(package.ends_with("packages/dm-master-v8.5.2-never-healthy.tar.gz"), "{package}");
+    let typo = std::process::Command::new(sandbox_cli)
+        .args(["package", "--root", root_arg, "dm-master", "--version", "v8.5.2"])
+        .args(["--fault", "never-heathy"])
         .output()
         .unwrap();
-    assert!(stdout(&listing).starts_with("-rwxr-xr-x"), "{listing:?}");
+    assert!(!typo.status.success());
+    let message = String::from_utf8_lossy(&typo.stderr);
     assert!(
-        stdout(&listing).ends_with(" dm-master/dm-master"),
-        "{listing:?}"
+        message.contains("unknown fault \"never-heathy\" (known: exit-at-start, never-healthy, wrong-version, ignore-evict)"),
+        "{message}"
     );
+    let listing = std::process::Command::new("tar").args(["tzvf", &package]).output().unwrap();
+    assert!(stdout(&listing).starts_with("-rwxr-xr-x"), "{listing:?}");
+    assert!(stdout(&listing).ends_with(" dm-master/dm-master"), "{listing:?}");
 
     run(&["down", "--root", root_arg]);
     assert!(sshds.iter().all(|sshd| !sshd.is_running()));
@@ -376,12 +366,7 @@ fn all_processes(sandbox: &Sandbox) -> Vec<ProcessRecord> {
     let mut records = sshd_records(sandbox);
     for ip in sandbox.hosts() {
         let manager = ServiceManager::for_host(&sandbox.host_dir(&ip), false);
-        records.extend(
-            manager
-                .recorded_units()
-                .iter()
-                .filter_map(|unit| manager.running(unit)),
-        );
+        records.extend(manager.recorded_units().iter().filter_map(|unit| manager.running(unit)));
     }
     records
 }
@@ -413,16 +398,9 @@ fn a_cluster_comes_up_fast_and_goes_down_clean() {
     let down = started.elapsed();
     eprintln!("6 hosts, 3 masters, 3 workers, 2 sources: up in {up:?}, down in {down:?}");
     for process in &processes {
-        assert!(
-            !process.is_running(),
-            "pid {} outlived the sandbox",
-            process.pid
-        );
+        assert!(!process.is_running(), "pid {} outlived the sandbox", process.pid);
     }
-    assert!(
-        up < Duration::from_secs(10),
-        "the cluster took {up:?} to come up"
-    );
+    assert!(up < Duration::from_secs(10), "the cluster took {up:?} to come up");
 }
 
 #[test]
@@ -438,10 +416,8 @@ fn the_members_api_has_the_reference_shape() {
     assert_eq!(members["result"], true);
     assert_eq!(members["msg"], "");
     let sections = members["members"].as_array().unwrap();
-    let keys: Vec<&str> = sections
-        .iter()
-        .map(|s| s.as_object().unwrap().keys().next().unwrap().as_str())
-        .collect();
+    let keys: Vec<&str> =
+        sections.iter().map(|s| s.as_object().unwrap().keys().next().unwrap().as_str()).collect();
     assert_eq!(keys, ["leader", "master", "worker"]);
     let leader = &sections[0]["leader"];
     assert_eq!(leader["msg"], "");
@@ -452,78 +428,41 @@ fn the_members_api_has_the_reference_shape() {
     let masters = sections[1]["master"]["masters"].as_array().unwrap();
     assert_eq!(masters.len(), 3);
     for master in masters {
-        assert!(
-            master["name"].as_str().unwrap().starts_with("dm-127."),
-            "{master}"
-        );
+        assert!(master["name"].as_str().unwrap().starts_with("dm-127."), "{master}");
         assert!(
             master["memberID"].as_str().unwrap().parse::<u64>().is_ok(),
             "64-bit ids are strings: {master}"
         );
         assert_eq!(master["alive"], true);
-        assert!(
-            master["peerURLs"][0].as_str().unwrap().ends_with(":8291"),
-            "{master}"
-        );
-        assert!(
-            master["clientURLs"][0].as_str().unwrap().ends_with(":8261"),
-            "{master}"
-        );
+        assert!(master["peerURLs"][0].as_str().unwrap().ends_with(":8291"), "{master}");
+        assert!(master["clientURLs"][0].as_str().unwrap().ends_with(":8261"), "{master}");
     }
     let workers = sections[2]["worker"]["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 2);
-    let stages: Vec<&str> = workers
-        .iter()
-        .map(|w| w["stage"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        stages.iter().filter(|s| **s == "bound").count(),
-        1,
-        "{workers:?}"
-    );
-    assert_eq!(
-        stages.iter().filter(|s| **s == "free").count(),
-        1,
-        "{workers:?}"
-    );
+    let stages: Vec<&str> = workers.iter().map(|w| w["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages.iter().filter(|s| **s == "bound").count(), 1, "{workers:?}");
+    assert_eq!(stages.iter().filter(|s| **s == "free").count(), 1, "{workers:?}");
     for worker in workers {
-        assert!(
-            worker["addr"].as_str().unwrap().ends_with(":8262"),
-            "{worker}"
-        );
+        assert!(worker["addr"].as_str().unwrap().ends_with(":8262"), "{worker}");
         assert!(worker["source"].is_string(), "{worker}");
     }
 }
 
 #[test]
 fn stopping_the_leader_over_ssh_elects_another() {
-    let sandbox = Sandbox::builder()
-        .hosts(3)
-        .masters(3)
-        .workers(1)
-        .sources(1)
-        .start()
-        .expect("the cluster comes up");
+    let sandbox = three_masters();
     let leader = sandbox.leader().expect("a leader");
     let output = sandbox.ssh(&leader.host, &format!("systemctl stop {}", leader.unit));
     assert!(output.status.success(), "{output:?}");
     assert_eq!(sandbox.pid(&leader.id), None);
     sandbox.wait_until("another leader", Duration::from_secs(10), || {
-        sandbox
-            .leader_name()
-            .is_some_and(|name| name != leader.name)
+        sandbox.leader_name().is_some_and(|name| name != leader.name)
     });
 }
 
 #[test]
 fn evicting_the_leader_moves_leadership() {
-    let sandbox = Sandbox::builder()
-        .hosts(3)
-        .masters(3)
-        .workers(1)
-        .sources(1)
-        .start()
-        .expect("the cluster comes up");
+    let sandbox = three_masters();
     let leader = sandbox.leader().expect("a leader");
     let pid = sandbox.pid(&leader.id);
     let answer: serde_json::Value = reqwest::blocking::Client::new()
@@ -533,15 +472,9 @@ fn evicting_the_leader_moves_leadership() {
         .expect("the leader answers the eviction");
     assert_eq!(answer["result"], true, "{answer}");
     sandbox.wait_until("leadership to move", Duration::from_secs(10), || {
-        sandbox
-            .leader_name()
-            .is_some_and(|name| name != leader.name)
+        sandbox.leader_name().is_some_and(|name| name != leader.name)
     });
-    assert_eq!(
-        sandbox.pid(&leader.id),
-        pid,
-        "the evicted leader keeps running"
-    );
+    assert_eq!(sandbox.pid(&leader.id), pid, "the evicted leader keeps running");
 }
 
 #[test]
@@ -555,10 +488,8 @@ fn a_stopped_bound_workers_source_rebinds_to_a_free_worker() {
         .expect("the cluster comes up");
     let workers_now = || -> Vec<(String, String, String)> {
         let members = sandbox.members_json().expect("the master answers");
-        let workers = members["members"][2]["worker"]["workers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let workers =
+            members["members"][2]["worker"]["workers"].as_array().cloned().unwrap_or_default();
         workers
             .iter()
             .map(|w| {
@@ -567,23 +498,13 @@ fn a_stopped_bound_workers_source_rebinds_to_a_free_worker() {
             })
             .collect()
     };
-    let (bound_name, _, source) = workers_now()
-        .into_iter()
-        .find(|(_, stage, _)| stage == "bound")
-        .expect("a bound worker");
-    let bound = sandbox
-        .instances()
-        .into_iter()
-        .find(|i| i.name == bound_name)
-        .unwrap();
+    let (bound_name, _, source) =
+        workers_now().into_iter().find(|(_, stage, _)| stage == "bound").expect("a bound worker");
+    let bound = sandbox.instances().into_iter().find(|i| i.name == bound_name).unwrap();
     sandbox.stop_service(&bound.id);
-    sandbox.wait_until(
-        "the source to be bound to another worker",
-        Duration::from_secs(10),
-        || {
-            workers_now().iter().any(|(name, stage, bound_source)| {
-                *name != bound_name && stage == "bound" && *bound_source == source
-            })
-        },
-    );
+    sandbox.wait_until("the source to be bound to another worker", Duration::from_secs(10), || {
+        workers_now().iter().any(|(name, stage, bound_source)| {
+            *name != bound_name && stage == "bound" && *bound_source == source
+        })
+    });
 }

@@ -1,5 +1,6 @@
 //! `sandbox`: bring a sandbox DM cluster up, build hotfix packages for it, look at it, and
 //! take it down again. `up` prints `export` lines, so `eval "$(sandbox up)"` sets TIUP_HOME.
+//! `cleanup` removes what a crashed run left on the machine.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,10 +8,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use dm_sandbox::machine::STATE_DIR;
 use dm_sandbox::package::{package_file_name, write_package};
 use dm_sandbox::state::SandboxState;
 use dm_sandbox::units::ServiceManager;
-use dm_sandbox::{SSH_PORT, Sandbox};
+use dm_sandbox::{Fault, SSH_PORT, Sandbox};
 
 #[derive(Parser)]
 #[command(about = "A DM cluster on real OpenSSH hosts (loopback), for trying dm-patch")]
@@ -54,8 +56,8 @@ enum Command {
         #[arg(long)]
         version: String,
         /// A simulator fault: exit-at-start, never-healthy, wrong-version, ignore-evict.
-        #[arg(long = "fault")]
-        faults: Vec<String>,
+        #[arg(long = "fault", value_parser = parse_fault)]
+        faults: Vec<Fault>,
         /// Output file; default: <root>/packages/<component>-<version>[-<faults>].tar.gz.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -73,6 +75,14 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// After a crashed run: stop and remove sandboxes whose owner is gone, then remove the
+    /// machine-wide state (/run/dm-sandbox, sudoers drop-ins, users the test bed created)
+    /// that no live sandbox uses.
+    Cleanup,
+}
+
+fn parse_fault(name: &str) -> Result<Fault, String> {
+    name.parse().map_err(|err: dm_sandbox::fault::UnknownFault| err.to_string())
 }
 
 fn main() -> ExitCode {
@@ -87,16 +97,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Up {
-            root,
-            name,
-            hosts,
-            masters,
-            workers,
-            sources,
-            version,
-            ssh_user,
-        } => {
+        Command::Up { root, name, hosts, masters, workers, sources, version, ssh_user } => {
             let mut builder = Sandbox::builder()
                 .cluster_name(&name)
                 .hosts(hosts)
@@ -115,10 +116,7 @@ fn run(command: Command) -> Result<()> {
                 started.elapsed()
             );
             for instance in sandbox.instances() {
-                println!(
-                    "#   {:<22} {:<9} {}",
-                    instance.id, instance.role, instance.deploy_dir
-                );
+                println!("#   {:<22} {:<9} {}", instance.id, instance.role, instance.deploy_dir);
             }
             let root = sandbox.detach()?;
             println!("export DM_SANDBOX_ROOT={}", root.display());
@@ -126,14 +124,7 @@ fn run(command: Command) -> Result<()> {
             println!("export DM_SANDBOX_CLUSTER={name}");
             Ok(())
         }
-        Command::Package {
-            root,
-            component,
-            version,
-            faults,
-            output,
-        } => {
-            let faults: Vec<&str> = faults.iter().map(String::as_str).collect();
+        Command::Package { root, component, version, faults, output } => {
             let output = match output {
                 Some(path) => path,
                 None => {
@@ -151,15 +142,29 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Status { root } => status(&root),
+        Command::Cleanup => cleanup(),
         Command::Down { root, keep } => {
             let sandbox = Sandbox::open(&root)?;
-            if keep {
-                sandbox.down_keeping_files()
-            } else {
-                sandbox.down()
-            }
+            if keep { sandbox.down_keeping_files() } else { sandbox.down() }
         }
     }
+}
+
+fn cleanup() -> Result<()> {
+    let sweep = dm_sandbox::machine::cleanup()?;
+    for line in &sweep.removed {
+        println!("{line}");
+    }
+    for line in &sweep.kept {
+        println!("kept {line}");
+    }
+    if sweep.removed.is_empty() && sweep.kept.is_empty() && sweep.problems.is_empty() {
+        println!("nothing to clean up: {STATE_DIR} and the sudoers drop-ins are gone");
+    }
+    if !sweep.problems.is_empty() {
+        anyhow::bail!("cleanup left things behind: {}", sweep.problems.join("; "));
+    }
+    Ok(())
 }
 
 fn status(root: &Path) -> Result<()> {
@@ -185,12 +190,7 @@ fn status(root: &Path) -> Result<()> {
             .running(&instance.unit)
             .map(|r| format!(" (pid {})", r.pid))
             .unwrap_or_default();
-        println!(
-            "{:<22} {:<9} {}{pid}",
-            instance.id,
-            instance.role,
-            unit_state.as_str()
-        );
+        println!("{:<22} {:<9} {}{pid}", instance.id, instance.role, unit_state.as_str());
     }
     Ok(())
 }

@@ -68,11 +68,7 @@ fn run(manager: &ServiceManager, invocation: &Invocation) -> ExitCode {
         "daemon-reload" | "reset-failed" => ExitCode::SUCCESS,
         "start" | "stop" | "restart" => change(manager, invocation, &invocation.verb),
         "enable" | "disable" if invocation.now => {
-            let verb = if invocation.verb == "enable" {
-                "start"
-            } else {
-                "stop"
-            };
+            let verb = if invocation.verb == "enable" { "start" } else { "stop" };
             change(manager, invocation, verb)
         }
         "enable" | "disable" => each_loaded(manager, invocation, &invocation.verb, |_| Ok(())),
@@ -142,19 +138,11 @@ fn is_active(manager: &ServiceManager, invocation: &Invocation) -> ExitCode {
             println!("{}", state.as_str());
         }
     }
-    if all_active {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_NOT_RUNNING)
-    }
+    if all_active { ExitCode::SUCCESS } else { ExitCode::from(EXIT_NOT_RUNNING) }
 }
 
 fn status(manager: &ServiceManager, invocation: &Invocation) -> ExitCode {
-    let mut code = if invocation.units.is_empty() {
-        EXIT_NOT_RUNNING
-    } else {
-        0
-    };
+    let mut code = if invocation.units.is_empty() { EXIT_NOT_RUNNING } else { 0 };
     for (index, name) in invocation.units.iter().enumerate() {
         if index > 0 {
             println!();
@@ -173,16 +161,9 @@ fn status(manager: &ServiceManager, invocation: &Invocation) -> ExitCode {
             }
         };
         let state = manager.state(&name);
-        let dot = if matches!(state, UnitState::Active(_)) {
-            '●'
-        } else {
-            '○'
-        };
+        let dot = if matches!(state, UnitState::Active(_)) { '●' } else { '○' };
         println!("{dot} {name} - {}", unit.description);
-        println!(
-            "     Loaded: loaded ({}; enabled; preset: enabled)",
-            unit.path.display()
-        );
+        println!("     Loaded: loaded ({}; enabled; preset: enabled)", unit.path.display());
         match state {
             UnitState::Active(record) => {
                 println!("     Active: active (running)");

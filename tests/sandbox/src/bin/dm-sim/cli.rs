@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use dm_sandbox::Fault;
 use dm_sandbox::dm_api::VersionInfo;
 use sha2::{Digest, Sha256};
 
-use crate::faults::{Fault, Faults};
+use crate::faults::Faults;
 
 pub const DEFAULT_VERSION: &str = "v8.5.1";
 
@@ -29,9 +30,8 @@ impl Role {
 
     /// `DM_SIM_ROLE`, else the name the binary was run as (`bin/dm-master/dm-master`).
     fn detect(role_var: Option<String>, argv0: &str) -> Result<Role, String> {
-        let from_path = std::path::Path::new(argv0)
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned());
+        let from_path =
+            std::path::Path::new(argv0).file_name().map(|name| name.to_string_lossy().into_owned());
         let name = role_var.or(from_path).unwrap_or_default();
         match name.as_str() {
             "dm-master" => Ok(Role::Master),
@@ -134,9 +134,7 @@ impl Settings {
     }
 
     pub fn log_file(&self) -> Option<PathBuf> {
-        self.flag("log-file")
-            .filter(|path| !path.is_empty())
-            .map(PathBuf::from)
+        self.flag("log-file").filter(|path| !path.is_empty()).map(PathBuf::from)
     }
 
     /// The block `-V` prints: the packaged binary's identity.
@@ -169,10 +167,8 @@ impl Settings {
 
 /// `host:port` or `http://host:port[/]` as a socket address.
 pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
-    let bare = text
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/');
+    let bare =
+        text.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
     bare.parse().map_err(|_| {
         format!("{text:?} is not an ip:port address (the simulator resolves no host names)")
     })
@@ -218,14 +214,8 @@ mod tests {
 
     #[test]
     fn role_from_the_binary_name() {
-        assert_eq!(
-            Role::detect(None, "/deploy/bin/dm-worker/dm-worker"),
-            Ok(Role::Worker)
-        );
-        assert_eq!(
-            Role::detect(Some("dm-master".into()), "dm-sim"),
-            Ok(Role::Master)
-        );
+        assert_eq!(Role::detect(None, "/deploy/bin/dm-worker/dm-worker"), Ok(Role::Worker));
+        assert_eq!(Role::detect(Some("dm-master".into()), "dm-sim"), Ok(Role::Master));
         assert!(Role::detect(None, "dm-sim").is_err());
     }
 

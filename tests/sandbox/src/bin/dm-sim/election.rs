@@ -56,13 +56,7 @@ pub struct Election {
 
 impl Election {
     pub fn new(me: &str, lease: Duration) -> Election {
-        Election {
-            me: me.to_owned(),
-            lease,
-            term: 0,
-            leader: None,
-            resigned: BTreeMap::new(),
-        }
+        Election { me: me.to_owned(), lease, term: 0, leader: None, resigned: BTreeMap::new() }
     }
 
     pub fn leader(&self) -> Option<&Leader> {
@@ -83,10 +77,7 @@ impl Election {
 
     /// This master's own claim, `Some(term)` while it leads.
     pub fn claim(&self) -> Option<u64> {
-        self.leader
-            .as_ref()
-            .filter(|leader| leader.name == self.me)
-            .map(|leader| leader.term)
+        self.leader.as_ref().filter(|leader| leader.name == self.me).map(|leader| leader.term)
     }
 
     /// Gives up leadership (eviction, shutdown, lost quorum); returns the term given up.
@@ -101,11 +92,7 @@ impl Election {
     pub fn peer_resigned(&mut self, name: &str, term: u64) {
         let recorded = self.resigned.entry(name.to_owned()).or_default();
         *recorded = (*recorded).max(term);
-        if self
-            .leader
-            .as_ref()
-            .is_some_and(|leader| leader.name == name && leader.term <= term)
-        {
+        if self.leader.as_ref().is_some_and(|leader| leader.name == name && leader.term <= term) {
             self.leader = None;
         }
     }
@@ -135,11 +122,7 @@ impl Election {
             })
             .map(|(name, term)| (name.to_owned(), term));
         if let Some((name, term)) = best {
-            self.leader = Some(Leader {
-                name,
-                term,
-                last_seen: now,
-            });
+            self.leader = Some(Leader { name, term, last_seen: now });
             return;
         }
 
@@ -165,18 +148,12 @@ impl Election {
             .min();
         if candidate == Some(self.me.as_str()) {
             self.term += 1;
-            self.leader = Some(Leader {
-                name: self.me.clone(),
-                term: self.term,
-                last_seen: now,
-            });
+            self.leader = Some(Leader { name: self.me.clone(), term: self.term, last_seen: now });
         }
     }
 
     fn is_stale(&self, name: &str, term: u64) -> bool {
-        self.resigned
-            .get(name)
-            .is_some_and(|&resigned| term <= resigned)
+        self.resigned.get(name).is_some_and(|&resigned| term <= resigned)
     }
 }
 
@@ -202,26 +179,11 @@ mod tests {
         let now = Instant::now();
         let mut a = Election::new("a", LEASE);
         let mut b = Election::new("b", LEASE);
-        b.step(
-            &ballot("b", 0, None, false),
-            &[ballot("a", 0, None, false)],
-            3,
-            now,
-        );
+        b.step(&ballot("b", 0, None, false), &[ballot("a", 0, None, false)], 3, now);
         assert_eq!(b.leader_name(), None, "b waits for a to claim");
-        a.step(
-            &ballot("a", 0, None, false),
-            &[ballot("b", 0, None, false)],
-            3,
-            now,
-        );
+        a.step(&ballot("a", 0, None, false), &[ballot("b", 0, None, false)], 3, now);
         assert!(a.is_leader());
-        b.step(
-            &ballot("b", 0, None, false),
-            &[ballot("a", 1, Some(1), true)],
-            3,
-            now,
-        );
+        b.step(&ballot("b", 0, None, false), &[ballot("a", 1, Some(1), true)], 3, now);
         assert_eq!(b.leader_name(), Some("a"));
     }
 
@@ -237,12 +199,7 @@ mod tests {
         let start = Instant::now();
         let mut b = Election::new("b", LEASE);
         let c = ballot("c", 1, None, true);
-        b.step(
-            &ballot("b", 0, None, false),
-            &[ballot("a", 1, Some(1), true), c.clone()],
-            3,
-            start,
-        );
+        b.step(&ballot("b", 0, None, false), &[ballot("a", 1, Some(1), true), c.clone()], 3, start);
         b.step(
             &ballot("b", 1, None, true),
             std::slice::from_ref(&c),
@@ -250,12 +207,7 @@ mod tests {
             start + Duration::from_secs(1),
         );
         assert_eq!(b.leader_name(), Some("a"), "within the lease");
-        b.step(
-            &ballot("b", 1, None, true),
-            &[ballot("c", 1, None, false)],
-            3,
-            start + LEASE,
-        );
+        b.step(&ballot("b", 1, None, true), &[ballot("c", 1, None, false)], 3, start + LEASE);
         assert!(b.is_leader(), "after the lease b, now the lowest, leads");
         assert_eq!(b.term(), 2);
     }
@@ -265,12 +217,7 @@ mod tests {
         let now = Instant::now();
         let mut b = Election::new("b", LEASE);
         b.peer_resigned("a", 1);
-        b.step(
-            &ballot("b", 1, None, false),
-            &[ballot("a", 1, Some(1), true)],
-            3,
-            now,
-        );
+        b.step(&ballot("b", 1, None, false), &[ballot("a", 1, Some(1), true)], 3, now);
         assert_ne!(b.leader_name(), Some("a"));
     }
 
@@ -278,19 +225,9 @@ mod tests {
     fn a_higher_term_beats_a_lower_name() {
         let now = Instant::now();
         let mut a = Election::new("a", LEASE);
-        a.step(
-            &ballot("a", 0, None, false),
-            &[ballot("b", 0, None, false)],
-            2,
-            now,
-        );
+        a.step(&ballot("a", 0, None, false), &[ballot("b", 0, None, false)], 2, now);
         assert!(a.is_leader());
-        a.step(
-            &ballot("a", 1, Some(1), true),
-            &[ballot("b", 2, Some(2), true)],
-            2,
-            now,
-        );
+        a.step(&ballot("a", 1, Some(1), true), &[ballot("b", 2, Some(2), true)], 2, now);
         assert_eq!(a.leader_name(), Some("b"));
     }
 

@@ -18,17 +18,12 @@ impl EventLog {
             // A failure shows up as the open below failing, which is not worth dying for.
             let _ = std::fs::create_dir_all(parent);
         }
-        EventLog {
-            path,
-            who: who.to_owned(),
-        }
+        EventLog { path, who: who.to_owned() }
     }
 
     pub fn event(&self, what: impl AsRef<str>) {
         let Some(path) = &self.path else { return };
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let line = format!(
             "[{}.{:03}] [{}] {}\n",
             since_epoch.as_secs(),
@@ -37,10 +32,7 @@ impl EventLog {
             what.as_ref()
         );
         // One write per line, in append mode, so concurrent writers never interleave a line.
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path);
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
         if let Ok(mut file) = file {
             let _ = file.write_all(line.as_bytes());
         }

@@ -1,45 +1,10 @@
-//! Faults a package can carry (`DM_SIM_FAULT`, a comma list), so tests can hand dm-patch a
-//! broken hotfix and watch it react.
+//! The faults this process runs with (`DM_SIM_FAULT`, a comma list of [`Fault`] names), so
+//! tests can hand dm-patch a broken hotfix and watch it react. The faults themselves are the
+//! library's [`dm_sandbox::Fault`], the one list shared with the package builders.
 
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Fault {
-    /// Prints an error and exits 1 before listening: a binary that does not start at all.
-    ExitAtStart,
-    /// Runs and answers `/status`, but a master is never healthy (no campaign, `alive:false`,
-    /// `/health` 503) and a worker never registers.
-    NeverHealthy,
-    /// `-V` prints the packaged version, but the running server reports another one, as if the
-    /// old binary were still running.
-    WrongVersion,
-    /// A leader acknowledges eviction and keeps leading.
-    IgnoreEvict,
-}
-
-impl Fault {
-    const ALL: [Fault; 4] = [
-        Fault::ExitAtStart,
-        Fault::NeverHealthy,
-        Fault::WrongVersion,
-        Fault::IgnoreEvict,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Fault::ExitAtStart => "exit-at-start",
-            Fault::NeverHealthy => "never-healthy",
-            Fault::WrongVersion => "wrong-version",
-            Fault::IgnoreEvict => "ignore-evict",
-        }
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use dm_sandbox::Fault;
 
 /// The set of faults this process runs with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,17 +14,12 @@ impl Faults {
     /// Reads a comma list; an unknown name is an error, so a typo in a test fails loudly
     /// instead of silently testing a healthy binary.
     pub fn parse(list: &str) -> Result<Faults, String> {
-        let mut faults = Vec::new();
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let fault = Fault::ALL
-                .into_iter()
-                .find(|fault| fault.name() == name)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
-                    format!("unknown fault {name:?} (known: {})", known.join(", "))
-                })?;
-            faults.push(fault);
-        }
+        let mut faults = list
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(|name| name.parse::<Fault>().map_err(|err| err.to_string()))
+            .collect::<Result<Vec<Fault>, String>>()?;
         faults.sort();
         faults.dedup();
         Ok(Faults(faults))

@@ -60,11 +60,7 @@ pub fn gateway_error(status: StatusCode, message: impl Into<String>) -> Response
         StatusCode::SERVICE_UNAVAILABLE => 14,
         _ => 2,
     };
-    let body = GatewayError {
-        code,
-        message: message.into(),
-        details: Vec::new(),
-    };
+    let body = GatewayError { code, message: message.into(), details: Vec::new() };
     (status, axum::Json(body)).into_response()
 }
 
@@ -111,8 +107,6 @@ pub async fn forward(
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     let content_type = content_type.unwrap_or_else(|| HeaderValue::from_static("application/json"));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, content_type);
+    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
     response
 }

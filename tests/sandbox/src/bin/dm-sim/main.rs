@@ -16,7 +16,7 @@ mod state;
 mod worker;
 
 use cli::Role;
-use faults::Fault;
+use dm_sandbox::Fault;
 
 /// Exit code for bad flags or environment, and for a server that cannot start.
 const EXIT_FAILURE: i32 = 1;
@@ -32,10 +32,7 @@ fn main() {
         return;
     }
     if settings.has(Fault::ExitAtStart) {
-        fail(&format!(
-            "{} cannot start: exit-at-start fault injected",
-            settings.role.name()
-        ));
+        fail(&format!("{} cannot start: exit-at-start fault injected", settings.role.name()));
     }
     // DM reads its --config file; the simulator needs nothing from it, present or not.
     std::thread::sleep(settings.timings.start_delay);

@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use dm_sandbox::Fault;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{Settings, socket_addr};
 use crate::election::{Ballot, Election};
 use crate::events::EventLog;
-use crate::faults::Fault;
 use crate::peer::{self, Member, PeerReport, PollOutcome, Resignation};
 use crate::scheduler::{Events, Scheduler};
 use crate::state::{ClusterState, StateFile};
@@ -140,13 +140,9 @@ impl Master {
 
     pub fn peer_resigned(&self, resignation: &Resignation) {
         let mut view = self.view();
-        view.election
-            .peer_resigned(&resignation.name, resignation.term);
+        view.election.peer_resigned(&resignation.name, resignation.term);
         drop(view);
-        self.log.event(format!(
-            "{} resigned from term {}",
-            resignation.name, resignation.term
-        ));
+        self.log.event(format!("{} resigned from term {}", resignation.name, resignation.term));
     }
 
     /// Steps down if leading and tells the peers, so they elect at once.
@@ -161,8 +157,7 @@ impl Master {
             term
         };
         if let Some(term) = term {
-            self.log
-                .event(format!("resigned leadership of term {term} ({why})"));
+            self.log.event(format!("resigned leadership of term {term} ({why})"));
             peer::announce_resignation(self, term).await;
         }
     }
@@ -189,8 +184,7 @@ impl Master {
         for (name, outcome) in outcomes {
             match outcome {
                 PollOutcome::Answered(report) => {
-                    view.client_addrs
-                        .insert(name.clone(), report.client_addr.clone());
+                    view.client_addrs.insert(name.clone(), report.client_addr.clone());
                     view.sightings.insert(name, (now, *report));
                 }
                 PollOutcome::Refused => {
@@ -202,11 +196,8 @@ impl Master {
 
         let ballots: Vec<Ballot> = view.reachable(now).map(PeerReport::ballot).collect();
         let own = self.ballot(&view);
-        let cluster_size = self
-            .members
-            .iter()
-            .filter(|m| !view.state.removed_masters.contains(&m.name))
-            .count();
+        let cluster_size =
+            self.members.iter().filter(|m| !view.state.removed_masters.contains(&m.name)).count();
         let leader_before = view.election.leader_name().map(str::to_owned);
         let was_leading = view.election.is_leader();
         view.election.step(&own, &ballots, cluster_size, now);
@@ -244,11 +235,8 @@ impl Master {
             if view.scheduler.is_none()
                 && now.duration_since(since) >= self.settings.timings.scheduler_delay
             {
-                view.scheduler = Some(Scheduler::start(
-                    self.settings.timings.worker_lease,
-                    &view.state,
-                    now,
-                ));
+                view.scheduler =
+                    Some(Scheduler::start(self.settings.timings.worker_lease, &view.state, now));
                 events.push("scheduler started".to_owned());
             }
             let expired = view.schedule(|scheduler, state| scheduler.expire_leases(state, now));
@@ -272,12 +260,9 @@ impl Master {
     /// Saves the cluster state when it changed; a failure is logged, not fatal (the state
     /// lives on in the other masters).
     pub fn persist(&self, view: &mut View) {
-        let View {
-            state, state_file, ..
-        } = view;
+        let View { state, state_file, .. } = view;
         if let Err(err) = state_file.save(state) {
-            self.log
-                .event(format!("cannot save the cluster state: {err}"));
+            self.log.event(format!("cannot save the cluster state: {err}"));
         }
     }
 }
@@ -293,9 +278,7 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
     let peer_listen = peer_listen_addr(&settings)?;
     let members = peer::parse_initial_cluster(settings.required("initial-cluster")?)?;
     if !members.iter().any(|m| m.name == name) {
-        return Err(format!(
-            "--initial-cluster does not name this master ({name})"
-        ));
+        return Err(format!("--initial-cluster does not name this master ({name})"));
     }
     let data_dir = PathBuf::from(settings.required("data-dir")?);
     let mut state_file = StateFile::in_data_dir(&data_dir);

@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use dm_sandbox::Fault;
 use dm_sandbox::dm_api::{
     CommonResponse, CreateSourceRequest, HealthResponse, LeaderOp, LeaderSection, MasterMember,
     MasterSection, MemberSection, MembersResponse, SCHEDULER_NOT_STARTED, WorkerMember,
@@ -23,7 +24,6 @@ use dm_sandbox::dm_api::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::faults::Fault;
 use crate::http::{self, FORWARDED_BY, gateway_error, no_leader};
 use crate::master::Master;
 use crate::scheduler::{Events, Scheduler};
@@ -37,10 +37,7 @@ const SCHEDULER_POLL: Duration = Duration::from_millis(50);
 pub fn router(master: Arc<Master>) -> Router {
     let served_by_leader = Router::new()
         .route("/apis/v1alpha1/members", get(members))
-        .route(
-            "/apis/v1alpha1/members/{kind}/{name}",
-            delete(offline_member),
-        )
+        .route("/apis/v1alpha1/members/{kind}/{name}", delete(offline_member))
         .route("/api/v1/sources", post(create_source))
         .route("/sim/v1/workers/keepalive", post(worker_keepalive))
         .route("/sim/v1/workers/offline", post(worker_goodbye))
@@ -90,11 +87,9 @@ async fn health(State(master): Shared) -> Response {
     };
     match reason {
         None => Json(answer("true", "")).into_response(),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(answer("false", reason)),
-        )
-            .into_response(),
+        Some(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(answer("false", reason))).into_response()
+        }
     }
 }
 
@@ -105,15 +100,11 @@ async fn operate_leader(State(master): Shared, Path(op): Path<String>) -> Respon
     };
     match op {
         LeaderOp::Evict if master.settings.has(Fault::IgnoreEvict) => {
-            master
-                .log
-                .event("asked to resign; ignoring it (ignore-evict)");
+            master.log.event("asked to resign; ignoring it (ignore-evict)");
         }
         LeaderOp::Evict => {
             master.view().evicted = true;
-            master
-                .log
-                .event("evicted: will not lead until cancelled or restarted");
+            master.log.event("evicted: will not lead until cancelled or restarted");
             let resigning = master.clone();
             tokio::spawn(async move { resigning.resign("evicted").await });
         }
@@ -180,30 +171,18 @@ async fn members(State(master): Shared, RawQuery(query): RawQuery) -> Response {
                 }
             })
             .collect();
-        members.push(MemberSection::Master(MasterSection {
-            msg: String::new(),
-            masters,
-        }));
+        members.push(MemberSection::Master(MasterSection { msg: String::new(), masters }));
     }
     if wanted("worker") {
         let section = match view.scheduler {
-            None => WorkerSection {
-                msg: SCHEDULER_NOT_STARTED.to_owned(),
-                workers: Vec::new(),
-            },
-            Some(_) => WorkerSection {
-                msg: String::new(),
-                workers: worker_members(&view.state, &listed),
-            },
+            None => WorkerSection { msg: SCHEDULER_NOT_STARTED.to_owned(), workers: Vec::new() },
+            Some(_) => {
+                WorkerSection { msg: String::new(), workers: worker_members(&view.state, &listed) }
+            }
         };
         members.push(MemberSection::Worker(section));
     }
-    Json(MembersResponse {
-        result: true,
-        msg: String::new(),
-        members,
-    })
-    .into_response()
+    Json(MembersResponse { result: true, msg: String::new(), members }).into_response()
 }
 
 fn worker_members(state: &ClusterState, listed: &dyn Fn(&str) -> bool) -> Vec<WorkerMember> {
@@ -228,11 +207,7 @@ fn is_true(value: &str) -> bool {
 /// A stable stand-in for the etcd member id of `name`.
 fn member_id(name: &str) -> u64 {
     let digest = Sha256::digest(name.as_bytes());
-    u64::from_be_bytes(
-        digest[..8]
-            .try_into()
-            .expect("a SHA-256 digest has 8 bytes"),
-    )
+    u64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 8 bytes"))
 }
 
 /// `DELETE /apis/v1alpha1/members/{master|worker}/{name}`: only a stopped member can go.
@@ -243,9 +218,8 @@ async fn offline_member(
     let outcome = match kind.as_str() {
         "master" => offline_master(&master, &name),
         "worker" => {
-            let removal = with_scheduler(&master, |scheduler, state| {
-                scheduler.remove_worker(state, &name)
-            });
+            let removal =
+                with_scheduler(&master, |scheduler, state| scheduler.remove_worker(state, &name));
             match removal.await {
                 Ok(outcome) => outcome,
                 Err(refusal) => return refusal,
@@ -329,9 +303,7 @@ async fn worker_keepalive(State(master): Shared, Json(call): Json<WorkerCall>) -
 
 /// A worker says goodbye on SIGTERM: offline at once, its source moves to a free worker.
 async fn worker_goodbye(State(master): Shared, Json(call): Json<WorkerCall>) -> Response {
-    let goodbye = with_scheduler(&master, |scheduler, state| {
-        scheduler.goodbye(state, &call.name)
-    });
+    let goodbye = with_scheduler(&master, |scheduler, state| scheduler.goodbye(state, &call.name));
     match goodbye.await {
         Ok(events) => {
             events.into_iter().for_each(|event| master.log.event(event));
@@ -362,10 +334,7 @@ async fn with_scheduler<T>(
             }
         }
         if Instant::now() >= deadline {
-            return Err(gateway_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                SCHEDULER_NOT_STARTED,
-            ));
+            return Err(gateway_error(StatusCode::SERVICE_UNAVAILABLE, SCHEDULER_NOT_STARTED));
         }
         tokio::time::sleep(SCHEDULER_POLL).await;
     }

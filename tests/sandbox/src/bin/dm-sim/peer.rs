@@ -70,10 +70,8 @@ pub fn parse_initial_cluster(text: &str) -> Result<Vec<Member>, String> {
         let (name, url) = entry
             .split_once('=')
             .ok_or_else(|| format!("--initial-cluster entry {entry:?} is not name=url"))?;
-        members.push(Member {
-            name: name.to_owned(),
-            peer_url: url.trim_end_matches('/').to_owned(),
-        });
+        members
+            .push(Member { name: name.to_owned(), peer_url: url.trim_end_matches('/').to_owned() });
     }
     members.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(members)
@@ -118,10 +116,7 @@ pub async fn poll_peers(master: &Master) -> Vec<(String, PollOutcome)> {
 
 /// Tells every peer that this master resigned from `term`; best effort, all at once.
 pub async fn announce_resignation(master: &Master, term: u64) {
-    let resignation = Resignation {
-        name: master.name.clone(),
-        term,
-    };
+    let resignation = Resignation { name: master.name.clone(), term };
     let sends: Vec<_> = master
         .peers()
         .map(|peer| {

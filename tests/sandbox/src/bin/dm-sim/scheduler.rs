@@ -46,10 +46,10 @@ impl Scheduler {
         now: Instant,
     ) -> Events {
         self.keepalives.insert(name.to_owned(), now);
-        let worker = state.workers.entry(name.to_owned()).or_insert(Worker {
-            addr: addr.to_owned(),
-            stage: WorkerStage::Offline,
-        });
+        let worker = state
+            .workers
+            .entry(name.to_owned())
+            .or_insert(Worker { addr: addr.to_owned(), stage: WorkerStage::Offline });
         worker.addr = addr.to_owned();
         if worker.stage.is_online() {
             return Events::new();
@@ -154,10 +154,7 @@ fn bind_waiting_sources(state: &mut ClusterState) -> Events {
             .collect();
         for source_name in waiting {
             let is_free = |worker: &str| {
-                state
-                    .workers
-                    .get(worker)
-                    .is_some_and(|w| w.stage == WorkerStage::Free)
+                state.workers.get(worker).is_some_and(|w| w.stage == WorkerStage::Free)
             };
             let previous = state.sources[&source_name].previous_worker.clone();
             let chosen = if prefer_previous {
@@ -166,11 +163,8 @@ fn bind_waiting_sources(state: &mut ClusterState) -> Events {
                 state.workers.keys().find(|worker| is_free(worker)).cloned()
             };
             let Some(worker) = chosen else { continue };
-            state
-                .workers
-                .get_mut(&worker)
-                .expect("a free worker is known")
-                .stage = WorkerStage::Bound;
+            state.workers.get_mut(&worker).expect("a free worker is known").stage =
+                WorkerStage::Bound;
             let source = state.sources.get_mut(&source_name).expect("listed above");
             source.bound_to = Some(worker.clone());
             source.previous_worker = Some(worker.clone());

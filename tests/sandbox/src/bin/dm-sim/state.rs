@@ -45,11 +45,7 @@ impl ClusterState {
 
     /// The copy with the higher revision: what a master taking over the scheduler keeps.
     pub fn newer(self, other: &ClusterState) -> ClusterState {
-        if other.revision > self.revision {
-            other.clone()
-        } else {
-            self
-        }
+        if other.revision > self.revision { other.clone() } else { self }
     }
 }
 
@@ -62,10 +58,7 @@ pub struct StateFile {
 
 impl StateFile {
     pub fn in_data_dir(data_dir: &Path) -> StateFile {
-        StateFile {
-            path: data_dir.join("sim-state.json"),
-            written: None,
-        }
+        StateFile { path: data_dir.join("sim-state.json"), written: None }
     }
 
     /// The state saved by an earlier run; a fresh cluster when there is none. A file that does
@@ -112,9 +105,7 @@ mod tests {
         let mut file = StateFile::in_data_dir(dir.path());
         assert_eq!(file.load().unwrap(), ClusterState::default());
         let mut state = ClusterState::default();
-        state
-            .sources
-            .insert("mysql-replica-01".into(), Source::default());
+        state.sources.insert("mysql-replica-01".into(), Source::default());
         state.revision = 3;
         file.save(&state).unwrap();
         let mut again = StateFile::in_data_dir(dir.path());

@@ -6,12 +6,12 @@
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use dm_sandbox::Fault;
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::Settings;
 use crate::events::EventLog;
-use crate::faults::Fault;
 use crate::http;
 
 const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(200);
@@ -62,9 +62,7 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
         .map(str::to_owned)
         .collect();
     let log = EventLog::new(settings.log_file(), &name);
-    let router = Router::new()
-        .merge(http::status_route(&settings))
-        .fallback(http::not_found);
+    let router = Router::new().merge(http::status_route(&settings)).fallback(http::not_found);
     http::serve(listen, router).await?;
     log.event(format!(
         "dm-worker {} listening on {listen}, joining {}",
@@ -86,11 +84,7 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
     // A master may hold a call until its freshly elected scheduler starts, then forward it.
     let call_timeout =
         settings.timings.scheduler_delay + settings.timings.forward_delay + Duration::from_secs(2);
-    let mut masters = Masters {
-        addrs: join,
-        last_answered: 0,
-        http: http::client(call_timeout),
-    };
+    let mut masters = Masters { addrs: join, last_answered: 0, http: http::client(call_timeout) };
     let identity = json!({ "name": name, "addr": addr });
     let started = Instant::now();
     let mut registered = false;
@@ -125,9 +119,7 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
         }
     }
 
-    let said_goodbye = masters
-        .post("/sim/v1/workers/offline", &json!({ "name": name }))
-        .await;
+    let said_goodbye = masters.post("/sim/v1/workers/offline", &json!({ "name": name })).await;
     log.event(if said_goodbye {
         "stopped; the leader took this worker offline"
     } else {
