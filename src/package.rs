@@ -1,13 +1,18 @@
 //! Checks a hotfix package before any host is touched, in one streaming pass over the file:
 //! its sha256, gzip and tar integrity, path safety of every entry, and the `<comp>/<comp>`
-//! entry (regular, executable, and built for the hosts' CPU). Memory stays flat whatever the
-//! package size.
+//! entry (regular, executable, built for the hosts' CPU, and there once). Memory stays flat
+//! whatever the package size.
+//!
+//! The check reads exactly the bytes `tar -xzf` on the hosts unpacks: every gzip member (as
+//! `gzip -d` does), and nothing after the last one but zero padding. What it checked is pinned
+//! down for the hosts by the entry's name as the package spells it and by its sha256.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
-use flate2::read::GzDecoder;
+use flate2::bufread::GzDecoder;
+use indicatif::HumanBytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -23,6 +28,28 @@ pub enum PackageError {
     NotGzip(String),
     #[error("package {path} is damaged or truncated ({detail}); copy or build it again")]
     Corrupt { path: String, detail: String },
+    #[error(
+        "package {0} has bytes after its gzip data, which make tar fail on every host; copy or build it again"
+    )]
+    TrailingData(String),
+    #[error(
+        "package {0} is a gzip file but holds no tar archive; build it with `tar -czf <comp>.tar.gz <comp>/<comp>`"
+    )]
+    NotTar(String),
+    #[error(
+        "package {path} unpacks to more than {}; a DM binary is far smaller, so check that this is the right file",
+        HumanBytes(*.limit)
+    )]
+    TooBig { path: String, limit: u64 },
+    #[error(
+        "package {path} holds {entry} more than once{as_named}; dm-patch cannot tell which one tar would install, so pack it again with one {entry}"
+    )]
+    Duplicate {
+        path: String,
+        entry: String,
+        /// ` (as 'a' and 'b')` when the names differ as the package spells them, else empty.
+        as_named: String,
+    },
     #[error(
         "package {path} has an unsafe entry '{entry}' ({why}); dm-patch refuses packages that could write outside their directory"
     )]
@@ -62,9 +89,19 @@ pub struct Package {
     pub sha256: String,
     #[serde(skip)]
     pub component: Role,
-    /// Size of the binary inside, for the free-space check on hosts.
+    /// Size of the binary inside.
     #[serde(skip)]
     pub entry_size: u64,
+    /// The binary's name exactly as the package spells it (`./dm-worker/dm-worker`, say): what
+    /// tar on the hosts is told to unpack.
+    #[serde(skip)]
+    pub entry_in_package: String,
+    /// The sha256 of the binary inside: the hosts must unpack exactly this.
+    #[serde(skip)]
+    pub entry_sha256: String,
+    /// The sizes of all entries together, for the free-space check on hosts.
+    #[serde(skip)]
+    pub unpacked_size: u64,
     /// `Some` when the entry is an ELF binary, with its CPU; `None` for a script.
     #[serde(skip)]
     pub elf_machine: Option<ElfMachine>,
@@ -127,6 +164,10 @@ fn elf_machine(head: &[u8]) -> Option<ElfMachine> {
     })
 }
 
+/// The most a package may unpack to, all entries together: a DM binary is some hundred MiB,
+/// and anything far bigger only burns the hosts' time and disk (a gzip bomb, say).
+pub const MAX_UNPACKED: u64 = 4 << 30;
+
 /// A reader that hashes and counts every byte it passes on.
 struct Hashing<R> {
     inner: R,
@@ -143,12 +184,113 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// Why the decompressed stream stopped short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StreamFault {
+    /// A member's header, deflate data or trailer is bad, or the file could not be read.
+    Gzip(String),
+    /// Bytes after the last member that are neither another member nor zero padding.
+    TrailingData,
+    /// More than the limit was unpacked.
+    TooBig,
+}
+
+/// Every gzip member of a file in turn, as one stream, the way `gzip -d` (and so `tar -xzf`
+/// on the hosts) reads it: zero bytes after the last member are padding, anything else there
+/// is an error. Counts what it unpacks and stops past `limit`.
+struct Members<R> {
+    /// Always `Some`; an `Option` only to swap in the next member's decoder.
+    member: Option<GzDecoder<R>>,
+    unpacked: u64,
+    limit: u64,
+    /// The first fault met; every error this reader returned comes from it.
+    fault: Option<StreamFault>,
+}
+
+impl<R: BufRead> Members<R> {
+    fn new(source: R, limit: u64) -> Self {
+        Members { member: Some(GzDecoder::new(source)), unpacked: 0, limit, fault: None }
+    }
+
+    fn into_source(self) -> R {
+        self.member.expect("a member decoder").into_inner()
+    }
+
+    fn fail(&mut self, fault: StreamFault) -> io::Error {
+        let err = io::Error::other(format!("{fault:?}"));
+        self.fault.get_or_insert(fault);
+        err
+    }
+
+    /// After a member's end (its CRC and length checked): `Ok(true)` when another member
+    /// starts, `Ok(false)` at the end of the file, past any zero padding.
+    fn next_member(&mut self) -> Result<bool, StreamFault> {
+        let source = self.member.as_mut().expect("a member decoder").get_mut();
+        let gzip_fault = |err: io::Error| StreamFault::Gzip(err.to_string());
+        let mut padding = false;
+        loop {
+            let rest = source.fill_buf().map_err(gzip_fault)?;
+            let (zeros, len) = (rest.iter().take_while(|b| **b == 0).count(), rest.len());
+            match rest.first() {
+                None => return Ok(false),
+                Some(0x1f) if !padding => break,
+                Some(0) if zeros == len => {
+                    padding = true;
+                    source.consume(zeros);
+                }
+                Some(_) => return Err(StreamFault::TrailingData),
+            }
+        }
+        let source = self.member.take().expect("a member decoder").into_inner();
+        self.member = Some(GzDecoder::new(source));
+        Ok(true)
+    }
+}
+
+impl<R: BufRead> Read for Members<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if let Some(fault) = self.fault.clone() {
+            return Err(self.fail(fault));
+        }
+        loop {
+            match self.member.as_mut().expect("a member decoder").read(buf) {
+                Ok(0) => match self.next_member() {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(0),
+                    Err(fault) => return Err(self.fail(fault)),
+                },
+                Ok(n) => {
+                    self.unpacked += n as u64;
+                    if self.unpacked > self.limit {
+                        return Err(self.fail(StreamFault::TooBig));
+                    }
+                    return Ok(n);
+                }
+                Err(err) => return Err(self.fail(StreamFault::Gzip(err.to_string()))),
+            }
+        }
+    }
+}
+
 /// Inspects the package at `path` for instances of `selected`, each a (host, instance id,
 /// arch) triple for the arch check.
 pub fn inspect(
     path: &Path,
     selected: Role,
     hosts: &[(String, String, Arch)],
+) -> Result<Package, PackageError> {
+    inspect_up_to(path, selected, hosts, MAX_UNPACKED)
+}
+
+/// [`inspect`], refusing a package that unpacks to more than `limit` bytes.
+fn inspect_up_to(
+    path: &Path,
+    selected: Role,
+    hosts: &[(String, String, Arch)],
+    limit: u64,
 ) -> Result<Package, PackageError> {
     let shown = path.display().to_string();
     let read_error = |source: io::Error| PackageError::Read { path: shown.clone(), source };
@@ -162,43 +304,44 @@ pub fn inspect(
     if file.metadata().map_err(read_error)?.is_dir() {
         return Err(read_error(io::Error::other("it is a directory")));
     }
-    let mut source = Hashing {
-        inner: BufReader::with_capacity(256 * 1024, file),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let mut source = Hashing { inner: file, hasher: Sha256::new(), bytes: 0 };
     let mut magic = [0u8; 2];
     let read = read_fully(&mut source, &mut magic).map_err(read_error)?;
     if read < 2 || magic != [0x1f, 0x8b] {
         return Err(PackageError::NotGzip(shown));
     }
-    let gzip = GzDecoder::new(io::Cursor::new(magic).chain(source));
-    let found = scan_tar(gzip, &shown)?;
-
-    let Scan { entries, mut gzip } = found;
-    // Read to the very end: the gzip trailer's CRC check catches damage after the tar end
-    // marker, and the sha256 must cover every byte of the file.
-    io::copy(&mut gzip, &mut io::sink()).map_err(|err| corrupt(&shown, &err))?;
-    let mut source = gzip.into_inner().into_inner().1;
+    let source = io::Cursor::new(magic).chain(BufReader::with_capacity(256 * 1024, source));
+    let mut archive = tar::Archive::new(Members::new(source, limit));
+    let mut scan = Scan { shown: &shown, limit, candidates: Vec::new(), unpacked: 0, headers: 0 };
+    let scanned = scan.entries(&mut archive);
+    let mut members = archive.into_inner();
+    // Read to the very end: every member's CRC is checked, what follows the last one must be
+    // padding, and the sha256 must cover every byte of the file.
+    let drained = scanned
+        .and_then(|()| io::copy(&mut members, &mut io::sink()).map_err(|_| Stop::Unreadable));
+    if let Err(stop) = drained {
+        return Err(scan.refusal(stop, members.fault.as_ref()));
+    }
+    let mut source = members.into_source().into_inner().1.into_inner();
     io::copy(&mut source, &mut io::sink()).map_err(read_error)?;
 
-    let package_component = detect_component(&entries, selected, &shown)?;
-    let entry = entries
-        .iter()
-        .rev()
+    let Scan { candidates, unpacked, .. } = scan;
+    let package_component = detect_component(&candidates, selected, &shown)?;
+    let entry = candidates
+        .into_iter()
         .find(|e| e.path == entry_name(package_component))
         .expect("detect_component found this entry");
     if !entry.is_regular {
         return Err(PackageError::NotRegular {
             path: shown,
-            entry: entry.path.clone(),
+            entry: entry.path,
             comp: package_component.component().to_owned(),
         });
     }
     if entry.mode & 0o500 != 0o500 {
         return Err(PackageError::NotExecutable {
             path: shown,
-            entry: entry.path.clone(),
+            entry: entry.path,
             mode: entry.mode,
         });
     }
@@ -209,7 +352,7 @@ pub fn inspect(
     {
         return Err(PackageError::WrongArch {
             path: shown,
-            entry: entry.path.clone(),
+            entry: entry.path,
             found: machine.name(),
             instance: format!("{instance} on {host}"),
             arch: *arch,
@@ -222,6 +365,9 @@ pub fn inspect(
         sha256: hex(&source.hasher.finalize()),
         component: package_component,
         entry_size: entry.size,
+        entry_in_package: entry.in_package,
+        entry_sha256: entry.sha256.expect("a regular entry is hashed"),
+        unpacked_size: unpacked,
         elf_machine: entry.elf_machine,
     })
 }
@@ -244,67 +390,177 @@ fn detect_component(entries: &[Entry], selected: Role, shown: &str) -> Result<Ro
     }
 }
 
-/// One tar entry, as far as the checks care.
+/// One `<comp>/<comp>` entry, as far as the checks care.
 struct Entry {
+    /// Normalised: `dm-worker/dm-worker`.
     path: String,
+    /// As the package spells it.
+    in_package: String,
     size: u64,
     is_regular: bool,
     mode: u32,
     elf_machine: Option<ElfMachine>,
+    /// Of the data, for a regular file.
+    sha256: Option<String>,
 }
 
-struct Scan<R: Read> {
-    entries: Vec<Entry>,
-    gzip: GzDecoder<R>,
+/// Why the walk over the entries stopped.
+enum Stop {
+    /// A problem with the package that the walk itself found.
+    Refused(PackageError),
+    /// An error reading the stream: a fault of the gzip data, or else a damaged tar archive.
+    /// (Its message is not kept: tar's may quote the bytes it choked on.)
+    Unreadable,
 }
 
-/// Walks every tar entry (streaming; each entry's data is skipped, not buffered), refusing
-/// unsafe paths and links, and noting each candidate binary entry's type, mode and ELF header.
-fn scan_tar<R: Read>(gzip: GzDecoder<R>, shown: &str) -> Result<Scan<R>, PackageError> {
-    let mut archive = tar::Archive::new(gzip);
-    let mut entries = Vec::new();
-    for entry in archive.entries().map_err(|err| corrupt(shown, &err))? {
-        let mut entry = entry.map_err(|err| corrupt(shown, &err))?;
-        let raw_path = entry.path_bytes().into_owned();
-        let raw_path = String::from_utf8_lossy(&raw_path).into_owned();
-        let unsafe_entry = |why| PackageError::UnsafeEntry {
-            path: shown.to_owned(),
-            entry: raw_path.clone(),
-            why,
-        };
-        let path = normalize(Path::new(&raw_path)).map_err(unsafe_entry)?;
-        let kind = entry.header().entry_type();
-        if kind.is_symlink() || kind.is_hard_link() {
-            let target = entry
-                .link_name_bytes()
-                .map(|t| String::from_utf8_lossy(&t).into_owned())
-                .unwrap_or_default();
-            let base = if kind.is_symlink() {
-                Path::new(&path).parent().map(Path::to_path_buf).unwrap_or_default()
-            } else {
-                PathBuf::new()
+/// The walk over the entries and what it found.
+struct Scan<'a> {
+    shown: &'a str,
+    limit: u64,
+    /// Every `<comp>/<comp>` entry, of either component.
+    candidates: Vec<Entry>,
+    /// The sizes of all entries so far.
+    unpacked: u64,
+    /// Entry headers read so far.
+    headers: u64,
+}
+
+impl Scan<'_> {
+    /// Walks every tar entry (streaming; each entry's data is skipped, not buffered), refusing
+    /// unsafe paths and links, a package over the limit, and a `<comp>/<comp>` entry met
+    /// twice; notes each such entry's type, mode, ELF header and sha256.
+    fn entries<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<(), Stop> {
+        for entry in archive.entries().map_err(|_| Stop::Unreadable)? {
+            let mut entry = entry.map_err(|_| Stop::Unreadable)?;
+            self.headers += 1;
+            let in_package = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let unsafe_entry = |why| {
+                Stop::Refused(PackageError::UnsafeEntry {
+                    path: self.shown.to_owned(),
+                    entry: shown_name(&in_package),
+                    why,
+                })
             };
-            if !resolves_inside(&base, &target) {
-                return Err(unsafe_entry("a link pointing outside the package"));
+            let path = normalize(Path::new(&in_package)).map_err(unsafe_entry)?;
+            let kind = entry.header().entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
+                let base = if kind.is_symlink() {
+                    Path::new(&path).parent().map(Path::to_path_buf).unwrap_or_default()
+                } else {
+                    PathBuf::new()
+                };
+                if !resolves_inside(&base, &target) {
+                    return Err(unsafe_entry("a link pointing outside the package"));
+                }
             }
-        }
-        if Role::ALL.iter().any(|role| path == entry_name(*role)) {
-            let mut head = [0u8; 20];
-            let read = if kind.is_file() {
-                read_fully(&mut entry, &mut head).map_err(|err| corrupt(shown, &err))?
+            self.unpacked = self.unpacked.saturating_add(entry.size());
+            if self.unpacked > self.limit {
+                return Err(Stop::Refused(self.too_big()));
+            }
+            if !Role::ALL.iter().any(|role| path == entry_name(*role)) {
+                continue;
+            }
+            if let Some(first) = self.candidates.iter().find(|e| e.path == path) {
+                let as_named = if first.in_package == in_package {
+                    String::new()
+                } else {
+                    format!(
+                        " (as '{}' and '{}')",
+                        shown_name(&first.in_package),
+                        shown_name(&in_package)
+                    )
+                };
+                return Err(Stop::Refused(PackageError::Duplicate {
+                    path: self.shown.to_owned(),
+                    entry: path,
+                    as_named,
+                }));
+            }
+            // GNU tar unpacks a regular file whose name ends in '/' as a directory.
+            let is_regular = kind.is_file() && !in_package.ends_with('/');
+            let mode = entry.header().mode().map_err(|_| Stop::Unreadable)?;
+            let (head, sha256) = if is_regular {
+                let (head, sha256) = head_and_sha256(&mut entry).map_err(|_| Stop::Unreadable)?;
+                (head, Some(sha256))
             } else {
-                0
+                (Vec::new(), None)
             };
-            entries.push(Entry {
+            self.candidates.push(Entry {
                 path,
+                in_package,
                 size: entry.size(),
-                is_regular: kind.is_file(),
-                mode: entry.header().mode().map_err(|err| corrupt(shown, &err))?,
-                elf_machine: elf_machine(&head[..read]),
+                is_regular,
+                mode,
+                elf_machine: elf_machine(&head),
+                sha256,
             });
         }
+        Ok(())
     }
-    Ok(Scan { entries, gzip: archive.into_inner() })
+
+    fn too_big(&self) -> PackageError {
+        PackageError::TooBig { path: self.shown.to_owned(), limit: self.limit }
+    }
+
+    /// The refusal for a walk that stopped: a read error is told by what the gzip layer met,
+    /// and never quotes the bytes read.
+    fn refusal(&self, stop: Stop, fault: Option<&StreamFault>) -> PackageError {
+        let path = self.shown.to_owned();
+        match (stop, fault) {
+            (Stop::Refused(refusal), _) => refusal,
+            (Stop::Unreadable, Some(StreamFault::TooBig)) => self.too_big(),
+            (Stop::Unreadable, Some(StreamFault::TrailingData)) => PackageError::TrailingData(path),
+            (Stop::Unreadable, Some(StreamFault::Gzip(detail))) => {
+                PackageError::Corrupt { path, detail: shown_name(detail) }
+            }
+            (Stop::Unreadable, None) if self.headers == 0 => PackageError::NotTar(path),
+            (Stop::Unreadable, None) => {
+                PackageError::Corrupt { path, detail: "its tar data is damaged".to_owned() }
+            }
+        }
+    }
+}
+
+/// The first bytes (for the ELF header) and the sha256 of an entry's data, streaming.
+fn head_and_sha256(data: &mut impl Read) -> io::Result<(Vec<u8>, String)> {
+    let mut hasher = Sha256::new();
+    let mut head = Vec::with_capacity(20);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match data.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        let wanted = 20usize.saturating_sub(head.len()).min(n);
+        head.extend_from_slice(&buf[..wanted]);
+        hasher.update(&buf[..n]);
+    }
+    Ok((head, hex(&hasher.finalize())))
+}
+
+/// A name (or detail) from the package, fit for a one-line message: control characters
+/// escaped, and long ones cut.
+fn shown_name(name: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    let mut shown = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if i == MAX_CHARS {
+            shown.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
 }
 
 /// The entry's path without `.` components; an absolute path or any `..` is refused (tar
@@ -349,10 +605,6 @@ fn read_fully(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-fn corrupt(shown: &str, err: &io::Error) -> PackageError {
-    PackageError::Corrupt { path: shown.to_owned(), detail: err.to_string() }
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -379,6 +631,126 @@ mod tests {
         assert!(normalize(Path::new("/etc/passwd")).is_err());
         assert!(normalize(Path::new("../x")).is_err());
         assert!(normalize(Path::new("a/../b")).is_err());
+    }
+
+    /// A tar stream of `(name, data)` regular files (mode 0755), ended when `end`.
+    fn tar_of(files: &[(&str, &[u8])], end: bool) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_mode(0o755);
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+            tar.append(&header, *data).unwrap();
+        }
+        let mut bytes = tar.into_inner().unwrap();
+        if !end {
+            bytes.truncate(bytes.len() - 1024);
+        }
+        bytes
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// Inspects a package file of `bytes` for dm-worker instances on amd64, unpacking at most
+    /// `limit`.
+    fn inspect_bytes(bytes: &[u8], limit: u64) -> Result<Package, PackageError> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        let hosts = [("h".to_owned(), "h:8262".to_owned(), Arch::Amd64)];
+        inspect_up_to(file.path(), Role::Worker, &hosts, limit)
+    }
+
+    const SCRIPT: &[u8] = b"#!/bin/sh\necho hotfix\n";
+
+    #[test]
+    fn records_what_the_hosts_must_unpack() {
+        let tar = tar_of(&[("./dm-worker/dm-worker", SCRIPT), ("dm-worker/README", b"hi")], true);
+        let package = inspect_bytes(&gzip(&tar), MAX_UNPACKED).unwrap();
+        assert_eq!(package.entry(), "dm-worker/dm-worker");
+        assert_eq!(package.entry_in_package, "./dm-worker/dm-worker");
+        assert_eq!(package.entry_sha256, hex(&Sha256::digest(SCRIPT)));
+        assert_eq!(package.entry_size, SCRIPT.len() as u64);
+        assert_eq!(package.unpacked_size, SCRIPT.len() as u64 + 2);
+    }
+
+    #[test]
+    fn reads_every_gzip_member() {
+        let first = gzip(&tar_of(&[("dm-worker/README", b"hi")], false));
+        let second = gzip(&tar_of(&[("dm-worker/dm-worker", SCRIPT)], true));
+        let package = inspect_bytes(&[first.clone(), second].concat(), MAX_UNPACKED).unwrap();
+        assert_eq!(package.entry_sha256, hex(&Sha256::digest(SCRIPT)));
+
+        let again = gzip(&tar_of(&[("dm-worker//dm-worker", SCRIPT)], true));
+        let first = gzip(&tar_of(&[("dm-worker/dm-worker", SCRIPT)], false));
+        let err = inspect_bytes(&[first, again].concat(), MAX_UNPACKED).unwrap_err();
+        assert!(matches!(err, PackageError::Duplicate { .. }), "{err}");
+        assert!(err.to_string().contains("(as 'dm-worker/dm-worker' and 'dm-worker//dm-worker')"));
+    }
+
+    #[test]
+    fn only_zero_padding_may_follow_the_last_member() {
+        let good = gzip(&tar_of(&[("dm-worker/dm-worker", SCRIPT)], true));
+        assert!(inspect_bytes(&[good.clone(), vec![0; 70_000]].concat(), MAX_UNPACKED).is_ok());
+        for tail in [&b"x"[..], b"\0\0\0x", b"\x1f"] {
+            let err = inspect_bytes(&[good.clone(), tail.to_vec()].concat(), MAX_UNPACKED);
+            let err = err.unwrap_err();
+            let expected =
+                if tail == b"\x1f" { "damaged" } else { "has bytes after its gzip data" };
+            assert!(err.to_string().contains(expected), "{tail:?}: {err}");
+        }
+        // After padding, not even another member.
+        let padded_member = [good.clone(), vec![0; 8], good].concat();
+        let err = inspect_bytes(&padded_member, MAX_UNPACKED).unwrap_err();
+        assert!(matches!(err, PackageError::TrailingData(_)), "{err}");
+    }
+
+    #[test]
+    fn refuses_more_than_the_limit_as_soon_as_it_is_passed() {
+        let big = vec![0u8; 100_000];
+        let tar = tar_of(&[("dm-worker/dm-worker", SCRIPT), ("dm-worker/big", &big)], true);
+        let err = inspect_bytes(&gzip(&tar), 50_000).unwrap_err();
+        assert!(matches!(err, PackageError::TooBig { limit: 50_000, .. }), "{err}");
+        assert!(inspect_bytes(&gzip(&tar), 200_000).is_ok());
+
+        // Zeros after the tar archive count too: they are unpacked all the same.
+        let mut tar = tar_of(&[("dm-worker/dm-worker", SCRIPT)], true);
+        tar.extend(vec![0u8; 100_000]);
+        let err = inspect_bytes(&gzip(&tar), 50_000).unwrap_err();
+        assert!(matches!(err, PackageError::TooBig { .. }), "{err}");
+    }
+
+    #[test]
+    fn never_quotes_what_it_could_not_read() {
+        let text: Vec<u8> = b"not a tar\n".repeat(200);
+        let err = inspect_bytes(&gzip(&text), MAX_UNPACKED).unwrap_err();
+        assert!(matches!(err, PackageError::NotTar(_)), "{err}");
+
+        let mut tar = tar_of(&[("dm-worker/dm-worker", SCRIPT)], false);
+        tar.extend(b"garbage\n".repeat(100));
+        let err = inspect_bytes(&gzip(&tar), MAX_UNPACKED).unwrap_err();
+        assert!(err.to_string().contains("(its tar data is damaged)"), "{err}");
+        assert!(!err.to_string().contains("garbage"), "{err}");
+    }
+
+    #[test]
+    fn a_regular_entry_named_as_a_directory_is_not_regular() {
+        let tar = tar_of(&[("dm-worker/dm-worker/", SCRIPT)], true);
+        let err = inspect_bytes(&gzip(&tar), MAX_UNPACKED).unwrap_err();
+        assert!(matches!(err, PackageError::NotRegular { .. }), "{err}");
+    }
+
+    #[test]
+    fn names_in_messages_are_one_short_line() {
+        assert_eq!(shown_name("a\nb\tc"), "a\\nb\\tc");
+        assert_eq!(shown_name(&"x".repeat(500)).len(), 203);
+        assert_eq!(shown_name("ünïcödé"), "ünïcödé");
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub async fn check(
     for planned in &plan.instances {
         let remote = hosts.get(&planned.ssh_host, planned.ssh_port).clone();
         let planned = planned.clone();
-        let needed = plan.package.size + 2 * plan.package.entry_size;
+        // The upload, everything it unpacks to, and room for the backup of the binary.
+        let needed = plan.package.size + 2 * plan.package.unpacked_size;
         checks.spawn(async move {
             let result = check_instance(&remote, &planned, needed).await;
             (planned.id, result)
@@ -77,7 +78,7 @@ enum InstanceProblem {
     #[error("{binary} -V failed: {source}")]
     VersionUnknown { binary: String, source: SshError },
     #[error(
-        "only {} free in {dir}, {} needed for the package, the new binary and the backup",
+        "only {} free in {dir}, {} needed for the package, what it unpacks to and the backup",
         HumanBytes(*.free),
         HumanBytes(*.needed)
     )]

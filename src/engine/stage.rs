@@ -1,6 +1,10 @@
 //! Staging: upload the package once per host (all hosts in parallel), verify its sha256 there,
 //! and unpack the binary next to `bin` for every selected instance on the host. Nothing that
 //! runs is touched; a failure here leaves only files that `cleanup` removes.
+//!
+//! Only the entry the local check inspected is unpacked (by its exact name), and it is taken
+//! only if it is a regular file (never a link, which `chmod` would follow) whose sha256 is the
+//! one computed locally.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +18,9 @@ use super::remote::Remote;
 use crate::dm::version::VersionInfo;
 use crate::plan::{HostStaging, Plan, PlannedInstance};
 use crate::ssh::{SshError, shell_quote};
+
+/// The exit status of the ownership step when the unpacked binary is not a regular file.
+const NOT_REGULAR: u32 = 3;
 
 /// The new binary, unpacked and ready to be swapped in.
 #[derive(Debug, Clone)]
@@ -39,6 +46,14 @@ pub enum StageError {
     Ssh { at: String, source: SshError },
     #[error("{id}: {binary} is missing after unpacking")]
     NotUnpacked { id: String, binary: String },
+    #[error(
+        "{id}: the unpacked {binary} is a link or not a regular file, so it was not installed; this host's tar did not unpack what dm-patch checked"
+    )]
+    NotRegular { id: String, binary: String },
+    #[error(
+        "{id}: the unpacked {binary} has sha256 {found}, but the checked {entry} has {expected}, so it was not installed; this host's tar did not unpack what dm-patch checked"
+    )]
+    NotTheChecked { id: String, binary: String, entry: String, found: String, expected: String },
     #[error("{id}: the new binary does not run on this host: {source}")]
     DoesNotRun { id: String, source: SshError },
     #[error("{id}: {binary} -V printed no Release Version; is it a DM binary?")]
@@ -128,21 +143,54 @@ async fn unpack(
     let entry = plan.package.entry();
     let staging = shell_quote(&planned.staging_dir);
     let binary = format!("{}/{entry}", planned.staging_dir);
-    let command = format!(
-        "rm -rf {staging} && mkdir -p {staging} && tar --no-same-owner -xzf {package} -C {staging} {entry} \
-         && chown --reference={current} {new} && chmod --reference={current} {new}",
-        package = shell_quote(&host.remote_package),
-        entry = shell_quote(&entry),
-        current = shell_quote(&planned.binary),
-        new = shell_quote(&binary),
-    );
     let ssh_failed = |source| StageError::Ssh { at: id.clone(), source };
+    // The member is named as the package spells it, matched verbatim (GNU tar), and alone.
+    let command = format!(
+        "rm -rf {staging} && mkdir -p {staging} && tar --no-same-owner --no-wildcards --no-recursion \
+         -xzf {package} -C {staging} {member}",
+        package = shell_quote(&host.remote_package),
+        member = shell_quote(&plan.package.entry_in_package),
+    );
     remote.run(&command).await.map_err(ssh_failed)?;
+
+    // Never through a link: `chmod --reference` would change whatever it points to.
+    let new = shell_quote(&binary);
+    let parent = format!("{}/{}", planned.staging_dir, plan.component.component());
+    let parent = shell_quote(&parent);
+    let current = shell_quote(&planned.binary);
+    let command = format!(
+        "if test -f {new} && ! test -L {new} && ! test -L {parent}; then \
+         chown -h --reference={current} {new} && chmod --reference={current} {new}; \
+         else exit {NOT_REGULAR}; fi"
+    );
+    let output = remote.session.exec(&command).await.map_err(ssh_failed)?;
+    match output.exit_status {
+        0 => {}
+        NOT_REGULAR => return Err(StageError::NotRegular { id: id.clone(), binary }),
+        exit_status => {
+            return Err(ssh_failed(SshError::CommandFailed {
+                endpoint: remote.session.endpoint().to_owned(),
+                command,
+                exit_status,
+                stderr: output.stderr.trim().to_owned(),
+            }));
+        }
+    }
+
     let sha256 = remote
         .sha256(&binary)
         .await
         .map_err(ssh_failed)?
         .ok_or_else(|| StageError::NotUnpacked { id: id.clone(), binary: binary.clone() })?;
+    if sha256 != plan.package.entry_sha256 {
+        return Err(StageError::NotTheChecked {
+            id: id.clone(),
+            binary,
+            entry,
+            found: sha256,
+            expected: plan.package.entry_sha256.clone(),
+        });
+    }
     let version = remote
         .binary_version(&binary)
         .await

@@ -253,3 +253,160 @@ fn a_wait_timeout_that_overflows() {
 fn an_ssh_timeout_of_zero() {
     insta::assert_snapshot!(refused_selection(&["-R", "dm-worker", "--ssh-timeout", "0"]));
 }
+
+// Packages that read one way to a check that stops early and another way to `tar` on the hosts,
+// and packages that pass a lenient check only to fail on every host.
+
+/// `patch demo <package> -R dm-worker --dry-run` with a package file of exactly `bytes`:
+/// refused.
+fn refused_bytes(file_name: &str, bytes: &[u8]) -> String {
+    let store = Store::demo();
+    let pkg = store.file(file_name, bytes);
+    store.refused(&["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run"])
+}
+
+/// The tar stream of `entries`, without its end-of-archive blocks, so that another stream can
+/// carry on where it stops.
+fn tar_stream(entries: &[Entry]) -> Vec<u8> {
+    use std::io::Read;
+    let store = Store::new();
+    let pkg = store.package("part.tar.gz", entries);
+    let mut tar = Vec::new();
+    let file = std::fs::File::open(pkg).unwrap();
+    flate2::read::GzDecoder::new(file).read_to_end(&mut tar).unwrap();
+    assert!(tar.ends_with(&END_OF_TAR));
+    tar.truncate(tar.len() - END_OF_TAR.len());
+    tar
+}
+
+/// The two zero blocks that end a tar archive.
+const END_OF_TAR: [u8; 1024] = [0; 1024];
+
+/// One gzip member holding `bytes`.
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// `first` and then `second` (ended) as two gzip members of one file: `gzip -d`, and so `tar`
+/// on the hosts, reads them as one tar stream.
+fn two_members(first: &[Entry], second: &[Entry]) -> Vec<u8> {
+    let mut rest = tar_stream(second);
+    rest.extend(END_OF_TAR);
+    [gzip(&tar_stream(first)), gzip(&rest)].concat()
+}
+
+#[test]
+fn a_second_gzip_member_with_a_link() {
+    let worker = Entry::file("dm-worker/dm-worker", 0o755, b"#!/bin/sh\n");
+    let link = Entry::symlink("dm-worker/dm-worker", "/usr/local/bin/outside");
+    insta::assert_snapshot!(refused_bytes("members.tar.gz", &two_members(&[worker], &[link])));
+}
+
+#[test]
+fn a_second_gzip_member_with_the_entry_again() {
+    let (amd64, arm64) =
+        (Entry::elf("dm-worker/dm-worker", 62), Entry::elf("dm-worker/dm-worker", 183));
+    insta::assert_snapshot!(refused_bytes("members.tar.gz", &two_members(&[amd64], &[arm64])));
+}
+
+#[test]
+fn the_entry_again_as_dot_slash() {
+    insta::assert_snapshot!(refused_package(
+        "twice.tar.gz",
+        &[Entry::elf("dm-worker/dm-worker", 183), Entry::elf("./dm-worker/dm-worker", 62)]
+    ));
+}
+
+#[test]
+fn the_entry_again_with_a_double_slash() {
+    insta::assert_snapshot!(refused_package(
+        "twice.tar.gz",
+        &[Entry::elf("dm-worker/dm-worker", 183), Entry::elf("dm-worker//dm-worker", 62)]
+    ));
+}
+
+#[test]
+fn trailing_garbage() {
+    let store = Store::new();
+    let mut bytes = std::fs::read(store.good_package("dm-worker")).unwrap();
+    bytes.extend(b"garbage\n");
+    insta::assert_snapshot!(refused_bytes("trailing.tar.gz", &bytes));
+}
+
+/// `gzip -d` ignores zero bytes after the last member (tape padding), so they pass.
+#[test]
+fn trailing_zeros_pass() {
+    let store = Store::demo();
+    let mut bytes = std::fs::read(store.good_package("dm-worker")).unwrap();
+    bytes.extend([0; 4096]);
+    let pkg = store.file("padded.tar.gz", &bytes);
+    store.run(["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run"]).success();
+}
+
+#[test]
+fn only_the_current_dir() {
+    insta::assert_snapshot!(refused_package("dot.tar.gz", &[Entry::dir("./")]));
+}
+
+#[test]
+fn gzip_of_text() {
+    let text: String = (0..40).map(|i| format!("line {i} of a text that is not a tar\n")).collect();
+    insta::assert_snapshot!(refused_bytes("text.tar.gz", &gzip(text.as_bytes())));
+}
+
+#[test]
+fn an_entry_name_with_a_line_break() {
+    let evil = Entry::file("/etc/cron.d/evil\nline two", 0o644, b"x");
+    insta::assert_snapshot!(refused_package("newline.tar.gz", &worker_with(evil)));
+}
+
+/// A package of one gzip member whose `dm-worker/dm-worker` holds `chunks` times 64 MiB of
+/// zeros, written in well under a second: a deflate chunk of zeros is made once (a full flush
+/// makes it stand alone) and repeated, and the CRCs are combined.
+fn gzip_bomb(chunks: u64) -> Vec<u8> {
+    const CHUNK: usize = 64 << 20;
+    fn deflate(data: &[u8], flush: flate2::FlushCompress) -> Vec<u8> {
+        let mut compress = flate2::Compress::new(flate2::Compression::fast(), false);
+        let mut out = Vec::new();
+        loop {
+            out.reserve(1 << 20);
+            let consumed = compress.total_in() as usize;
+            compress.compress_vec(&data[consumed..], &mut out, flush).unwrap();
+            if compress.total_in() as usize == data.len() && out.len() < out.capacity() {
+                return out;
+            }
+        }
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_path("dm-worker/dm-worker").unwrap();
+    header.set_mode(0o755);
+    header.set_size(chunks * CHUNK as u64);
+    header.set_cksum();
+    let zeros = vec![0u8; CHUNK];
+    let zeros_deflated = deflate(&zeros, flate2::FlushCompress::Full);
+    let mut zeros_crc = flate2::Crc::new();
+    zeros_crc.update(&zeros);
+
+    let mut crc = flate2::Crc::new();
+    crc.update(header.as_bytes());
+    let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    bytes.extend(deflate(header.as_bytes(), flate2::FlushCompress::Full));
+    for _ in 0..chunks {
+        bytes.extend(&zeros_deflated);
+        crc.combine(&zeros_crc);
+    }
+    bytes.extend(deflate(&END_OF_TAR, flate2::FlushCompress::Finish));
+    crc.update(&END_OF_TAR);
+    bytes.extend(crc.sum().to_le_bytes());
+    bytes.extend(crc.amount().to_le_bytes());
+    bytes
+}
+
+#[test]
+fn a_gzip_bomb() {
+    // 65 x 64 MiB: just over the 4 GiB a package may unpack to.
+    insta::assert_snapshot!(refused_bytes("bomb.tar.gz", &gzip_bomb(65)));
+}

@@ -3,6 +3,7 @@
 mod cluster;
 mod display;
 mod dry_run;
+mod hostile;
 mod inputs;
 mod live_display;
 mod offline;

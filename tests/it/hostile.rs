@@ -1,0 +1,219 @@
+//! What staging on a host must never do, whatever the package or the host's tools do: follow
+//! a link out of the staging dir, install anything but the entry that was checked, or unpack
+//! more than the host has room for.
+//!
+//! Through real sshd (a hosts-only sandbox, as in offline.rs) with `--offline`. A host whose
+//! `tar` or `df` misbehaves is a stand-in script put first on the sessions' `PATH` (the
+//! sandbox's `bin/path`): once the local check reads the bytes `tar` reads, that (or a tar
+//! header the check reads differently, last test) is how a host comes to unpack something
+//! other than the checked entry.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use dm_patch::topology::meta::{InstanceSpec, Meta};
+use dm_sandbox::Sandbox;
+use serde_json::Value;
+
+use crate::support::{Entry, Run, Store, dm_patch};
+
+fn version_script(version: &str) -> String {
+    let hash = format!("{:0>40}", version.replace(['v', '.'], ""));
+    format!(
+        "#!/bin/sh\nprintf 'Release Version: {version}\\nGit Commit Hash: {hash}\\nGit Branch: HEAD\\n'\n"
+    )
+}
+
+/// A hosts-only sandbox of one host whose meta.yaml lists one dm-worker, deployed as TiUP
+/// does with a v8.5.1 binary; returns the binary's path too.
+fn one_worker() -> (Sandbox, PathBuf) {
+    let sandbox =
+        Sandbox::builder().hosts(1).masters(0).workers(0).start().expect("the sandbox host is up");
+    let host = sandbox.hosts()[0].clone();
+    let deploy = sandbox.host_dir(&host).join("deploy/dm-worker-8262");
+    let binary = deploy.join("bin/dm-worker/dm-worker");
+    fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    fs::write(&binary, version_script("v8.5.1")).unwrap();
+    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let path = sandbox
+        .tiup_home()
+        .join("storage/dm/clusters")
+        .join(sandbox.cluster_name())
+        .join("meta.yaml");
+    let mut meta: Meta = yaml_serde::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    meta.topology.worker_servers = Some(vec![InstanceSpec {
+        host,
+        port: Some(8262),
+        deploy_dir: Some(deploy.display().to_string()),
+        ..InstanceSpec::default()
+    }]);
+    fs::write(&path, yaml_serde::to_string(&meta).unwrap()).unwrap();
+    (sandbox, binary)
+}
+
+/// Puts `script` first on `PATH` as `name` in every SSH session of the sandbox.
+fn stand_in(sandbox: &Sandbox, name: &str, script: &str) {
+    let path = sandbox.root().join("bin/path").join(name);
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A `tar` that runs the real one, then does `then` with `$dir` set to its `-C` dir.
+fn tar_that(then: &str) -> String {
+    let real = ["/usr/bin/tar", "/bin/tar"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    format!(
+        "#!/bin/sh\n{real} \"$@\" || exit\ndir=\nprev=\nfor arg in \"$@\"; do\n  \
+         if [ \"$prev\" = -C ]; then dir=$arg; fi\n  prev=$arg\ndone\n{then}\n"
+    )
+}
+
+/// `dm-patch patch <cluster> <package> -R dm-worker --offline --yes --format json`.
+fn run_offline(sandbox: &Sandbox, package: &str) -> Run {
+    let args = ["patch", sandbox.cluster_name(), package, "-R", "dm-worker", "--offline"];
+    Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--yes", "--format", "json"]))
+}
+
+/// [`run_offline`], expecting exit code `code`; returns the JSON report.
+#[track_caller]
+fn patch_offline(sandbox: &Sandbox, package: &str, code: i32) -> Value {
+    run_offline(sandbox, package).code(code).json()
+}
+
+/// The report's one problem, which must contain `expected`.
+#[track_caller]
+fn one_problem(report: &Value, expected: &str) -> String {
+    assert_eq!(report["result"], "preflight-failed", "{report}");
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let problem = problems[0].as_str().unwrap().to_owned();
+    assert!(problem.contains(expected), "{problem}");
+    problem
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn an_unpacked_link_is_refused_and_its_target_left_alone() {
+    let (sandbox, binary) = one_worker();
+    let outside = sandbox.root().join("outside.sh");
+    fs::write(&outside, version_script("v6.6.6")).unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o600)).unwrap();
+    let link = format!("ln -sfn {} \"$dir/dm-worker/dm-worker\"", outside.display());
+    stand_in(&sandbox, "tar", &tar_that(&link));
+    let packages = Store::new();
+
+    let run = run_offline(&sandbox, &packages.good_package("dm-worker"));
+
+    assert_eq!(mode(&outside), 0o600, "chmod --reference followed the link");
+    let report = run.code(1).json();
+    let problem = one_problem(&report, "is a link or not a regular file");
+    assert!(problem.contains("dm-worker/dm-worker"), "{problem}");
+    assert_eq!(fs::read_to_string(&binary).unwrap(), version_script("v8.5.1"));
+}
+
+#[test]
+fn a_host_that_unpacks_another_binary_is_refused() {
+    let (sandbox, binary) = one_worker();
+    let other = sandbox.root().join("other.sh");
+    fs::write(&other, version_script("v6.6.6")).unwrap();
+    let swap = format!("cat {} > \"$dir/dm-worker/dm-worker\"", other.display());
+    stand_in(&sandbox, "tar", &tar_that(&swap));
+    let packages = Store::new();
+    let hotfix = version_script("v8.5.2");
+    let package = packages.package(
+        "dm-worker-hotfix.tar.gz",
+        &[Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes())],
+    );
+
+    let report = patch_offline(&sandbox, &package, 1);
+
+    one_problem(&report, "sha256");
+    assert_eq!(fs::read_to_string(&binary).unwrap(), version_script("v8.5.1"));
+}
+
+/// tar is given the checked entry's name as it is in the package: `dm-worker/dm-worker` would
+/// not match `./dm-worker/dm-worker`, and every host would fail.
+#[test]
+fn a_dotted_entry_is_installed() {
+    let (sandbox, binary) = one_worker();
+    let packages = Store::new();
+    let hotfix = version_script("v8.5.2");
+    let package = packages.package(
+        "dm-worker-hotfix.tar.gz",
+        &[
+            Entry::dir("./dm-worker/"),
+            Entry::file("./dm-worker/dm-worker", 0o755, hotfix.as_bytes()),
+        ],
+    );
+
+    let report = patch_offline(&sandbox, &package, 0);
+
+    assert_eq!(report["instances"][0]["outcome"], "patched", "{report}");
+    assert_eq!(fs::read_to_string(&binary).unwrap(), hotfix);
+}
+
+/// Free space is checked against everything the package unpacks to, not just the binary.
+#[test]
+fn preflight_counts_every_entry_against_free_space() {
+    let (sandbox, binary) = one_worker();
+    // 1 MiB free, whatever the disk.
+    stand_in(
+        &sandbox,
+        "df",
+        "#!/bin/sh\necho 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n\
+         echo 'fake 1048576 1047552 1024 100% /'\n",
+    );
+    let packages = Store::new();
+    let package = packages.package(
+        "dm-worker-hotfix.tar.gz",
+        &[
+            Entry::file("dm-worker/dm-worker", 0o755, version_script("v8.5.2").as_bytes()),
+            Entry::file("dm-worker/padding", 0o644, &vec![0; 2 << 20]),
+        ],
+    );
+
+    let report = patch_offline(&sandbox, &package, 1);
+
+    one_problem(&report, "free in");
+    assert_eq!(fs::read_to_string(&binary).unwrap(), version_script("v8.5.1"));
+}
+
+/// A package that GNU tar reads differently from the check, with no stand-in at all: a pax
+/// global header names every entry after it `dm-worker/dm-worker`, so tar on the host unpacks
+/// the last entry there, while the check saw the first. The sha256 of what was unpacked
+/// gives it away.
+#[test]
+fn an_entry_that_tar_names_differently_is_not_installed() {
+    use std::io::Write;
+    let (sandbox, binary) = one_worker();
+    let mut tar = tar::Builder::new(Vec::new());
+    let record = b"28 path=dm-worker/dm-worker\n";
+    let mut global = tar::Header::new_ustar();
+    global.set_path("pax_global_header").unwrap();
+    global.set_entry_type(tar::EntryType::XGlobalHeader);
+    global.set_size(record.len() as u64);
+    global.set_cksum();
+    tar.append(&global, &record[..]).unwrap();
+    for (name, version) in [("dm-worker/dm-worker", "v8.5.2"), ("dm-worker/other", "v6.6.6")] {
+        let script = version_script(version);
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name).unwrap();
+        header.set_mode(0o755);
+        header.set_size(script.len() as u64);
+        header.set_cksum();
+        tar.append(&header, script.as_bytes()).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar.into_inner().unwrap()).unwrap();
+    let packages = Store::new();
+    let package = packages.file("dm-worker-hotfix.tar.gz", &gz.finish().unwrap());
+
+    let report = patch_offline(&sandbox, &package, 1);
+
+    one_problem(&report, "sha256");
+    assert_eq!(fs::read_to_string(&binary).unwrap(), version_script("v8.5.1"));
+}
