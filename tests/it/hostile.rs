@@ -12,44 +12,16 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use dm_patch::topology::meta::{InstanceSpec, Meta};
 use dm_sandbox::Sandbox;
 use serde_json::Value;
 
-use crate::support::{Entry, Run, Store, dm_patch};
+use crate::hosts::{deploy_worker, hosts_with_workers, patch_offline, run_offline, version_script};
+use crate::support::{Entry, Store};
 
-fn version_script(version: &str) -> String {
-    let hash = format!("{:0>40}", version.replace(['v', '.'], ""));
-    format!(
-        "#!/bin/sh\nprintf 'Release Version: {version}\\nGit Commit Hash: {hash}\\nGit Branch: HEAD\\n'\n"
-    )
-}
-
-/// A hosts-only sandbox of one host whose meta.yaml lists one dm-worker, deployed as TiUP
-/// does with a v8.5.1 binary; returns the binary's path too.
+/// A hosts-only sandbox of one host with one dm-worker on v8.5.1; returns its binary's path.
 fn one_worker() -> (Sandbox, PathBuf) {
-    let sandbox =
-        Sandbox::builder().hosts(1).masters(0).workers(0).start().expect("the sandbox host is up");
-    let host = sandbox.hosts()[0].clone();
-    let deploy = sandbox.host_dir(&host).join("deploy/dm-worker-8262");
-    let binary = deploy.join("bin/dm-worker/dm-worker");
-    fs::create_dir_all(binary.parent().unwrap()).unwrap();
-    fs::write(&binary, version_script("v8.5.1")).unwrap();
-    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
-
-    let path = sandbox
-        .tiup_home()
-        .join("storage/dm/clusters")
-        .join(sandbox.cluster_name())
-        .join("meta.yaml");
-    let mut meta: Meta = yaml_serde::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-    meta.topology.worker_servers = Some(vec![InstanceSpec {
-        host,
-        port: Some(8262),
-        deploy_dir: Some(deploy.display().to_string()),
-        ..InstanceSpec::default()
-    }]);
-    fs::write(&path, yaml_serde::to_string(&meta).unwrap()).unwrap();
+    let (sandbox, deploys) = hosts_with_workers(1, deploy_worker);
+    let binary = deploys[0].join("bin/dm-worker/dm-worker");
     (sandbox, binary)
 }
 
@@ -67,18 +39,6 @@ fn tar_that(then: &str) -> String {
         "#!/bin/sh\n{real} \"$@\" || exit\ndir=\nprev=\nfor arg in \"$@\"; do\n  \
          if [ \"$prev\" = -C ]; then dir=$arg; fi\n  prev=$arg\ndone\n{then}\n"
     )
-}
-
-/// `dm-patch patch <cluster> <package> -R dm-worker --offline --yes --format json`.
-fn run_offline(sandbox: &Sandbox, package: &str) -> Run {
-    let args = ["patch", sandbox.cluster_name(), package, "-R", "dm-worker", "--offline"];
-    Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--yes", "--format", "json"]))
-}
-
-/// [`run_offline`], expecting exit code `code`; returns the JSON report.
-#[track_caller]
-fn patch_offline(sandbox: &Sandbox, package: &str, code: i32) -> Value {
-    run_offline(sandbox, package).code(code).json()
 }
 
 /// The report's one problem, which must contain `expected`.

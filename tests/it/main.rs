@@ -4,6 +4,7 @@ mod cluster;
 mod display;
 mod dry_run;
 mod hostile;
+mod hosts;
 mod inputs;
 mod live_display;
 mod offline;

@@ -5,64 +5,16 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 
-use dm_patch::topology::meta::{InstanceSpec, Meta};
+use dm_patch::topology::meta::Meta;
 use dm_sandbox::Sandbox;
-use serde_json::Value;
 
-use crate::support::{Entry, Run, Store, dm_patch};
-
-fn version_script(version: &str) -> String {
-    let hash = format!("{:0>40}", version.replace(['v', '.'], ""));
-    format!(
-        "#!/bin/sh\nprintf 'Release Version: {version}\\nGit Commit Hash: {hash}\\nGit Branch: HEAD\\n'\n"
-    )
-}
-
-/// Lays out a TiUP-like deploy dir for a dm-worker on `host` and returns its path.
-fn deploy_worker(sandbox: &Sandbox, host: &str) -> PathBuf {
-    let deploy = sandbox.host_dir(host).join("deploy/dm-worker-8262");
-    let binary = deploy.join("bin/dm-worker/dm-worker");
-    fs::create_dir_all(binary.parent().unwrap()).unwrap();
-    fs::write(&binary, version_script("v8.5.1")).unwrap();
-    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
-    deploy
-}
-
-fn add_workers(sandbox: &Sandbox, deploys: &[(String, PathBuf)]) {
-    let path = sandbox
-        .tiup_home()
-        .join("storage/dm/clusters")
-        .join(sandbox.cluster_name())
-        .join("meta.yaml");
-    let mut meta: Meta = yaml_serde::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-    meta.topology.worker_servers = Some(
-        deploys
-            .iter()
-            .map(|(host, deploy)| InstanceSpec {
-                host: host.clone(),
-                port: Some(8262),
-                deploy_dir: Some(deploy.display().to_string()),
-                ..InstanceSpec::default()
-            })
-            .collect(),
-    );
-    fs::write(&path, yaml_serde::to_string(&meta).unwrap()).unwrap();
-}
+use crate::hosts::{deploy_worker, hosts_with_workers, patch_offline, version_script};
+use crate::support::{Entry, Store};
 
 fn patched_flags(sandbox: &Sandbox) -> Vec<bool> {
     let meta: Meta = yaml_serde::from_str(&sandbox.meta_yaml()).unwrap();
     meta.topology.worker_servers.unwrap().iter().map(|w| w.patched == Some(true)).collect()
-}
-
-/// `dm-patch patch <cluster> <package> -R dm-worker --offline --yes --format json`, expecting
-/// exit code `code`; returns the JSON report.
-#[track_caller]
-fn patch_offline(sandbox: &Sandbox, package: &str, code: i32) -> Value {
-    let args = ["patch", sandbox.cluster_name(), package, "-R", "dm-worker", "--offline"];
-    let run = Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--yes", "--format", "json"]));
-    run.code(code).json()
 }
 
 /// The files a patch stages next to `bin` in `deploy`, if any are left.
@@ -74,31 +26,9 @@ fn staged_leftovers(deploy: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-/// A hosts-only sandbox whose meta.yaml lists one dm-worker per host, deployed in the dir
-/// `deploy_dir` lays out (or not) for that host.
-fn sandbox_with_workers(deploy_dir: impl Fn(&Sandbox, &str) -> PathBuf) -> (Sandbox, Vec<PathBuf>) {
-    let sandbox = Sandbox::builder()
-        .hosts(2)
-        .masters(0)
-        .workers(0)
-        .start()
-        .expect("the sandbox hosts come up");
-    let deploys: Vec<(String, PathBuf)> = sandbox
-        .hosts()
-        .into_iter()
-        .map(|host| {
-            let deploy = deploy_dir(&sandbox, &host);
-            (host, deploy)
-        })
-        .collect();
-    add_workers(&sandbox, &deploys);
-    let dirs = deploys.into_iter().map(|(_, dir)| dir).collect();
-    (sandbox, dirs)
-}
-
 #[test]
 fn offline_patch_swaps_binaries_over_ssh() {
-    let (sandbox, deploys) = sandbox_with_workers(deploy_worker);
+    let (sandbox, deploys) = hosts_with_workers(2, deploy_worker);
 
     let packages = Store::new();
     let hotfix = version_script("v8.5.2");
@@ -139,7 +69,7 @@ fn offline_patch_swaps_binaries_over_ssh() {
 #[test]
 fn preflight_reports_every_missing_deploy_dir() {
     let (sandbox, _) =
-        sandbox_with_workers(|sandbox, host| sandbox.host_dir(host).join("deploy/not-there"));
+        hosts_with_workers(2, |sandbox, host| sandbox.host_dir(host).join("deploy/not-there"));
     let before = sandbox.meta_yaml();
     let packages = Store::new();
     let package = packages.good_package("dm-worker");

@@ -1,0 +1,76 @@
+//! Hosts-only sandboxes (real sshd, no DM processes) whose meta.yaml lists dm-workers deployed
+//! as TiUP lays them out, with binaries that are small scripts printing a DM version block:
+//! all that an `--offline` patch asks of an instance.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use dm_patch::topology::meta::{InstanceSpec, Meta};
+use dm_sandbox::Sandbox;
+use serde_json::Value;
+
+use crate::support::{Run, dm_patch};
+
+/// A script that prints the version block of `version`, as `dm-worker -V` does.
+pub fn version_script(version: &str) -> String {
+    let hash = format!("{:0>40}", version.replace(['v', '.'], ""));
+    format!(
+        "#!/bin/sh\nprintf 'Release Version: {version}\\nGit Commit Hash: {hash}\\nGit Branch: HEAD\\n'\n"
+    )
+}
+
+/// Lays out a TiUP-like deploy dir for a dm-worker on `host`, running v8.5.1; returns its path.
+pub fn deploy_worker(sandbox: &Sandbox, host: &str) -> PathBuf {
+    let deploy = sandbox.host_dir(host).join("deploy/dm-worker-8262");
+    let binary = deploy.join("bin/dm-worker/dm-worker");
+    fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    fs::write(&binary, version_script("v8.5.1")).unwrap();
+    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
+    deploy
+}
+
+/// A hosts-only sandbox of `hosts` hosts whose meta.yaml lists one dm-worker per host, deployed
+/// in the dir `deploy_dir` lays out (or not) for that host. Returns the deploy dirs too.
+pub fn hosts_with_workers(
+    hosts: usize,
+    deploy_dir: impl Fn(&Sandbox, &str) -> PathBuf,
+) -> (Sandbox, Vec<PathBuf>) {
+    let builder = Sandbox::builder().hosts(hosts).masters(0).workers(0);
+    let sandbox = builder.start().expect("the sandbox hosts come up");
+    let deploys: Vec<(String, PathBuf)> = sandbox
+        .hosts()
+        .into_iter()
+        .map(|host| {
+            let deploy = deploy_dir(&sandbox, &host);
+            (host, deploy)
+        })
+        .collect();
+    let specs = deploys.iter().map(|(host, deploy)| InstanceSpec {
+        host: host.clone(),
+        port: Some(8262),
+        deploy_dir: Some(deploy.display().to_string()),
+        ..InstanceSpec::default()
+    });
+    let path = sandbox
+        .tiup_home()
+        .join("storage/dm/clusters")
+        .join(sandbox.cluster_name())
+        .join("meta.yaml");
+    let mut meta: Meta = yaml_serde::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    meta.topology.worker_servers = Some(specs.collect());
+    fs::write(&path, yaml_serde::to_string(&meta).unwrap()).unwrap();
+    (sandbox, deploys.into_iter().map(|(_, dir)| dir).collect())
+}
+
+/// `dm-patch patch <cluster> <package> -R dm-worker --offline --yes --format json`.
+pub fn run_offline(sandbox: &Sandbox, package: &str) -> Run {
+    let args = ["patch", sandbox.cluster_name(), package, "-R", "dm-worker", "--offline"];
+    Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--yes", "--format", "json"]))
+}
+
+/// [`run_offline`], expecting exit code `code`; returns the JSON report.
+#[track_caller]
+pub fn patch_offline(sandbox: &Sandbox, package: &str, code: i32) -> Value {
+    run_offline(sandbox, package).code(code).json()
+}
