@@ -210,7 +210,7 @@ impl Run {
             };
             let on_package_already = installed.sha256.as_deref() == Some(new.sha256.as_str());
             let result = if on_package_already {
-                Ok(Outcome::Skipped)
+                roll::finish_earlier_run(&context, &job).await
             } else {
                 roll::patch_instance(&context, &job).await.map(|()| Outcome::Patched)
             };

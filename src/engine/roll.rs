@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::events::{Event, Progress};
 use super::preflight::InstanceFacts;
 use super::remote::{Remote, UnitState};
+use super::report::Outcome;
 use super::signals::Interrupt;
 use super::stage::Staged;
 use crate::dm::client::DmClient;
@@ -136,9 +137,66 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
     let Err(reason) = attempt.await else {
         return Ok(());
     };
+    Err(undo(context, job, reason, &job.installed.version, evicted).await)
+}
 
+/// An instance whose installed binary already is the package's: an earlier run put it there.
+/// It is done only if it runs, healthy, on the package's version. If that earlier run was cut
+/// short (killed after the swap, or during the health wait), its job is finished here: the
+/// instance is started if it does not run, gated, and undone with the binary that run kept
+/// beside it if it fails the gate.
+pub async fn finish_earlier_run(
+    context: &RollContext<'_>,
+    job: &Job<'_>,
+) -> Result<Outcome, Failure> {
+    let expected = &job.staged.version;
+    if context.offline || readiness(context, job, expected).await == Readiness::Ready {
+        return Ok(Outcome::Skipped);
+    }
+    let planned = job.planned;
+    job.say(context, "an earlier run left it unfinished: finishing it");
+    if planned.role == Role::Worker {
+        require_leader(context).await.map_err(|err| Failure::Unchanged(err.to_string()))?;
+    }
+    let attempt = async {
+        if job.remote.unit_state(&planned.service).await? == UnitState::NotActive {
+            job.say(context, "starting");
+            job.remote.start(&planned.service).await?;
+        }
+        job.say(context, "waiting until healthy on the new version");
+        wait_ready(context, job, expected, OnInterrupt::GiveUp).await
+    };
+    let Err(reason) = attempt.await else {
+        return Ok(Outcome::Patched);
+    };
+    let previous = job.previous_binary();
+    let kept = match job.remote.is_file(&previous).await {
+        Ok(true) => job.remote.binary_version(&previous).await.ok(),
+        _ => None,
+    };
+    match kept {
+        Some(version) => Err(undo(context, job, reason, &version, false).await),
+        None => Err(Failure::NeedsAttention(format!(
+            "{reason}; the run that installed it kept no earlier binary on {} to go back to: \
+             TiUP's backup of bin is in {}",
+            job.remote.label, planned.backup_dir
+        ))),
+    }
+}
+
+/// Undoes a failed attempt on an instance: the binary kept beside the staged one goes back in
+/// place and is started, healthy on `previous`; a leader eviction made for the attempt is
+/// cancelled. Returns the failure as the operator reads it.
+async fn undo(
+    context: &RollContext<'_>,
+    job: &Job<'_>,
+    reason: StepError,
+    previous: &VersionInfo,
+    evicted: bool,
+) -> Failure {
+    let planned = job.planned;
     job.say(context, "failed: rolling back");
-    let restored = roll_back(context, job).await;
+    let restored = roll_back(context, job, previous).await;
     // A restarted master forgets its evict flag; this covers a restart that did not happen,
     // so the cluster is never left with a master that refuses to lead.
     let evict_note = if evicted {
@@ -153,26 +211,26 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
         String::new()
     };
     match restored {
-        Ok(()) => Err(Failure::RolledBack(format!(
+        Ok(()) => Failure::RolledBack(format!(
             "{reason}; rolled back to {}{evict_note}",
-            job.installed.version.short()
-        ))),
-        Err(RollBackError::NotRestored(err)) => Err(Failure::NeedsAttention(format!(
+            previous.short()
+        )),
+        Err(RollBackError::NotRestored(err)) => Failure::NeedsAttention(format!(
             "{reason}; rolling back failed too: {err}. The previous binary is at {} on {}: \
              copy it over {}, then `systemctl start {}`{evict_note}",
             job.previous_binary(),
             job.remote.label,
             planned.binary,
             planned.service
-        ))),
-        Err(RollBackError::NotHealthy(err)) => Err(Failure::NeedsAttention(format!(
+        )),
+        Err(RollBackError::NotHealthy(err)) => Failure::NeedsAttention(format!(
             "{reason}; the previous binary ({}) is back in place at {} on {} and was started, \
              but it did not turn healthy: {err}. See its log in {}{evict_note}",
-            job.installed.version.short(),
+            previous.short(),
             planned.binary,
             job.remote.label,
             planned.instance.log_dir
-        ))),
+        )),
     }
 }
 
@@ -234,27 +292,7 @@ async fn wait_ready(
     expected: &VersionInfo,
     on_interrupt: OnInterrupt,
 ) -> Result<(), StepError> {
-    let instance = &job.planned.instance;
-    let addr = instance.addr();
-    let look = || async {
-        match job.remote.unit_state(&job.planned.service).await {
-            Ok(UnitState::Active) => {}
-            Ok(UnitState::NotActive) => {
-                return Readiness::Failed(format!(
-                    "{} exited after start (see its log in {})",
-                    job.planned.service, instance.log_dir
-                ));
-            }
-            Err(err) => return Readiness::Waiting(err.to_string()),
-        }
-        match instance.role {
-            Role::Master => master_readiness(context.client, &addr, &instance.name, expected).await,
-            Role::Worker => {
-                worker_readiness(context.client, &addr, &instance.name, context.masters, expected)
-                    .await
-            }
-        }
-    };
+    let look = || readiness(context, job, expected);
     let ready = match on_interrupt {
         OnInterrupt::GiveUp => context.wait(look).await,
         OnInterrupt::KeepWaiting => wait_until(context.wait_timeout, look).await,
@@ -262,8 +300,35 @@ async fn wait_ready(
     Ok(ready?)
 }
 
-/// Puts the previous binary back, starts it, and waits until it is healthy on its old version.
-async fn roll_back(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), RollBackError> {
+/// One look at the instance: running, healthy and on `expected`? Its service not running is
+/// final: during a wait, that means it exited after start.
+async fn readiness(context: &RollContext<'_>, job: &Job<'_>, expected: &VersionInfo) -> Readiness {
+    let instance = &job.planned.instance;
+    match job.remote.unit_state(&job.planned.service).await {
+        Ok(UnitState::Active) => {}
+        Ok(UnitState::NotActive) => {
+            return Readiness::Failed(format!(
+                "{} exited after start (see its log in {})",
+                job.planned.service, instance.log_dir
+            ));
+        }
+        Err(err) => return Readiness::Waiting(err.to_string()),
+    }
+    let addr = instance.addr();
+    match instance.role {
+        Role::Master => master_readiness(context.client, &addr, &instance.name, expected).await,
+        Role::Worker => {
+            worker_readiness(context.client, &addr, &instance.name, context.masters, expected).await
+        }
+    }
+}
+
+/// Puts the previous binary back, starts it, and waits until it is healthy on `previous`.
+async fn roll_back(
+    context: &RollContext<'_>,
+    job: &Job<'_>,
+    previous: &VersionInfo,
+) -> Result<(), RollBackError> {
     let unit = &job.planned.service;
     let command = format!(
         "mv -f {} {}",
@@ -279,7 +344,7 @@ async fn roll_back(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), RollB
     restore.await.map_err(RollBackError::NotRestored)?;
     let restart = async {
         job.remote.start(unit).await?;
-        wait_ready(context, job, &job.installed.version, OnInterrupt::KeepWaiting).await
+        wait_ready(context, job, previous, OnInterrupt::KeepWaiting).await
     };
     restart.await.map_err(RollBackError::NotHealthy)
 }

@@ -145,9 +145,12 @@ async fn unpack(
     let binary = format!("{}/{entry}", planned.staging_dir);
     let ssh_failed = |source| StageError::Ssh { at: id.clone(), source };
     // The member is named as the package spells it, matched verbatim (GNU tar), and alone.
+    // Only what an earlier unpack left is removed first: the binary an earlier run of the same
+    // package kept next to it (`<comp>.previous`) is what undoes that run if it was cut short.
     let command = format!(
-        "rm -rf {staging} && mkdir -p {staging} && tar --no-same-owner --no-wildcards --no-recursion \
+        "mkdir -p {staging} && rm -rf {unpacked} && tar --no-same-owner --no-wildcards --no-recursion \
          -xzf {package} -C {staging} {member}",
+        unpacked = shell_quote(&format!("{}/{}", planned.staging_dir, plan.component.component())),
         package = shell_quote(&host.remote_package),
         member = shell_quote(&plan.package.entry_in_package),
     );

@@ -41,6 +41,12 @@ impl Cluster {
 
     /// Like [`Cluster::patch`], with SIGINT sent as soon as a line of stderr contains `when`.
     pub fn patch_interrupted(&self, package: &str, args: &[&str], when: &str) -> Run {
+        self.patch_signalled(package, args, when, "INT")
+    }
+
+    /// Like [`Cluster::patch`], with `signal` (`INT`, `KILL`...) sent as soon as a line of
+    /// stderr contains `when`.
+    pub fn patch_signalled(&self, package: &str, args: &[&str], when: &str, signal: &str) -> Run {
         let mut child = self
             .dm_patch()
             .args(self.patch_args(package, args))
@@ -54,7 +60,8 @@ impl Cluster {
             stderr.push_str(&line);
             stderr.push('\n');
             if line.contains(when) {
-                let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+                let signal = format!("-{signal}");
+                let kill = Command::new("kill").args([&signal, &child.id().to_string()]).status();
                 assert!(kill.unwrap().success());
                 break;
             }

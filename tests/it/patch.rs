@@ -222,3 +222,36 @@ fn ctrl_c_during_a_health_wait_undoes_the_instance_at_once() {
     assert_eq!(cluster.version(first).as_deref(), Some("v8.5.1"));
     assert!(cluster.patched_ids().is_empty());
 }
+
+/// A run killed right after swapping the binary leaves the instance stopped on the package's
+/// binary. The same command again finishes that job (start, gate) instead of calling the
+/// instance "already on this package".
+#[test]
+fn a_rerun_finishes_an_instance_a_killed_run_left_stopped() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let first = cluster.ids("dm-worker")[0].clone();
+    cluster.patch_signalled(&pkg, &["-R", "dm-worker"], ": swapping the binary", "KILL");
+    assert_eq!(cluster.sandbox.pid(&first), None, "the killed run left {first} stopped");
+    let run = cluster.patch(&pkg, &["-R", "dm-worker"]).success();
+    assert_eq!(run.outcome_names(), ["patched", "patched"]);
+    for id in cluster.ids("dm-worker") {
+        assert_eq!(cluster.version(&id).as_deref(), Some("v8.5.2"), "{id}");
+    }
+}
+
+/// A run killed while a broken hotfix was failing its health wait leaves it running there.
+/// The same command again does not pass it: it fails the gate and goes back to the binary the
+/// killed run kept (which the re-run's staging must not delete).
+#[test]
+fn a_rerun_undoes_a_broken_instance_a_killed_run_left_behind() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let stuck = cluster.package("dm-worker", "v8.5.2", &[Fault::NeverHealthy]);
+    let args = ["-R", "dm-worker", "--wait-timeout", "3"];
+    cluster.patch_signalled(&stuck, &args, "waiting until healthy", "KILL");
+    let run = cluster.patch(&stuck, &args).code(1);
+    assert_eq!(run.outcome_names(), ["rolled-back", "not-reached"]);
+    let first = &run.outcomes()[0].0;
+    assert_eq!(cluster.version(first).as_deref(), Some("v8.5.1"));
+    assert!(cluster.patched_ids().is_empty());
+}
