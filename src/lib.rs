@@ -50,10 +50,24 @@ pub fn run(cli: Cli) -> ExitStatus {
     match result {
         Ok(status) => status,
         Err(err) => {
-            eprintln!("{} {err:#}", printer.paint_stderr("error:"));
+            eprintln!("{} {}", printer.paint_stderr("error:"), one_line(&err));
             exit_status_of(&err)
         }
     }
+}
+
+/// An error and its causes on one line, each cause said once: typed errors already name their
+/// source in their message, context added with `anyhow` does not.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line.replace('\n', " ")
 }
 
 /// Logs go to stderr: warnings by default, more with -v, only errors with -q. `RUST_LOG`

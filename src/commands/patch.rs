@@ -13,7 +13,7 @@ use crate::output::{self, Printer, render_plan};
 use crate::package;
 use crate::plan::{Plan, PlanOptions};
 use crate::topology::select::Filter;
-use crate::topology::store::Store;
+use crate::topology::store::{self, Store};
 use crate::topology::{Cluster, Role};
 
 /// Everything `patch` needs, checked: after this nothing reads argv or the environment again.
@@ -45,6 +45,7 @@ pub async fn run(
         return Ok(ExitStatus::Success);
     }
     let lock = lock.expect("taken above for every run that changes something");
+    store::check_writable(&config.cluster, &lock, config.plan.overwrite)?;
     if !confirm(&config, printer)? {
         printer.diagnostic("Aborted: nothing was changed.");
         return Ok(ExitStatus::Failure);
@@ -69,7 +70,7 @@ pub async fn run(
         progress.clone(),
         &interrupt,
     )
-    .await?;
+    .await;
     progress.event(Event::Done);
     output::report::render(&report, printer);
     Ok(exit_status(report.result))

@@ -43,16 +43,8 @@ pub struct Settings {
     pub command_line: Vec<String>,
 }
 
-/// Why a run could not go on at all (problems with the cluster go into the report instead).
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Runs a confirmed plan on `cluster` to its end. Problems with the cluster end up in the
-/// report (and its result); an `Err` means dm-patch itself could not go on (e.g. meta.yaml
-/// could not be saved).
+/// Runs a confirmed plan on `cluster` to its end. Everything that goes wrong, on the hosts or
+/// in the store, ends up in the report and its result.
 pub async fn execute(
     cluster: &mut Cluster,
     plan: Plan,
@@ -60,7 +52,7 @@ pub async fn execute(
     lock: &ClusterLock,
     progress: Arc<dyn Progress>,
     interrupt: &Interrupt,
-) -> Result<Report, EngineError> {
+) -> Report {
     let started = Instant::now();
     let started_at = SystemTime::now();
     let plan = Arc::new(plan);
@@ -78,16 +70,12 @@ pub async fn execute(
     };
     let audit = audit::Audit::start(&lock.store().audit_dir(), &settings.command_line);
 
-    let result = run.phases(cluster, settings, lock, interrupt).await;
+    run.phases(cluster, settings, lock, interrupt).await;
     let report = &mut run.report;
     report.seconds = started.elapsed().as_secs_f64();
     report.finished_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    if let Err(err) = &result {
-        report.result = RunResult::Failed;
-        report.message = Some(err.to_string());
-    }
     audit.finish(report);
-    result.map(|()| run.report)
+    run.report
 }
 
 struct Run {
@@ -105,21 +93,19 @@ impl Run {
         settings: &Settings,
         lock: &ClusterLock,
         interrupt: &Interrupt,
-    ) -> Result<(), EngineError> {
+    ) {
         let host_count = self.plan.hosts.len();
         self.phase(&format!("Connecting to {host_count} host(s)"));
         let (hosts, problems) = Hosts::connect(cluster, &self.plan, settings).await;
         if !problems.is_empty() {
-            self.stop_before_roll(problems);
-            return Ok(());
+            return self.stop_before_roll(problems);
         }
 
         self.phase("Checking instances");
         let (facts, problems) =
             preflight::check(&self.plan, &hosts, &self.client, &self.masters).await;
         if !problems.is_empty() {
-            self.stop_before_roll(problems);
-            return Ok(());
+            return self.stop_before_roll(problems);
         }
         for (id, installed) in &facts {
             row(&mut self.report, id).old_version = Some(installed.version.clone());
@@ -133,8 +119,7 @@ impl Run {
             stage::stage_all(&self.plan, &hosts, &self.progress, settings.concurrency).await;
         if !problems.is_empty() {
             stage::cleanup(&self.plan, &hosts, &[]).await;
-            self.stop_before_roll(problems);
-            return Ok(());
+            return self.stop_before_roll(problems);
         }
         self.report.package.version = staged.values().next().map(|s| s.version.clone());
         if interrupt.requested() {
@@ -142,21 +127,25 @@ impl Run {
         }
 
         let needs_operator =
-            self.roll(cluster, settings, lock, &hosts, &facts, &staged, interrupt).await?;
+            self.roll(cluster, settings, lock, &hosts, &facts, &staged, interrupt).await;
         stage::cleanup(&self.plan, &hosts, &needs_operator).await;
         hosts.close().await;
 
         if self.report.result == RunResult::Success && self.plan.overwrite {
             let package = &self.plan.package;
-            let kept = store::keep_package(
-                cluster,
-                package.component,
-                &package.path,
-                package.short_sha(),
-            )?;
-            self.report.kept_package = Some(kept.display().to_string());
+            let (role, sha) = (package.component, package.short_sha());
+            match store::keep_package(cluster, role, &package.path, sha) {
+                Ok(kept) => self.report.kept_package = Some(kept.display().to_string()),
+                Err(err) => {
+                    self.report.result = RunResult::Failed;
+                    self.report.message = Some(format!(
+                        "every instance was patched, but the package could not be kept for \
+                         --overwrite: {err}; run the same command again once the store is \
+                         writable (patched instances are skipped)"
+                    ));
+                }
+            }
         }
-        Ok(())
     }
 
     /// The roll itself: one instance at a time, in plan order. Returns the instances whose
@@ -171,7 +160,7 @@ impl Run {
         facts: &HashMap<String, InstanceFacts>,
         staged: &HashMap<String, Staged>,
         interrupt: &Interrupt,
-    ) -> Result<Vec<String>, EngineError> {
+    ) -> Vec<String> {
         let plan = self.plan.clone();
         let mut needs_operator = Vec::new();
         self.phase(if plan.offline {
@@ -214,11 +203,12 @@ impl Run {
             } else {
                 roll::patch_instance(&context, &job).await.map(|()| Outcome::Patched)
             };
+            let mut unsaved = None;
             let (outcome, detail) = match result {
                 Ok(outcome) => {
                     // Saved at once: a crash or Ctrl-C later never loses a finished instance.
                     cluster.mark_patched(planned.role, planned.instance.index);
-                    store::save(cluster, lock)?;
+                    unsaved = store::save(cluster, lock).err();
                     (outcome, None)
                 }
                 Err(Failure::Unchanged(reason)) => (Outcome::FailedUnchanged, Some(reason)),
@@ -241,6 +231,11 @@ impl Run {
                 outcome,
                 detail: detail.as_deref(),
             });
+            if let Some(err) = unsaved {
+                self.report.result = RunResult::Failed;
+                self.report.message = Some(unsaved_message(&self.report, cluster, &err));
+                break;
+            }
             if let Some(reason) = detail {
                 // A stop request made the instance give up and be undone: the run was
                 // interrupted, not failed (unless the undo itself failed).
@@ -262,7 +257,7 @@ impl Run {
         // The report lists instances in the order they were visited, those not reached last.
         let position = |id: &str| done.iter().position(|d| d == id).unwrap_or(usize::MAX);
         self.report.instances.sort_by_key(|row| position(&row.id));
-        Ok(needs_operator)
+        needs_operator
     }
 
     /// Ends the run before any service was touched: the problems go into the report.
@@ -275,11 +270,10 @@ impl Run {
         self.report.problems = problems;
     }
 
-    async fn interrupted_before_roll(&mut self, hosts: &Hosts) -> Result<(), EngineError> {
+    async fn interrupted_before_roll(&mut self, hosts: &Hosts) {
         stage::cleanup(&self.plan, hosts, &[]).await;
         self.report.result = RunResult::Interrupted;
         self.report.message = Some("interrupted before any service was touched".to_owned());
-        Ok(())
     }
 
     fn phase(&self, name: &str) {
@@ -306,6 +300,24 @@ async fn take_next<'p>(
         }
     }
     remaining.remove(0)
+}
+
+/// What to tell the operator when meta.yaml could not be saved after an instance was patched:
+/// the roll stopped, which instances run the package but are not marked, and how to repair it.
+fn unsaved_message(report: &Report, cluster: &Cluster, err: &StoreError) -> String {
+    let done: Vec<&str> = report
+        .instances
+        .iter()
+        .filter(|i| matches!(i.outcome, Outcome::Patched | Outcome::Skipped))
+        .map(|i| i.id.as_str())
+        .collect();
+    format!(
+        "meta.yaml could not be saved ({err}); the roll stopped there. These instances run the \
+         package but may not be marked patched: {}. Add `patched: true` to them in {} by hand, \
+         or make the store writable and run the same command again (they are skipped)",
+        done.join(", "),
+        cluster.dir.join("meta.yaml").display()
+    )
 }
 
 /// The report row of instance `id`.

@@ -29,6 +29,11 @@ pub enum StoreError {
     #[error("cannot write {path}: {source}; meta.yaml was left as it was")]
     Write { path: String, source: io::Error },
     #[error(
+        "cannot write {path} ({source}); dm-patch saves meta.yaml as each instance finishes, so it \
+         touches no host until the store is writable: check its permissions, `lsattr` and mounts"
+    )]
+    NotWritable { path: String, source: io::Error },
+    #[error(
         "cluster '{0}' is locked by another dm-patch run; wait for it to finish (or end it) and try again"
     )]
     Locked(String),
@@ -180,6 +185,37 @@ pub fn save(cluster: &Cluster, _lock: &ClusterLock) -> Result<(), StoreError> {
     temp.as_file().sync_all().map_err(write_error)?;
     temp.persist(&path).map_err(|err| write_error(err.error))?;
     File::open(&cluster.dir).and_then(|dir| dir.sync_all()).map_err(write_error)
+}
+
+/// Proves, before any host is touched, that meta.yaml can be saved (a file can be created
+/// beside it and it can be opened for writing: an immutable or read-only store fails here)
+/// and, when `patch_dir` is asked for, that the package can be kept in `patch/`.
+pub fn check_writable(
+    cluster: &Cluster,
+    _lock: &ClusterLock,
+    patch_dir: bool,
+) -> Result<(), StoreError> {
+    let not_writable = |path: &Path, source: io::Error| StoreError::NotWritable {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut dirs = vec![cluster.dir.clone()];
+    if patch_dir && cluster.patch_dir().is_dir() {
+        dirs.push(cluster.patch_dir());
+    }
+    for dir in dirs {
+        // Created new (never through an existing name) and removed at once.
+        let probe = dir.join(format!(".dm-patch-probe.{}", std::process::id()));
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .and_then(|_| fs::remove_file(&probe))
+            .map_err(|err| not_writable(&dir, err))?;
+    }
+    let meta = cluster.dir.join("meta.yaml");
+    fs::OpenOptions::new().write(true).open(&meta).map_err(|err| not_writable(&meta, err))?;
+    Ok(())
 }
 
 /// `--overwrite`: keeps the package as `patch/<comp>-<sha7>.tar.gz` with the relative symlink

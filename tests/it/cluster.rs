@@ -47,6 +47,22 @@ impl Cluster {
     /// Like [`Cluster::patch`], with `signal` (`INT`, `KILL`...) sent as soon as a line of
     /// stderr contains `when`.
     pub fn patch_signalled(&self, package: &str, args: &[&str], when: &str, signal: &str) -> Run {
+        self.patch_when(package, args, when, |pid| {
+            let signal = format!("-{signal}");
+            let kill = Command::new("kill").args([&signal, &pid.to_string()]).status();
+            assert!(kill.unwrap().success());
+        })
+    }
+
+    /// Like [`Cluster::patch`], doing `action` (given dm-patch's pid) as soon as a line of
+    /// stderr contains `when`.
+    pub fn patch_when(
+        &self,
+        package: &str,
+        args: &[&str],
+        when: &str,
+        action: impl FnOnce(u32),
+    ) -> Run {
         let mut child = self
             .dm_patch()
             .args(self.patch_args(package, args))
@@ -56,13 +72,12 @@ impl Cluster {
             .unwrap();
         let mut stderr = String::new();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut action = Some(action);
         for line in lines.by_ref().map_while(Result::ok) {
             stderr.push_str(&line);
             stderr.push('\n');
             if line.contains(when) {
-                let signal = format!("-{signal}");
-                let kill = Command::new("kill").args([&signal, &child.id().to_string()]).status();
-                assert!(kill.unwrap().success());
+                (action.take().unwrap())(child.id());
                 break;
             }
         }

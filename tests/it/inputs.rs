@@ -1,7 +1,7 @@
 //! Every kind of bad input ends with one clear line on stderr, exit code 2, and the store
 //! exactly as it was. One test per input; each snapshot is named after its test.
 
-use crate::support::{Entry, Store};
+use crate::support::{Entry, Immutable, Store};
 
 /// `patch demo <package> -R dm-worker --dry-run` with a package `file_name` made of
 /// `entries`: refused.
@@ -409,4 +409,23 @@ fn gzip_bomb(chunks: u64) -> Vec<u8> {
 fn a_gzip_bomb() {
     // 65 x 64 MiB: just over the 4 GiB a package may unpack to.
     insta::assert_snapshot!(refused_bytes("bomb.tar.gz", &gzip_bomb(65)));
+}
+
+/// A store that cannot be written is found before any host is contacted.
+#[test]
+fn an_unwritable_store() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    let _frozen = Immutable::new(store.cluster_dir("demo"));
+    insta::assert_snapshot!(store.refused(&["patch", "demo", &pkg, "-R", "dm-worker", "--yes"]));
+}
+
+/// A cause is said once, not once by the error and again by the chain it belongs to.
+#[test]
+fn package_is_a_directory() {
+    let store = Store::demo();
+    let dir = store.home().join("pkg.tar.gz");
+    std::fs::create_dir(&dir).unwrap();
+    let line = store.refused(&["patch", "demo", dir.to_str().unwrap(), "-R", "dm-worker"]);
+    assert_eq!(line.matches("it is a directory").count(), 1, "{line}");
 }

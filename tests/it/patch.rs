@@ -8,6 +8,7 @@ use std::time::Duration;
 use dm_sandbox::{Fault, Sandbox};
 
 use crate::cluster::{Cluster, id_set, sha7};
+use crate::support::Immutable;
 
 /// Watches the given instances while a run goes on, and remembers the most that were down at
 /// the same moment.
@@ -254,4 +255,23 @@ fn a_rerun_undoes_a_broken_instance_a_killed_run_left_behind() {
     let first = &run.outcomes()[0].0;
     assert_eq!(cluster.version(first).as_deref(), Some("v8.5.1"));
     assert!(cluster.patched_ids().is_empty());
+}
+
+/// meta.yaml turning unwritable during the roll stops it after the instance in flight, which
+/// runs the package; the report says which instances are not marked and how to repair that.
+#[test]
+fn a_store_that_cannot_be_saved_stops_the_roll_and_says_what_changed() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let meta = cluster.cluster_dir().join("meta.yaml");
+    let mut frozen = None;
+    let when = ": waiting until healthy";
+    let run = cluster.patch_when(&pkg, &["-R", "dm-worker"], when, |_| {
+        frozen = Some(Immutable::new(&meta));
+    });
+    let run = run.code(1);
+    assert_eq!(run.outcome_names(), ["patched", "not-reached"]);
+    let message = run.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("meta.yaml could not be saved"), "{message}");
+    assert!(message.contains(&run.outcomes()[0].0), "{message}");
 }

@@ -263,3 +263,22 @@ pub fn wait_with_peak_rss(child: &mut std::process::Child) -> (std::process::Exi
     assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
     (std::process::ExitStatus::from_raw(status), usage.ru_maxrss)
 }
+
+/// Makes `path` immutable (`chattr +i`) for as long as it lives, so a test can make the store
+/// unwritable even as root; the attribute is removed when it is dropped, whatever the test did.
+pub struct Immutable(PathBuf);
+
+impl Immutable {
+    pub fn new(path: impl Into<PathBuf>) -> Immutable {
+        let path = path.into();
+        let status = std::process::Command::new("chattr").arg("+i").arg(&path).status();
+        assert!(status.expect("chattr (e2fsprogs) is installed").success(), "chattr +i");
+        Immutable(path)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
