@@ -271,7 +271,7 @@ pub struct Immutable(PathBuf);
 impl Immutable {
     pub fn new(path: impl Into<PathBuf>) -> Immutable {
         let path = path.into();
-        let status = std::process::Command::new("chattr").arg("+i").arg(&path).status();
+        let status = Command::new("chattr").arg("+i").arg(&path).status();
         assert!(status.expect("chattr (e2fsprogs) is installed").success(), "chattr +i");
         Immutable(path)
     }
@@ -279,6 +279,6 @@ impl Immutable {
 
 impl Drop for Immutable {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
     }
 }
