@@ -115,6 +115,10 @@ pub struct PatchArgs {
     /// The cluster is stopped: only replace binaries; no restart, no DM API calls
     #[arg(long)]
     pub offline: bool,
+    /// Accept a package whose binary reports another release line (major.minor) than the
+    /// cluster's dm_version; a hotfix normally stays on its release line
+    #[arg(long)]
+    pub allow_version_change: bool,
     /// Do not ask for confirmation
     #[arg(short, long)]
     pub yes: bool,

@@ -16,6 +16,8 @@ pub struct Plan {
     pub package: Package,
     pub offline: bool,
     pub overwrite: bool,
+    /// A package whose binary reports another release line than the cluster's may be used.
+    pub allow_version_change: bool,
     /// The dm-master leader's member name when it was learned while planning.
     pub leader: Option<String>,
     /// One upload per host, shared by every selected instance on it.
@@ -65,6 +67,8 @@ pub struct PlanOptions {
     pub offline: bool,
     /// `--overwrite`: keep the package in the store as the cluster's permanent patch.
     pub overwrite: bool,
+    /// `--allow-version-change`: the package may move the cluster to another release line.
+    pub allow_version_change: bool,
 }
 
 impl Plan {
@@ -76,7 +80,7 @@ impl Plan {
         leader: Option<String>,
         options: PlanOptions,
     ) -> Plan {
-        let PlanOptions { offline, overwrite } = options;
+        let PlanOptions { offline, overwrite, allow_version_change } = options;
         let comp = package.component.component();
         let sha = package.short_sha().to_owned();
         let cluster_version = cluster.version().to_owned();
@@ -124,6 +128,7 @@ impl Plan {
             package,
             offline,
             overwrite,
+            allow_version_change,
             leader,
             hosts,
             instances,

@@ -81,6 +81,7 @@ fn exit_status(result: RunResult) -> ExitStatus {
     match result {
         RunResult::Success => ExitStatus::Success,
         RunResult::PreflightFailed | RunResult::Failed => ExitStatus::Failure,
+        RunResult::PackageRefused => ExitStatus::BadInput,
         RunResult::Interrupted => ExitStatus::Interrupted,
     }
 }
@@ -107,7 +108,11 @@ async fn resolve(
     } else {
         None
     };
-    let options = PlanOptions { offline: args.offline, overwrite: args.overwrite };
+    let options = PlanOptions {
+        offline: args.offline,
+        overwrite: args.overwrite,
+        allow_version_change: args.allow_version_change,
+    };
     let plan = Plan::new(&cluster, &selected, package, leader, options);
 
     Ok(PatchConfig {

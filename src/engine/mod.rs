@@ -24,6 +24,7 @@ use self::roll::{Failure, Job, RollContext};
 use self::signals::Interrupt;
 use self::stage::Staged;
 use crate::dm::client::DmClient;
+use crate::dm::version::release_line;
 use crate::plan::{Plan, PlannedInstance};
 use crate::ssh::HostKeyPolicy;
 use crate::topology::store::{self, ClusterLock, StoreError};
@@ -122,6 +123,12 @@ impl Run {
             return self.stop_before_roll(problems);
         }
         self.report.package.version = staged.values().next().map(|s| s.version.clone());
+        if let Some(message) = self.other_release_line() {
+            stage::cleanup(&self.plan, &hosts, &[]).await;
+            self.report.result = RunResult::PackageRefused;
+            self.report.message = Some(message);
+            return;
+        }
         if interrupt.requested() {
             return self.interrupted_before_roll(&hosts).await;
         }
@@ -258,6 +265,29 @@ impl Run {
         let position = |id: &str| done.iter().position(|d| d == id).unwrap_or(usize::MAX);
         self.report.instances.sort_by_key(|row| position(&row.id));
         needs_operator
+    }
+
+    /// Why the staged binary may not be used, when it reports another release line than the
+    /// cluster's and that was not allowed. A hotfix stays on its release line: a binary from
+    /// another one is a wrong package far more often than a wish to move.
+    fn other_release_line(&self) -> Option<String> {
+        let plan = &self.plan;
+        let package = self.report.package.version.as_ref()?;
+        let cluster = release_line(&plan.cluster_version)?;
+        if plan.allow_version_change || package.release_line() == Some(cluster) {
+            return None;
+        }
+        Some(format!(
+            "the package's {} reports {}, but cluster '{}' runs {}: a hotfix stays on its \
+             release line (v{}.{}), so nothing was changed; pass --allow-version-change if the \
+             move is meant",
+            plan.component,
+            package.short(),
+            plan.cluster,
+            plan.cluster_version,
+            cluster.0,
+            cluster.1
+        ))
     }
 
     /// Ends the run before any service was touched: the problems go into the report.

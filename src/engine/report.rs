@@ -41,6 +41,9 @@ pub enum RunResult {
     Success,
     /// Preflight or staging found problems; no service was touched.
     PreflightFailed,
+    /// What the package's binary says of itself on the hosts rules it out (another release
+    /// line); no service was touched.
+    PackageRefused,
     /// An instance failed; the roll stopped there.
     Failed,
     /// Ctrl-C or SIGTERM; the instance in flight was put back as it was first.

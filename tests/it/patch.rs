@@ -275,3 +275,19 @@ fn a_store_that_cannot_be_saved_stops_the_roll_and_says_what_changed() {
     assert!(message.contains("meta.yaml could not be saved"), "{message}");
     assert!(message.contains(&run.outcomes()[0].0), "{message}");
 }
+
+/// A package from another release line is refused on what its binary reports, before any
+/// service is touched; --allow-version-change lets it through.
+#[test]
+fn a_package_from_another_release_line_needs_allow_version_change() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let older = cluster.package("dm-worker", "v7.5.4", &[]);
+    let pids = cluster.pids();
+    let run = cluster.patch(&older, &["-R", "dm-worker"]).code(2);
+    assert_eq!(run.json()["result"], "package-refused");
+    assert!(run.stderr.contains("--allow-version-change"), "{run:?}");
+    cluster.assert_untouched(&pids, pids.keys());
+    assert!(cluster.patched_ids().is_empty());
+    let run = cluster.patch(&older, &["-R", "dm-worker", "--allow-version-change"]).success();
+    assert_eq!(run.outcome_names(), ["patched", "patched"]);
+}
