@@ -26,13 +26,12 @@ pub struct Plan {
     pub instances: Vec<PlannedInstance>,
 }
 
+/// A host the package goes to, once, whatever the number of selected instances on it.
 #[derive(Debug, Clone, Serialize)]
 pub struct HostStaging {
     /// Where SSH goes (`manage_host` or `host`).
     pub ssh_host: String,
     pub ssh_port: u16,
-    /// Where the package is uploaded (and its sha256 checked) on that host.
-    pub remote_package: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,7 +49,8 @@ pub struct PlannedInstance {
     pub binary: String,
     /// TiUP's one-time backup of `bin` (kept if it already exists).
     pub backup_dir: String,
-    /// Where the new binary is unpacked, next to `bin`, before the swap.
+    /// Where the package is unpacked (`tree/`) and what the swap replaced is kept
+    /// (`previous/`), next to `bin`.
     pub staging_dir: String,
     pub position: Position,
     pub reason: &'static str,
@@ -81,7 +81,6 @@ impl Plan {
         options: PlanOptions,
     ) -> Plan {
         let PlanOptions { offline, overwrite, allow_version_change } = options;
-        let comp = package.component.component();
         let sha = package.short_sha().to_owned();
         let cluster_version = cluster.version().to_owned();
 
@@ -94,7 +93,6 @@ impl Plan {
                 hosts.push(HostStaging {
                     ssh_host: instance.ssh_host.clone(),
                     ssh_port: instance.ssh_port,
-                    remote_package: format!("{}/dm-patch-{comp}-{sha}.tar.gz", instance.deploy_dir),
                 });
             }
         }
@@ -133,13 +131,5 @@ impl Plan {
             hosts,
             instances,
         }
-    }
-
-    /// The upload that serves `instance`.
-    pub fn staging_for(&self, instance: &PlannedInstance) -> &HostStaging {
-        self.hosts
-            .iter()
-            .find(|h| h.ssh_host == instance.ssh_host && h.ssh_port == instance.ssh_port)
-            .expect("every planned instance's host is staged")
     }
 }

@@ -11,6 +11,7 @@ pub mod report;
 mod roll;
 pub mod signals;
 mod stage;
+mod tree;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -203,8 +204,10 @@ impl Run {
                 remote: hosts.get(&planned.ssh_host, planned.ssh_port),
                 installed,
                 staged: new,
+                files: &plan.package.files,
             };
-            let on_package_already = installed.sha256.as_deref() == Some(new.sha256.as_str());
+            let on_package_already =
+                installed.sha256.as_deref() == Some(plan.package.entry_sha256.as_str());
             let result = if on_package_already {
                 roll::finish_earlier_run(&context, &job).await
             } else {

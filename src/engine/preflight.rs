@@ -8,17 +8,19 @@ use tokio::task::JoinSet;
 
 use super::hosts::Hosts;
 use super::remote::Remote;
+use super::tree::{PICK_HASHER, VERSION};
 use crate::dm::client::DmClient;
 use crate::dm::version::VersionInfo;
 use crate::plan::{Plan, PlannedInstance};
-use crate::ssh::SshError;
+use crate::ssh::{SshError, shell_quote};
 
 /// What preflight learned of an instance's installed binary.
 #[derive(Debug, Clone)]
 pub struct InstanceFacts {
     /// What it says of itself (`-V`).
     pub version: VersionInfo,
-    /// Its sha256, to recognise instances already on the package.
+    /// Its sha256, to recognise instances already on the package; only asked for when its
+    /// size is the package binary's (`None` otherwise).
     pub sha256: Option<String>,
 }
 
@@ -33,10 +35,12 @@ pub async fn check(
     for planned in &plan.instances {
         let remote = hosts.get(&planned.ssh_host, planned.ssh_port).clone();
         let planned = planned.clone();
-        // The upload, everything it unpacks to, and room for the backup of the binary.
-        let needed = plan.package.size + 2 * plan.package.unpacked_size;
+        // What the package unpacks to, and as much again for TiUP's backup of bin/ (the
+        // package itself is streamed, never stored on the host).
+        let needed = 2 * plan.package.unpacked_size;
+        let entry_size = plan.package.entry_size;
         checks.spawn(async move {
-            let result = check_instance(&remote, &planned, needed).await;
+            let result = check_instance(&remote, &planned, needed, entry_size).await;
             (planned.id, result)
         });
     }
@@ -75,39 +79,77 @@ enum InstanceProblem {
     NoDeployDir { dir: String, host: String },
     #[error("{binary} is missing; is this a TiUP-deployed DM instance?")]
     NoBinary { binary: String },
-    #[error("{binary} -V failed: {source}")]
-    VersionUnknown { binary: String, source: SshError },
+    #[error("{binary} -V failed: {output}")]
+    VersionUnknown { binary: String, output: String },
     #[error(
-        "only {} free in {dir}, {} needed for the package, what it unpacks to and the backup",
+        "only {} free in {dir}, {} needed for what the package unpacks to and the backup",
         HumanBytes(*.free),
         HumanBytes(*.needed)
     )]
     LowDisk { dir: String, free: u64, needed: u64 },
+    #[error(
+        "{host}: the check of {dir} printed what it should not ({output}); is this a Linux host?"
+    )]
+    Unreadable { host: String, dir: String, output: String },
     #[error(transparent)]
     Ssh(#[from] SshError),
+}
+
+/// One round trip: the deploy dir, free space, the installed binary's size (its sha256 only
+/// when the size is the package binary's) and its version.
+fn facts_script(planned: &PlannedInstance, entry_size: u64) -> String {
+    format!(
+        "d={deploy}; b={binary}\n\
+         if [ ! -d \"$d\" ]; then echo nodeploy; exit 0; fi\n\
+         echo \"free $(df -Pk \"$d\" | awk 'NR==2 {{print $4}}')\"\n\
+         if [ ! -f \"$b\" ]; then echo nobinary; exit 0; fi\n\
+         size=$(stat -c %s \"$b\"); echo \"size $size\"\n\
+         if [ \"$size\" = {entry_size} ]; then {PICK_HASHER}; \
+         echo \"sha256 $($hash \"$b\" | cut -d' ' -f1)\"; fi\n\
+         echo {VERSION}\n\"$b\" -V 2>&1 || echo \"exit status $?\"\n",
+        deploy = shell_quote(&planned.deploy_dir),
+        binary = shell_quote(&planned.binary),
+    )
 }
 
 async fn check_instance(
     remote: &Remote,
     planned: &PlannedInstance,
     needed: u64,
+    entry_size: u64,
 ) -> Result<InstanceFacts, InstanceProblem> {
-    if !remote.is_dir(&planned.deploy_dir).await? {
-        return Err(InstanceProblem::NoDeployDir {
-            dir: planned.deploy_dir.clone(),
-            host: remote.label.clone(),
-        });
+    let stdout = remote.run(&facts_script(planned, entry_size)).await?;
+    let unreadable = || InstanceProblem::Unreadable {
+        host: remote.label.clone(),
+        dir: planned.deploy_dir.clone(),
+        output: stdout.lines().next().unwrap_or_default().to_owned(),
+    };
+    let (facts, version) = stdout.split_once(&format!("{VERSION}\n")).unwrap_or((&stdout, ""));
+    let mut free = None;
+    let mut sha256 = None;
+    for line in facts.lines() {
+        match line.split_once(' ').unwrap_or((line, "")) {
+            ("nodeploy", _) => {
+                let (dir, host) = (planned.deploy_dir.clone(), remote.label.clone());
+                return Err(InstanceProblem::NoDeployDir { dir, host });
+            }
+            ("nobinary", _) => {
+                return Err(InstanceProblem::NoBinary { binary: planned.binary.clone() });
+            }
+            ("free", kib) => free = Some(kib.parse::<u64>().map_err(|_| unreadable())? * 1024),
+            ("sha256", hex) if hex.len() == 64 => sha256 = Some(hex.to_owned()),
+            ("size", _) => {}
+            _ => return Err(unreadable()),
+        }
     }
-    let sha256 = remote.sha256(&planned.binary).await?;
-    if sha256.is_none() {
-        return Err(InstanceProblem::NoBinary { binary: planned.binary.clone() });
+    let free = free.ok_or_else(unreadable)?;
+    let parsed = VersionInfo::parse(version);
+    if parsed.release.is_empty() {
+        let output = version.lines().map(str::trim).collect::<Vec<_>>().join(" / ");
+        return Err(InstanceProblem::VersionUnknown { binary: planned.binary.clone(), output });
     }
-    let version = remote.binary_version(&planned.binary).await.map_err(|source| {
-        InstanceProblem::VersionUnknown { binary: planned.binary.clone(), source }
-    })?;
-    let free = remote.free_bytes(&planned.deploy_dir).await?;
     if free < needed {
         return Err(InstanceProblem::LowDisk { dir: planned.deploy_dir.clone(), free, needed });
     }
-    Ok(InstanceFacts { version, sha256 })
+    Ok(InstanceFacts { version: parsed, sha256 })
 }

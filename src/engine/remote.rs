@@ -53,12 +53,6 @@ impl Remote {
         })
     }
 
-    /// Whether `path` is a directory (following no more than `test -d` does).
-    pub async fn is_dir(&self, path: &str) -> Result<bool, SshError> {
-        let output = self.session.exec(&format!("test -d {}", shell_quote(path))).await?;
-        Ok(output.exit_status == 0)
-    }
-
     /// Whether `path` is a regular file (not a link to one).
     pub async fn is_file(&self, path: &str) -> Result<bool, SshError> {
         let quoted = shell_quote(path);
@@ -70,23 +64,5 @@ impl Remote {
     pub async fn binary_version(&self, binary: &str) -> Result<VersionInfo, SshError> {
         let block = self.run(&format!("{} -V", shell_quote(binary))).await?;
         Ok(VersionInfo::parse(&block))
-    }
-
-    /// The sha256 of a remote file, or `None` when it does not exist.
-    pub async fn sha256(&self, path: &str) -> Result<Option<String>, SshError> {
-        let quoted = shell_quote(path);
-        let output = self.session.exec(&format!("test -f {quoted} && sha256sum {quoted}")).await?;
-        if output.exit_status != 0 {
-            return Ok(None);
-        }
-        Ok(output.stdout.split_whitespace().next().map(str::to_owned))
-    }
-
-    /// Free space (bytes) on the file system holding `dir`.
-    pub async fn free_bytes(&self, dir: &str) -> Result<u64, SshError> {
-        let out = self.run(&format!("df -Pk {} | tail -n 1", shell_quote(dir))).await?;
-        let kib: u64 =
-            out.split_whitespace().nth(3).and_then(|field| field.parse().ok()).unwrap_or(0);
-        Ok(kib * 1024)
     }
 }

@@ -10,9 +10,11 @@ use super::remote::{Remote, UnitState};
 use super::report::Outcome;
 use super::signals::Interrupt;
 use super::stage::Staged;
+use super::tree;
 use crate::dm::client::DmClient;
 use crate::dm::health::{Readiness, WaitError, master_readiness, wait_until, worker_readiness};
 use crate::dm::version::VersionInfo;
+use crate::package::PackageFile;
 use crate::plan::PlannedInstance;
 use crate::ssh::{SshError, shell_quote};
 use crate::topology::Role;
@@ -71,12 +73,24 @@ pub struct Job<'a> {
     /// The binary it runs now.
     pub installed: &'a InstanceFacts,
     pub staged: &'a Staged,
+    /// What the package puts under `bin/`.
+    pub files: &'a [PackageFile],
 }
 
 impl Job<'_> {
-    /// Where the binary that ran before is kept until the instance is done.
+    /// Where what the swap replaced in `bin/` is kept until the instance is done.
+    fn previous_dir(&self) -> String {
+        format!("{}/previous", self.planned.staging_dir)
+    }
+
+    /// The binary that ran before the swap, as kept in [`Job::previous_dir`].
     fn previous_binary(&self) -> String {
-        format!("{}/{}.previous", self.planned.staging_dir, self.planned.role.component())
+        let comp = self.planned.role.component();
+        format!("{}/{comp}/{comp}", self.previous_dir())
+    }
+
+    fn bin_dir(&self) -> String {
+        format!("{}/bin", self.planned.deploy_dir)
     }
 
     fn say(&self, context: &RollContext<'_>, step: &str) {
@@ -105,8 +119,8 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
         job.say(context, "swapping the binary");
         return swap_in(job).await.map_err(|err| {
             Failure::NeedsAttention(format!(
-                "{err}; the previous binary is at {} on {}",
-                job.previous_binary(),
+                "{err}; what it replaced in bin/ is kept in {} on {}",
+                job.previous_dir(),
                 job.remote.label
             ))
         });
@@ -216,11 +230,12 @@ async fn undo(
             previous.short()
         )),
         Err(RollBackError::NotRestored(err)) => Failure::NeedsAttention(format!(
-            "{reason}; rolling back failed too: {err}. The previous binary is at {} on {}: \
-             copy it over {}, then `systemctl start {}`{evict_note}",
-            job.previous_binary(),
+            "{reason}; rolling back failed too: {err}. What the patch replaced in {} is kept \
+             in {} on {}: copy it back over {}, then `systemctl start {}`{evict_note}",
+            job.bin_dir(),
+            job.previous_dir(),
             job.remote.label,
-            planned.binary,
+            job.bin_dir(),
             planned.service
         )),
         Err(RollBackError::NotHealthy(err)) => Failure::NeedsAttention(format!(
@@ -252,25 +267,21 @@ enum RollBackError {
     NotHealthy(StepError),
 }
 
-/// TiUP's backup (`bin` -> `bin.old.<version>`, kept if present) and our own copy of exactly
-/// the binary that runs now, which is what a roll back restores.
+/// TiUP's backup: `bin` -> `bin.old.<version>`, made once and kept if present.
 async fn back_up(job: &Job<'_>) -> Result<(), StepError> {
-    let deploy_bin = format!("{}/bin", job.planned.deploy_dir);
-    let backup = shell_quote(&job.planned.backup_dir);
-    let current = shell_quote(&job.planned.binary);
-    let previous = shell_quote(&job.previous_binary()).into_owned();
     let command = format!(
-        "{{ test -d {backup} || cp -rp {bin} {backup}; }} && {{ ln -f {current} {previous} 2>/dev/null || cp -p {current} {previous}; }}",
-        bin = shell_quote(&deploy_bin),
+        "test -d {backup} || cp -rp {bin} {backup}",
+        backup = shell_quote(&job.planned.backup_dir),
+        bin = shell_quote(&job.bin_dir()),
     );
     job.remote.run(&command).await?;
     Ok(())
 }
 
-/// Renames the staged binary over the installed one: atomic, same file system.
+/// Keeps what the package replaces in `bin/` (hard links) and moves the verified tree in: each
+/// file is renamed over the old one, atomically, on the same file system.
 async fn swap_in(job: &Job<'_>) -> Result<(), StepError> {
-    let command =
-        format!("mv -f {} {}", shell_quote(&job.staged.binary), shell_quote(&job.planned.binary));
+    let command = tree::swap_script(&job.bin_dir(), &job.planned.staging_dir, job.files);
     job.remote.run(&command).await?;
     Ok(())
 }
@@ -330,11 +341,7 @@ async fn roll_back(
     previous: &VersionInfo,
 ) -> Result<(), RollBackError> {
     let unit = &job.planned.service;
-    let command = format!(
-        "mv -f {} {}",
-        shell_quote(&job.previous_binary()),
-        shell_quote(&job.planned.binary)
-    );
+    let command = tree::restore_script(&job.bin_dir(), &job.planned.staging_dir, job.files);
     // It may be running (the new binary started but never turned healthy).
     let restore = async {
         job.remote.stop(unit).await?;

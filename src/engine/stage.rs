@@ -1,10 +1,10 @@
-//! Staging: upload the package once per host (all hosts in parallel), verify its sha256 there,
-//! and unpack the binary next to `bin` for every selected instance on the host. Nothing that
-//! runs is touched; a failure here leaves only files that `cleanup` removes.
-//!
-//! Only the entry the local check inspected is unpacked (by its exact name), and it is taken
-//! only if it is a regular file (never a link, which `chmod` would follow) whose sha256 is the
-//! one computed locally.
+//! Staging: the package goes to every host in one pass (all hosts in parallel, at most
+//! `--concurrency` at a time), streamed over SSH straight into `tar -xzf -` in an instance's
+//! staging dir, so the host never stores the package itself nor reads anything twice. What was
+//! unpacked is then proven identical to what the local check saw (every path, type, size, mode
+//! and sha256, and nothing else), owned like the binary it replaces, and its binary asked for
+//! its version. Other instances on the same host get a verified copy. Nothing that runs is
+//! touched; a failure here leaves only files that `cleanup` removes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,19 +15,14 @@ use tokio::task::JoinSet;
 use super::events::{Event, Progress};
 use super::hosts::Hosts;
 use super::remote::Remote;
+use super::tree::{self, Listing};
 use crate::dm::version::VersionInfo;
 use crate::plan::{HostStaging, Plan, PlannedInstance};
 use crate::ssh::{SshError, shell_quote};
 
-/// The exit status of the ownership step when the unpacked binary is not a regular file.
-const NOT_REGULAR: u32 = 3;
-
-/// The new binary, unpacked and ready to be swapped in.
+/// The package's tree in an instance's staging dir, verified and ready to be swapped in.
 #[derive(Debug, Clone)]
 pub struct Staged {
-    /// `<staging_dir>/<comp>/<comp>`.
-    pub binary: String,
-    pub sha256: String,
     /// What the new binary says of itself (`-V`) on that host.
     pub version: VersionInfo,
 }
@@ -35,29 +30,20 @@ pub struct Staged {
 /// Why a host could not be staged; each reads as one problem line.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    #[error("{host}: upload failed: {source}")]
-    Upload { host: String, source: SshError },
-    #[error(
-        "{host}: the uploaded package's sha256 is {found}, expected {expected}; the transfer was damaged"
-    )]
-    Damaged { host: String, found: String, expected: String },
-    /// `at` is the host, or the instance when the command was for one.
+    #[error("{host}: cannot read the package: {source}")]
+    Package { host: String, source: std::io::Error },
+    /// `at` is the host, or the instance when the command was for one. (Boxed: an `SshError`
+    /// is large, and every `Result` of staging would pay for it.)
     #[error("{at}: {source}")]
-    Ssh { at: String, source: SshError },
-    #[error("{id}: {binary} is missing after unpacking")]
-    NotUnpacked { id: String, binary: String },
+    Ssh { at: String, source: Box<SshError> },
+    #[error("{at}: staging failed: {detail}")]
+    Failed { at: String, detail: String },
     #[error(
-        "{id}: the unpacked {binary} is a link or not a regular file, so it was not installed; this host's tar did not unpack what dm-patch checked"
+        "{id}: what was unpacked is not what dm-patch checked ({difference}), so nothing was installed"
     )]
-    NotRegular { id: String, binary: String },
-    #[error(
-        "{id}: the unpacked {binary} has sha256 {found}, but the checked {entry} has {expected}, so it was not installed; this host's tar did not unpack what dm-patch checked"
-    )]
-    NotTheChecked { id: String, binary: String, entry: String, found: String, expected: String },
-    #[error("{id}: the new binary does not run on this host: {source}")]
-    DoesNotRun { id: String, source: SshError },
-    #[error("{id}: {binary} -V printed no Release Version; is it a DM binary?")]
-    NoVersion { id: String, binary: String },
+    NotTheChecked { id: String, difference: String },
+    #[error("{id}: the new binary does not run on this host: {output}")]
+    DoesNotRun { id: String, output: String },
 }
 
 /// Stages the package on every host; returns what was staged per instance ID, and problems.
@@ -100,108 +86,65 @@ async fn stage_host(
     progress: &dyn Progress,
 ) -> Result<Vec<(String, Staged)>, StageError> {
     let label = remote.label.as_str();
-    let ssh_failed = |source| StageError::Ssh { at: label.to_owned(), source };
-    progress.event(Event::UploadStarted { host: label, total: plan.package.size });
-    remote
-        .session
-        .upload(&plan.package.path, &host.remote_package, |sent| {
-            progress.event(Event::UploadProgress { host: label, sent });
-        })
-        .await
-        .map_err(|source| StageError::Upload { host: label.to_owned(), source })?;
-    progress.event(Event::UploadFinished { host: label });
-
-    let uploaded = remote.sha256(&host.remote_package).await.map_err(ssh_failed)?;
-    if uploaded.as_deref() != Some(plan.package.sha256.as_str()) {
-        return Err(StageError::Damaged {
-            host: label.to_owned(),
-            found: uploaded.unwrap_or_else(|| "missing".into()),
-            expected: plan.package.sha256.clone(),
-        });
-    }
-
-    let mut staged = Vec::new();
-    let on_this_host = plan
+    let mut on_this_host = plan
         .instances
         .iter()
         .filter(|i| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port);
+    let first = on_this_host.next().expect("a staged host has an instance");
+
+    progress.event(Event::UploadStarted { host: label, total: plan.package.size });
+    let mut package = tokio::fs::File::open(&plan.package.path)
+        .await
+        .map_err(|source| StageError::Package { host: label.to_owned(), source })?;
+    let script = tree::unpack_script(&first.staging_dir, &first.binary, &plan.package.entry());
+    let sent = |sent| progress.event(Event::UploadProgress { host: label, sent });
+    let output = remote
+        .session
+        .exec_with_input(&script, &mut package, &sent)
+        .await
+        .map_err(|source| StageError::Ssh { at: label.to_owned(), source: Box::new(source) })?;
+    progress.event(Event::UploadFinished { host: label });
+    let listing = verified(plan, first, output)?;
+    let block = listing.version.unwrap_or_default();
+    let version = VersionInfo::parse(&block);
+    if version.release.is_empty() {
+        let output = block.lines().map(str::trim).collect::<Vec<_>>().join(" / ");
+        return Err(StageError::DoesNotRun { id: first.id.clone(), output });
+    }
+
+    let mut staged = vec![(first.id.clone(), Staged { version: version.clone() })];
     for planned in on_this_host {
-        let unpacked = unpack(plan, host, remote, planned).await?;
-        staged.push((planned.id.clone(), unpacked));
+        let script = tree::copy_script(&first.staging_dir, &planned.staging_dir, &planned.binary);
+        let output = remote.session.exec(&script).await.map_err(|source| StageError::Ssh {
+            at: planned.id.clone(),
+            source: Box::new(source),
+        })?;
+        verified(plan, planned, output)?;
+        staged.push((planned.id.clone(), Staged { version: version.clone() }));
     }
     Ok(staged)
 }
 
-/// Unpacks `<comp>/<comp>` into the instance's staging dir, owned like the binary it replaces.
-async fn unpack(
+/// The listing a staging script printed, once it is proven to hold exactly the package.
+fn verified(
     plan: &Plan,
-    host: &HostStaging,
-    remote: &Remote,
     planned: &PlannedInstance,
-) -> Result<Staged, StageError> {
-    let id = &planned.id;
-    let entry = plan.package.entry();
-    let staging = shell_quote(&planned.staging_dir);
-    let binary = format!("{}/{entry}", planned.staging_dir);
-    let ssh_failed = |source| StageError::Ssh { at: id.clone(), source };
-    // The member is named as the package spells it, matched verbatim (GNU tar), and alone.
-    // Only what an earlier unpack left is removed first: the binary an earlier run of the same
-    // package kept next to it (`<comp>.previous`) is what undoes that run if it was cut short.
-    let command = format!(
-        "mkdir -p {staging} && rm -rf {unpacked} && tar --no-same-owner --no-wildcards --no-recursion \
-         -xzf {package} -C {staging} {member}",
-        unpacked = shell_quote(&format!("{}/{}", planned.staging_dir, plan.component.component())),
-        package = shell_quote(&host.remote_package),
-        member = shell_quote(&plan.package.entry_in_package),
-    );
-    remote.run(&command).await.map_err(ssh_failed)?;
-
-    // Never through a link: `chmod --reference` would change whatever it points to.
-    let new = shell_quote(&binary);
-    let parent = format!("{}/{}", planned.staging_dir, plan.component.component());
-    let parent = shell_quote(&parent);
-    let current = shell_quote(&planned.binary);
-    let command = format!(
-        "if test -f {new} && ! test -L {new} && ! test -L {parent}; then \
-         chown -h --reference={current} {new} && chmod --reference={current} {new}; \
-         else exit {NOT_REGULAR}; fi"
-    );
-    let output = remote.session.exec(&command).await.map_err(ssh_failed)?;
-    match output.exit_status {
-        0 => {}
-        NOT_REGULAR => return Err(StageError::NotRegular { id: id.clone(), binary }),
-        exit_status => {
-            return Err(ssh_failed(SshError::CommandFailed {
-                endpoint: remote.session.endpoint().to_owned(),
-                command,
-                exit_status,
-                stderr: output.stderr.trim().to_owned(),
-            }));
-        }
+    output: crate::ssh::ExecOutput,
+) -> Result<Listing, StageError> {
+    let at = planned.id.clone();
+    if output.exit_status != 0 {
+        let stderr: Vec<&str> = output.stderr.lines().map(str::trim).collect();
+        let detail = format!("exit status {}: {}", output.exit_status, stderr.join(" / "));
+        return Err(StageError::Failed { at, detail });
     }
-
-    let sha256 = remote
-        .sha256(&binary)
-        .await
-        .map_err(ssh_failed)?
-        .ok_or_else(|| StageError::NotUnpacked { id: id.clone(), binary: binary.clone() })?;
-    if sha256 != plan.package.entry_sha256 {
-        return Err(StageError::NotTheChecked {
-            id: id.clone(),
-            binary,
-            entry,
-            found: sha256,
-            expected: plan.package.entry_sha256.clone(),
-        });
+    let Some(listing) = Listing::parse(&output.stdout) else {
+        let detail = "the host's answer could not be read (GNU tar and find are needed)";
+        return Err(StageError::Failed { at, detail: detail.to_owned() });
+    };
+    if let Some(difference) = listing.difference(&plan.package.files) {
+        return Err(StageError::NotTheChecked { id: at, difference });
     }
-    let version = remote
-        .binary_version(&binary)
-        .await
-        .map_err(|source| StageError::DoesNotRun { id: id.clone(), source })?;
-    if version.release.is_empty() {
-        return Err(StageError::NoVersion { id: id.clone(), binary });
-    }
-    Ok(Staged { binary, sha256, version })
+    Ok(listing)
 }
 
 /// One package, one version: a host whose copy reports something else is a problem.
@@ -218,19 +161,21 @@ fn differing_versions(staged: &HashMap<String, Staged>) -> Option<String> {
     ))
 }
 
-/// Removes the uploaded packages and the staging dirs (except `keep`, staging dirs that hold
-/// the only copy of a binary an operator still needs). Best effort: a leftover file is harmless.
+/// Removes the staging dirs (except `keep`, staging dirs that hold the only copy of what an
+/// operator still needs). Best effort: a leftover file is harmless.
 pub async fn cleanup(plan: &Plan, hosts: &Hosts, keep: &[String]) {
     for host in &plan.hosts {
         let remote = hosts.get(&host.ssh_host, host.ssh_port);
-        let mut paths = vec![shell_quote(&host.remote_package).into_owned()];
-        paths.extend(
-            plan.instances
-                .iter()
-                .filter(|i| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port)
-                .filter(|i| !keep.contains(&i.id))
-                .map(|i| shell_quote(&i.staging_dir).into_owned()),
-        );
+        let paths: Vec<String> = plan
+            .instances
+            .iter()
+            .filter(|i| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port)
+            .filter(|i| !keep.contains(&i.id))
+            .map(|i| shell_quote(&i.staging_dir).into_owned())
+            .collect();
+        if paths.is_empty() {
+            continue;
+        }
         if let Err(err) = remote.run(&format!("rm -rf {}", paths.join(" "))).await {
             tracing::warn!("{}: could not remove staged files: {err}", remote.label);
         }

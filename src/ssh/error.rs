@@ -63,46 +63,6 @@ pub enum SshError {
         stderr_suffix(.stderr)
     )]
     CommandFailed { endpoint: String, command: String, exit_status: u32, stderr: String },
-
-    #[error("cannot read {}: {source}", .path.display())]
-    LocalFile { path: PathBuf, source: std::io::Error },
-
-    #[error("{endpoint}: upload to {remote} failed: {source}")]
-    Upload {
-        endpoint: String,
-        remote: String,
-        /// Boxed: SFTP's errors are large, and every `SshError` would pay for them.
-        source: Box<UploadError>,
-    },
-}
-
-type SftpError = russh_sftp::client::error::Error;
-
-/// Where an SFTP upload went wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum UploadError {
-    #[error("cannot open a channel: {0}")]
-    Channel(russh::Error),
-    #[error("cannot start the sftp subsystem: {0}")]
-    Subsystem(russh::Error),
-    #[error("the sftp subsystem did not answer: {0}")]
-    Init(SftpError),
-    #[error("cannot read the sftp limits: {0}")]
-    Limits(SftpError),
-    #[error("cannot create {path}: {source}")]
-    Create { path: String, source: SftpError },
-    #[error("reading the local file: {0}")]
-    ReadLocal(std::io::Error),
-    #[error("write refused: {0}")]
-    WriteRefused(SftpError),
-    #[error("write task failed: {0}")]
-    WriteTask(tokio::task::JoinError),
-    #[error("closing {path}: {source}")]
-    Close { path: String, source: SftpError },
-    #[error("renaming {from} to {to}: {source}")]
-    Rename { from: String, to: String, source: SftpError },
-    #[error("renaming {from} to {to}: unexpected reply {reply}")]
-    UnexpectedReply { from: String, to: String, reply: String },
 }
 
 /// Keeps a multi-line command on one line of an error message.

@@ -1,9 +1,15 @@
 //! Running commands on a host: each on its own channel of the shared connection, wrapped for
 //! the session's [`Privilege`], read until the channel closes.
 
-use russh::ChannelMsg;
+use bytes::BytesMut;
+use russh::{ChannelMsg, ChannelReadHalf};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{HostSession, SshError, shell_quote};
+
+/// How much of a streamed input is read and sent at a time: large enough to fill SSH packets
+/// without a syscall per packet, small enough that many hosts at once stay cheap.
+const INPUT_CHUNK: usize = 256 * 1024;
 
 /// How commands get the rights they need on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +42,12 @@ pub struct ExecOutput {
     pub exit_status: u32,
 }
 
+/// What a command reads on stdin, and who is told how much of it was sent.
+pub(super) struct Input<'a> {
+    data: &'a mut (dyn AsyncRead + Unpin + Send),
+    progress: &'a (dyn Fn(u64) + Send + Sync),
+}
+
 /// SSH's extended-data type code for stderr (RFC 4254, 5.2).
 const STDERR: u32 = 1;
 
@@ -43,7 +55,21 @@ impl HostSession {
     /// Runs `command` with this session's privilege and returns its output and exit status,
     /// whatever that status is.
     pub async fn exec(&self, command: &str) -> Result<ExecOutput, SshError> {
-        self.exec_as_login_user(command, &self.inner.privilege.wrap(command)).await
+        self.exec_as_login_user(command, &self.inner.privilege.wrap(command), None).await
+    }
+
+    /// Runs `command` with this session's privilege, streaming `input` to its stdin (then end
+    /// of file), and returns its output and exit status. Memory stays at one chunk of `input`
+    /// whatever its size; `progress` is called with the bytes sent so far. If the command ends
+    /// before reading all of `input`, the rest is not sent.
+    pub async fn exec_with_input(
+        &self,
+        command: &str,
+        input: &mut (dyn AsyncRead + Unpin + Send),
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<ExecOutput, SshError> {
+        let line = self.inner.privilege.wrap(command);
+        self.exec_as_login_user(command, &line, Some(Input { data: input, progress })).await
     }
 
     /// Runs `command` with this session's privilege and requires exit status 0; returns stdout.
@@ -60,27 +86,13 @@ impl HostSession {
         Ok(output.stdout)
     }
 
-    /// The sha256 of a remote file, as lowercase hex (`sha256sum`, with this session's
-    /// privilege).
-    pub async fn sha256(&self, remote: &str) -> Result<String, SshError> {
-        let command = format!("sha256sum -- {}", shell_quote(remote));
-        let stdout = self.run(&command).await?;
-        match stdout.split_whitespace().next() {
-            Some(hex) if hex.len() == 64 => Ok(hex.to_owned()),
-            _ => Err(SshError::Channel {
-                endpoint: self.inner.endpoint.clone(),
-                action: format!("`{command}`"),
-                reason: format!("unexpected output {stdout:?}"),
-            }),
-        }
-    }
-
-    /// Runs `line` as the SSH user, reading the channel until the server closes it. `command`
-    /// is what the caller asked for, for messages.
+    /// Runs `line` as the SSH user, feeding it `input` if any, reading the channel until the
+    /// server closes it. `command` is what the caller asked for, for messages.
     pub(super) async fn exec_as_login_user(
         &self,
         command: &str,
         line: &str,
+        input: Option<Input<'_>>,
     ) -> Result<ExecOutput, SshError> {
         let channel_failed = |action: &str, reason: String| SshError::Channel {
             endpoint: self.inner.endpoint.clone(),
@@ -93,7 +105,7 @@ impl HostSession {
             .acquire()
             .await
             .map_err(|err| channel_failed("waiting for a free channel", err.to_string()))?;
-        let mut channel = self
+        let channel = self
             .inner
             .handle
             .channel_open_session()
@@ -103,7 +115,56 @@ impl HostSession {
             .exec(true, line)
             .await
             .map_err(|err| channel_failed("starting the command", err.to_string()))?;
+        let (mut read_half, write_half) = channel.split();
+        let Some(Input { data, progress }) = input else {
+            return self.collect(command, &mut read_half).await;
+        };
+        let send = async {
+            let mut sent = 0u64;
+            loop {
+                let mut chunk = BytesMut::with_capacity(INPUT_CHUNK);
+                while chunk.len() < INPUT_CHUNK {
+                    let read = data.read_buf(&mut chunk).await.map_err(|source| {
+                        channel_failed("reading the input", source.to_string())
+                    })?;
+                    if read == 0 {
+                        break;
+                    }
+                }
+                if chunk.is_empty() {
+                    break;
+                }
+                sent += chunk.len() as u64;
+                write_half
+                    .data_bytes(chunk.freeze())
+                    .await
+                    .map_err(|err| channel_failed("sending the input", err.to_string()))?;
+                progress(sent);
+            }
+            write_half
+                .eof()
+                .await
+                .map_err(|err| channel_failed("ending the input", err.to_string()))
+        };
+        let collect = self.collect(command, &mut read_half);
+        tokio::pin!(send, collect);
+        // The command may end before it has read everything (it failed): its answer is what
+        // counts then, and the rest of the input is not sent.
+        tokio::select! {
+            output = &mut collect => output,
+            sent = &mut send => {
+                sent?;
+                collect.await
+            }
+        }
+    }
 
+    /// Reads a command's channel until the server closes it: its output and exit status.
+    async fn collect(
+        &self,
+        command: &str,
+        channel: &mut ChannelReadHalf,
+    ) -> Result<ExecOutput, SshError> {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let mut exit_status = None;
         let mut signal = None;
@@ -117,10 +178,11 @@ impl HostSession {
                     signal = Some(format!("{signal_name:?}"));
                 }
                 ChannelMsg::Failure => {
-                    return Err(channel_failed(
-                        "starting the command",
-                        "the server refused to run it".into(),
-                    ));
+                    return Err(SshError::Channel {
+                        endpoint: self.inner.endpoint.clone(),
+                        action: format!("starting the command for `{command}`"),
+                        reason: "the server refused to run it".into(),
+                    });
                 }
                 ChannelMsg::Close => break,
                 _ => {}

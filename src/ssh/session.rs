@@ -15,12 +15,11 @@ use russh::keys::{
 };
 use russh::{Disconnect, Preferred};
 use tokio::net::TcpStream;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::SshError;
 use super::exec::Privilege;
 use super::known_hosts::{self, KnownKey, Verdict};
-use super::transfer::Sftp;
 
 /// Where and how to reach one host.
 #[derive(Debug, Clone)]
@@ -108,10 +107,8 @@ pub(super) struct Inner {
     pub(super) endpoint: String,
     pub(super) privilege: Privilege,
     /// Bounds the command channels open at once: sshd refuses channels past its `MaxSessions`
-    /// (10 by default), and one is kept for SFTP. Callers beyond the bound wait their turn.
+    /// (10 by default). Callers beyond the bound wait their turn.
     pub(super) command_slots: Semaphore,
-    /// Opened on first upload, then reused.
-    pub(super) sftp: OnceCell<Sftp>,
 }
 
 /// Command channels open at once on one connection; see [`Inner::command_slots`].
@@ -150,9 +147,6 @@ impl HostSession {
 
     /// Says goodbye to the server. Problems are only logged: the connection is done either way.
     pub async fn close(&self) {
-        if let Some(sftp) = self.inner.sftp.get() {
-            sftp.close();
-        }
         if let Err(err) = self.inner.handle.disconnect(Disconnect::ByApplication, "", "en").await {
             tracing::debug!(endpoint = %self.inner.endpoint, "disconnect: {err}");
         }
@@ -216,7 +210,6 @@ async fn establish(
             endpoint,
             privilege: target.privilege,
             command_slots: Semaphore::new(COMMAND_CHANNELS),
-            sftp: OnceCell::new(),
         }),
     })
 }
@@ -238,7 +231,7 @@ fn client_config(recorded: &[KnownKey]) -> client::Config {
 
 /// AES-GCM first: with the AES instructions of every amd64/arm64 server DM runs on, it moves
 /// a package about 1.5x faster than russh's (and OpenSSH's) default, ChaCha20-Poly1305, which
-/// stays next for hosts without them. Measured with `scripts/bench-upload`.
+/// stays next for hosts without them.
 const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::AES_256_GCM,
     russh::cipher::CHACHA20_POLY1305,

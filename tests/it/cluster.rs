@@ -12,7 +12,7 @@ use dm_patch::topology::meta::Meta;
 use dm_sandbox::{Fault, Sandbox, SandboxBuilder};
 use sha2::{Digest, Sha256};
 
-use crate::support::{Run, dm_patch};
+use crate::support::{Entry, Run, dm_patch, write_package};
 
 pub struct Cluster {
     pub sandbox: Arc<Sandbox>,
@@ -27,6 +27,28 @@ impl Cluster {
     pub fn package(&self, component: &str, version: &str, faults: &[Fault]) -> String {
         let path = self.sandbox.package(component, version, faults);
         path.expect("the sandbox builds packages").display().to_string()
+    }
+
+    /// [`Cluster::package`] with `extra` entries beside the binary, as an operator adds config
+    /// files to a hotfix package.
+    pub fn package_with(
+        &self,
+        component: &str,
+        version: &str,
+        faults: &[Fault],
+        extra: &[Entry],
+    ) -> String {
+        let plain = self.package(component, version, faults);
+        let mut archive =
+            tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(&plain).unwrap()));
+        let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+        let mut binary = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut binary).unwrap();
+        let path =
+            format!("{}-with-{}-more.tar.gz", plain.trim_end_matches(".tar.gz"), extra.len());
+        let entries = [&[Entry::file(&format!("{component}/{component}"), 0o755, &binary)], extra];
+        write_package(std::path::Path::new(&path), &entries.concat());
+        path
     }
 
     /// `dm-patch` with the sandbox's TiUP home.

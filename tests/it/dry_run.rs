@@ -50,8 +50,8 @@ fn json_plan_lists_instances_in_order_with_their_paths() {
         assert_eq!(instance["backup_dir"], format!("{deploy}/bin.old.v8.5.1"));
     }
     let sha7 = &plan["package"]["sha256"].as_str().unwrap()[..7];
-    let remote = format!("{deploy}/dm-patch-dm-master-{sha7}.tar.gz");
-    assert_eq!(plan["hosts"][0]["remote_package"], remote);
+    assert_eq!(plan["instances"][0]["staging_dir"], format!("{deploy}/bin.patch-{sha7}"));
+    assert_eq!(plan["hosts"][0]["ssh_host"], "127.0.9.1");
 }
 
 #[test]

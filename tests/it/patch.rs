@@ -8,7 +8,7 @@ use std::time::Duration;
 use dm_sandbox::{Fault, Sandbox};
 
 use crate::cluster::{Cluster, id_set, sha7};
-use crate::support::Immutable;
+use crate::support::{Entry, Immutable};
 
 /// Watches the given instances while a run goes on, and remembers the most that were down at
 /// the same moment.
@@ -290,4 +290,26 @@ fn a_package_from_another_release_line_needs_allow_version_change() {
     assert!(cluster.patched_ids().is_empty());
     let run = cluster.patch(&older, &["-R", "dm-worker", "--allow-version-change"]).success();
     assert_eq!(run.outcome_names(), ["patched", "patched"]);
+}
+
+/// Everything the package holds lands in bin/, as TiUP unpacks it there; an undo takes all of
+/// it back: replaced files restored, added ones removed.
+#[test]
+fn the_whole_package_is_installed_and_an_undo_takes_all_of_it_back() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
+    let id = cluster.ids("dm-worker")[0].clone();
+    let bin = cluster.deploy_dir(&id).join("bin/dm-worker");
+    std::fs::write(bin.join("worker.toml"), "old").unwrap();
+    let extra = [
+        Entry::file("dm-worker/worker.toml", 0o644, b"new"),
+        Entry::file("dm-worker/notes/hotfix.txt", 0o644, b"added"),
+    ];
+    let crashing = cluster.package_with("dm-worker", "v8.5.3", &[Fault::ExitAtStart], &extra);
+    cluster.patch(&crashing, &["-N", &id]).code(1);
+    assert_eq!(std::fs::read_to_string(bin.join("worker.toml")).unwrap(), "old");
+    assert!(!bin.join("notes/hotfix.txt").exists(), "an added file outlived the undo");
+    let good = cluster.package_with("dm-worker", "v8.5.2", &[], &extra);
+    cluster.patch(&good, &["-N", &id]).success();
+    assert_eq!(std::fs::read_to_string(bin.join("worker.toml")).unwrap(), "new");
+    assert_eq!(std::fs::read_to_string(bin.join("notes/hotfix.txt")).unwrap(), "added");
 }

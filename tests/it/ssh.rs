@@ -1,8 +1,8 @@
 //! The SSH layer against real OpenSSH servers (dm-sandbox hosts on loopback addresses):
-//! commands and quoting here, then host keys and uploads.
+//! commands and quoting here, then host keys and streamed input.
 
 mod host_keys;
-mod upload;
+mod stream;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -165,14 +165,14 @@ async fn sudo_runs_commands_as_root_with_quoting_intact() {
             .unwrap();
     assert_eq!(as_user.run("id -un").await.unwrap(), "tidb\n");
 
-    // Uploads run as the SSH user, into a directory it owns, whatever the privilege.
-    let home = as_user.run("printf %s \"$HOME\"").await.unwrap();
-    let local = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(local.path(), b"staged by the deploy user").unwrap();
-    let remote = format!("{home}/staged.bin");
-    session.upload(local.path(), &remote, |_| {}).await.unwrap();
-    let owner = session.run(&format!("stat -c %U {}", shell_quote(&remote))).await.unwrap();
-    assert_eq!(owner, "tidb\n");
+    // Streamed input reaches a command run through sudo, as a package reaches `tar`.
+    let remote = sb.root().join("streamed by sudo").display().to_string();
+    let write = format!("cat > {}", shell_quote(&remote));
+    let mut input: &[u8] = b"staged through sudo";
+    let output = session.exec_with_input(&write, &mut input, &|_| {}).await.unwrap();
+    assert_eq!(output.exit_status, 0, "{output:?}");
+    let look = format!("stat -c %U {0} && cat {0}", shell_quote(&remote));
+    assert_eq!(session.run(&look).await.unwrap(), "root\nstaged through sudo");
 }
 
 /// A fresh RSA key that no host accepts.

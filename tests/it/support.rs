@@ -124,12 +124,7 @@ impl Store {
     /// A package file built from `entries`, under the store's temp dir.
     pub fn package(&self, file_name: &str, entries: &[Entry]) -> String {
         let path = self.home().join(file_name);
-        let encoder = GzEncoder::new(fs::File::create(&path).unwrap(), Compression::fast());
-        let mut tar = tar::Builder::new(encoder);
-        for entry in entries {
-            entry.append_to(&mut tar);
-        }
-        tar.into_inner().unwrap().finish().unwrap();
+        write_package(&path, entries);
         path.display().to_string()
     }
 
@@ -185,8 +180,19 @@ impl Store {
     }
 }
 
+/// Writes a package (gzip tarball) of `entries` at `path`.
+pub fn write_package(path: &Path, entries: &[Entry]) {
+    let encoder = GzEncoder::new(fs::File::create(path).unwrap(), Compression::fast());
+    let mut tar = tar::Builder::new(encoder);
+    for entry in entries {
+        entry.append_to(&mut tar);
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
 /// One tar entry; the raw header lets tests build the hostile entries that `tar::Builder`
 /// itself refuses to write.
+#[derive(Clone)]
 pub struct Entry {
     path: String,
     kind: tar::EntryType,

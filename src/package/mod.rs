@@ -7,15 +7,17 @@
 //! `gzip -d` does), and nothing after the last one but zero padding. What it checked is pinned
 //! down for the hosts by the entry's name as the package spells it and by its sha256.
 
+mod gzip;
+
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
-use flate2::bufread::GzDecoder;
 use indicatif::HumanBytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use self::gzip::{Members, StreamFault};
 use crate::topology::{Arch, Role};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,14 @@ pub enum PackageError {
         "package {path} has an unsafe entry '{entry}' ({why}); dm-patch refuses packages that could write outside their directory"
     )]
     UnsafeEntry { path: String, entry: String, why: &'static str },
+    #[error(
+        "package {path} has an entry '{entry}' that is {what}; a hotfix package holds only files, directories and links to them"
+    )]
+    UnsupportedEntry { path: String, entry: String, what: &'static str },
+    #[error(
+        "package {path} has more than {max} entries; a hotfix package holds a binary and perhaps a few files beside it"
+    )]
+    TooManyEntries { path: String, max: usize },
     #[error(
         "entry {entry} not found in package {path}; it must hold {entry} (see `tar -tzf {path}`)"
     )]
@@ -102,6 +112,10 @@ pub struct Package {
     /// The sizes of all entries together, for the free-space check on hosts.
     #[serde(skip)]
     pub unpacked_size: u64,
+    /// Everything the package puts under `bin/` on a host, as the host must end up with it:
+    /// what staging verifies and what the swap installs.
+    #[serde(skip)]
+    pub files: Vec<PackageFile>,
     /// `Some` when the entry is an ELF binary, with its CPU; `None` for a script.
     #[serde(skip)]
     pub elf_machine: Option<ElfMachine>,
@@ -118,6 +132,32 @@ impl Package {
         entry_name(self.component)
     }
 }
+
+/// One thing a package puts under an instance's `bin/`, as checked here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageFile {
+    /// Normalised and relative to `bin/`: `dm-worker/dm-worker`.
+    pub path: String,
+    pub kind: FileKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File {
+        size: u64,
+        sha256: String,
+        executable: bool,
+    },
+    /// A link to something inside the package.
+    Symlink {
+        target: String,
+    },
+}
+
+/// A package holds a binary and perhaps a few files beside it; more entries than this is not
+/// a hotfix (and would make every host's verification long).
+const MAX_ENTRIES: usize = 10_000;
 
 fn entry_name(role: Role) -> String {
     format!("{0}/{0}", role.component())
@@ -184,97 +224,6 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Why the decompressed stream stopped short.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum StreamFault {
-    /// A member's header, deflate data or trailer is bad, or the file could not be read.
-    Gzip(String),
-    /// Bytes after the last member that are neither another member nor zero padding.
-    TrailingData,
-    /// More than the limit was unpacked.
-    TooBig,
-}
-
-/// Every gzip member of a file in turn, as one stream, the way `gzip -d` (and so `tar -xzf`
-/// on the hosts) reads it: zero bytes after the last member are padding, anything else there
-/// is an error. Counts what it unpacks and stops past `limit`.
-struct Members<R> {
-    /// Always `Some`; an `Option` only to swap in the next member's decoder.
-    member: Option<GzDecoder<R>>,
-    unpacked: u64,
-    limit: u64,
-    /// The first fault met; every error this reader returned comes from it.
-    fault: Option<StreamFault>,
-}
-
-impl<R: BufRead> Members<R> {
-    fn new(source: R, limit: u64) -> Self {
-        Members { member: Some(GzDecoder::new(source)), unpacked: 0, limit, fault: None }
-    }
-
-    fn into_source(self) -> R {
-        self.member.expect("a member decoder").into_inner()
-    }
-
-    fn fail(&mut self, fault: StreamFault) -> io::Error {
-        let err = io::Error::other(format!("{fault:?}"));
-        self.fault.get_or_insert(fault);
-        err
-    }
-
-    /// After a member's end (its CRC and length checked): `Ok(true)` when another member
-    /// starts, `Ok(false)` at the end of the file, past any zero padding.
-    fn next_member(&mut self) -> Result<bool, StreamFault> {
-        let source = self.member.as_mut().expect("a member decoder").get_mut();
-        let gzip_fault = |err: io::Error| StreamFault::Gzip(err.to_string());
-        let mut padding = false;
-        loop {
-            let rest = source.fill_buf().map_err(gzip_fault)?;
-            let (zeros, len) = (rest.iter().take_while(|b| **b == 0).count(), rest.len());
-            match rest.first() {
-                None => return Ok(false),
-                Some(0x1f) if !padding => break,
-                Some(0) if zeros == len => {
-                    padding = true;
-                    source.consume(zeros);
-                }
-                Some(_) => return Err(StreamFault::TrailingData),
-            }
-        }
-        let source = self.member.take().expect("a member decoder").into_inner();
-        self.member = Some(GzDecoder::new(source));
-        Ok(true)
-    }
-}
-
-impl<R: BufRead> Read for Members<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if let Some(fault) = self.fault.clone() {
-            return Err(self.fail(fault));
-        }
-        loop {
-            match self.member.as_mut().expect("a member decoder").read(buf) {
-                Ok(0) => match self.next_member() {
-                    Ok(true) => {}
-                    Ok(false) => return Ok(0),
-                    Err(fault) => return Err(self.fail(fault)),
-                },
-                Ok(n) => {
-                    self.unpacked += n as u64;
-                    if self.unpacked > self.limit {
-                        return Err(self.fail(StreamFault::TooBig));
-                    }
-                    return Ok(n);
-                }
-                Err(err) => return Err(self.fail(StreamFault::Gzip(err.to_string()))),
-            }
-        }
-    }
-}
-
 /// Inspects the package at `path` for instances of `selected`, each a (host, instance id,
 /// arch) triple for the arch check.
 pub fn inspect(
@@ -312,7 +261,14 @@ fn inspect_up_to(
     }
     let source = io::Cursor::new(magic).chain(BufReader::with_capacity(256 * 1024, source));
     let mut archive = tar::Archive::new(Members::new(source, limit));
-    let mut scan = Scan { shown: &shown, limit, candidates: Vec::new(), unpacked: 0, headers: 0 };
+    let mut scan = Scan {
+        shown: &shown,
+        limit,
+        candidates: Vec::new(),
+        files: Vec::new(),
+        unpacked: 0,
+        headers: 0,
+    };
     let scanned = scan.entries(&mut archive);
     let mut members = archive.into_inner();
     // Read to the very end: every member's CRC is checked, what follows the last one must be
@@ -325,7 +281,7 @@ fn inspect_up_to(
     let mut source = members.into_source().into_inner().1.into_inner();
     io::copy(&mut source, &mut io::sink()).map_err(read_error)?;
 
-    let Scan { candidates, unpacked, .. } = scan;
+    let Scan { candidates, files, unpacked, .. } = scan;
     let package_component = detect_component(&candidates, selected, &shown)?;
     let entry = candidates
         .into_iter()
@@ -368,6 +324,7 @@ fn inspect_up_to(
         entry_in_package: entry.in_package,
         entry_sha256: entry.sha256.expect("a regular entry is hashed"),
         unpacked_size: unpacked,
+        files,
         elf_machine: entry.elf_machine,
     })
 }
@@ -419,6 +376,8 @@ struct Scan<'a> {
     limit: u64,
     /// Every `<comp>/<comp>` entry, of either component.
     candidates: Vec<Entry>,
+    /// Every entry, as the hosts must end up with it.
+    files: Vec<PackageFile>,
     /// The sizes of all entries so far.
     unpacked: u64,
     /// Entry headers read so far.
@@ -443,36 +402,54 @@ impl Scan<'_> {
             };
             let path = normalize(Path::new(&in_package)).map_err(unsafe_entry)?;
             let kind = entry.header().entry_type();
-            if kind.is_symlink() || kind.is_hard_link() {
+            let unsupported = |what| {
+                Stop::Refused(PackageError::UnsupportedEntry {
+                    path: self.shown.to_owned(),
+                    entry: shown_name(&in_package),
+                    what,
+                })
+            };
+            if kind.is_hard_link() {
+                return Err(unsupported("a hard link"));
+            }
+            let mut link_target = None;
+            if kind.is_symlink() {
                 let target = entry
                     .link_name_bytes()
                     .map(|t| String::from_utf8_lossy(&t).into_owned())
                     .unwrap_or_default();
-                let base = if kind.is_symlink() {
-                    Path::new(&path).parent().map(Path::to_path_buf).unwrap_or_default()
-                } else {
-                    PathBuf::new()
-                };
+                let base = Path::new(&path).parent().map(Path::to_path_buf).unwrap_or_default();
                 if !resolves_inside(&base, &target) {
                     return Err(unsafe_entry("a link pointing outside the package"));
                 }
+                link_target = Some(target);
             }
             self.unpacked = self.unpacked.saturating_add(entry.size());
             if self.unpacked > self.limit {
                 return Err(Stop::Refused(self.too_big()));
             }
-            if !Role::ALL.iter().any(|role| path == entry_name(*role)) {
+            // GNU tar unpacks a regular file whose name ends in '/' as a directory.
+            let is_regular = kind.is_file() && !in_package.ends_with('/');
+            let is_dir = kind.is_dir() || (kind.is_file() && in_package.ends_with('/'));
+            if !is_regular && !is_dir && link_target.is_none() && !kind.is_pax_global_extensions() {
+                return Err(unsupported("neither a file, a directory nor a link"));
+            }
+            if path.is_empty() || kind.is_pax_global_extensions() {
                 continue;
             }
-            if let Some(first) = self.candidates.iter().find(|e| e.path == path) {
-                let as_named = if first.in_package == in_package {
+            if let Some(first) = self.files.iter().find(|f| f.path == path) {
+                if is_dir && first.kind == FileKind::Dir {
+                    continue;
+                }
+                let first_name = self
+                    .candidates
+                    .iter()
+                    .find(|e| e.path == path)
+                    .map_or(path.as_str(), |e| e.in_package.as_str());
+                let as_named = if first_name == in_package {
                     String::new()
                 } else {
-                    format!(
-                        " (as '{}' and '{}')",
-                        shown_name(&first.in_package),
-                        shown_name(&in_package)
-                    )
+                    format!(" (as '{}' and '{}')", shown_name(first_name), shown_name(&in_package))
                 };
                 return Err(Stop::Refused(PackageError::Duplicate {
                     path: self.shown.to_owned(),
@@ -480,8 +457,12 @@ impl Scan<'_> {
                     as_named,
                 }));
             }
-            // GNU tar unpacks a regular file whose name ends in '/' as a directory.
-            let is_regular = kind.is_file() && !in_package.ends_with('/');
+            if self.files.len() == MAX_ENTRIES {
+                return Err(Stop::Refused(PackageError::TooManyEntries {
+                    path: self.shown.to_owned(),
+                    max: MAX_ENTRIES,
+                }));
+            }
             let mode = entry.header().mode().map_err(|_| Stop::Unreadable)?;
             let (head, sha256) = if is_regular {
                 let (head, sha256) = head_and_sha256(&mut entry).map_err(|_| Stop::Unreadable)?;
@@ -489,6 +470,19 @@ impl Scan<'_> {
             } else {
                 (Vec::new(), None)
             };
+            let file_kind = match (&sha256, link_target) {
+                (Some(sha256), _) => FileKind::File {
+                    size: entry.size(),
+                    sha256: sha256.clone(),
+                    executable: mode & 0o100 != 0,
+                },
+                (None, Some(target)) => FileKind::Symlink { target },
+                (None, None) => FileKind::Dir,
+            };
+            self.files.push(PackageFile { path: path.clone(), kind: file_kind });
+            if !Role::ALL.iter().any(|role| path == entry_name(*role)) {
+                continue;
+            }
             self.candidates.push(Entry {
                 path,
                 in_package,

@@ -1,0 +1,121 @@
+//! Streaming a command's stdin: what staging sends a package through. Every byte arrives, in
+//! bounded memory, and a command that stops reading is answered at once.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dm_patch::ssh::{HostKeyPolicy, HostSession, Privilege, SshTarget};
+use dm_sandbox::SSH_PORT;
+use sha2::{Digest, Sha256};
+
+use super::{connect, hosts};
+
+/// Fills `path` with `size` bytes where every 4 KiB block carries its own index, so a chunk
+/// sent twice, lost or out of order changes the hash.
+fn write_patterned_file(path: &Path, size: u64) -> String {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut hasher = Sha256::new();
+    let mut block = [0u8; 4096];
+    for index in 0..size / 4096 {
+        for (i, word) in block.chunks_exact_mut(8).enumerate() {
+            word.copy_from_slice(&(index * 512 + i as u64).to_le_bytes());
+        }
+        file.write_all(&block).unwrap();
+        hasher.update(block);
+    }
+    file.flush().unwrap();
+    hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+const LARGE: u64 = 256 * 1024 * 1024;
+/// Tell the child process of the large-stream test where to stream, and with which key.
+const CHILD_HOST: &str = "DM_PATCH_TEST_STREAM_HOST";
+const CHILD_KEY: &str = "DM_PATCH_TEST_STREAM_KEY";
+const CHILD_DIR: &str = "DM_PATCH_TEST_STREAM_DIR";
+
+#[tokio::test]
+async fn a_large_stream_arrives_whole_in_bounded_memory() {
+    let sb = hosts(1);
+    // The stream runs in a process of its own, so its peak memory is not mixed with that of
+    // the tests running beside it in this one.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "ssh::stream::large_stream_in_this_process"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(CHILD_HOST, &sb.hosts()[0])
+        .env(CHILD_KEY, sb.ssh_key())
+        .env(CHILD_DIR, sb.root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success(), "{stdout}\n{stderr}");
+    let peak: u64 = stdout
+        .lines()
+        .find_map(|line| line.split("peak-rss-bytes=").nth(1))
+        .unwrap_or_else(|| panic!("the child streamed nothing:\n{stdout}\n{stderr}"))
+        .parse()
+        .unwrap();
+    // A chunk or two in flight; holding the file would take all of it.
+    let (peak_mib, size_mib) = (peak >> 20, LARGE >> 20);
+    assert!(peak < LARGE / 8, "peak RSS {peak_mib} MiB streaming {size_mib} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run in a child process by a_large_stream_arrives_whole_in_bounded_memory"]
+async fn large_stream_in_this_process() {
+    let (Ok(ip), Some(key), Some(root)) =
+        (std::env::var(CHILD_HOST), std::env::var_os(CHILD_KEY), std::env::var_os(CHILD_DIR))
+    else {
+        return eprintln!("only a_large_stream_arrives_whole_in_bounded_memory runs this");
+    };
+    let session = HostSession::connect(&SshTarget {
+        addr: ip,
+        port: SSH_PORT,
+        user: "root".to_owned(),
+        key_path: key.into(),
+        known_hosts: Path::new(&root).join("known_hosts"),
+        host_key_policy: HostKeyPolicy::AcceptNew,
+        connect_timeout: Duration::from_secs(10),
+        privilege: Privilege::Root,
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("big.bin");
+    let expected = write_patterned_file(&local, LARGE);
+    let mut input = tokio::fs::File::open(&local).await.unwrap();
+    let reports = Mutex::new(Vec::new());
+    let progress = |sent| reports.lock().unwrap().push(sent);
+    let output = session.exec_with_input("sha256sum", &mut input, &progress).await.unwrap();
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kib| kib.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .unwrap();
+    assert_eq!(output.exit_status, 0, "{output:?}");
+    assert_eq!(output.stdout.split_whitespace().next(), Some(expected.as_str()));
+    let reports = reports.into_inner().unwrap();
+    assert!(reports.is_sorted(), "progress went backwards");
+    assert_eq!(reports.last(), Some(&LARGE));
+    println!("peak-rss-bytes={}", peak * 1024);
+}
+
+/// A command that fails before reading its input is answered at once: the rest of the input
+/// is not sent, and nothing waits for a window that will never open.
+#[tokio::test]
+async fn a_command_that_stops_reading_is_answered_at_once() {
+    let sb = hosts(1);
+    let session = connect(&sb).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("input.bin");
+    write_patterned_file(&local, 64 * 1024 * 1024);
+    let mut input = tokio::fs::File::open(&local).await.unwrap();
+    let command = "echo refused >&2; exit 3";
+    let run = session.exec_with_input(command, &mut input, &|_| {});
+    let output = tokio::time::timeout(Duration::from_secs(20), run).await.expect("no hang");
+    let output = output.unwrap();
+    assert_eq!((output.exit_status, output.stderr.as_str()), (3, "refused\n"));
+}
