@@ -17,10 +17,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::StreamExt;
+
 use self::events::{Event, Progress};
 use self::hosts::Hosts;
 use self::preflight::InstanceFacts;
-use self::report::{InstanceReport, Outcome, PackageReport, Report, RunResult};
+use self::report::{InstanceReport, Outcome, PackageReport, PhaseTime, Report, RunResult};
 use self::roll::{Failure, Job, RollContext};
 use self::signals::Interrupt;
 use self::stage::Staged;
@@ -59,6 +61,7 @@ pub async fn execute(
     let started_at = SystemTime::now();
     let plan = Arc::new(plan);
     let mut run = Run {
+        phase_started: Instant::now(),
         report: new_report(&plan, started_at),
         plan: plan.clone(),
         progress,
@@ -73,6 +76,7 @@ pub async fn execute(
     let audit = audit::Audit::start(&lock.store().audit_dir(), &settings.command_line);
 
     run.phases(cluster, settings, lock, interrupt).await;
+    run.end_phase();
     let report = &mut run.report;
     report.seconds = started.elapsed().as_secs_f64();
     report.finished_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
@@ -86,6 +90,8 @@ struct Run {
     progress: Arc<dyn Progress>,
     client: DmClient,
     masters: Vec<String>,
+    /// When the current phase began.
+    phase_started: Instant,
 }
 
 impl Run {
@@ -184,6 +190,13 @@ impl Run {
             progress: self.progress.as_ref(),
             interrupt,
         };
+        // `--offline` restarts nothing, so the swaps run side by side, `--concurrency` at a
+        // time; the loop below records them in plan order as if they had run one by one.
+        let mut swapped = if plan.offline {
+            swap_offline(&context, hosts, facts, staged, &plan, settings.concurrency).await
+        } else {
+            HashMap::new()
+        };
         let mut remaining: Vec<&PlannedInstance> = plan.instances.iter().collect();
         let mut done = Vec::new();
         while !remaining.is_empty() {
@@ -206,12 +219,9 @@ impl Run {
                 staged: new,
                 files: &plan.package.files,
             };
-            let on_package_already =
-                installed.sha256.as_deref() == Some(plan.package.entry_sha256.as_str());
-            let result = if on_package_already {
-                roll::finish_earlier_run(&context, &job).await
-            } else {
-                roll::patch_instance(&context, &job).await.map(|()| Outcome::Patched)
+            let result = match swapped.remove(&planned.id) {
+                Some(result) => result,
+                None => patch_or_finish(&context, &job, &plan).await,
             };
             let mut unsaved = None;
             let (outcome, detail) = match result {
@@ -246,7 +256,9 @@ impl Run {
                 self.report.message = Some(unsaved_message(&self.report, cluster, &err));
                 break;
             }
-            if let Some(reason) = detail {
+            if let Some(reason) = detail
+                && !plan.offline
+            {
                 // A stop request made the instance give up and be undone: the run was
                 // interrupted, not failed (unless the undo itself failed).
                 let interrupted = interrupt.requested() && outcome != Outcome::NeedsAttention;
@@ -263,6 +275,19 @@ impl Run {
                 ));
                 break;
             }
+        }
+        // Offline swaps all ran: every failure is in its row, and the run failed.
+        if let Some(failed) = self.report.instances.iter().find(|i| i.detail.is_some())
+            && plan.offline
+            && self.report.result == RunResult::Success
+        {
+            self.report.result = RunResult::Failed;
+            self.report.message = Some(format!(
+                "{}: {}. Fix the cause, then run the same command again: finished instances are \
+                 skipped.",
+                failed.id,
+                failed.detail.as_deref().unwrap_or_default()
+            ));
         }
         // The report lists instances in the order they were visited, those not reached last.
         let position = |id: &str| done.iter().position(|d| d == id).unwrap_or(usize::MAX);
@@ -309,9 +334,60 @@ impl Run {
         self.report.message = Some("interrupted before any service was touched".to_owned());
     }
 
-    fn phase(&self, name: &str) {
+    /// A new phase begins: the one before it ends, and its time goes into the report.
+    fn phase(&mut self, name: &str) {
+        self.end_phase();
+        self.phase_started = Instant::now();
+        self.report.phases.push(PhaseTime { name: name.to_owned(), seconds: 0.0 });
         self.progress.event(Event::Phase(name));
     }
+
+    fn end_phase(&mut self) {
+        if let Some(last) = self.report.phases.last_mut() {
+            last.seconds = self.phase_started.elapsed().as_secs_f64();
+        }
+    }
+}
+
+/// An instance already on the package is done only if it runs it (an earlier run may have been
+/// cut short); any other is patched.
+async fn patch_or_finish(
+    context: &RollContext<'_>,
+    job: &Job<'_>,
+    plan: &Plan,
+) -> Result<Outcome, Failure> {
+    let on_package_already =
+        job.installed.sha256.as_deref() == Some(plan.package.entry_sha256.as_str());
+    if on_package_already {
+        roll::finish_earlier_run(context, job).await
+    } else {
+        roll::patch_instance(context, job).await.map(|()| Outcome::Patched)
+    }
+}
+
+/// `--offline`: every instance's swap, `concurrency` at a time, by instance ID.
+async fn swap_offline(
+    context: &RollContext<'_>,
+    hosts: &Hosts,
+    facts: &HashMap<String, InstanceFacts>,
+    staged: &HashMap<String, Staged>,
+    plan: &Plan,
+    concurrency: usize,
+) -> HashMap<String, Result<Outcome, Failure>> {
+    futures_util::stream::iter(&plan.instances)
+        .map(|planned| async move {
+            let job = Job {
+                planned,
+                remote: hosts.get(&planned.ssh_host, planned.ssh_port),
+                installed: &facts[&planned.id],
+                staged: &staged[&planned.id],
+                files: &plan.package.files,
+            };
+            (planned.id.clone(), patch_or_finish(context, &job, plan).await)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
 }
 
 /// The next instance to patch. The plan's order stands, except that a dm-master which leads
@@ -395,5 +471,6 @@ fn new_report(plan: &Plan, started_at: SystemTime) -> Report {
             })
             .collect(),
         kept_package: None,
+        phases: Vec::new(),
     }
 }

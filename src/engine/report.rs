@@ -23,6 +23,14 @@ pub struct Report {
     pub instances: Vec<InstanceReport>,
     /// With `--overwrite`: where the package was kept in the store.
     pub kept_package: Option<String>,
+    /// How long each phase of the run took, in order: where the time goes.
+    pub phases: Vec<PhaseTime>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseTime {
+    pub name: String,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
