@@ -1,25 +1,102 @@
 //! The command line, as clap parses it. Nothing here is validated beyond syntax and ranges: the commands
 //! turn these into plain, checked configurations before doing anything.
+//!
+//! TiUP's flags are accepted where TiUP scripts put them. TiUP makes `--ssh-timeout`,
+//! `--wait-timeout`, `-y/--yes`, `-c/--concurrency`, `--ssh`, `--native-ssh` and `--format`
+//! persistent flags of `tiup dm`, so a script may pass them before the subcommand
+//! (`tiup dm --yes patch ...`) or after it. dm-patch lists each option only under the
+//! subcommand it applies to, and accepts the others silently where TiUP does (hidden from help):
+//! before any subcommand, and on `display`.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, StringValueParser, TypedValueParser};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap_complete::ArgValueCandidates;
 
 use crate::ssh::HostKeyPolicy;
+
+/// `dm-patch --version`: the version, the commit it was built from and the target.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("DM_PATCH_GIT_COMMIT"),
+    ", ",
+    env!("DM_PATCH_TARGET"),
+    ")"
+);
 
 impl Cli {
     /// Parses the process's arguments. Help and `--version` print as clap prints them and exit
     /// 0; a usage error is one line on stderr and exit 2, like every other bad input.
     pub fn parse_or_exit() -> Cli {
-        match Cli::try_parse() {
+        match Cli::try_parse_args(std::env::args_os()) {
             Ok(cli) => cli,
             Err(err) if !err.use_stderr() => err.exit(),
             Err(err) => {
                 let rendered = err.render().to_string();
                 let first = rendered.lines().next().unwrap_or("error: invalid usage");
-                eprintln!("{first}; see `dm-patch --help`");
+                // The values an enumerated option takes, when that is what was wrong.
+                let values =
+                    rendered.lines().map(str::trim).find(|l| l.starts_with("[possible values:"));
+                match values {
+                    Some(values) => eprintln!("{first} {values}; see `dm-patch --help`"),
+                    None => eprintln!("{first}; see `dm-patch --help`"),
+                }
                 std::process::exit(i32::from(crate::error::ExitStatus::BadInput.code()));
             }
+        }
+    }
+
+    /// Parses `args` (the program name first), then applies the flags given before the
+    /// subcommand to it, unless the subcommand was given the same flag itself.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|err| err.format(&mut command))?;
+        cli.apply_leading(&matches);
+        Ok(cli)
+    }
+
+    fn apply_leading(&mut self, matches: &ArgMatches) {
+        let leading = self.leading;
+        match &mut self.command {
+            Command::Patch(args) => {
+                let given = |id: &str| {
+                    matches.subcommand_matches("patch").and_then(|m| m.value_source(id))
+                        == Some(ValueSource::CommandLine)
+                };
+                let connection = &mut args.connection;
+                if let (Some(value), false) = (leading.ssh_timeout, given("ssh_timeout")) {
+                    connection.ssh_timeout = value;
+                }
+                if let (Some(value), false) = (leading.wait_timeout, given("wait_timeout")) {
+                    connection.wait_timeout = value;
+                }
+                if let (Some(value), false) = (leading.concurrency, given("concurrency")) {
+                    connection.concurrency = value;
+                }
+                if let (Some(value), false) = (leading.host_key_policy, given("host_key_policy")) {
+                    connection.host_key_policy = value;
+                }
+                if let (Some(value), false) = (leading.ssh, given("ssh")) {
+                    connection.ssh = value;
+                }
+                connection.native_ssh |= leading.native_ssh;
+                args.yes |= leading.yes;
+            }
+            Command::Display(args) => {
+                let tiup = &mut args.tiup;
+                tiup.ssh = tiup.ssh.or(leading.ssh);
+                tiup.native_ssh |= leading.native_ssh;
+            }
+            Command::Completions { .. } => {}
         }
     }
 }
@@ -27,53 +104,131 @@ impl Cli {
 #[derive(Debug, Parser)]
 #[command(
     name = "dm-patch",
-    version,
+    version = LONG_VERSION,
     about = "Hot-fix a running TiDB Data Migration (DM) cluster, safely: a drop-in for `tiup dm patch`",
     long_about = None,
 )]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// TiUP's persistent flags given before the subcommand (`dm-patch --yes patch ...`).
+    #[command(flatten)]
+    pub leading: TiupArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Where help lists the options every subcommand takes.
+const GLOBAL: &str = "Global options";
+
+/// The options every subcommand takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// TiUP's home directory (default: $TIUP_HOME, else ~/.tiup)
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub tiup_home: Option<PathBuf>,
-    /// Output format: human-readable text, or one JSON document for scripts
-    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    /// Output format: human-readable text (`default`, as TiUP names it), or one JSON document
+    /// for scripts
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text, help_heading = GLOBAL)]
     pub format: Format,
-    /// Timeout in seconds for SSH connections and for HTTP calls to DM (1 to 3600)
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub ssh_timeout: u64,
-    /// Timeout in seconds for an instance to stop, start, or become healthy (1 to 86400)
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 120,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub wait_timeout: u64,
-    /// Hosts worked on in parallel (connections, uploads, checks); the roll itself is always one
-    /// instance at a time
-    #[arg(short, long, global = true, value_name = "N", default_value_t = 5,
-          value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub concurrency: u16,
-    /// How to treat SSH host keys, checked against the cluster's ssh/known_hosts
-    #[arg(long, global = true, value_name = "POLICY", default_value = "accept-new")]
-    pub host_key_policy: HostKeyPolicy,
-    /// More detail (repeat for debug logs)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More detail on stderr: -v each remote command and DM API call with its answer and
+    /// timing, -vv also SSH and HTTP details
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Only errors and the final result
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// Text for people (TiUP's `default`; `text` is accepted too)
+    #[value(name = "default", alias = "text")]
     Text,
+    /// One JSON document on stdout
     Json,
+}
+
+/// TiUP's executors (`--ssh`): dm-patch has its own SSH client (`builtin`); the others are
+/// refused until they are implemented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SshType {
+    /// dm-patch's own SSH client
+    Builtin,
+    /// The system's `ssh` client (~/.ssh/config, ProxyJump, agents): not supported yet
+    System,
+    /// Run commands on this machine: not supported yet
+    None,
+}
+
+impl SshType {
+    pub fn name(self) -> &'static str {
+        match self {
+            SshType::Builtin => "builtin",
+            SshType::System => "system",
+            SshType::None => "none",
+        }
+    }
+}
+
+/// Refuses the executors dm-patch does not have yet: never silently uses another one.
+pub fn check_ssh_type(
+    ssh: Option<SshType>,
+    native_ssh: bool,
+) -> Result<(), crate::error::UsageError> {
+    let refused = if native_ssh {
+        Some("--native-ssh (the system's ssh client, as --ssh system)".to_owned())
+    } else if let Some(value) = native_ssh_from_env() {
+        Some(format!(
+            "{NATIVE_SSH_ENV}={value} (TiUP's switch to the system's ssh client, as --ssh system)"
+        ))
+    } else {
+        match ssh {
+            Some(kind @ (SshType::System | SshType::None)) => {
+                Some(format!("--ssh {}", kind.name()))
+            }
+            _ => None,
+        }
+    };
+    match refused {
+        Some(what) => Err(crate::error::UsageError(format!(
+            "{what} is not supported yet; use --ssh builtin (dm-patch's own SSH client)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The environment variable with which TiUP turns on `--native-ssh` (localdata's
+/// `EnvNameNativeSSHClient`).
+pub const NATIVE_SSH_ENV: &str = "TIUP_NATIVE_SSH";
+
+/// `TIUP_NATIVE_SSH`'s value when it asks for the system's ssh client, as TiUP reads it
+/// (`true`, `1` or `enable`, any case).
+fn native_ssh_from_env() -> Option<String> {
+    let value = std::env::var(NATIVE_SSH_ENV).ok()?;
+    ["true", "1", "enable"].contains(&value.to_lowercase().as_str()).then_some(value)
+}
+
+/// TiUP's persistent flags where dm-patch accepts them without listing them: before the
+/// subcommand (they then apply to `patch`), and on `display` (which makes no SSH connection and
+/// waits for nothing, so they change nothing there, as in TiUP, except that an executor
+/// dm-patch does not have is refused).
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct TiupArgs {
+    #[arg(long, hide = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ssh_timeout: Option<u64>,
+    #[arg(long, hide = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub wait_timeout: Option<u64>,
+    #[arg(short, long, hide = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: Option<u16>,
+    #[arg(long, hide = true, value_name = "POLICY", value_parser = host_key_policy_parser())]
+    pub host_key_policy: Option<HostKeyPolicy>,
+    #[arg(long, hide = true, value_enum)]
+    pub ssh: Option<SshType>,
+    #[arg(long, hide = true)]
+    pub native_ssh: bool,
+    #[arg(short, long, hide = true)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,22 +244,53 @@ pub enum Command {
     },
 }
 
-/// `-N` and `-R` as TiUP takes them: repeatable, and comma lists.
+/// `-N` and `-R` of `patch`, as TiUP takes them: repeatable, and comma lists.
 #[derive(Debug, Args)]
 pub struct InstanceFilterArgs {
     /// Only these instances, by ID (host:port); repeat or separate with commas
     #[arg(short = 'N', long = "node", value_name = "ID", value_delimiter = ',')]
     pub nodes: Vec<String>,
-    /// Only these roles: dm-master, dm-worker; repeat or separate with commas
-    #[arg(short = 'R', long = "role", value_name = "ROLE", value_delimiter = ',')]
+    /// Only these roles; repeat or separate with commas
+    #[arg(short = 'R', long = "role", value_name = "ROLE", value_delimiter = ',',
+          value_parser = RoleParser(&["dm-master", "dm-worker"]))]
     pub roles: Vec<String>,
+}
+
+/// How `patch` reaches and waits for the hosts.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ConnectionArgs {
+    /// Timeout in seconds for SSH connections and for HTTP calls to DM (1 to 3600)
+    #[arg(long, value_name = "SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ssh_timeout: u64,
+    /// Timeout in seconds for an instance to stop, start, or become healthy (1 to 86400)
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub wait_timeout: u64,
+    /// Hosts worked on in parallel (connections, uploads, checks); the roll itself is always one
+    /// instance at a time
+    #[arg(short, long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// How to treat SSH host keys, checked against the cluster's ssh/known_hosts
+    #[arg(long, value_name = "POLICY", default_value = "accept-new",
+          value_parser = host_key_policy_parser())]
+    pub host_key_policy: HostKeyPolicy,
+    /// The SSH executor, as TiUP's --ssh; only `builtin` is supported yet
+    #[arg(long, value_enum, value_name = "TYPE", default_value_t = SshType::Builtin)]
+    pub ssh: SshType,
+    /// TiUP's deprecated spelling of --ssh system (not supported yet)
+    #[arg(long, hide = true)]
+    pub native_ssh: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct PatchArgs {
     /// Name of the cluster in the TiUP store
+    #[arg(add = ArgValueCandidates::new(crate::commands::completions::cluster_names))]
     pub cluster: String,
     /// The hotfix package: a .tar.gz holding <component>/<component>
+    #[arg(value_hint = clap::ValueHint::FilePath)]
     pub package: PathBuf,
     #[command(flatten)]
     pub filter: InstanceFilterArgs,
@@ -112,7 +298,8 @@ pub struct PatchArgs {
     /// scale-out and upgrade reuse it
     #[arg(long)]
     pub overwrite: bool,
-    /// The cluster is stopped: only replace binaries; no restart, no DM API calls
+    /// The cluster is stopped: only replace binaries; no restart, no DM API calls. Instances
+    /// that are running keep their old binary until their next restart
     #[arg(long)]
     pub offline: bool,
     /// Accept a package whose binary reports another release line (major.minor) than the
@@ -125,12 +312,158 @@ pub struct PatchArgs {
     /// Check everything and print the plan; connect to no host, change nothing
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct DisplayArgs {
     /// Name of the cluster in the TiUP store
+    #[arg(add = ArgValueCandidates::new(crate::commands::completions::cluster_names))]
     pub cluster: String,
     #[command(flatten)]
-    pub filter: InstanceFilterArgs,
+    pub filter: DisplayFilterArgs,
+    /// Add a Since column: how long each instance has been running
+    #[arg(long)]
+    pub uptime: bool,
+    /// Print only the cluster's version
+    #[arg(long = "version", id = "version_only")]
+    pub version_only: bool,
+    /// Timeout in seconds for each status query (1 to 3600)
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub status_timeout: u64,
+    #[command(flatten)]
+    pub tiup: TiupArgs,
+}
+
+/// `-N` and `-R` of `display`: any role of the topology, monitoring included.
+#[derive(Debug, Args)]
+pub struct DisplayFilterArgs {
+    /// Only these instances, by ID (host:port); repeat or separate with commas
+    #[arg(short = 'N', long = "node", value_name = "ID", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// Only these roles; repeat or separate with commas
+    #[arg(short = 'R', long = "role", value_name = "ROLE", value_delimiter = ',',
+          value_parser = RoleParser(&["dm-master", "dm-worker", "prometheus", "grafana", "alertmanager"]))]
+    pub roles: Vec<String>,
+}
+
+/// `strict`, `accept-new` or `off`, listed in help and completions.
+fn host_key_policy_parser() -> impl TypedValueParser<Value = HostKeyPolicy> {
+    PossibleValuesParser::new(HostKeyPolicy::NAMES)
+        .map(|name| name.parse::<HostKeyPolicy>().expect("every listed name parses"))
+}
+
+/// A role name: any string is taken (the commands refuse unknown roles with TiUP's messages),
+/// but the known roles are listed in help and offered by shell completion.
+#[derive(Debug, Clone, Copy)]
+struct RoleParser(&'static [&'static str]);
+
+impl TypedValueParser for RoleParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<String, clap::Error> {
+        StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(self.0.iter().copied().map(PossibleValue::new)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_args(std::iter::once("dm-patch").chain(args.iter().copied())).unwrap()
+    }
+
+    fn patch(cli: Cli) -> PatchArgs {
+        match cli.command {
+            Command::Patch(args) => args,
+            other => panic!("not patch: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tiup_flags_before_the_subcommand_apply_to_patch() {
+        let args = patch(parse(&[
+            "--yes",
+            "-c",
+            "3",
+            "--wait-timeout",
+            "9",
+            "--ssh-timeout",
+            "7",
+            "patch",
+            "c",
+            "p",
+            "-R",
+            "dm-worker",
+        ]));
+        assert!(args.yes);
+        assert_eq!(args.connection.concurrency, 3);
+        assert_eq!(args.connection.wait_timeout, 9);
+        assert_eq!(args.connection.ssh_timeout, 7);
+    }
+
+    #[test]
+    fn the_subcommand_s_own_flag_wins() {
+        let args =
+            patch(parse(&["--wait-timeout", "9", "patch", "c", "p", "--wait-timeout", "120"]));
+        assert_eq!(args.connection.wait_timeout, 120);
+        let args = patch(parse(&["patch", "c", "p"]));
+        assert_eq!(args.connection.wait_timeout, 120);
+        assert_eq!(args.connection.host_key_policy, HostKeyPolicy::AcceptNew);
+        assert_eq!(args.connection.ssh, SshType::Builtin);
+        assert!(!args.yes);
+    }
+
+    #[test]
+    fn tiup_formats_and_executors_parse() {
+        let cli = parse(&["display", "c", "--format", "default"]);
+        assert_eq!(cli.global.format, Format::Text);
+        let cli = parse(&["--format", "text", "display", "c"]);
+        assert_eq!(cli.global.format, Format::Text);
+        let args = patch(parse(&["--native-ssh", "patch", "c", "p"]));
+        assert!(args.connection.native_ssh);
+        let args = patch(parse(&["--ssh", "system", "patch", "c", "p"]));
+        assert_eq!(args.connection.ssh, SshType::System);
+        assert!(check_ssh_type(Some(SshType::System), false).is_err());
+        assert!(check_ssh_type(Some(SshType::None), false).is_err());
+        assert!(check_ssh_type(None, true).is_err());
+        assert!(check_ssh_type(Some(SshType::Builtin), false).is_ok());
+        let message = check_ssh_type(Some(SshType::System), false).unwrap_err().to_string();
+        assert!(message.contains("not supported yet; use --ssh builtin"), "{message}");
+    }
+
+    #[test]
+    fn display_takes_tiup_s_persistent_flags_unlisted() {
+        let cli = parse(&["display", "c", "-y", "-c", "2", "--wait-timeout", "3", "--uptime"]);
+        match cli.command {
+            Command::Display(args) => {
+                assert!(args.uptime && args.tiup.yes);
+                assert_eq!(args.status_timeout, 10);
+            }
+            other => panic!("not display: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_roles_are_left_to_the_commands() {
+        let args = patch(parse(&["patch", "c", "p", "-R", "tikv,dm-worker"]));
+        assert_eq!(args.filter.roles, ["tikv", "dm-worker"]);
+    }
 }

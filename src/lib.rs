@@ -32,7 +32,7 @@ use output::Printer;
 /// here, once, as one line each.
 pub fn run(cli: Cli) -> ExitStatus {
     init_logging(cli.global.verbose, cli.global.quiet);
-    let printer = Printer::new(cli.global.format, cli.global.quiet);
+    let printer = Printer::new(cli.global.format, cli.global.quiet, cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -42,7 +42,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Patch(args) => commands::patch::run(args, &cli.global, &printer).await,
+            Command::Patch(args) => commands::audit::patch(args, &cli.global, &printer).await,
             Command::Display(args) => commands::display::run(args, &cli.global, &printer).await,
             Command::Completions { shell } => Ok(commands::completions::run(shell)),
         }
@@ -58,7 +58,7 @@ pub fn run(cli: Cli) -> ExitStatus {
 
 /// An error and its causes on one line, each cause said once: typed errors already name their
 /// source in their message, context added with `anyhow` does not.
-fn one_line(err: &anyhow::Error) -> String {
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut line = err.to_string();
     for cause in err.chain().skip(1) {
         let cause = cause.to_string();
@@ -70,21 +70,36 @@ fn one_line(err: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
-/// Logs go to stderr: warnings by default, more with -v, only errors with -q. `RUST_LOG`
-/// overrides.
+/// Logs go to stderr: warnings by default, only errors with -q. `-v` adds what dm-patch does
+/// (each remote command and DM API call, with its answer and how long it took), `-vv` its
+/// debug detail and what the SSH and HTTP libraries log, `-vvv` everything. With `-v` each line
+/// carries the time since the start. `RUST_LOG` overrides the levels.
 fn init_logging(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
-        (false, 1) => "dm_patch=info",
-        (false, _) => "dm_patch=debug",
+        (false, 1) => "warn,dm_patch=info",
+        (false, 2) => {
+            "info,dm_patch=debug,russh=debug,russh_sftp=debug,reqwest=debug,hyper_util=debug"
+        }
+        (false, _) => "debug,dm_patch=trace,russh=trace,reqwest=trace,hyper_util=trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
+        .with_ansi(colours_on_stderr())
+        .with_target(verbose >= 2);
+    if verbose > 0 && !quiet {
+        builder.with_timer(tracing_subscriber::fmt::time::uptime()).init();
+    } else {
+        builder.without_time().init();
+    }
+}
+
+/// Colours in logs follow the same rule as everywhere else: only on a terminal, never with
+/// `NO_COLOR` or `TERM=dumb`.
+fn colours_on_stderr() -> bool {
+    console::colors_enabled_stderr()
 }

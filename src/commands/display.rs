@@ -1,64 +1,206 @@
-//! `dm-patch display`: TiUP's cluster table with live status and the running version.
+//! `dm-patch display`: TiUP's cluster table, every component of the topology (dm-master,
+//! dm-worker, prometheus, grafana, alertmanager), with live status, and for DM the version each
+//! instance runs.
 //!
-//! All queries go out at once with short timeouts (one members call through whichever master
-//! answers first, one `/status` per instance), so a dead host costs one timeout, not one each.
+//! All queries go out at once, each bounded by `--status-timeout` (one members call through
+//! whichever master answers first, one `/status` per DM instance, one TCP connect per
+//! monitoring instance, and with `--uptime` one `/metrics` per instance), so a dead host costs
+//! one timeout, not one each. `--format json` prints TiUP's document
+//! (`{"cluster_meta": {...}, "instances": [...]}`, pkg/cluster/manager/display.go) with
+//! dm-patch's own fields after TiUP's in each instance.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::task::JoinSet;
+use yaml_serde::Value;
 
-use crate::cli::{DisplayArgs, GlobalArgs};
+use crate::cli::{DisplayArgs, GlobalArgs, check_ssh_type};
 use crate::dm::client::{DmClient, MembersResponse};
-use crate::error::ExitStatus;
+use crate::error::{ExitStatus, UsageError};
 use crate::output::table::tiup_table;
 use crate::output::{Printer, Style};
-use crate::topology::select::Filter;
 use crate::topology::store::Store;
-use crate::topology::{Cluster, Instance, Role};
+use crate::topology::tls::{CA_CERT, CLIENT_CERT, CLIENT_KEY, TLS_DIR};
+use crate::topology::{Cluster, Instance, Monitor, MonitorRole, Role};
 
-/// One row, as the table and the JSON show it.
+/// TiUP's `display --format json` document.
 #[derive(Debug, Serialize)]
+pub struct DisplayJson {
+    pub cluster_meta: ClusterMeta,
+    /// Left out when no instance is shown, as TiUP does (`omitempty`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<Row>,
+}
+
+/// TiUP's `ClusterMetaInfo`.
+#[derive(Debug, Serialize)]
+pub struct ClusterMeta {
+    pub cluster_type: &'static str,
+    pub cluster_name: String,
+    pub cluster_version: String,
+    pub deploy_user: String,
+    pub ssh_type: String,
+    pub tls_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_key: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grafana_urls: Vec<String>,
+}
+
+/// One instance: TiUP's `InstInfo` fields, named and filled as TiUP fills them, then
+/// dm-patch's own.
+#[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub id: String,
+    /// The role, with ` (patched)` once meta.yaml marks it patched.
     pub role: String,
-    pub patched: bool,
     pub host: String,
+    pub manage_host: String,
     pub ports: String,
     pub os_arch: String,
     pub status: String,
-    pub version: Option<String>,
+    /// TiUP fills it only for `tiup cluster display --process`: always `-` here.
+    pub memory: String,
+    pub memory_limit: String,
+    pub cpu_quota: String,
+    /// How long the instance has run (`--uptime`), else `-`.
+    pub since: String,
     pub data_dir: String,
     pub deploy_dir: String,
+    pub numa_node: String,
+    pub numa_cores: String,
+    /// The version meta.yaml gives the component (TiUP's): the cluster's, or empty for
+    /// alertmanager.
+    pub version: String,
+    /// dm-patch: the component, without ` (patched)`.
+    pub component: String,
+    /// dm-patch: meta.yaml marks it patched.
+    pub patched: bool,
+    /// dm-patch: what the running instance reports on `/status` (DM only; `null` when it does
+    /// not answer).
+    pub running_version: Option<String>,
 }
+
+/// The roles `display` knows, as `-R` takes them.
+const ROLES: [&str; 5] = ["dm-master", "dm-worker", "prometheus", "grafana", "alertmanager"];
 
 pub async fn run(
     args: DisplayArgs,
     global: &GlobalArgs,
     printer: &Printer,
 ) -> anyhow::Result<ExitStatus> {
+    check_ssh_type(args.tiup.ssh, args.tiup.native_ssh)?;
     let store = Store::locate(global.tiup_home.clone())?;
     let cluster = store.load(&args.cluster)?;
-    let filter = Filter { roles: args.filter.roles, nodes: args.filter.nodes };
-    let mut selected: Vec<Instance> = filter.apply(&cluster)?.into_iter().cloned().collect();
-    // TiUP's order: role name, then host, then port.
-    selected.sort_by(|a, b| (a.role, &a.host, a.port).cmp(&(b.role, &b.host, b.port)));
+    if args.version_only {
+        // TiUP prints the bare version, whatever the format.
+        println!("{}", cluster.version());
+        return Ok(ExitStatus::Success);
+    }
+    let (instances, monitors) = select(&cluster, &args.filter.roles, &args.filter.nodes)?;
 
-    let client = DmClient::new(Duration::from_secs(global.ssh_timeout), cluster.tls_enabled());
-    let (members, versions) =
-        tokio::join!(members_from_first(&client, &cluster), versions(&client, &selected));
-    let rows: Vec<Row> = selected
-        .iter()
-        .zip(versions)
-        .map(|(instance, version)| row(instance, members.as_ref(), version))
-        .collect();
+    let timeout = Duration::from_secs(args.status_timeout);
+    let client = DmClient::new(timeout, cluster.tls());
+    let metrics = Metrics::new(timeout, &cluster);
+    let uptime = args.uptime;
+    let (members, dm_facts, monitor_facts) =
+        tokio::join!(
+            members_from_first(&client, &cluster),
+            all(instances.iter().map(|instance| {
+                let (client, metrics, addr) = (client.clone(), metrics.clone(), instance.addr());
+                async move {
+                    let (version, since) = tokio::join!(
+                        running_version(&client, &addr),
+                        metrics.since(&addr, true, uptime)
+                    );
+                    (version, since)
+                }
+            })),
+            all(monitors.iter().map(|monitor| {
+                let (metrics, addr) = (metrics.clone(), monitor.status_addr());
+                async move {
+                    tokio::join!(port_status(&addr, timeout), metrics.since(&addr, false, uptime))
+                }
+            })),
+        );
 
+    let mut rows: Vec<Row> = Vec::new();
+    for (instance, (version, since)) in instances.iter().zip(dm_facts) {
+        rows.push(dm_row(&cluster, instance, members.as_ref(), version, since));
+    }
+    for (monitor, (up, since)) in monitors.iter().zip(monitor_facts) {
+        rows.push(monitor_row(&cluster, monitor, up, since));
+    }
+    // TiUP's order: role name (with " (patched)"), then host, then ports, as strings.
+    rows.sort_by(|a, b| (&a.role, &a.host, &a.ports).cmp(&(&b.role, &b.host, &b.ports)));
+
+    let meta = cluster_meta(&cluster);
     if printer.is_json() {
-        printer.json(&rows);
+        printer.json(&DisplayJson { cluster_meta: meta, instances: rows });
     } else {
-        printer.result(render(&cluster, &rows, printer));
+        printer.result(render(&cluster, &meta, &rows, uptime, printer));
     }
     Ok(ExitStatus::Success)
+}
+
+/// The DM and monitoring instances `-R` and `-N` choose (all when neither is given). Roles
+/// and nodes the topology does not have are refused, naming the ones it has.
+fn select<'c>(
+    cluster: &'c Cluster,
+    roles: &[String],
+    nodes: &[String],
+) -> Result<(Vec<&'c Instance>, Vec<&'c Monitor>), UsageError> {
+    if let Some(role) = roles.iter().find(|role| !ROLES.contains(&role.as_str())) {
+        return Err(UsageError(format!(
+            "unknown role '{role}': a DM cluster's roles are {}",
+            ROLES.join(", ")
+        )));
+    }
+    let ids: Vec<String> = cluster
+        .instances
+        .iter()
+        .map(Instance::id)
+        .chain(cluster.monitors.iter().map(Monitor::id))
+        .collect();
+    if let Some(node) = nodes.iter().find(|node| !ids.contains(node)) {
+        return Err(UsageError(format!(
+            "unknown node '{node}': the cluster's instances are {}",
+            ids.join(", ")
+        )));
+    }
+    let wanted = |role: &str, id: String| {
+        (roles.is_empty() || roles.iter().any(|r| r == role))
+            && (nodes.is_empty() || nodes.contains(&id))
+    };
+    let instances =
+        cluster.instances.iter().filter(|i| wanted(i.role.component(), i.id())).collect();
+    let monitors = cluster.monitors.iter().filter(|m| wanted(m.role.component(), m.id())).collect();
+    Ok((instances, monitors))
+}
+
+/// Runs `calls` at once; their answers in input order.
+async fn all<F>(calls: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for (index, call) in calls.enumerate() {
+        set.spawn(async move { (index, call.await) });
+    }
+    let mut answers: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    while let Some(answer) = set.join_next().await {
+        if let Ok((index, output)) = answer {
+            answers[index] = Some(output);
+        }
+    }
+    answers.into_iter().map(|answer| answer.expect("every call answers")).collect()
 }
 
 /// Members from whichever dm-master answers first; `None` if none does.
@@ -67,7 +209,27 @@ async fn members_from_first(client: &DmClient, cluster: &Cluster) -> Option<Memb
     for master in cluster.instances.iter().filter(|i| i.role == Role::Master) {
         let client = client.clone();
         let addr = master.addr();
-        calls.spawn(async move { client.members(&addr).await });
+        calls.spawn(async move {
+            let started = Instant::now();
+            let answer = client.members(&addr).await;
+            let ms = started.elapsed().as_millis();
+            match &answer {
+                Ok(members) => tracing::info!(
+                    "GET /apis/v1alpha1/members on {addr}: leader {}, {} master(s), {} worker(s) \
+                     ({ms} ms)",
+                    members.leader().map(|l| l.name.as_str()).unwrap_or("none"),
+                    members.masters().len(),
+                    members.workers().len()
+                ),
+                Err(err) => {
+                    tracing::info!(
+                        "GET /apis/v1alpha1/members on {addr}: {} ({ms} ms)",
+                        causes(err)
+                    )
+                }
+            }
+            answer
+        });
     }
     while let Some(answer) = calls.join_next().await {
         if let Ok(Ok(members)) = answer {
@@ -77,39 +239,236 @@ async fn members_from_first(client: &DmClient, cluster: &Cluster) -> Option<Memb
     None
 }
 
-/// Each instance's running Release Version (`None` when it does not answer), in input order.
-async fn versions(client: &DmClient, instances: &[Instance]) -> Vec<Option<String>> {
-    let mut calls = JoinSet::new();
-    for (index, instance) in instances.iter().enumerate() {
-        let client = client.clone();
-        let addr = instance.addr();
-        calls.spawn(async move { (index, client.status(&addr).await.ok().map(|v| v.release)) });
-    }
-    let mut versions = vec![None; instances.len()];
-    while let Some(answer) = calls.join_next().await {
-        if let Ok((index, version)) = answer {
-            versions[index] = version;
+/// The Release Version a DM instance reports on `/status`; `None` when it does not answer.
+async fn running_version(client: &DmClient, addr: &str) -> Option<String> {
+    let started = Instant::now();
+    let answer = client.status(addr).await;
+    let ms = started.elapsed().as_millis();
+    match answer {
+        Ok(version) => {
+            tracing::info!("GET /status on {addr}: {} ({ms} ms)", version.short());
+            Some(version.release)
+        }
+        Err(err) => {
+            tracing::info!("GET /status on {addr}: {} ({ms} ms)", causes(&err));
+            None
         }
     }
-    versions
 }
 
-fn row(instance: &Instance, members: Option<&MembersResponse>, version: Option<String>) -> Row {
-    let role = instance.role.component();
+/// An error and its causes on one line, each said once (reqwest's own message hides why).
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !line.contains(&cause_text) {
+            line.push_str(": ");
+            line.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
+/// Whether something accepts connections on `addr` within `timeout`: how a monitoring
+/// instance is Up or Down.
+async fn port_status(addr: &str, timeout: Duration) -> bool {
+    let started = Instant::now();
+    let connected = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await;
+    let ms = started.elapsed().as_millis();
+    let (up, how) = match connected {
+        Ok(Ok(_)) => (true, "accepts connections".to_owned()),
+        Ok(Err(err)) => (false, err.to_string()),
+        Err(_) => (false, format!("no answer within {}s", timeout.as_secs())),
+    };
+    tracing::info!("TCP connect {addr}: {how} ({ms} ms)");
+    up
+}
+
+/// `--uptime` as TiUP finds it: `process_start_time_seconds` from the instance's Prometheus
+/// `/metrics` (DM and the monitoring components all serve it). When it does not answer, the
+/// Since column reads `-` (TiUP then asks systemd over SSH; display makes no SSH connection).
+#[derive(Clone)]
+struct Metrics {
+    /// For DM instances: TLS when the cluster has it.
+    dm: reqwest::Client,
+    dm_scheme: &'static str,
+    /// For monitoring instances, which serve plain HTTP.
+    plain: reqwest::Client,
+}
+
+impl Metrics {
+    fn new(timeout: Duration, cluster: &Cluster) -> Metrics {
+        let builder = || reqwest::Client::builder().timeout(timeout).no_proxy();
+        let mut dm = builder();
+        if let Some(tls) = cluster.tls() {
+            dm = dm.tls_backend_preconfigured((*tls.config()).clone());
+        }
+        let build = |b: reqwest::ClientBuilder| {
+            b.build().expect("the HTTP client's TLS backend initialises")
+        };
+        Metrics {
+            dm: build(dm),
+            dm_scheme: if cluster.tls().is_some() { "https" } else { "http" },
+            plain: build(builder()),
+        }
+    }
+
+    /// How long the process at `addr` has run, as TiUP prints it; `-` when unknown or not
+    /// asked for.
+    async fn since(&self, addr: &str, dm: bool, asked: bool) -> String {
+        if !asked {
+            return "-".to_owned();
+        }
+        let (client, scheme) = if dm { (&self.dm, self.dm_scheme) } else { (&self.plain, "http") };
+        let url = format!("{scheme}://{addr}/metrics");
+        let started = Instant::now();
+        let answer = match client.get(&url).send().await {
+            Ok(response) if response.status().is_success() => response.text().await.ok(),
+            Ok(response) => {
+                tracing::debug!("GET {url}: HTTP {}", response.status());
+                None
+            }
+            Err(err) => {
+                tracing::debug!("GET {url}: {}", causes(&err));
+                None
+            }
+        };
+        let start = answer.as_deref().and_then(process_start_time);
+        let uptime = start.and_then(|start| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+            now.checked_sub(Duration::from_secs_f64(start))
+        });
+        let since = format_since(uptime.unwrap_or_default());
+        tracing::info!("GET {url}: since {since} ({} ms)", started.elapsed().as_millis());
+        since
+    }
+}
+
+/// `process_start_time_seconds <float>` in a Prometheus text exposition (TiUP's promRegexp).
+fn process_start_time(metrics: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix("process_start_time_seconds")?;
+        if !value.starts_with(char::is_whitespace) {
+            return None;
+        }
+        value.split_whitespace().next()?.parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0)
+    })
+}
+
+/// TiUP's `formatInstanceSince`: `1d2h3m4s` with the zero parts left out; `-` for zero.
+fn format_since(uptime: Duration) -> String {
+    let total = uptime.as_secs();
+    if total == 0 {
+        return "-".to_owned();
+    }
+    let parts = [
+        (total / 86_400, 'd'),
+        (total / 3600 % 24, 'h'),
+        (total / 60 % 60, 'm'),
+        (total % 60, 's'),
+    ];
+    parts
+        .iter()
+        .filter(|(value, _)| *value > 0)
+        .map(|(value, unit)| format!("{value}{unit}"))
+        .collect()
+}
+
+fn dm_row(
+    cluster: &Cluster,
+    instance: &Instance,
+    members: Option<&MembersResponse>,
+    running_version: Option<String>,
+    since: String,
+) -> Row {
+    let spec = cluster.spec_of(instance);
+    let component = instance.role.component();
+    let manage_host = spec
+        .and_then(|s| s.manage_host.as_deref())
+        .filter(|h| !h.is_empty())
+        .unwrap_or(&instance.host);
+    let resource_control = spec.and_then(|s| s.resource_control.as_ref());
     Row {
         id: instance.id(),
-        role: if instance.patched { format!("{role} (patched)") } else { role.to_owned() },
-        patched: instance.patched,
+        role: role_name(component, instance.patched),
         host: instance.host.clone(),
+        manage_host: manage_host.to_owned(),
         ports: match instance.peer_port {
             Some(peer) => format!("{}/{peer}", instance.port),
             None => instance.port.to_string(),
         },
-        os_arch: format!("{}/{}", instance.os, instance.arch.machine_name()),
-        status: status(instance, members, version.is_some()),
-        version,
+        os_arch: os_arch(&instance.os, &instance.arch.to_string()),
+        status: status(instance, members, running_version.is_some()),
+        memory: "-".to_owned(),
+        memory_limit: resource(resource_control, "memory_limit"),
+        cpu_quota: resource(resource_control, "cpu_quota"),
+        since,
         data_dir: instance.data_dir.clone(),
         deploy_dir: instance.deploy_dir.clone(),
+        numa_node: spec
+            .and_then(|s| s.numa_node.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "-".to_owned()),
+        numa_cores: "-".to_owned(),
+        version: cluster.version().to_owned(),
+        component: component.to_owned(),
+        patched: instance.patched,
+        running_version,
+    }
+}
+
+fn monitor_row(cluster: &Cluster, monitor: &Monitor, up: bool, since: String) -> Row {
+    let component = monitor.role.component();
+    Row {
+        id: monitor.id(),
+        role: role_name(component, monitor.patched),
+        host: monitor.host.clone(),
+        manage_host: monitor.manage_host.clone(),
+        ports: monitor.ports.iter().map(u16::to_string).collect::<Vec<_>>().join("/"),
+        os_arch: os_arch(&monitor.os, &monitor.arch),
+        status: if up { "Up" } else { "Down" }.to_owned(),
+        memory: "-".to_owned(),
+        memory_limit: resource(monitor.resource_control.as_ref(), "memory_limit"),
+        cpu_quota: resource(monitor.resource_control.as_ref(), "cpu_quota"),
+        since,
+        data_dir: monitor.data_dir.clone().unwrap_or_else(|| "-".to_owned()),
+        deploy_dir: monitor.deploy_dir.clone(),
+        numa_node: monitor.numa_node.clone().unwrap_or_else(|| "-".to_owned()),
+        numa_cores: "-".to_owned(),
+        // TiUP: alertmanager follows no cluster version; prometheus and grafana do.
+        version: match monitor.role {
+            MonitorRole::Alertmanager => String::new(),
+            MonitorRole::Prometheus | MonitorRole::Grafana => cluster.version().to_owned(),
+        },
+        component: component.to_owned(),
+        patched: monitor.patched,
+        running_version: None,
+    }
+}
+
+fn role_name(component: &str, patched: bool) -> String {
+    if patched { format!("{component} (patched)") } else { component.to_owned() }
+}
+
+/// TiUP's `tui.OsArch`: amd64 reads x86_64, arm64 aarch64.
+fn os_arch(os: &str, arch: &str) -> String {
+    let arch = match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        other => other,
+    };
+    format!("{os}/{arch}")
+}
+
+/// A `resource_control` setting as written, or `-`.
+fn resource(resource_control: Option<&Value>, key: &str) -> String {
+    let value = resource_control.and_then(|rc| rc.get(key));
+    match value {
+        Some(Value::String(text)) if !text.is_empty() => text.clone(),
+        Some(Value::Number(number)) => number.to_string(),
+        _ => "-".to_owned(),
     }
 }
 
@@ -143,43 +502,146 @@ fn capitalise(word: &str) -> String {
     chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
-fn render(cluster: &Cluster, rows: &[Row], printer: &Printer) -> String {
+fn cluster_meta(cluster: &Cluster) -> ClusterMeta {
     let global = cluster.meta.topology.global.as_ref();
-    let ssh_type = global.and_then(|g| g.ssh_type.as_deref()).unwrap_or("builtin");
-    let mut out = format!(
-        "Cluster type:       dm\nCluster name:       {}\nCluster version:    {}\nDeploy user:        {}\nSSH type:           {ssh_type}\n",
-        printer.paint(&cluster.name, Style::Bold),
-        cluster.version(),
-        cluster.ssh_user(),
-    );
+    let tls_enabled = global.and_then(|g| g.enable_tls).unwrap_or(false);
+    let tls_file = |name: &str| {
+        tls_enabled.then(|| cluster.dir.join(TLS_DIR).join(name).display().to_string())
+    };
+    // Every grafana of the topology, filtered or not, as TiUP lists them.
+    let grafana_urls = cluster
+        .monitors
+        .iter()
+        .filter(|m| m.role == MonitorRole::Grafana)
+        .map(|m| format!("http://{}:{}", m.host, m.port))
+        .collect();
+    ClusterMeta {
+        cluster_type: "dm",
+        cluster_name: cluster.name.clone(),
+        cluster_version: cluster.version().to_owned(),
+        deploy_user: global.and_then(|g| g.user.clone()).unwrap_or_else(|| "tidb".to_owned()),
+        ssh_type: global
+            .and_then(|g| g.ssh_type.clone())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "builtin".to_owned()),
+        tls_enabled,
+        tls_ca_cert: tls_file(CA_CERT),
+        tls_client_cert: tls_file(CLIENT_CERT),
+        tls_client_key: tls_file(CLIENT_KEY),
+        grafana_urls,
+    }
+}
+
+/// The text TiUP prints: the cluster's facts, the TLS files, the Grafana URL, the table and
+/// the node count. The Version column (what each DM instance runs) is dm-patch's.
+fn render(
+    cluster: &Cluster,
+    meta: &ClusterMeta,
+    rows: &[Row],
+    uptime: bool,
+    printer: &Printer,
+) -> String {
+    let mut out = String::new();
+    let mut fact = |label: &str, value: &str| {
+        out.push_str(&format!(
+            "{:<20}{}\n",
+            format!("{label}:"),
+            printer.paint(value, Style::Bold)
+        ));
+    };
+    fact("Cluster type", meta.cluster_type);
+    fact("Cluster name", &meta.cluster_name);
+    fact("Cluster version", &meta.cluster_version);
+    fact("Deploy user", &meta.deploy_user);
+    fact("SSH type", &meta.ssh_type);
+    if meta.tls_enabled {
+        fact("TLS encryption", "enabled");
+        fact("CA certificate", meta.tls_ca_cert.as_deref().unwrap_or_default());
+        fact("Client private key", meta.tls_client_key.as_deref().unwrap_or_default());
+        fact("Client certificate", meta.tls_client_cert.as_deref().unwrap_or_default());
+    }
+    if !meta.grafana_urls.is_empty() {
+        fact("Grafana URL", &meta.grafana_urls.join(","));
+    }
+
+    // TiUP adds a Manage Host column when any instance is managed through another address.
+    let manage_host = cluster.instances.iter().any(|i| i.ssh_host != i.host)
+        || cluster.monitors.iter().any(|m| m.manage_host != m.host);
+    let mut headers = vec!["ID", "Role", "Host"];
+    if manage_host {
+        headers.push("Manage Host");
+    }
+    headers.extend(["Ports", "OS/Arch", "Status"]);
+    if uptime {
+        headers.push("Since");
+    }
+    headers.extend(["Version", "Data Dir", "Deploy Dir"]);
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            vec![
-                row.id.clone(),
-                row.role.clone(),
-                row.host.clone(),
+            let mut cells = vec![row.id.clone(), row.role.clone(), row.host.clone()];
+            if manage_host {
+                cells.push(row.manage_host.clone());
+            }
+            cells.extend([
                 row.ports.clone(),
                 row.os_arch.clone(),
                 printer.paint(&row.status, status_style(&row.status)),
-                row.version.clone().unwrap_or_else(|| "-".to_owned()),
+            ]);
+            if uptime {
+                cells.push(row.since.clone());
+            }
+            cells.extend([
+                row.running_version.clone().unwrap_or_else(|| "-".to_owned()),
                 row.data_dir.clone(),
                 row.deploy_dir.clone(),
-            ]
+            ]);
+            cells
         })
         .collect();
-    out.push_str(&tiup_table(
-        &["ID", "Role", "Host", "Ports", "OS/Arch", "Status", "Version", "Data Dir", "Deploy Dir"],
-        &cells,
-    ));
+    out.push_str(&tiup_table(&headers, &cells));
     out.push_str(&format!("\nTotal nodes: {}", rows.len()));
     out
 }
 
+/// TiUP's colours (`formatInstanceStatus`).
 fn status_style(status: &str) -> Style {
-    match status {
-        "Healthy" | "Healthy|L" | "Free" | "Bound" | "Relay" => Style::Good,
-        "Down" | "Unhealthy" | "Offline" => Style::Bad,
-        _ => Style::Warn,
+    let status = status.to_lowercase();
+    if ["up", "healthy", "free", "bound", "relay"].iter().any(|p| status.starts_with(p)) {
+        Style::Good
+    } else if ["down", "err", "inactive", "unhealthy"].iter().any(|p| status.starts_with(p)) {
+        Style::Bad
+    } else {
+        Style::Warn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_reads_as_tiup_prints_it() {
+        assert_eq!(format_since(Duration::ZERO), "-");
+        assert_eq!(format_since(Duration::from_secs(59)), "59s");
+        assert_eq!(format_since(Duration::from_secs(3600)), "1h");
+        assert_eq!(format_since(Duration::from_secs(86_400 + 2 * 3600 + 3 * 60 + 4)), "1d2h3m4s");
+    }
+
+    #[test]
+    fn process_start_time_is_read_from_metrics() {
+        let metrics = "# HELP process_start_time_seconds Start time\n\
+                       # TYPE process_start_time_seconds gauge\n\
+                       process_start_time_seconds 1.70000000012e+09\n";
+        assert_eq!(process_start_time(metrics), Some(1_700_000_000.12));
+        assert_eq!(process_start_time("process_start_time_seconds_total 5\n"), None);
+        assert_eq!(process_start_time("nothing here"), None);
+    }
+
+    #[test]
+    fn os_arch_as_tiup() {
+        assert_eq!(os_arch("linux", "amd64"), "linux/x86_64");
+        assert_eq!(os_arch("linux", "arm64"), "linux/aarch64");
+        assert_eq!(os_arch("linux", "riscv64"), "linux/riscv64");
     }
 }

@@ -1,5 +1,6 @@
 //! One file per command.
 
+pub mod audit;
 pub mod completions;
 pub mod display;
 pub mod patch;

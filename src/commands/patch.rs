@@ -33,7 +33,8 @@ pub async fn run(
     let store = Store::locate(global.tiup_home.clone())?;
     // Fail fast on a cluster another run is patching; a dry run changes nothing and needs no lock.
     let lock = if args.dry_run { None } else { Some(store.lock(&args.cluster)?) };
-    let mut config = resolve(&store, args, global).await?;
+    let mut config = resolve(&store, args).await?;
+    super::audit::planned(&config.plan);
 
     if config.dry_run {
         if printer.is_json() {
@@ -46,7 +47,9 @@ pub async fn run(
     }
     let lock = lock.expect("taken above for every run that changes something");
     store::check_writable(&config.cluster, &lock, config.plan.overwrite)?;
+    output::warn_before_confirm(&config.plan, printer);
     if !confirm(&config, printer)? {
+        super::audit::aborted();
         printer.diagnostic("Aborted: nothing was changed.");
         return Ok(ExitStatus::Failure);
     }
@@ -72,7 +75,7 @@ pub async fn run(
     )
     .await;
     progress.event(Event::Done);
-    output::report::render(&report, printer);
+    output::report::render(&report, &config.cluster, printer);
     Ok(exit_status(report.result))
 }
 
@@ -86,11 +89,7 @@ fn exit_status(result: RunResult) -> ExitStatus {
     }
 }
 
-async fn resolve(
-    store: &Store,
-    args: PatchArgs,
-    global: &GlobalArgs,
-) -> anyhow::Result<PatchConfig> {
+async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> {
     let cluster = store.load(&args.cluster)?;
     let filter = Filter { roles: args.filter.roles, nodes: args.filter.nodes };
     let (role, selected) = filter.select_for_patch(&cluster)?;
@@ -102,7 +101,7 @@ async fn resolve(
             .await
             .context("package inspection stopped unexpectedly")??;
 
-    let ssh_timeout = Duration::from_secs(global.ssh_timeout);
+    let ssh_timeout = Duration::from_secs(args.connection.ssh_timeout);
     let leader = if role == Role::Master && !args.offline {
         find_leader(&cluster, ssh_timeout).await
     } else {
@@ -120,9 +119,9 @@ async fn resolve(
         plan,
         settings: Settings {
             ssh_timeout,
-            wait_timeout: Duration::from_secs(global.wait_timeout),
-            concurrency: usize::from(global.concurrency),
-            host_key_policy: global.host_key_policy,
+            wait_timeout: Duration::from_secs(args.connection.wait_timeout),
+            concurrency: usize::from(args.connection.concurrency),
+            host_key_policy: args.connection.host_key_policy,
             command_line: std::env::args().collect(),
         },
         yes: args.yes,
@@ -133,7 +132,7 @@ async fn resolve(
 /// The dm-master leader's member name, asked of any master; `None` when no master answers
 /// (planning goes on; the engine's preflight insists on a leader later).
 async fn find_leader(cluster: &Cluster, timeout: Duration) -> Option<String> {
-    let client = DmClient::new(timeout, cluster.tls_enabled());
+    let client = DmClient::new(timeout, cluster.tls());
     let masters: Vec<String> =
         cluster.instances.iter().filter(|i| i.role == Role::Master).map(|i| i.addr()).collect();
     let members = client.members_from_any(&masters).await.ok()?;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::tls::{self, TlsProblem};
 use super::version::VersionInfo;
+use crate::topology::tls::ClientTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DmError {
@@ -17,6 +19,10 @@ pub enum DmError {
         #[source]
         source: reqwest::Error,
     },
+    /// The TLS handshake failed: the instance refused our client certificate, or we refused
+    /// its certificate. Says which of the store's files is concerned.
+    #[error("{addr}: TLS: {problem}")]
+    Tls { addr: String, problem: TlsProblem },
     #[error("{addr}: HTTP {status}: {message}")]
     Status { addr: String, status: u16, message: String },
     #[error("{addr}: DM refused: {message}")]
@@ -157,22 +163,35 @@ pub enum Health {
 #[derive(Debug, Clone)]
 pub struct DmClient {
     http: reqwest::Client,
-    scheme: &'static str,
+    /// `Some` for a TLS cluster: HTTPS with the cluster's CA and client certificate.
+    tls: Option<ClientTls>,
 }
 
 impl DmClient {
-    pub fn new(timeout: Duration, tls: bool) -> DmClient {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .no_proxy()
-            .build()
-            .expect("the HTTP client's TLS backend initialises");
-        DmClient { http, scheme: if tls { "https" } else { "http" } }
+    /// A client for a plain cluster (`tls: None`: HTTP) or a TLS one (`cluster.tls()`: HTTPS
+    /// trusting exactly the cluster's CA, presenting its client certificate, and checking each
+    /// instance's certificate against the host it is reached at, IP SANs included).
+    pub fn new(timeout: Duration, tls: Option<&ClientTls>) -> DmClient {
+        let mut builder =
+            reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).no_proxy();
+        if let Some(tls) = tls {
+            builder = builder.tls_backend_preconfigured((*tls.config()).clone());
+        }
+        let http = builder.build().expect("the HTTP client's TLS backend initialises");
+        DmClient { http, tls: tls.cloned() }
     }
 
     fn url(&self, addr: &str, path: &str) -> String {
-        format!("{}://{addr}{path}", self.scheme)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{addr}{path}")
+    }
+
+    /// A failed call, as a TLS problem naming the file concerned when the handshake failed.
+    fn http_error(&self, addr: &str, source: reqwest::Error) -> DmError {
+        match self.tls.as_ref().and_then(|files| tls::problem(&source, files)) {
+            Some(problem) => DmError::Tls { addr: addr.to_owned(), problem },
+            None => DmError::Http { addr: addr.to_owned(), source },
+        }
     }
 
     /// `GET /apis/v1alpha1/members` (all sections) from `addr`.
@@ -189,19 +208,20 @@ impl DmClient {
         Ok(members)
     }
 
-    /// Members from the first of `addrs` that answers.
+    /// Members from the first of `addrs` that answers. When none does, the most telling
+    /// failure: DM's own refusal, else a TLS problem (the same at every master, as they share
+    /// the CA), else "no dm-master answered".
     pub async fn members_from_any(&self, addrs: &[String]) -> Result<MembersResponse, DmError> {
-        let mut last = None;
+        let (mut refused, mut tls) = (None, None);
         for addr in addrs {
             match self.members(addr).await {
                 Ok(members) => return Ok(members),
-                Err(err) => last = Some(err),
+                Err(err @ DmError::Refused { .. }) => refused = Some(err),
+                Err(err @ DmError::Tls { .. }) => tls = tls.or(Some(err)),
+                Err(_) => {}
             }
         }
-        Err(match last {
-            Some(DmError::Refused { addr, message }) => DmError::Refused { addr, message },
-            _ => DmError::NoMaster { tried: addrs.join(", ") },
-        })
+        Err(refused.or(tls).unwrap_or_else(|| DmError::NoMaster { tried: addrs.join(", ") }))
     }
 
     /// The version block served at `GET /status` by a dm-master or dm-worker.
@@ -249,16 +269,24 @@ impl DmClient {
         request: reqwest::RequestBuilder,
         addr: &str,
     ) -> Result<reqwest::Response, DmError> {
-        request.send().await.map_err(|source| DmError::Http { addr: addr.to_owned(), source })
+        let started = std::time::Instant::now();
+        let (client, request) = request.build_split();
+        let request = request.map_err(|source| self.http_error(addr, source))?;
+        let (method, url) = (request.method().clone(), request.url().clone());
+        let response = client.execute(request).await;
+        let millis = started.elapsed().as_millis();
+        match &response {
+            Ok(answer) => tracing::info!("{method} {url} -> {} ({millis} ms)", answer.status()),
+            Err(err) => tracing::info!("{method} {url} -> {err} ({millis} ms)"),
+        }
+        response.map_err(|source| self.http_error(addr, source))
     }
 
     /// The body of a successful answer; a gateway error becomes its message.
     async fn body(&self, response: reqwest::Response, addr: &str) -> Result<String, DmError> {
         let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|source| DmError::Http { addr: addr.to_owned(), source })?;
+        let body = response.text().await.map_err(|source| self.http_error(addr, source))?;
+        tracing::debug!("{addr}: answer {status}: {}", body.chars().take(300).collect::<String>());
         if status.is_success() {
             return Ok(body);
         }

@@ -3,4 +3,5 @@
 pub mod client;
 pub mod health;
 pub mod order;
+pub mod tls;
 pub mod version;

@@ -2,7 +2,7 @@
 //! runs it in phases — connect, preflight, stage, roll, clean up — and returns a `Report`; it
 //! never prints, it emits events.
 
-mod audit;
+pub mod audit;
 pub mod events;
 mod hosts;
 mod preflight;
@@ -65,7 +65,7 @@ pub async fn execute(
         report: new_report(&plan, started_at),
         plan: plan.clone(),
         progress,
-        client: DmClient::new(settings.ssh_timeout, cluster.tls_enabled()),
+        client: DmClient::new(settings.ssh_timeout, cluster.tls()),
         masters: cluster
             .instances
             .iter()
@@ -116,7 +116,9 @@ impl Run {
             return self.stop_before_roll(problems);
         }
         for (id, installed) in &facts {
-            row(&mut self.report, id).old_version = Some(installed.version.clone());
+            let row = row(&mut self.report, id);
+            row.old_version = Some(installed.version.clone());
+            row.old_binary_sha256.clone_from(&installed.sha256);
         }
         if interrupt.requested() {
             return self.interrupted_before_roll(&hosts).await;
@@ -147,7 +149,7 @@ impl Run {
 
         if self.report.result == RunResult::Success && self.plan.overwrite {
             let package = &self.plan.package;
-            let (role, sha) = (package.component, package.short_sha());
+            let (role, sha) = (package.component, package.sha256.as_str());
             match store::keep_package(cluster, role, &package.path, sha) {
                 Ok(kept) => self.report.kept_package = Some(kept.display().to_string()),
                 Err(err) => {
@@ -447,6 +449,7 @@ fn new_report(plan: &Plan, started_at: SystemTime) -> Report {
             sha256: plan.package.sha256.clone(),
             size: plan.package.size,
             version: None,
+            binary_sha256: plan.package.entry_sha256.clone(),
         },
         offline: plan.offline,
         overwrite: plan.overwrite,
@@ -464,6 +467,7 @@ fn new_report(plan: &Plan, started_at: SystemTime) -> Report {
                 role: planned.role,
                 host: planned.host.clone(),
                 old_version: None,
+                old_binary_sha256: None,
                 new_version: None,
                 outcome: Outcome::NotReached,
                 seconds: 0.0,

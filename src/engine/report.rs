@@ -40,6 +40,8 @@ pub struct PackageReport {
     pub size: u64,
     /// What the package's binary says of itself (`-V`), once staged.
     pub version: Option<VersionInfo>,
+    /// The sha256 of the package's `<comp>/<comp>`.
+    pub binary_sha256: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,6 +66,9 @@ pub struct InstanceReport {
     pub role: Role,
     pub host: String,
     pub old_version: Option<VersionInfo>,
+    /// The sha256 of the binary it ran before, when preflight hashed it (its size was the
+    /// package binary's).
+    pub old_binary_sha256: Option<String>,
     pub new_version: Option<VersionInfo>,
     pub outcome: Outcome,
     pub seconds: f64,

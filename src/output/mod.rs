@@ -6,7 +6,7 @@ pub mod progress;
 pub mod report;
 pub mod table;
 
-pub use plan::render_plan;
+pub use plan::{render_plan, warn_before_confirm};
 
 use std::io::{IsTerminal, Write};
 
@@ -20,15 +20,18 @@ use crate::cli::Format;
 pub struct Printer {
     pub format: Format,
     pub quiet: bool,
+    /// `-v` count: with logs on stderr, progress is shown as plain lines, not bars.
+    pub verbose: u8,
     /// stderr and stdin are terminals: progress bars and prompts are possible.
     pub interactive: bool,
 }
 
 impl Printer {
-    pub fn new(format: Format, quiet: bool) -> Printer {
+    pub fn new(format: Format, quiet: bool, verbose: u8) -> Printer {
         Printer {
             format,
             quiet,
+            verbose,
             interactive: std::io::stderr().is_terminal() && std::io::stdin().is_terminal(),
         }
     }
@@ -55,6 +58,14 @@ impl Printer {
     /// every format, so stdout holds nothing but the result.
     pub fn diagnostic(&self, line: impl AsRef<str>) {
         eprintln!("{}", line.as_ref());
+    }
+
+    /// A warning for the operator on stderr, in every format (not with `-q`).
+    pub fn warning(&self, line: impl AsRef<str>) {
+        if !self.quiet {
+            let label = Style::Warn.console().for_stderr().apply_to("warning:");
+            eprintln!("{label} {}", line.as_ref());
+        }
     }
 
     /// The one JSON document of a `--format json` run.

@@ -19,9 +19,9 @@ pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
         plan.package.sha256
     ));
     let mode = match (plan.offline, plan.leader.as_deref()) {
-        (true, _) => {
-            "offline: swap binaries only; nothing is stopped, started or called".to_owned()
-        }
+        (true, _) => "offline: swap binaries only; nothing is stopped, started or called; a \
+                       running instance keeps its old binary until its next restart"
+            .to_owned(),
         (false, Some(leader)) => {
             format!("rolling, one instance at a time (dm-master leader: {leader})")
         }
@@ -30,8 +30,8 @@ pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
     out.push_str(&format!("Mode:     {mode}\n"));
     if plan.overwrite {
         out.push_str(&format!(
-            "Keep:     patch/{comp}-{}.tar.gz, linked as patch/{comp}.tar.gz (--overwrite)\n",
-            plan.package.short_sha()
+            "Keep:     patch/{comp}-<sha1[:7]>.tar.gz, linked as patch/{comp}.tar.gz \
+             (--overwrite)\n"
         ));
     }
     out.push('\n');
@@ -68,4 +68,14 @@ pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
         );
     }
     out
+}
+
+/// What the operator must know before saying yes, on stderr (also with `--yes`).
+pub fn warn_before_confirm(plan: &Plan, printer: &Printer) {
+    if plan.offline {
+        printer.warning(
+            "with --offline the new binaries take effect only at the next restart of each \
+             instance: a running instance keeps running its old binary until then",
+        );
+    }
 }

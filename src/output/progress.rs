@@ -12,11 +12,11 @@ use super::Printer;
 use crate::engine::events::{Event, Progress};
 use crate::engine::report::Outcome;
 
-/// The progress sink that suits this run.
+/// The progress sink that suits this run: bars on a terminal, unless `-v` logs go there too.
 pub fn for_printer(printer: &Printer) -> Arc<dyn Progress> {
     if printer.quiet {
         Arc::new(Silent)
-    } else if std::io::stderr().is_terminal() {
+    } else if std::io::stderr().is_terminal() && printer.verbose == 0 {
         Arc::new(Bars::new())
     } else {
         Arc::new(Lines { started: Instant::now() })

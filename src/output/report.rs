@@ -1,11 +1,34 @@
 //! The closing summary of a patch run: a table on a terminal, one JSON document for scripts.
 
-use super::{Printer, Style, table::tiup_table};
-use crate::engine::report::{Outcome, Report, RunResult};
+use serde_json::Value;
 
-/// The result on stdout (the table, or the JSON document); why a run did not succeed, and
-/// every problem found, on stderr.
-pub fn render(report: &Report, printer: &Printer) {
+use super::{Printer, Style, table::tiup_table};
+use crate::engine::report::{InstanceReport, Outcome, Report, RunResult};
+use crate::topology::Cluster;
+
+/// What the summary says of an instance's outcome. With `--offline` nothing is restarted, so a
+/// swapped binary runs only from the instance's next restart: it says so, rather than claim a
+/// version the instance may not run.
+pub fn outcome_label(report: &Report, instance: &InstanceReport) -> &'static str {
+    match instance.outcome {
+        Outcome::Patched if report.offline => "swapped (takes effect at restart)",
+        outcome => outcome.label(),
+    }
+}
+
+/// When the new binary runs: `now` (restarted on it and checked), `next-restart` (`--offline`:
+/// installed, not restarted), or nothing (the instance does not have it).
+fn takes_effect(report: &Report, instance: &InstanceReport) -> Option<&'static str> {
+    match instance.outcome {
+        Outcome::Patched | Outcome::Skipped if report.offline => Some("next-restart"),
+        Outcome::Patched | Outcome::Skipped => Some("now"),
+        _ => None,
+    }
+}
+
+/// The result on stdout (the table, or the JSON document); why a run did not succeed, every
+/// problem found, and where to look for a failed instance, on stderr.
+pub fn render(report: &Report, cluster: &Cluster, printer: &Printer) {
     for problem in &report.problems {
         printer.diagnostic(format!("  - {problem}"));
     }
@@ -13,8 +36,11 @@ pub fn render(report: &Report, printer: &Printer) {
         let message = report.message.as_deref().unwrap_or("The patch did not finish.");
         printer.diagnostic(format!("{} {message}", printer.paint_stderr("error:")));
     }
+    for (id, log) in failed_instance_logs(report, cluster) {
+        printer.diagnostic(format!("  {id}: see its log {log}"));
+    }
     if printer.is_json() {
-        printer.json(report);
+        printer.json(&json(report));
         return;
     }
     let rows: Vec<Vec<String>> = report
@@ -35,20 +61,71 @@ pub fn render(report: &Report, printer: &Printer) {
                 instance.id.clone(),
                 instance.role.to_string(),
                 format!("{old} -> {new}"),
-                printer.paint(instance.outcome.label(), style),
+                printer.paint(outcome_label(report, instance), style),
                 format!("{:.1}s", instance.seconds),
             ]
         })
         .collect();
-    printer.result(tiup_table(&["Instance", "Role", "Version", "Result", "Time"], &rows));
+    // Offline, the versions are those of the binaries installed, not of what runs.
+    let version = if report.offline { "Binary" } else { "Version" };
+    printer.result(tiup_table(&["Instance", "Role", version, "Result", "Time"], &rows));
     if let Some(kept) = &report.kept_package {
         printer.info(format!("Package kept as {kept}"));
     }
     if report.result == RunResult::Success {
-        let headline = format!(
-            "Patched cluster '{}' ({}) in {:.1}s.",
-            report.cluster, report.component, report.seconds
-        );
+        let headline = if report.offline {
+            format!(
+                "Swapped the {} binary of cluster '{}' in {:.1}s; it runs from each instance's \
+                 next restart.",
+                report.component, report.cluster, report.seconds
+            )
+        } else {
+            format!(
+                "Patched cluster '{}' ({}) in {:.1}s.",
+                report.cluster, report.component, report.seconds
+            )
+        };
         printer.result(printer.paint(&headline, Style::Good));
     }
+}
+
+/// The report as JSON, each instance with `takes_effect` beside its outcome.
+fn json(report: &Report) -> Value {
+    let mut value = serde_json::to_value(report).unwrap_or(Value::Null);
+    if let Some(instances) = value.get_mut("instances").and_then(Value::as_array_mut) {
+        for (row, instance) in instances.iter_mut().zip(&report.instances) {
+            if let Some(row) = row.as_object_mut() {
+                let effect = takes_effect(report, instance).map(str::to_owned);
+                row.insert("takes_effect".to_owned(), effect.map_or(Value::Null, Value::String));
+            }
+        }
+    }
+    value
+}
+
+/// For each instance that failed, where its log is: `<log_dir>/<comp>.log on <host>` (and its
+/// stderr log beside it), as TiUP's run scripts write them.
+fn failed_instance_logs(report: &Report, cluster: &Cluster) -> Vec<(String, String)> {
+    report
+        .instances
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.outcome,
+                Outcome::FailedUnchanged | Outcome::RolledBack | Outcome::NeedsAttention
+            )
+        })
+        .filter_map(|failed| {
+            let instance = cluster.instances.iter().find(|i| i.id() == failed.id)?;
+            let comp = instance.role.component();
+            Some((
+                failed.id.clone(),
+                format!(
+                    "{dir}/{comp}.log (and {dir}/{comp}_stderr.log) on {host}",
+                    dir = instance.log_dir,
+                    host = instance.ssh_host
+                ),
+            ))
+        })
+        .collect()
 }

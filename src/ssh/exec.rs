@@ -55,7 +55,11 @@ impl HostSession {
     /// Runs `command` with this session's privilege and returns its output and exit status,
     /// whatever that status is.
     pub async fn exec(&self, command: &str) -> Result<ExecOutput, SshError> {
-        self.exec_as_login_user(command, &self.inner.privilege.wrap(command), None).await
+        let started = std::time::Instant::now();
+        let output =
+            self.exec_as_login_user(command, &self.inner.privilege.wrap(command), None).await;
+        self.trace(command, started, &output);
+        output
     }
 
     /// Runs `command` with this session's privilege, streaming `input` to its stdin (then end
@@ -68,8 +72,33 @@ impl HostSession {
         input: &mut (dyn AsyncRead + Unpin + Send),
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<ExecOutput, SshError> {
+        let started = std::time::Instant::now();
         let line = self.inner.privilege.wrap(command);
-        self.exec_as_login_user(command, &line, Some(Input { data: input, progress })).await
+        let output =
+            self.exec_as_login_user(command, &line, Some(Input { data: input, progress })).await;
+        self.trace(command, started, &output);
+        output
+    }
+
+    /// `-v` shows every remote command with its exit status and time; `-vv` its output too.
+    fn trace(
+        &self,
+        command: &str,
+        started: std::time::Instant,
+        output: &Result<ExecOutput, SshError>,
+    ) {
+        let (endpoint, millis) = (&self.inner.endpoint, started.elapsed().as_millis());
+        let command = command.replace('\n', "; ");
+        match output {
+            Ok(output) => {
+                tracing::info!(
+                    "{endpoint}: $ {command} -> exit {} ({millis} ms)",
+                    output.exit_status
+                );
+                tracing::debug!(stdout = %output.stdout.trim(), stderr = %output.stderr.trim());
+            }
+            Err(err) => tracing::info!("{endpoint}: $ {command} -> {err} ({millis} ms)"),
+        }
     }
 
     /// Runs `command` with this session's privilege and requires exit status 0; returns stdout.

@@ -2,8 +2,10 @@
 //! TiUP's defaults.
 
 pub mod meta;
+mod monitors;
 pub mod select;
 pub mod store;
+pub mod tls;
 mod yaml_v3;
 
 use std::fmt;
@@ -11,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use self::meta::{InstanceSpec, Meta};
+use self::meta::{Global, InstanceSpec, Meta};
+pub use self::monitors::{Monitor, MonitorRole};
+use self::tls::ClientTls;
 
 /// The two DM components dm-patch patches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -161,6 +165,11 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub meta: Meta,
     pub instances: Vec<Instance>,
+    /// The monitoring instances (prometheus, grafana, alertmanager): shown, never patched.
+    pub monitors: Vec<Monitor>,
+    /// The client identity for DM's API; set by [`store::Store::load`] when meta.yaml enables
+    /// TLS.
+    tls: Option<ClientTls>,
 }
 
 impl Cluster {
@@ -179,7 +188,15 @@ impl Cluster {
                 instances.push(instance);
             }
         }
-        Ok(Cluster { name: name.to_owned(), dir: dir.to_owned(), meta, instances })
+        let monitors = monitors::monitors(&meta);
+        Ok(Cluster {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            meta,
+            instances,
+            monitors,
+            tls: None,
+        })
     }
 
     /// The cluster's DM version, e.g. `v8.5.1` (TiUP's `dm_version`).
@@ -201,9 +218,23 @@ impl Cluster {
         }
     }
 
-    pub fn tls_enabled(&self) -> bool {
+    /// Whether meta.yaml sets `global.enable_tls`: DM then serves its API over mutual TLS.
+    pub fn enables_tls(&self) -> bool {
         let global = self.meta.topology.global.as_ref();
         global.and_then(|g| g.enable_tls).unwrap_or(false)
+    }
+
+    /// The CA and client certificate DM's API is reached with: `Some` for a TLS cluster loaded
+    /// by [`store::Store::load`] (which reads and checks the store's `tls/` files), `None` for
+    /// a plain one.
+    pub fn tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref()
+    }
+
+    /// Reads the store's TLS files when meta.yaml enables TLS.
+    pub(crate) fn load_tls(&mut self) -> Result<(), tls::TlsFileError> {
+        self.tls = if self.enables_tls() { Some(ClientTls::load(&self.dir)?) } else { None };
+        Ok(())
     }
 
     pub fn ssh_key(&self) -> PathBuf {
@@ -216,6 +247,16 @@ impl Cluster {
 
     pub fn patch_dir(&self) -> PathBuf {
         self.dir.join("patch")
+    }
+
+    /// The meta.yaml entry an instance was resolved from.
+    pub fn spec_of(&self, instance: &Instance) -> Option<&InstanceSpec> {
+        let topology = &self.meta.topology;
+        let list = match instance.role {
+            Role::Master => &topology.master_servers,
+            Role::Worker => &topology.worker_servers,
+        };
+        list.as_ref().and_then(|list| list.get(instance.index))
     }
 
     /// Marks one instance `patched: true` in the raw meta, as TiUP does after a patch.
@@ -249,33 +290,9 @@ fn resolve(
     if spec.host.is_empty() {
         return Err(TopologyError::NoHost { instance: what });
     }
-    let home = format!("/home/{}", global.user.as_deref().unwrap_or("tidb"));
-    let instance_dir = format!("{comp}-{port}");
-
-    // TiUP: an empty instance deploy_dir is `<global.deploy_dir>/<comp>-<port>`, and a relative
-    // deploy dir lives in the deploy user's home.
-    let deploy_dir = match non_empty(&spec.deploy_dir) {
-        Some(dir) => dir.to_owned(),
-        None => join(non_empty(&global.deploy_dir).unwrap_or("deploy"), &instance_dir),
-    };
-    let deploy_dir = absolute_under(&home, &deploy_dir);
-
-    // An empty data_dir is `<global.data_dir>/<comp>-<port>` when global is absolute, else the
-    // global (relative) value; relative data and log dirs live inside the deploy dir.
-    let data_dir = match non_empty(&spec.data_dir) {
-        Some(dir) => dir.to_owned(),
-        None => match non_empty(&global.data_dir).unwrap_or("data") {
-            dir if dir.starts_with('/') => join(dir, &instance_dir),
-            dir => dir.to_owned(),
-        },
-    };
-    let log_dir = match non_empty(&spec.log_dir) {
-        Some(dir) => dir.to_owned(),
-        None => match non_empty(&global.log_dir).unwrap_or("log") {
-            dir if dir.starts_with('/') => join(dir, &instance_dir),
-            dir => dir.to_owned(),
-        },
-    };
+    let dirs =
+        Dirs::resolve(&global, comp, port, [&spec.deploy_dir, &spec.data_dir, &spec.log_dir]);
+    let Dirs { deploy_dir, data_dir, log_dir } = dirs;
 
     let arch_name = non_empty(&spec.arch).or(non_empty(&global.arch)).unwrap_or("");
     let arch = Arch::parse(arch_name).ok_or_else(|| TopologyError::UnknownArch {
@@ -295,8 +312,8 @@ fn resolve(
         peer_port: (role == Role::Master).then(|| spec.peer_port.unwrap_or(8291)),
         ssh_host: non_empty(&spec.manage_host).unwrap_or(&spec.host).to_owned(),
         ssh_port: spec.ssh_port.or(global.ssh_port).unwrap_or(22),
-        data_dir: absolute_under(&deploy_dir, &data_dir),
-        log_dir: absolute_under(&deploy_dir, &log_dir),
+        data_dir,
+        log_dir,
         deploy_dir,
         os: os.to_owned(),
         arch,
@@ -304,7 +321,54 @@ fn resolve(
     })
 }
 
-fn non_empty(value: &Option<String>) -> Option<&str> {
+/// An instance's directories, absolute, with TiUP's defaults.
+pub(super) struct Dirs {
+    pub(super) deploy_dir: String,
+    pub(super) data_dir: String,
+    pub(super) log_dir: String,
+}
+
+impl Dirs {
+    /// `spec` holds the instance's own `deploy_dir`, `data_dir` and `log_dir`.
+    pub(super) fn resolve(
+        global: &Global,
+        comp: &str,
+        port: u16,
+        spec: [&Option<String>; 3],
+    ) -> Dirs {
+        let [deploy, data, log] = spec;
+        let home = format!("/home/{}", global.user.as_deref().unwrap_or("tidb"));
+        let instance_dir = format!("{comp}-{port}");
+
+        // TiUP: an empty instance deploy_dir is `<global.deploy_dir>/<comp>-<port>`, and a
+        // relative deploy dir lives in the deploy user's home.
+        let deploy_dir = match non_empty(deploy) {
+            Some(dir) => dir.to_owned(),
+            None => join(non_empty(&global.deploy_dir).unwrap_or("deploy"), &instance_dir),
+        };
+        let deploy_dir = absolute_under(&home, &deploy_dir);
+
+        // An empty data_dir is `<global.data_dir>/<comp>-<port>` when global is absolute, else
+        // the global (relative) value; relative data and log dirs live inside the deploy dir.
+        let inherited =
+            |own: &Option<String>, global: &Option<String>, default: &str| match non_empty(own) {
+                Some(dir) => dir.to_owned(),
+                None => match non_empty(global).unwrap_or(default) {
+                    dir if dir.starts_with('/') => join(dir, &instance_dir),
+                    dir => dir.to_owned(),
+                },
+            };
+        let data_dir = inherited(data, &global.data_dir, "data");
+        let log_dir = inherited(log, &global.log_dir, "log");
+        Dirs {
+            data_dir: absolute_under(&deploy_dir, &data_dir),
+            log_dir: absolute_under(&deploy_dir, &log_dir),
+            deploy_dir,
+        }
+    }
+}
+
+pub(super) fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
@@ -371,6 +435,39 @@ mod tests {
                 .unwrap();
         let err = Cluster::new("t", Path::new("/s"), meta).unwrap_err();
         assert!(err.to_string().contains("arch 'mips'"), "{err}");
+    }
+
+    #[test]
+    fn monitoring_components_get_tiup_defaults() {
+        let c = cluster(
+            "topology:\n  global:\n    deploy_dir: dm/deploy\n    data_dir: /data\n    arch: aarch64\n  worker_servers:\n  - host: h\n  monitoring_servers:\n  - host: m\n  grafana_servers:\n  - host: g\n    manage_host: gm\n    port: 3001\n  alertmanager_servers:\n  - host: a\n    cluster_port: 19094\n    patched: true\n",
+        );
+        let [prometheus, grafana, alertmanager] = &c.monitors[..] else { panic!("{c:?}") };
+        assert_eq!(prometheus.role, MonitorRole::Prometheus);
+        assert_eq!(prometheus.id(), "m:9090");
+        // No `monitored` section and no ng_port: the port alone.
+        assert_eq!(prometheus.ports, [9090]);
+        assert_eq!(prometheus.deploy_dir, "/home/tidb/dm/deploy/prometheus-9090");
+        assert_eq!(prometheus.data_dir.as_deref(), Some("/data/prometheus-9090"));
+        assert_eq!(prometheus.arch, "arm64");
+        assert_eq!(grafana.id(), "g:3001");
+        assert_eq!(grafana.status_addr(), "gm:3001");
+        assert_eq!(grafana.data_dir, None);
+        assert_eq!(grafana.deploy_dir, "/home/tidb/dm/deploy/grafana-3001");
+        assert_eq!(alertmanager.id(), "a:9093");
+        assert_eq!(alertmanager.ports, [9093, 19094]);
+        assert_eq!(alertmanager.deploy_dir, "/home/tidb/dm/deploy/alertmanager-9093");
+        assert!(alertmanager.patched);
+        // Never patched by dm-patch: not among the instances.
+        assert_eq!(c.instances.len(), 1);
+    }
+
+    #[test]
+    fn prometheus_lists_the_exporter_ports_when_monitored() {
+        let c = cluster(
+            "topology:\n  monitored:\n    node_exporter_port: 19100\n  worker_servers:\n  - host: h\n  monitoring_servers:\n  - host: m\n    ng_port: 12020\n",
+        );
+        assert_eq!(c.monitors[0].ports, [9090, 9115, 19100, 12020]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::meta::Meta;
+use super::tls::TlsFileError;
 use super::{Cluster, Role, yaml_v3};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,11 @@ pub enum StoreError {
         "cluster '{0}' is locked by another dm-patch run; wait for it to finish (or end it) and try again"
     )]
     Locked(String),
+    #[error(
+        "TLS file {0}; meta.yaml sets global.enable_tls, so DM is reached with the cluster's CA \
+         and client certificate from the store's tls/ directory, as `tiup dm` does: restore the file"
+    )]
+    Tls(#[source] TlsFileError),
 }
 
 /// `$TIUP_HOME`: where TiUP keeps every cluster it manages.
@@ -68,7 +74,8 @@ impl Store {
         self.home.join("storage").join("dm").join("audit")
     }
 
-    /// Loads `<name>/meta.yaml` and resolves its instances.
+    /// Loads `<name>/meta.yaml` and resolves its instances; for a TLS cluster, also reads and
+    /// checks the CA and client certificate in `<name>/tls/`.
     pub fn load(&self, name: &str) -> Result<Cluster, StoreError> {
         let dir = self.cluster_dir(name)?;
         let path = dir.join("meta.yaml");
@@ -80,12 +87,13 @@ impl Store {
             return Err(invalid("the file is empty".to_owned()));
         }
         let meta: Meta = yaml_serde::from_str(&text).map_err(|err| invalid(err.to_string()))?;
-        let cluster = Cluster::new(name, &dir, meta).map_err(|err| invalid(err.to_string()))?;
+        let mut cluster = Cluster::new(name, &dir, meta).map_err(|err| invalid(err.to_string()))?;
         if cluster.instances.is_empty() {
             return Err(invalid(
                 "it lists no dm-master and no dm-worker (is `topology` missing?)".to_owned(),
             ));
         }
+        cluster.load_tls().map_err(StoreError::Tls)?;
         Ok(cluster)
     }
 
@@ -218,25 +226,59 @@ pub fn check_writable(
     Ok(())
 }
 
-/// `--overwrite`: keeps the package as `patch/<comp>-<sha7>.tar.gz` with the relative symlink
-/// `patch/<comp>.tar.gz` pointing at it, as TiUP does, so TiUP's later scale-out and upgrade
-/// reuse it. Both are replaced atomically, so running twice with the same package is fine.
+/// `--overwrite`: keeps the package as `patch/<comp>-<sha1[:7]>.tar.gz` with the relative
+/// symlink `patch/<comp>.tar.gz` pointing at it, exactly as TiUP names them (its
+/// `utils.Checksum` is SHA-1), so TiUP's later scale-out and upgrade reuse it. The sha1 is
+/// computed while the package is copied (one read of the file); so is its sha256, which must
+/// start with `checked_sha256` (all or a prefix of the sha256 the package check found), so the
+/// file kept is the file that was checked. Both are replaced atomically, so running twice with
+/// the same package is fine.
 pub fn keep_package(
     cluster: &Cluster,
     role: Role,
     package: &Path,
-    short_sha: &str,
+    checked_sha256: &str,
 ) -> Result<PathBuf, StoreError> {
+    use sha1::{Digest, Sha1};
+    use sha2::Sha256;
+
     let dir = cluster.patch_dir();
     let comp = role.component();
-    let file_name = format!("{comp}-{short_sha}.tar.gz");
-    let kept = dir.join(&file_name);
-    let link = dir.join(format!("{comp}.tar.gz"));
     let write_error =
         |source: io::Error| StoreError::Write { path: dir.display().to_string(), source };
     fs::create_dir_all(&dir).map_err(write_error)?;
-    let temp = tempfile::Builder::new().prefix(".patch.").tempfile_in(&dir).map_err(write_error)?;
-    fs::copy(package, temp.path()).map_err(write_error)?;
+    let mut temp =
+        tempfile::Builder::new().prefix(".patch.").tempfile_in(&dir).map_err(write_error)?;
+
+    let read_error =
+        |source: io::Error| StoreError::Read { path: package.display().to_string(), source };
+    let mut source = File::open(package).map_err(read_error)?;
+    let mode = source.metadata().map_err(read_error)?.permissions();
+    let (mut sha1, mut sha256) = (Sha1::new(), Sha256::new());
+    let mut buffer = vec![0u8; 256 << 10];
+    loop {
+        let read = match source.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(read_error(err)),
+        };
+        sha1.update(&buffer[..read]);
+        sha256.update(&buffer[..read]);
+        temp.write_all(&buffer[..read]).map_err(write_error)?;
+    }
+    let sha256 = hex(&sha256.finalize());
+    if !sha256.starts_with(&checked_sha256.to_ascii_lowercase()) {
+        return Err(read_error(io::Error::other(format!(
+            "the package changed since it was checked (its sha256 is now {sha256}); nothing was \
+             kept"
+        ))));
+    }
+    let short_sha1 = &hex(&sha1.finalize())[..7];
+    let file_name = format!("{comp}-{short_sha1}.tar.gz");
+    let kept = dir.join(&file_name);
+    let link = dir.join(format!("{comp}.tar.gz"));
+    temp.as_file().set_permissions(mode).map_err(write_error)?;
     temp.as_file().sync_all().map_err(write_error)?;
     temp.persist(&kept).map_err(|err| write_error(err.error))?;
 
@@ -244,7 +286,12 @@ pub fn keep_package(
     let _ = fs::remove_file(&temp_link);
     std::os::unix::fs::symlink(&file_name, &temp_link).map_err(write_error)?;
     fs::rename(&temp_link, &link).map_err(write_error)?;
+    File::open(&dir).and_then(|dir| dir.sync_all()).map_err(write_error)?;
     Ok(kept)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -312,6 +359,25 @@ mod tests {
         let (_home, store) = store_with(V3);
         let _held = store.lock("demo").unwrap();
         assert!(matches!(store.lock("demo"), Err(StoreError::Locked(_))));
+    }
+
+    #[test]
+    fn a_kept_package_is_named_by_its_sha1() {
+        let (home, store) = store_with(V3);
+        let cluster = store.load("demo").unwrap();
+        let package = home.path().join("pkg.tar.gz");
+        fs::write(&package, b"abc").unwrap();
+        // sha1("abc") = a9993e36..., sha256("abc") = ba7816bf...
+        let kept = keep_package(&cluster, Role::Worker, &package, "ba7816bf").unwrap();
+        assert_eq!(kept, cluster.patch_dir().join("dm-worker-a9993e3.tar.gz"));
+        assert_eq!(fs::read(&kept).unwrap(), b"abc");
+        let link = fs::read_link(cluster.patch_dir().join("dm-worker.tar.gz")).unwrap();
+        assert_eq!(link, Path::new("dm-worker-a9993e3.tar.gz"));
+
+        // A package that is not the one checked is not kept.
+        fs::write(&package, b"abd").unwrap();
+        let err = keep_package(&cluster, Role::Worker, &package, "ba7816bf").unwrap_err();
+        assert!(err.to_string().contains("changed since it was checked"), "{err}");
     }
 
     #[test]

@@ -202,6 +202,13 @@ pub fn sha7(path: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..7].to_owned()
 }
 
+/// The first 7 hex digits of a file's sha1, as TiUP (and so dm-patch) names a package kept
+/// with `--overwrite`.
+pub fn sha1_7(path: &str) -> String {
+    let digest = sha1::Sha1::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..7].to_owned()
+}
+
 /// A set of IDs, for comparing with [`Cluster::patched_ids`].
 pub fn id_set<'a>(ids: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
     ids.into_iter().cloned().collect()

@@ -1,5 +1,7 @@
 //! dm-patch's integration tests: one binary, a module per area.
 
+mod audit;
+mod cli;
 mod cluster;
 mod display;
 mod dry_run;
@@ -11,4 +13,6 @@ mod offline;
 mod patch;
 mod preflight;
 mod ssh;
+mod summary;
 mod support;
+mod tls;

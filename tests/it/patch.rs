@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dm_sandbox::{Fault, Sandbox};
 
-use crate::cluster::{Cluster, id_set, sha7};
+use crate::cluster::{Cluster, id_set, sha1_7, sha7};
 use crate::support::{Entry, Immutable};
 
 /// Watches the given instances while a run goes on, and remembers the most that were down at
@@ -120,7 +120,7 @@ fn overwrite_keeps_the_package_as_tiup_does() {
         cluster.patch(&pkg, &["-R", "dm-worker", "--overwrite"]).success();
     }
     let patch_dir = cluster.cluster_dir().join("patch");
-    let kept_name = format!("dm-worker-{}.tar.gz", sha7(&pkg));
+    let kept_name = format!("dm-worker-{}.tar.gz", sha1_7(&pkg));
     assert_eq!(std::fs::read(patch_dir.join(&kept_name)).unwrap(), std::fs::read(&pkg).unwrap());
     let link = std::fs::read_link(patch_dir.join("dm-worker.tar.gz")).unwrap();
     assert_eq!(link, std::path::PathBuf::from(&kept_name), "a relative link");

@@ -14,6 +14,7 @@ use crate::deploy::{DeploySpec, deploy_instances};
 use crate::harness::Sandbox;
 use crate::host::{self, HostSpec, SSH_PORT, Sshd};
 use crate::sudo;
+use crate::tls::{ClusterCa, TLS_DIR};
 use crate::topology::{self, MetaSpec};
 
 /// Simulator tunables every sandbox cluster gets unless the builder overrides them: members
@@ -33,6 +34,7 @@ pub struct SandboxBuilder {
     ssh_user: String,
     root: Option<PathBuf>,
     sim_env: Vec<(String, String)>,
+    tls: bool,
 }
 
 impl Default for SandboxBuilder {
@@ -47,6 +49,7 @@ impl Default for SandboxBuilder {
             ssh_user: "root".to_owned(),
             root: None,
             sim_env: DEFAULT_SIM_ENV.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec(),
+            tls: false,
         }
     }
 }
@@ -110,6 +113,15 @@ impl SandboxBuilder {
         self
     }
 
+    /// A TLS cluster (`global.enable_tls: true`): a CA, per-instance certificates and a client
+    /// certificate are made at start-up and written where TiUP keeps them (see [`crate::tls`]);
+    /// every instance serves its API (and the masters their peer port) over HTTPS and wants a
+    /// client certificate signed by that CA.
+    pub fn tls(mut self, enabled: bool) -> Self {
+        self.tls = enabled;
+        self
+    }
+
     /// Brings the sandbox up: hosts, store, deploy dirs, and (with masters) the running
     /// cluster, masters first, sources, then workers. Anything already started is torn down
     /// again when a step fails.
@@ -150,6 +162,7 @@ impl SandboxBuilder {
             cluster_name: self.cluster_name.clone(),
             ssh_user: self.ssh_user.clone(),
             version: self.version.clone(),
+            tls: self.tls,
             hosts,
             instances,
             sshds: Mutex::new(Vec::new()),
@@ -220,10 +233,16 @@ impl Sandbox {
         self.start_sshds(&configs)?;
 
         let meta = topology::render_meta(
-            &MetaSpec { ssh_user: &self.ssh_user, version: &self.version, ssh_port: SSH_PORT },
+            &MetaSpec {
+                ssh_user: &self.ssh_user,
+                version: &self.version,
+                ssh_port: SSH_PORT,
+                enable_tls: self.tls,
+            },
             &self.instances,
         );
         fs::write(cluster_dir.join("meta.yaml"), meta)?;
+        let ca = if self.tls { Some(self.make_certificates(&cluster_dir)?) } else { None };
         deploy_instances(
             &DeploySpec {
                 instances: &self.instances,
@@ -231,6 +250,7 @@ impl Sandbox {
                 service_user: &self.ssh_user,
                 dm_sim: &dm_sim,
                 sim_env: &spec.sim_env,
+                tls: ca.as_ref(),
             },
             &self.root.join("hosts"),
         )?;
@@ -238,6 +258,17 @@ impl Sandbox {
             self.give_hosts_to(&self.ssh_user)?;
         }
         Ok(())
+    }
+
+    /// The cluster's CA and client certificate, in the store's `tls/` (as TiUP keeps them) and
+    /// in `<root>/tls/`, the sandbox's own copy for its helpers.
+    fn make_certificates(&self, cluster_dir: &Path) -> Result<ClusterCa> {
+        let ca = ClusterCa::new().context("making the cluster CA")?;
+        let client =
+            ca.client_identity(&self.cluster_name).context("making the client certificate")?;
+        ca.write_store_files(&cluster_dir.join(TLS_DIR), &client)?;
+        ca.write_store_files(&self.root.join(TLS_DIR), &client)?;
+        Ok(ca)
     }
 
     /// Starts every host's sshd at once; those that did start are kept for teardown even when

@@ -2,6 +2,7 @@
 //! questions over the DM-master HTTP API.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -19,14 +20,18 @@ const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
 /// From `systemctl start` of the workers to all of them free or bound.
 const WORKERS_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// An HTTP client for loopback DM processes: short timeouts, no proxy.
-pub(crate) fn http_client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
+/// An HTTP client for loopback DM processes: short timeouts, no proxy; with `tls_dir`, the CA
+/// and client certificate there (see [`crate::tls::https_client`]).
+pub(crate) fn http_client(tls_dir: Option<PathBuf>) -> reqwest::blocking::Client {
+    let mut builder = reqwest::blocking::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
-        .no_proxy()
-        .build()
-        .expect("an HTTP client with default TLS settings")
+        .no_proxy();
+    if let Some(dir) = tls_dir {
+        builder = crate::tls::https_client(builder, &dir)
+            .unwrap_or_else(|err| panic!("the sandbox's TLS files: {err:#}"));
+    }
+    builder.build().expect("an HTTP client for the sandbox's instances")
 }
 
 /// `GET <url>` as text when the answer is 200.
@@ -39,9 +44,11 @@ pub(crate) fn get_text(client: &reqwest::blocking::Client, url: &str) -> Option<
 pub(crate) fn members_of(
     client: &reqwest::blocking::Client,
     masters: &[&Instance],
+    tls: bool,
 ) -> Option<Value> {
     masters.iter().find_map(|master| {
-        let text = get_text(client, &format!("{}/apis/v1alpha1/members", master.url()))?;
+        let url = format!("{}/apis/v1alpha1/members", master.url_for(tls));
+        let text = get_text(client, &url)?;
         let value: Value = serde_json::from_str(&text).ok()?;
         (value["result"] == true).then_some(value)
     })
@@ -79,7 +86,7 @@ pub(crate) struct BringUp<'a> {
 
 impl<'a> BringUp<'a> {
     pub(crate) fn new(sandbox: &'a Sandbox, sources: usize) -> BringUp<'a> {
-        BringUp { sandbox, sources, client: http_client() }
+        BringUp { sandbox, sources, client: sandbox.http_client() }
     }
 
     pub(crate) fn run(&self) -> Result<()> {
@@ -87,16 +94,17 @@ impl<'a> BringUp<'a> {
         let (masters, workers): (Vec<&Instance>, Vec<&Instance>) =
             instances.iter().partition(|i| i.is_master());
         self.start_all(&masters)?;
+        let tls = self.sandbox.tls;
         self.wait_for("a dm-master leader", LEADER_TIMEOUT, &masters, || {
-            members_of(&self.client, &masters).as_ref().and_then(leader_name)
+            members_of(&self.client, &masters, tls).as_ref().and_then(leader_name)
         })?;
         if self.sources > 0 {
-            crate::sources::create(&self.client, &masters, self.sources)?;
+            crate::sources::create(&self.client, &masters, tls, self.sources)?;
         }
         self.start_all(&workers)?;
         let expected: BTreeSet<&str> = workers.iter().map(|w| w.name.as_str()).collect();
         self.wait_for("every dm-worker free or bound", WORKERS_TIMEOUT, &workers, || {
-            let members = members_of(&self.client, &masters)?;
+            let members = members_of(&self.client, &masters, tls)?;
             let ready: BTreeSet<String> = worker_stages(&members)
                 .into_iter()
                 .filter(|(_, stage)| stage == "free" || stage == "bound")
@@ -179,7 +187,7 @@ impl Sandbox {
     /// The members answer (`GET /apis/v1alpha1/members`, all sections) of the first master
     /// that gives one with `result: true`, as raw JSON; `None` when none does.
     pub fn members_json(&self) -> Option<Value> {
-        members_of(&http_client(), &self.masters())
+        members_of(&self.http_client(), &self.masters(), self.tls)
     }
 
     /// The member name of the current dm-master leader, asked of any master that answers.
@@ -196,8 +204,7 @@ impl Sandbox {
     /// The Release Version `id` reports on its own `GET /status`; `None` when it does not
     /// answer.
     pub fn status_version(&self, id: &str) -> Option<String> {
-        let instance = self.instance(id);
-        let text = get_text(&http_client(), &format!("{}/status", instance.url()))?;
+        let text = get_text(&self.http_client(), &format!("{}/status", self.url(id)))?;
         text.lines()
             .find_map(|line| line.strip_prefix("Release Version:"))
             .map(|version| version.trim().to_owned())

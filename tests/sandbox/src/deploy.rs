@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::fault::Fault;
+use crate::tls::{ClusterCa, TLS_DIR};
 use crate::topology::{DM_MASTER, DM_WORKER, Instance};
 
 /// The executable that stands in for `dm-master`/`dm-worker`: a shell script that fixes the
@@ -34,6 +35,15 @@ pub struct DeploySpec<'a> {
     pub dm_sim: &'a Path,
     /// `export NAME=value` lines for the run scripts: the simulator's cluster-wide tunables.
     pub sim_env: &'a [(String, String)],
+    /// The cluster's CA when TLS is enabled: each instance gets its certificate in
+    /// `<deploy_dir>/tls/`, `ssl-*` in its config, and https peer URLs.
+    pub tls: Option<&'a ClusterCa>,
+}
+
+impl DeploySpec<'_> {
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 /// Lays out every instance's deploy and data dirs and writes its unit file.
@@ -61,7 +71,13 @@ fn deploy_instance(spec: &DeploySpec, instance: &Instance, hosts_dir: &Path) -> 
     write_executable(&binary, &binary_wrapper(role, spec.version, &[], spec.dm_sim))?;
     let script = deploy.join("scripts").join(format!("run_{role}.sh"));
     write_executable(&script, &run_script(spec, instance))?;
-    fs::write(deploy.join("conf").join(format!("{role}.toml")), config_toml(role))?;
+    let tls_dir = deploy.join(TLS_DIR);
+    if let Some(ca) = spec.tls {
+        let identity = ca.instance_identity(role, &instance.host)?;
+        ca.write_instance_files(&tls_dir, role, &identity)?;
+    }
+    let config = config_toml(role, spec.tls.is_some().then_some(tls_dir.as_path()));
+    fs::write(deploy.join("conf").join(format!("{role}.toml")), config)?;
     let units_dir = hosts_dir.join(&instance.host).join("systemd");
     fs::create_dir_all(&units_dir)?;
     fs::write(units_dir.join(&instance.unit), unit_file(instance, spec.service_user))?;
@@ -100,16 +116,23 @@ cd \"${{DEPLOY_DIR}}\" || exit 1
     let _ = writeln!(script, "\nexec bin/{role}/{role} \\");
     let _ = writeln!(script, "    --name=\"{}\" \\", instance.name);
     if role == DM_MASTER {
-        let peer_url =
-            format!("http://{}:{}", instance.host, instance.peer_port.unwrap_or_default());
+        let peer_url = format!(
+            "{}://{}:{}",
+            spec.scheme(),
+            instance.host,
+            instance.peer_port.unwrap_or_default()
+        );
         let _ = writeln!(script, "    --master-addr=\"{address}\" \\");
         let _ = writeln!(script, "    --advertise-addr=\"{address}\" \\");
         let _ = writeln!(script, "    --peer-urls=\"{peer_url}\" \\");
         let _ = writeln!(script, "    --advertise-peer-urls=\"{peer_url}\" \\");
         let _ = writeln!(script, "    --log-file=\"{log}/dm-master.log\" \\");
         let _ = writeln!(script, "    --data-dir=\"{}\" \\", instance.data_dir);
-        let _ =
-            writeln!(script, "    --initial-cluster=\"{}\" \\", initial_cluster(spec.instances));
+        let _ = writeln!(
+            script,
+            "    --initial-cluster=\"{}\" \\",
+            initial_cluster(spec.instances, spec.scheme())
+        );
     } else {
         let _ = writeln!(script, "    --worker-addr=\"{address}\" \\");
         let _ = writeln!(script, "    --advertise-addr=\"{address}\" \\");
@@ -123,11 +146,11 @@ cd \"${{DEPLOY_DIR}}\" || exit 1
     script
 }
 
-/// `name=http://host:peer_port,...` of every master.
-fn initial_cluster(instances: &[Instance]) -> String {
+/// `name=http://host:peer_port,...` (https with TLS) of every master.
+fn initial_cluster(instances: &[Instance], scheme: &str) -> String {
     let masters = instances.iter().filter(|i| i.is_master());
     let members: Vec<String> = masters
-        .map(|m| format!("{}=http://{}:{}", m.name, m.host, m.peer_port.unwrap_or_default()))
+        .map(|m| format!("{}={scheme}://{}:{}", m.name, m.host, m.peer_port.unwrap_or_default()))
         .collect();
     members.join(",")
 }
@@ -139,10 +162,11 @@ fn master_addresses(instances: &[Instance]) -> String {
     masters.join(",")
 }
 
-/// The config TiUP renders from `server_configs` (meta.yaml sets `log-level: info` for both).
-fn config_toml(role: &str) -> String {
+/// The config TiUP renders from `server_configs` (meta.yaml sets `log-level: info` for both),
+/// with TiUP's `ssl-ca`, `ssl-cert`, `ssl-key` (its `setTLSConfig`) on a TLS cluster.
+fn config_toml(role: &str, tls_dir: Option<&Path>) -> String {
     let section = if role == DM_WORKER { "worker" } else { "master" };
-    format!(
+    let mut config = format!(
         "# WARNING: This file is auto-generated. Do not edit! All your modification will be overwritten!\n\
          # You can use 'tiup dm edit-config' and 'tiup dm reload' to update the configuration\n\
          # All configuration items you want to change can be added to:\n\
@@ -151,7 +175,14 @@ fn config_toml(role: &str) -> String {
          #     aa.b1.c3: value\n\
          #     aa.b2.c4: value\n\
          log-level = \"info\"\n"
-    )
+    );
+    if let Some(dir) = tls_dir {
+        let dir = dir.display();
+        let _ = writeln!(config, "ssl-ca = \"{dir}/ca.crt\"");
+        let _ = writeln!(config, "ssl-cert = \"{dir}/{role}.crt\"");
+        let _ = writeln!(config, "ssl-key = \"{dir}/{role}.pem\"");
+    }
+    config
 }
 
 /// TiUP's `system.service.tpl` for a DM instance in system mode.

@@ -34,6 +34,8 @@ pub struct Sandbox {
     pub(crate) cluster_name: String,
     pub(crate) ssh_user: String,
     pub(crate) version: String,
+    /// Mutual TLS on every instance's API (`global.enable_tls`).
+    pub(crate) tls: bool,
     pub(crate) hosts: Vec<String>,
     pub(crate) instances: Vec<Instance>,
     /// Per host, in `hosts` order; `None` once that host was stopped.
@@ -61,6 +63,7 @@ impl Sandbox {
             subnet: self.claim.subnet().to_owned(),
             ssh_user: self.ssh_user.clone(),
             version: self.version.clone(),
+            tls: self.tls,
             hosts: self
                 .hosts
                 .iter()
@@ -87,6 +90,7 @@ impl Sandbox {
             cluster_name: state.cluster_name,
             ssh_user: state.ssh_user,
             version: state.version,
+            tls: state.tls,
             hosts: state.hosts.iter().map(|h| h.ip.clone()).collect(),
             instances: state.instances,
             sshds: Mutex::new(state.hosts.iter().map(|h| h.sshd.map(Sshd::adopt)).collect()),
@@ -187,6 +191,34 @@ impl Sandbox {
     /// The cluster's private key (`ssh/id_rsa` in the store).
     pub fn ssh_key(&self) -> &Path {
         &self.key
+    }
+
+    /// Whether the instances serve their API over mutual TLS (meta.yaml's `global.enable_tls`).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The store's `tls/` directory (`ca.crt`, `ca.pem`, `client.crt`, `client.pem` on a TLS
+    /// cluster), as TiUP keeps it. The sandbox's own helpers use a copy of their own in
+    /// `<root>/tls/`, so a test may damage these.
+    pub fn store_tls_dir(&self) -> PathBuf {
+        self.cluster_dir().join(crate::tls::TLS_DIR)
+    }
+
+    /// `<tiup home>/storage/dm/clusters/<name>`.
+    pub(crate) fn cluster_dir(&self) -> PathBuf {
+        self.tiup_home.join("storage/dm/clusters").join(&self.cluster_name)
+    }
+
+    /// `http(s)://<host>:<port>` of the instance `id`'s HTTP API.
+    pub fn url(&self, id: &str) -> String {
+        self.instance(id).url_for(self.tls)
+    }
+
+    /// A blocking client of the instances' API: short timeouts, no proxy and, on a TLS
+    /// cluster, the cluster's CA and client certificate (the sandbox's own copy).
+    pub fn http_client(&self) -> reqwest::blocking::Client {
+        crate::cluster::http_client(self.tls.then(|| self.root.join(crate::tls::TLS_DIR)))
     }
 
     /// Host addresses, `127.<a>.<b>.1` upwards.

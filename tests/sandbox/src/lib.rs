@@ -23,6 +23,7 @@ mod services;
 mod sources;
 pub mod state;
 pub mod sudo;
+pub mod tls;
 pub mod topology;
 pub mod units;
 pub mod wait;

@@ -21,6 +21,7 @@ pub fn source_name(index: usize) -> String {
 pub fn create(
     client: &reqwest::blocking::Client,
     masters: &[&Instance],
+    tls: bool,
     count: usize,
 ) -> Result<()> {
     for index in 0..count {
@@ -39,7 +40,7 @@ pub fn create(
         let mut last_answer = String::new();
         let created = wait::poll(&format!("source {name} to be created"), CREATE_TIMEOUT, || {
             masters.iter().any(|master| {
-                let url = format!("{}/api/v1/sources", master.url());
+                let url = format!("{}/api/v1/sources", master.url_for(tls));
                 match client.post(&url).json(&body).send() {
                     Ok(response) if response.status().is_success() => true,
                     Ok(response) => {

@@ -19,6 +19,9 @@ pub struct SandboxState {
     pub subnet: String,
     pub ssh_user: String,
     pub version: String,
+    /// Whether the cluster serves its API over mutual TLS (older state files: no).
+    #[serde(default)]
+    pub tls: bool,
     pub hosts: Vec<HostState>,
     pub instances: Vec<Instance>,
 }

@@ -54,9 +54,15 @@ impl Instance {
         self.role == DM_MASTER
     }
 
-    /// `http://<host>:<port>` of its HTTP API.
+    /// `http://<host>:<port>` of its HTTP API on a plain cluster (see [`Instance::url_for`]).
     pub fn url(&self) -> String {
-        format!("http://{}:{}", self.host, self.port)
+        self.url_for(false)
+    }
+
+    /// `http://` or, on a TLS cluster, `https://<host>:<port>` of its HTTP API.
+    pub fn url_for(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
 }
 
@@ -88,6 +94,8 @@ pub struct MetaSpec<'a> {
     pub ssh_user: &'a str,
     pub version: &'a str,
     pub ssh_port: u16,
+    /// `global.enable_tls`.
+    pub enable_tls: bool,
 }
 
 /// meta.yaml as current TiUP writes it after a deploy: yaml.v3 with 4-space indents, list
@@ -102,7 +110,7 @@ topology:
         user: {user}
         ssh_port: {ssh_port}
         ssh_type: builtin
-        deploy_dir: deploy
+{tls}        deploy_dir: deploy
         data_dir: data
         os: linux
         arch: {arch}
@@ -117,6 +125,7 @@ topology:
         user = spec.ssh_user,
         version = spec.version,
         ssh_port = spec.ssh_port,
+        tls = if spec.enable_tls { "        enable_tls: true\n" } else { "" },
     );
     for (key, role) in [("master_servers", DM_MASTER), ("worker_servers", DM_WORKER)] {
         let of_role: Vec<&Instance> = instances.iter().filter(|i| i.role == role).collect();
@@ -174,7 +183,8 @@ mod tests {
     #[test]
     fn meta_yaml_has_tiups_shape() {
         let placed = place(&hosts(2), 1, 1, Path::new("/r"));
-        let spec = MetaSpec { ssh_user: "tidb", version: "v8.5.1", ssh_port: 2222 };
+        let spec =
+            MetaSpec { ssh_user: "tidb", version: "v8.5.1", ssh_port: 2222, enable_tls: false };
         let yaml = render_meta(&spec, &placed);
         let parsed: yaml_serde::Value = yaml_serde::from_str(&yaml).unwrap();
         let topology = &parsed["topology"];
@@ -187,5 +197,9 @@ mod tests {
         ));
         let empty = render_meta(&spec, &[]);
         assert!(empty.contains("    master_servers: []\n    worker_servers: []\n"));
+        assert!(!yaml.contains("enable_tls"));
+        let tls = render_meta(&MetaSpec { enable_tls: true, ..spec }, &placed);
+        let parsed: yaml_serde::Value = yaml_serde::from_str(&tls).unwrap();
+        assert_eq!(parsed["topology"]["global"]["enable_tls"].as_bool(), Some(true));
     }
 }

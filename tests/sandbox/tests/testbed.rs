@@ -508,3 +508,64 @@ fn a_stopped_bound_workers_source_rebinds_to_a_free_worker() {
         })
     });
 }
+
+#[test]
+fn a_tls_cluster_answers_only_clients_with_a_certificate_of_its_ca() {
+    let sandbox = Sandbox::builder()
+        .hosts(2)
+        .masters(2)
+        .workers(1)
+        .sources(1)
+        .tls(true)
+        .start()
+        .expect("the TLS cluster comes up");
+    assert!(sandbox.tls());
+    assert!(
+        sandbox.meta_yaml().contains("\n        enable_tls: true\n"),
+        "{}",
+        sandbox.meta_yaml()
+    );
+    let store = sandbox.store_tls_dir();
+    for file in ["ca.crt", "ca.pem", "client.crt", "client.pem"] {
+        assert!(store.join(file).is_file(), "the store has tls/{file}");
+    }
+    let key = fs::read_to_string(store.join("client.pem")).unwrap();
+    assert!(key.starts_with("-----BEGIN RSA PRIVATE KEY-----"), "TiUP's PKCS#1 client key");
+
+    // The sandbox's own helpers speak mutual TLS.
+    let members = sandbox.members_json().expect("a master answers over TLS");
+    let masters = members["members"][1]["master"]["masters"].as_array().unwrap();
+    for master in masters {
+        assert!(master["clientURLs"][0].as_str().unwrap().starts_with("https://"), "{master}");
+        assert!(master["peerURLs"][0].as_str().unwrap().starts_with("https://"), "{master}");
+    }
+    let worker = &members["members"][2]["worker"]["workers"][0];
+    assert_eq!(worker["stage"], "bound", "the worker registered over TLS: {members}");
+    let worker_id = sandbox.instances().into_iter().find(|i| !i.is_master()).unwrap().id;
+    assert_eq!(sandbox.status_version(&worker_id).as_deref(), Some("v8.5.1"));
+
+    // Everyone else is turned away: plain HTTP, no client certificate, another CA's.
+    let master = sandbox.leader().expect("a leader");
+    let status = |client: reqwest::blocking::Client, url: String| {
+        client.get(format!("{url}/status")).timeout(Duration::from_secs(2)).send()
+    };
+    let plain = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
+    assert!(status(plain, master.url()).is_err(), "plain HTTP is not served");
+    let ca = reqwest::Certificate::from_pem(&fs::read(store.join("ca.crt")).unwrap()).unwrap();
+    let anonymous =
+        reqwest::blocking::Client::builder().no_proxy().tls_certs_only([ca]).build().unwrap();
+    assert!(
+        status(anonymous, sandbox.url(&master.id)).is_err(),
+        "a client certificate is required"
+    );
+    let stranger = tempfile::tempdir().unwrap();
+    for file in ["ca.crt", "client.crt", "client.pem"] {
+        fs::copy(store.join(file), stranger.path().join(file)).unwrap();
+    }
+    dm_sandbox::tls::write_foreign_client(stranger.path(), sandbox.cluster_name()).unwrap();
+    let builder = reqwest::blocking::Client::builder().no_proxy();
+    let foreign = dm_sandbox::tls::https_client(builder, stranger.path()).unwrap().build().unwrap();
+    assert!(status(foreign, sandbox.url(&master.id)).is_err(), "another CA's client is refused");
+    // The cluster is none the worse for it.
+    assert!(sandbox.members_json().is_some());
+}

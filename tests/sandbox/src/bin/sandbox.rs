@@ -45,6 +45,10 @@ enum Command {
         /// User SSH logs in as: root, or a deploy user set up with passwordless sudo.
         #[arg(long, default_value = "root")]
         ssh_user: String,
+        /// Deploy with `global.enable_tls`: every instance serves HTTPS and wants a client
+        /// certificate of the cluster's CA (the store's tls/client.crt and client.pem).
+        #[arg(long)]
+        tls: bool,
     },
     /// Build a hotfix package (TiUP's format) whose binary runs the simulator.
     Package {
@@ -97,7 +101,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Up { root, name, hosts, masters, workers, sources, version, ssh_user } => {
+        Command::Up { root, name, hosts, masters, workers, sources, version, ssh_user, tls } => {
             let mut builder = Sandbox::builder()
                 .cluster_name(&name)
                 .hosts(hosts)
@@ -105,15 +109,17 @@ fn run(command: Command) -> Result<()> {
                 .workers(workers)
                 .sources(sources)
                 .version(&version)
-                .ssh_user(&ssh_user);
+                .ssh_user(&ssh_user)
+                .tls(tls);
             if let Some(root) = root {
                 builder = builder.root(root);
             }
             let started = Instant::now();
             let sandbox = builder.start()?;
             println!(
-                "# dm-sandbox is up in {:.1?}: cluster {name} ({version}), ssh user {ssh_user}, sshd on port {SSH_PORT}",
-                started.elapsed()
+                "# dm-sandbox is up in {:.1?}: cluster {name} ({version}{}), ssh user {ssh_user}, sshd on port {SSH_PORT}",
+                started.elapsed(),
+                if tls { ", TLS" } else { "" }
             );
             for instance in sandbox.instances() {
                 println!("#   {:<22} {:<9} {}", instance.id, instance.role, instance.deploy_dir);
@@ -170,9 +176,10 @@ fn cleanup() -> Result<()> {
 fn status(root: &Path) -> Result<()> {
     let state = SandboxState::load(root).context("reading the sandbox state")?;
     println!(
-        "cluster {} ({}), ssh user {}, TIUP_HOME={}",
+        "cluster {} ({}{}), ssh user {}, TIUP_HOME={}",
         state.cluster_name,
         state.version,
+        if state.tls { ", TLS" } else { "" },
         state.ssh_user,
         root.join("tiup").display()
     );

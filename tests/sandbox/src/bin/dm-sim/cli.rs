@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dm_sandbox::Fault;
@@ -11,6 +12,7 @@ use dm_sandbox::dm_api::VersionInfo;
 use sha2::{Digest, Sha256};
 
 use crate::faults::Faults;
+use crate::tls::Tls;
 
 pub const DEFAULT_VERSION: &str = "v8.5.1";
 
@@ -62,6 +64,8 @@ pub struct Settings {
     pub version: String,
     pub faults: Faults,
     pub timings: Timings,
+    /// Mutual TLS, when `--config` sets `ssl-ca`, `ssl-cert` and `ssl-key`.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Reads the command line and environment; `Err` carries the message for stderr.
@@ -77,9 +81,14 @@ pub fn settings_from_env(args: &[String]) -> Result<Settings, String> {
                 .map_err(|_| format!("{name}={text:?} is not a number of milliseconds")),
         }
     };
+    let flags = parse_flags(args.get(1..).unwrap_or_default());
+    let tls = match flags.get("config").filter(|path| !path.is_empty()) {
+        Some(config) => Tls::from_config(Path::new(config))?.map(Arc::new),
+        None => None,
+    };
     Ok(Settings {
         role: Role::detect(var("DM_SIM_ROLE"), argv0)?,
-        flags: parse_flags(args.get(1..).unwrap_or_default()),
+        flags,
         version: var("DM_SIM_VERSION").unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
         faults: Faults::parse(&var("DM_SIM_FAULT").unwrap_or_default())?,
         timings: Timings {
@@ -89,6 +98,7 @@ pub fn settings_from_env(args: &[String]) -> Result<Settings, String> {
             scheduler_delay: millis("DM_SIM_SCHEDULER_DELAY_MS", 1_000)?,
             forward_delay: millis("DM_SIM_FORWARD_DELAY_MS", 100)?,
         },
+        tls,
     })
 }
 
@@ -131,6 +141,11 @@ impl Settings {
 
     pub fn has(&self, fault: Fault) -> bool {
         self.faults.has(fault)
+    }
+
+    /// `https` with TLS, else `http`: how other processes of the cluster are called.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     pub fn log_file(&self) -> Option<PathBuf> {

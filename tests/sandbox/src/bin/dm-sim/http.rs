@@ -13,6 +13,7 @@ use axum::routing::get;
 use dm_sandbox::dm_api::{GatewayError, NO_LEADER_MESSAGE};
 
 use crate::cli::Settings;
+use crate::tls::Tls;
 
 /// Marks a request a follower forwarded, so that a master which is not the leader either
 /// answers "no leader" instead of forwarding it again (no loops between confused followers).
@@ -21,13 +22,20 @@ pub const FORWARDED_BY: &str = "x-dm-sim-forwarded-by";
 /// Larger than any body the simulator exchanges; guards against a runaway client.
 const MAX_BODY: usize = 4 << 20;
 
-/// Binds `addr` and serves `router` on it in the background.
-pub async fn serve(addr: SocketAddr, router: Router) -> Result<(), String> {
+/// Binds `addr` and serves `router` on it in the background; over mutual TLS with `tls`.
+pub async fn serve(addr: SocketAddr, router: Router, tls: Option<&Tls>) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|err| format!("cannot listen on {addr}: {err}"))?;
+    let served = match tls {
+        Some(tls) => {
+            let listener = tls.listen(listener);
+            tokio::spawn(async move { axum::serve(listener, router).await })
+        }
+        None => tokio::spawn(async move { axum::serve(listener, router).await }),
+    };
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, router).await {
+        if let Ok(Err(err)) = served.await {
             eprintln!("dm-sim: server on {addr} stopped: {err}");
         }
     });
@@ -41,14 +49,14 @@ pub fn status_route(settings: &Settings) -> Router {
 }
 
 /// A client for talking to other simulated processes on loopback: no proxy, short timeouts
-/// (a peer that does not answer quickly is as good as down).
-pub fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .no_proxy()
-        .build()
-        .expect("an HTTP client without TLS configuration builds")
+/// (a peer that does not answer quickly is as good as down); with `tls`, over mutual TLS.
+pub fn client(timeout: Duration, tls: Option<&Tls>) -> reqwest::Client {
+    let builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).no_proxy();
+    let builder = match tls {
+        Some(tls) => tls.client(builder),
+        None => builder,
+    };
+    builder.build().expect("an HTTP client for the other simulated processes builds")
 }
 
 /// A gateway error, `{"code","message","details":[]}`, with the gRPC code matching `status`.
@@ -77,6 +85,7 @@ pub async fn not_found() -> Response {
 /// latency of DM's follower-to-leader hop, and relays the answer as it comes.
 pub async fn forward(
     http: &reqwest::Client,
+    scheme: &str,
     forwarder: &str,
     leader_addr: &str,
     delay: Duration,
@@ -89,7 +98,7 @@ pub async fn forward(
     };
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut outgoing = http
-        .request(parts.method.clone(), format!("http://{leader_addr}{path}"))
+        .request(parts.method.clone(), format!("{scheme}://{leader_addr}{path}"))
         .header(FORWARDED_BY, forwarder)
         .body(body);
     if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {

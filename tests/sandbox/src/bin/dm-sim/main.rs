@@ -13,6 +13,7 @@ mod master_api;
 mod peer;
 mod scheduler;
 mod state;
+mod tls;
 mod worker;
 
 use cli::Role;
@@ -34,7 +35,8 @@ fn main() {
     if settings.has(Fault::ExitAtStart) {
         fail(&format!("{} cannot start: exit-at-start fault injected", settings.role.name()));
     }
-    // DM reads its --config file; the simulator needs nothing from it, present or not.
+    // DM reads its --config file; the simulator takes only the TLS settings from it (read
+    // with the flags), and runs without one.
     std::thread::sleep(settings.timings.start_delay);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

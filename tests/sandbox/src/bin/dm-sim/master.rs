@@ -297,7 +297,7 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
             state,
             state_file,
         }),
-        http: http::client(Duration::from_secs(5)),
+        http: http::client(Duration::from_secs(5), settings.tls.as_deref()),
         settings,
         name,
         client_addr,
@@ -305,11 +305,14 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
         log,
     });
 
-    http::serve(client_listen, master_api::router(master.clone())).await?;
-    http::serve(peer_listen, peer::router(master.clone())).await?;
+    // DM serves its peer (etcd) port with the same certificates as its client port.
+    let tls = master.settings.tls.clone();
+    http::serve(client_listen, master_api::router(master.clone()), tls.as_deref()).await?;
+    http::serve(peer_listen, peer::router(master.clone()), tls.as_deref()).await?;
     master.log.event(format!(
-        "dm-master {} listening on {client_listen} (peer {peer_listen})",
-        master.settings.version
+        "dm-master {} listening on {client_listen} (peer {peer_listen}){}",
+        master.settings.version,
+        if tls.is_some() { " over mutual TLS" } else { "" }
     ));
 
     let ticking = master.clone();
@@ -332,7 +335,7 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
     Ok(0)
 }
 
-/// The first of `--peer-urls` (`http://ip:8291,...`); a wildcard IP takes the first of
+/// The first of `--peer-urls` (`http(s)://ip:8291,...`); a wildcard IP takes the first of
 /// `--advertise-peer-urls`'s.
 fn peer_listen_addr(settings: &Settings) -> Result<SocketAddr, String> {
     let first = |urls: &str| socket_addr(urls.split(',').next().unwrap_or_default());

@@ -58,8 +58,8 @@ async fn leader_only(State(master): Shared, request: Request, next: Next) -> Res
         Some(None) => next.run(request).await,
         Some(Some(_)) | None if request.headers().contains_key(FORWARDED_BY) => no_leader(),
         Some(Some(leader_addr)) => {
-            let delay = master.settings.timings.forward_delay;
-            http::forward(&master.http, &master.name, &leader_addr, delay, request).await
+            let (delay, scheme) = (master.settings.timings.forward_delay, master.settings.scheme());
+            http::forward(&master.http, scheme, &master.name, &leader_addr, delay, request).await
         }
         None => no_leader(),
     }
@@ -165,7 +165,7 @@ async fn members(State(master): Shared, RawQuery(query): RawQuery) -> Response {
                     client_urls: view
                         .client_addrs
                         .get(&m.name)
-                        .map(|addr| format!("http://{addr}"))
+                        .map(|addr| format!("{}://{addr}", master.settings.scheme()))
                         .into_iter()
                         .collect(),
                 }

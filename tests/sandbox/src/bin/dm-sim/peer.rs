@@ -59,7 +59,7 @@ pub struct Resignation {
 #[derive(Debug, Clone)]
 pub struct Member {
     pub name: String,
-    /// `http://ip:8291`
+    /// `http://ip:8291` (`https://` on a TLS cluster)
     pub peer_url: String,
 }
 

@@ -25,6 +25,8 @@ struct Masters {
     addrs: Vec<String>,
     last_answered: usize,
     http: reqwest::Client,
+    /// `http`, or `https` on a TLS cluster.
+    scheme: &'static str,
 }
 
 impl Masters {
@@ -32,7 +34,7 @@ impl Masters {
     async fn post(&mut self, path: &str, body: &serde_json::Value) -> bool {
         for offset in 0..self.addrs.len() {
             let index = (self.last_answered + offset) % self.addrs.len();
-            let url = format!("http://{}{path}", self.addrs[index]);
+            let url = format!("{}://{}{path}", self.scheme, self.addrs[index]);
             let accepted = match self.http.post(url).json(body).send().await {
                 Ok(answer) => answer.status().is_success(),
                 Err(_) => false,
@@ -63,10 +65,11 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
         .collect();
     let log = EventLog::new(settings.log_file(), &name);
     let router = Router::new().merge(http::status_route(&settings)).fallback(http::not_found);
-    http::serve(listen, router).await?;
+    http::serve(listen, router, settings.tls.as_deref()).await?;
     log.event(format!(
-        "dm-worker {} listening on {listen}, joining {}",
+        "dm-worker {} listening on {listen}{}, joining {}",
         settings.version,
+        if settings.tls.is_some() { " over mutual TLS" } else { "" },
         join.join(",")
     ));
 
@@ -84,7 +87,12 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
     // A master may hold a call until its freshly elected scheduler starts, then forward it.
     let call_timeout =
         settings.timings.scheduler_delay + settings.timings.forward_delay + Duration::from_secs(2);
-    let mut masters = Masters { addrs: join, last_answered: 0, http: http::client(call_timeout) };
+    let mut masters = Masters {
+        addrs: join,
+        last_answered: 0,
+        http: http::client(call_timeout, settings.tls.as_deref()),
+        scheme: settings.scheme(),
+    };
     let identity = json!({ "name": name, "addr": addr });
     let started = Instant::now();
     let mut registered = false;

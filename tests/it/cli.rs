@@ -1,0 +1,152 @@
+//! The command line as TiUP scripts and operators meet it: help per subcommand, the version,
+//! TiUP's global flags wherever TiUP takes them, executors dm-patch does not have, and shell
+//! completion.
+
+use crate::support::Store;
+
+/// `dm-patch <args>` in a throwaway store with the `demo` cluster; its stdout.
+fn stdout(args: &[&str]) -> String {
+    Store::demo().run(args).success().stdout
+}
+
+#[test]
+fn help_lists_the_global_options_and_subcommands() {
+    insta::assert_snapshot!(stdout(&["--help"]));
+}
+
+/// `patch --help` lists what applies to patching: the selection, the package options, the
+/// SSH and wait settings and the host key policy with its values.
+#[test]
+fn patch_help_lists_what_applies_to_patch() {
+    insta::assert_snapshot!(stdout(&["patch", "--help"]));
+}
+
+/// `display --help` lists no SSH, wait or concurrency option: display uses none.
+#[test]
+fn display_help_lists_what_applies_to_display() {
+    let help = stdout(&["display", "--help"]);
+    for absent in ["--wait-timeout", "--host-key-policy", "--concurrency", "--yes", "--ssh"] {
+        assert!(!help.contains(absent), "{absent} listed:\n{help}");
+    }
+    insta::assert_snapshot!(help);
+}
+
+/// `dm-patch --version`: version, git commit (or `unknown`) and target.
+#[test]
+fn version_names_the_commit_and_target() {
+    let version = stdout(&["--version"]);
+    let pattern = regex_lite(&version);
+    assert!(pattern, "unexpected --version: {version:?}");
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+}
+
+/// `dm-patch <semver> (git <hex or unknown>, <arch>-<vendor>-<os>...)` and a newline.
+fn regex_lite(version: &str) -> bool {
+    let Some(rest) = version.strip_prefix("dm-patch ") else { return false };
+    let Some((semver, rest)) = rest.split_once(" (git ") else { return false };
+    let Some((commit, rest)) = rest.split_once(", ") else { return false };
+    let Some(target) = rest.strip_suffix(")\n") else { return false };
+    semver.split('.').count() == 3
+        && (commit == "unknown"
+            || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())))
+        && target.split('-').count() >= 3
+}
+
+/// TiUP's persistent flags, before the subcommand or after it, as scripts pass them.
+#[test]
+fn tiup_global_flags_parse_where_tiup_takes_them() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    let dry = ["-R", "dm-worker", "--dry-run"];
+    for leading in [
+        &["--yes", "--format", "default"][..],
+        &["-y", "-c", "3", "--ssh", "builtin", "--ssh-timeout", "1", "--wait-timeout", "9"],
+        &["--host-key-policy", "strict"],
+    ] {
+        let mut args: Vec<&str> = leading.to_vec();
+        args.extend(["patch", "demo", &pkg]);
+        args.extend(dry);
+        store.run(&args).success();
+    }
+    let mut args = vec!["patch", "demo", &pkg, "-y", "-c", "2", "--format", "default"];
+    args.extend(dry);
+    store.run(&args).success();
+}
+
+/// `--ssh system`, `--ssh none` and `--native-ssh` ask for an executor dm-patch does not have:
+/// refused in one line, exit 2, nothing changed; never silently replaced by the built-in one.
+#[test]
+fn another_ssh_executor_is_refused() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    let base = ["patch", "demo", pkg.as_str(), "-R", "dm-worker", "--yes"];
+    let lines: Vec<String> = [&["--ssh", "system"][..], &["--ssh", "none"], &["--native-ssh"]]
+        .iter()
+        .map(|extra| store.refused(&[&base[..], extra].concat()))
+        .collect();
+    insta::assert_snapshot!(lines.join(""));
+    // Before the subcommand, too.
+    let leading = ["--native-ssh", "patch", "demo", pkg.as_str(), "-R", "dm-worker", "--yes"];
+    assert!(store.refused(&leading).contains("not supported yet"));
+    // TiUP's environment switch for it.
+    let run = crate::support::Run::of(store.dm_patch(base).env("TIUP_NATIVE_SSH", "true")).code(2);
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(run.stderr.contains("TIUP_NATIVE_SSH=true"), "{run:?}");
+    assert!(run.stderr.contains("not supported yet; use --ssh builtin"), "{run:?}");
+    crate::support::Run::of(store.dm_patch(base).env("TIUP_NATIVE_SSH", "0").arg("--dry-run"))
+        .success();
+}
+
+/// `--host-key-policy` takes only its listed values, and says which.
+#[test]
+fn host_key_policy_values_are_listed() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    let line =
+        store.refused(&["patch", "demo", &pkg, "-R", "dm-worker", "--host-key-policy", "yes"]);
+    assert!(line.contains("[possible values: strict, accept-new, off]"), "{line}");
+}
+
+#[test]
+fn completion_scripts_call_dm_patch_back() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = stdout(&["completions", shell]);
+        assert!(
+            script.contains(&format!("COMPLETE={shell}")) || script.contains("COMPLETE"),
+            "{shell}:\n{script}"
+        );
+        assert!(script.contains("dm-patch"), "{shell}:\n{script}");
+    }
+}
+
+/// The values a shell is offered at `<words>` (fish's protocol: the words, the last one being
+/// completed), one candidate a line, without descriptions.
+fn candidates(store: &Store, words: &[&str]) -> Vec<String> {
+    let run = crate::support::Run::of(
+        store
+            .dm_patch(
+                std::iter::once("--")
+                    .chain(std::iter::once("dm-patch"))
+                    .chain(words.iter().copied()),
+            )
+            .env("COMPLETE", "fish"),
+    )
+    .success();
+    let values = run.stdout.lines().map(|line| line.split('\t').next().unwrap().to_owned());
+    // Options are offered too where a value may stand; only the values matter here.
+    values.filter(|value| !value.starts_with('-')).collect()
+}
+
+/// Completion offers the clusters of the store, the roles and the host key policies.
+#[test]
+fn completion_offers_clusters_roles_and_policies() {
+    let store = Store::demo().cluster("other", crate::support::META_V2);
+    assert_eq!(candidates(&store, &["display", ""]), ["demo", "other"]);
+    assert_eq!(candidates(&store, &["patch", "d"]), ["demo"]);
+    let roles = candidates(&store, &["patch", "demo", "x.tar.gz", "-R", ""]);
+    assert_eq!(roles, ["dm-master", "dm-worker"]);
+    let roles = candidates(&store, &["display", "demo", "-R", ""]);
+    assert_eq!(roles, ["dm-master", "dm-worker", "prometheus", "grafana", "alertmanager"]);
+    let policies = candidates(&store, &["patch", "demo", "x.tar.gz", "--host-key-policy", ""]);
+    assert_eq!(policies, ["strict", "accept-new", "off"]);
+}
