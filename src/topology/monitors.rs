@@ -112,70 +112,82 @@ fn prometheus(meta: &Meta, global: &Global, spec: &PrometheusSpec) -> Monitor {
         ports.push(port_of("node_exporter_port", 9100));
     }
     ports.extend(spec.ng_port.filter(|&port| port > 0));
-    let dirs = Dirs::resolve(
-        global,
-        role.component(),
-        port,
-        [&spec.deploy_dir, &spec.data_dir, &spec.log_dir],
-    );
-    Monitor {
-        role,
-        host: spec.host.clone(),
-        manage_host: non_empty(&spec.manage_host).unwrap_or(&spec.host).to_owned(),
-        port,
-        ports,
-        deploy_dir: dirs.deploy_dir,
-        data_dir: Some(dirs.data_dir),
-        os: os_of(&spec.os, global),
-        arch: arch_of(&spec.arch, global),
-        numa_node: non_empty(&spec.numa_node).map(str::to_owned),
-        resource_control: spec.resource_control.clone(),
-        patched: spec.patched.unwrap_or(false),
-    }
+    let dirs = [&spec.deploy_dir, &spec.data_dir, &spec.log_dir];
+    monitor(role, global, placement!(spec, &spec.numa_node), ports, dirs, DataDir::Yes)
 }
 
 fn grafana(global: &Global, spec: &GrafanaSpec) -> Monitor {
-    let role = MonitorRole::Grafana;
-    let port = spec.port.unwrap_or(3000);
-    let dirs = Dirs::resolve(global, role.component(), port, [&spec.deploy_dir, &None, &None]);
-    Monitor {
-        role,
-        host: spec.host.clone(),
-        manage_host: non_empty(&spec.manage_host).unwrap_or(&spec.host).to_owned(),
-        port,
-        ports: vec![port],
-        deploy_dir: dirs.deploy_dir,
-        data_dir: None,
-        os: os_of(&spec.os, global),
-        arch: arch_of(&spec.arch, global),
-        numa_node: None,
-        resource_control: spec.resource_control.clone(),
-        patched: spec.patched.unwrap_or(false),
-    }
+    let ports = vec![spec.port.unwrap_or(3000)];
+    let dirs = [&spec.deploy_dir, &None, &None];
+    monitor(MonitorRole::Grafana, global, placement!(spec, &None), ports, dirs, DataDir::No)
 }
 
 fn alertmanager(global: &Global, spec: &AlertmanagerSpec) -> Monitor {
-    let role = MonitorRole::Alertmanager;
-    let port = spec.web_port.unwrap_or(9093);
-    let dirs = Dirs::resolve(
-        global,
-        role.component(),
-        port,
-        [&spec.deploy_dir, &spec.data_dir, &spec.log_dir],
-    );
+    let ports = vec![spec.web_port.unwrap_or(9093), spec.cluster_port.unwrap_or(9094)];
+    let dirs = [&spec.deploy_dir, &spec.data_dir, &spec.log_dir];
+    let placement = placement!(spec, &spec.numa_node);
+    monitor(MonitorRole::Alertmanager, global, placement, ports, dirs, DataDir::Yes)
+}
+
+/// Where and how a monitoring instance runs: the fields every monitoring spec has.
+struct Placement<'a> {
+    host: &'a str,
+    manage_host: &'a Option<String>,
+    os: &'a Option<String>,
+    arch: &'a Option<String>,
+    numa_node: &'a Option<String>,
+    resource_control: &'a Option<yaml_serde::Value>,
+    patched: Option<bool>,
+}
+
+/// The [`Placement`] of a monitoring spec (grafana has no `numa_node`).
+macro_rules! placement {
+    ($spec:expr, $numa_node:expr) => {
+        Placement {
+            host: &$spec.host,
+            manage_host: &$spec.manage_host,
+            os: &$spec.os,
+            arch: &$spec.arch,
+            numa_node: $numa_node,
+            resource_control: &$spec.resource_control,
+            patched: $spec.patched,
+        }
+    };
+}
+use placement;
+
+/// Whether a component keeps a data dir (grafana does not).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DataDir {
+    Yes,
+    No,
+}
+
+/// A monitoring instance with TiUP's defaults: named by the first of its `ports`, in the
+/// directories resolved from its own `dirs` (deploy, data, log).
+fn monitor(
+    role: MonitorRole,
+    global: &Global,
+    placement: Placement<'_>,
+    ports: Vec<u16>,
+    dirs: [&Option<String>; 3],
+    data_dir: DataDir,
+) -> Monitor {
+    let port = ports[0];
+    let resolved = Dirs::resolve(global, role.component(), port, dirs);
     Monitor {
         role,
-        host: spec.host.clone(),
-        manage_host: non_empty(&spec.manage_host).unwrap_or(&spec.host).to_owned(),
+        host: placement.host.to_owned(),
+        manage_host: non_empty(placement.manage_host).unwrap_or(placement.host).to_owned(),
         port,
-        ports: vec![port, spec.cluster_port.unwrap_or(9094)],
-        deploy_dir: dirs.deploy_dir,
-        data_dir: Some(dirs.data_dir),
-        os: os_of(&spec.os, global),
-        arch: arch_of(&spec.arch, global),
-        numa_node: non_empty(&spec.numa_node).map(str::to_owned),
-        resource_control: spec.resource_control.clone(),
-        patched: spec.patched.unwrap_or(false),
+        ports,
+        deploy_dir: resolved.deploy_dir,
+        data_dir: (data_dir == DataDir::Yes).then_some(resolved.data_dir),
+        os: os_of(placement.os, global),
+        arch: arch_of(placement.arch, global),
+        numa_node: non_empty(placement.numa_node).map(str::to_owned),
+        resource_control: placement.resource_control.clone(),
+        patched: placement.patched.unwrap_or(false),
     }
 }
 
