@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use super::hosts::Hosts;
 use super::remote::Remote;
 use super::tree::{PICK_HASHER, VERSION};
-use crate::dm::client::DmClient;
+use crate::dm::client::{DmClient, DmError};
 use crate::dm::version::VersionInfo;
 use crate::plan::{Plan, PlannedInstance};
 use crate::ssh::{SshError, shell_quote};
@@ -64,6 +64,12 @@ pub async fn check(
                 "the DM cluster has no dm-master leader; fix the cluster first, or use --offline if it is stopped"
                     .to_owned(),
             ),
+            // The cluster answered, but not over TLS with the store's files: starting it, or
+            // --offline, is not the advice then.
+            Err(err @ DmError::Tls { .. }) => problems.push(format!(
+                "the DM cluster refused a TLS connection ({err}); the store's tls/ files must be \
+                 the cluster's own (as TiUP deployed them)"
+            )),
             Err(err) => problems.push(format!(
                 "the DM cluster does not answer ({err}); start it, or use --offline if it is meant to be stopped"
             )),

@@ -133,6 +133,7 @@ fn a_client_certificate_from_another_ca_is_refused_and_named() {
     assert!(said.contains("TLS"), "reported as a TLS problem: {said}");
     assert!(said.contains(&client_crt), "names {client_crt}: {said}");
     assert!(said.contains("refused the client certificate"), "{said}");
+    assert!(!said.contains("use --offline"), "advice for a stopped cluster: {said}");
     cluster.assert_untouched(&pids, pids.keys());
     assert!(cluster.patched_ids().is_empty());
 
