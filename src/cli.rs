@@ -85,9 +85,7 @@ impl Cli {
                 if let (Some(value), false) = (leading.host_key_policy, given("host_key_policy")) {
                     connection.host_key_policy = value;
                 }
-                if let (Some(value), false) = (leading.ssh, given("ssh")) {
-                    connection.ssh = value;
-                }
+                connection.ssh = connection.ssh.or(leading.ssh);
                 connection.native_ssh |= leading.native_ssh;
                 args.yes |= leading.yes;
             }
@@ -276,9 +274,10 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "POLICY", default_value = "accept-new",
           value_parser = host_key_policy_parser())]
     pub host_key_policy: HostKeyPolicy,
-    /// The SSH executor, as TiUP's --ssh; only `builtin` is supported yet
-    #[arg(long, value_enum, value_name = "TYPE", default_value_t = SshType::Builtin)]
-    pub ssh: SshType,
+    /// The SSH executor, as TiUP's --ssh (default: the cluster's global.ssh_type, else
+    /// builtin); only `builtin` is supported yet
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub ssh: Option<SshType>,
     /// TiUP's deprecated spelling of --ssh system (not supported yet)
     #[arg(long, hide = true)]
     pub native_ssh: bool,
@@ -427,7 +426,7 @@ mod tests {
         let args = patch(parse(&["patch", "c", "p"]));
         assert_eq!(args.connection.wait_timeout, 120);
         assert_eq!(args.connection.host_key_policy, HostKeyPolicy::AcceptNew);
-        assert_eq!(args.connection.ssh, SshType::Builtin);
+        assert_eq!(args.connection.ssh, None);
         assert!(!args.yes);
     }
 
@@ -440,7 +439,7 @@ mod tests {
         let args = patch(parse(&["--native-ssh", "patch", "c", "p"]));
         assert!(args.connection.native_ssh);
         let args = patch(parse(&["--ssh", "system", "patch", "c", "p"]));
-        assert_eq!(args.connection.ssh, SshType::System);
+        assert_eq!(args.connection.ssh, Some(SshType::System));
         assert!(check_ssh_type(Some(SshType::System), false).is_err());
         assert!(check_ssh_type(Some(SshType::None), false).is_err());
         assert!(check_ssh_type(None, true).is_err());

@@ -63,7 +63,7 @@ pub async fn patch(
 ) -> anyhow::Result<ExitStatus> {
     let dry_run = args.dry_run;
     let cluster = args.cluster.clone();
-    let result = match check_ssh_type(Some(args.connection.ssh), args.connection.native_ssh) {
+    let result = match check_ssh_type(args.connection.ssh, args.connection.native_ssh) {
         Ok(()) => super::patch::run(args, global, printer).await,
         Err(refused) => Err(refused.into()),
     };

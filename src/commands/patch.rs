@@ -91,6 +91,7 @@ fn exit_status(result: RunResult) -> ExitStatus {
 
 async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> {
     let cluster = store.load(&args.cluster)?;
+    refuse_unsupported_ssh_type(&cluster, &args)?;
     let filter = Filter { roles: args.filter.roles, nodes: args.filter.nodes };
     let (role, selected) = filter.select_for_patch(&cluster)?;
 
@@ -127,6 +128,22 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
         yes: args.yes,
         dry_run: args.dry_run,
     })
+}
+
+/// Without `--ssh`, TiUP connects the way the cluster's `global.ssh_type` says; dm-patch has
+/// only its built-in client, so a cluster set to another executor is refused rather than
+/// reached some other way.
+fn refuse_unsupported_ssh_type(cluster: &Cluster, args: &PatchArgs) -> Result<(), UsageError> {
+    let global = cluster.meta.topology.global.as_ref();
+    let ssh_type = global.and_then(|g| g.ssh_type.as_deref()).unwrap_or("builtin");
+    if args.connection.ssh.is_some() || matches!(ssh_type, "" | "builtin") {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "cluster '{}' sets global.ssh_type: {ssh_type}, which dm-patch does not support yet; \
+         pass --ssh builtin to use dm-patch's own SSH client",
+        cluster.name
+    )))
 }
 
 /// The dm-master leader's member name, asked of any master; `None` when no master answers
