@@ -4,7 +4,7 @@ use std::io::{self, Read};
 
 use serde_json::Value;
 
-use crate::support::{META_V2, Store, wait_with_peak_rss};
+use crate::support::{META_V2, Store, number_from_child_test, wait_with_peak_rss};
 
 #[test]
 fn text_plan_for_workers() {
@@ -74,21 +74,8 @@ fn yaml_v2_store_with_relative_dirs() {
 /// holds every other test running beside it.
 #[test]
 fn a_1_gib_entry_is_checked_with_bounded_memory() {
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "dry_run::one_gib_check_in_this_process"])
-        .args(["--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&child.stdout);
-    let stderr = String::from_utf8_lossy(&child.stderr);
-    assert!(child.status.success(), "{stdout}\n{stderr}");
-    let peak_mib: i64 = stdout
-        .lines()
-        .find_map(|line| line.split("peak-rss-mib=").nth(1))
-        .unwrap_or_else(|| panic!("the child checked nothing:\n{stdout}\n{stderr}"))
-        .parse()
-        .unwrap();
+    let child = "dry_run::one_gib_check_in_this_process";
+    let peak_mib = number_from_child_test(child, &[(CHILD, "1".as_ref())], "peak-rss-mib");
     eprintln!("peak RSS while checking a 1 GiB package: {peak_mib} MiB");
     assert!(peak_mib < 64, "peak RSS {peak_mib} MiB grows with the package");
 }

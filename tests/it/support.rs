@@ -288,3 +288,26 @@ impl Drop for Immutable {
         let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
     }
 }
+
+/// Runs the ignored test `name` of this test binary in a process of its own, with `env`, and
+/// returns the number it printed as `<key>=<number>`. Memory is measured that way: the kernel
+/// counts the peak of whatever process starts a program in that program's peak, and this
+/// process holds every test running beside it.
+#[track_caller]
+pub fn number_from_child_test(name: &str, env: &[(&str, &OsStr)], key: &str) -> u64 {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", name, "--nocapture", "--test-threads=1"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success(), "{stdout}\n{stderr}");
+    let prefix = format!("{key}=");
+    stdout
+        .lines()
+        .find_map(|line| line.split(prefix.as_str()).nth(1))
+        .unwrap_or_else(|| panic!("{name} printed no {key}:\n{stdout}\n{stderr}"))
+        .parse()
+        .unwrap()
+}

@@ -11,6 +11,7 @@ use dm_sandbox::SSH_PORT;
 use sha2::{Digest, Sha256};
 
 use super::{connect, hosts};
+use crate::support::number_from_child_test;
 
 /// Fills `path` with `size` bytes where every 4 KiB block carries its own index, so a chunk
 /// sent twice, lost or out of order changes the hash.
@@ -38,25 +39,14 @@ const CHILD_DIR: &str = "DM_PATCH_TEST_STREAM_DIR";
 #[tokio::test]
 async fn a_large_stream_arrives_whole_in_bounded_memory() {
     let sb = hosts(1);
-    // The stream runs in a process of its own, so its peak memory is not mixed with that of
-    // the tests running beside it in this one.
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "ssh::stream::large_stream_in_this_process"])
-        .args(["--nocapture", "--test-threads=1"])
-        .env(CHILD_HOST, &sb.hosts()[0])
-        .env(CHILD_KEY, sb.ssh_key())
-        .env(CHILD_DIR, sb.root())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&child.stdout);
-    let stderr = String::from_utf8_lossy(&child.stderr);
-    assert!(child.status.success(), "{stdout}\n{stderr}");
-    let peak: u64 = stdout
-        .lines()
-        .find_map(|line| line.split("peak-rss-bytes=").nth(1))
-        .unwrap_or_else(|| panic!("the child streamed nothing:\n{stdout}\n{stderr}"))
-        .parse()
-        .unwrap();
+    let host = sb.hosts()[0].clone();
+    let env = [
+        (CHILD_HOST, host.as_ref()),
+        (CHILD_KEY, sb.ssh_key().as_os_str()),
+        (CHILD_DIR, sb.root().as_os_str()),
+    ];
+    let child = "ssh::stream::large_stream_in_this_process";
+    let peak = number_from_child_test(child, &env, "peak-rss-bytes");
     // A chunk or two in flight; holding the file would take all of it.
     let (peak_mib, size_mib) = (peak >> 20, LARGE >> 20);
     assert!(peak < LARGE / 8, "peak RSS {peak_mib} MiB streaming {size_mib} MiB");
