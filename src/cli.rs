@@ -16,7 +16,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use clap_complete::ArgValueCandidates;
 
-use crate::ssh::HostKeyPolicy;
+use crate::ssh::{Executor, HostKeyPolicy};
 
 /// `dm-patch --version`: the version, the commit it was built from and the target.
 pub const LONG_VERSION: &str = concat!(
@@ -65,7 +65,8 @@ impl Cli {
     }
 
     fn apply_leading(&mut self, matches: &ArgMatches) {
-        let leading = self.leading;
+        let leading = &self.leading;
+        let leading_proxy = self.leading_proxy.clone().into_proxy();
         match &mut self.command {
             Command::Patch(args) => {
                 let given = |id: &str| {
@@ -87,12 +88,14 @@ impl Cli {
                 }
                 connection.ssh = connection.ssh.or(leading.ssh);
                 connection.native_ssh |= leading.native_ssh;
+                connection.proxy.fill_from(leading_proxy);
                 args.yes |= leading.yes;
             }
             Command::Display(args) => {
                 let tiup = &mut args.tiup;
                 tiup.ssh = tiup.ssh.or(leading.ssh);
                 tiup.native_ssh |= leading.native_ssh;
+                args.proxy.fill_from(leading_proxy);
             }
             Command::Completions { .. } => {}
         }
@@ -112,6 +115,8 @@ pub struct Cli {
     /// TiUP's persistent flags given before the subcommand (`dm-patch --yes patch ...`).
     #[command(flatten)]
     pub leading: TiupArgs,
+    #[command(flatten)]
+    pub leading_proxy: LeadingProxyArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -147,71 +152,91 @@ pub enum Format {
     Json,
 }
 
-/// TiUP's executors (`--ssh`): dm-patch has its own SSH client (`builtin`); the others are
-/// refused until they are implemented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SshType {
-    /// dm-patch's own SSH client
-    Builtin,
-    /// The system's `ssh` client (~/.ssh/config, ProxyJump, agents): not supported yet
-    System,
-    /// Run commands on this machine: not supported yet
-    None,
-}
-
-impl SshType {
-    pub fn name(self) -> &'static str {
-        match self {
-            SshType::Builtin => "builtin",
-            SshType::System => "system",
-            SshType::None => "none",
-        }
-    }
-}
-
-/// Refuses the executors dm-patch does not have yet: never silently uses another one.
-pub fn check_ssh_type(
-    ssh: Option<SshType>,
-    native_ssh: bool,
-) -> Result<(), crate::error::UsageError> {
-    let refused = if native_ssh {
-        Some("--native-ssh (the system's ssh client, as --ssh system)".to_owned())
-    } else if let Some(value) = native_ssh_from_env() {
-        Some(format!(
-            "{NATIVE_SSH_ENV}={value} (TiUP's switch to the system's ssh client, as --ssh system)"
-        ))
-    } else {
-        match ssh {
-            Some(kind @ (SshType::System | SshType::None)) => {
-                Some(format!("--ssh {}", kind.name()))
-            }
-            _ => None,
-        }
-    };
-    match refused {
-        Some(what) => Err(crate::error::UsageError(format!(
-            "{what} is not supported yet; use --ssh builtin (dm-patch's own SSH client)"
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// The environment variable with which TiUP turns on `--native-ssh` (localdata's
 /// `EnvNameNativeSSHClient`).
 pub const NATIVE_SSH_ENV: &str = "TIUP_NATIVE_SSH";
 
 /// `TIUP_NATIVE_SSH`'s value when it asks for the system's ssh client, as TiUP reads it
 /// (`true`, `1` or `enable`, any case).
-fn native_ssh_from_env() -> Option<String> {
-    let value = std::env::var(NATIVE_SSH_ENV).ok()?;
-    ["true", "1", "enable"].contains(&value.to_lowercase().as_str()).then_some(value)
+pub fn native_ssh_from_env() -> bool {
+    std::env::var(NATIVE_SSH_ENV)
+        .is_ok_and(|value| ["true", "1", "enable"].contains(&value.to_lowercase().as_str()))
+}
+
+/// TiUP's jump host (`--ssh-proxy-*`): SSH connections and DM API calls all go through it.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Jump host (SSH proxy)")]
+pub struct ProxyArgs {
+    /// Reach the cluster through this jump host: every SSH connection and DM API call
+    #[arg(long, value_name = "HOST")]
+    pub ssh_proxy_host: Option<String>,
+    /// The jump host's SSH port [default: 22]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ssh_proxy_port: Option<u16>,
+    /// The user to log in to the jump host as [default: the current user]
+    #[arg(long, value_name = "USER")]
+    pub ssh_proxy_user: Option<String>,
+    /// The private key to log in to the jump host with [default: ~/.ssh/id_rsa]
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub ssh_proxy_identity_file: Option<PathBuf>,
+    /// TiUP's password login to the jump host (refused: dm-patch logs in with a key)
+    #[arg(long, hide = true)]
+    pub ssh_proxy_use_password: bool,
+    /// Timeout in seconds to log in to the jump host (1 to 3600) [default: 5]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ssh_proxy_timeout: Option<u64>,
+}
+
+impl ProxyArgs {
+    /// Takes each value not given here from `other`.
+    fn fill_from(&mut self, other: ProxyArgs) {
+        self.ssh_proxy_host = self.ssh_proxy_host.take().or(other.ssh_proxy_host);
+        self.ssh_proxy_port = self.ssh_proxy_port.or(other.ssh_proxy_port);
+        self.ssh_proxy_user = self.ssh_proxy_user.take().or(other.ssh_proxy_user);
+        self.ssh_proxy_identity_file =
+            self.ssh_proxy_identity_file.take().or(other.ssh_proxy_identity_file);
+        self.ssh_proxy_use_password |= other.ssh_proxy_use_password;
+        self.ssh_proxy_timeout = self.ssh_proxy_timeout.or(other.ssh_proxy_timeout);
+    }
+}
+
+/// The jump host flags before the subcommand, unlisted (see [`TiupArgs`]).
+#[derive(Debug, Clone, Default, Args)]
+pub struct LeadingProxyArgs {
+    #[arg(long = "ssh-proxy-host", id = "leading_proxy_host", hide = true)]
+    host: Option<String>,
+    #[arg(long = "ssh-proxy-port", id = "leading_proxy_port", hide = true,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    #[arg(long = "ssh-proxy-user", id = "leading_proxy_user", hide = true)]
+    user: Option<String>,
+    #[arg(long = "ssh-proxy-identity-file", id = "leading_proxy_identity", hide = true)]
+    identity_file: Option<PathBuf>,
+    #[arg(long = "ssh-proxy-use-password", id = "leading_proxy_password", hide = true)]
+    use_password: bool,
+    #[arg(long = "ssh-proxy-timeout", id = "leading_proxy_timeout", hide = true,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: Option<u64>,
+}
+
+impl LeadingProxyArgs {
+    fn into_proxy(self) -> ProxyArgs {
+        ProxyArgs {
+            ssh_proxy_host: self.host,
+            ssh_proxy_port: self.port,
+            ssh_proxy_user: self.user,
+            ssh_proxy_identity_file: self.identity_file,
+            ssh_proxy_use_password: self.use_password,
+            ssh_proxy_timeout: self.timeout,
+        }
+    }
 }
 
 /// TiUP's persistent flags where dm-patch accepts them without listing them: before the
 /// subcommand (they then apply to `patch`), and on `display` (which makes no SSH connection and
-/// waits for nothing, so they change nothing there, as in TiUP, except that an executor
-/// dm-patch does not have is refused).
-#[derive(Debug, Clone, Copy, Default, Args)]
+/// waits for nothing, so they change nothing there, as in TiUP, except that an unknown executor
+/// is refused).
+#[derive(Debug, Clone, Default, Args)]
 pub struct TiupArgs {
     #[arg(long, hide = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ssh_timeout: Option<u64>,
@@ -221,8 +246,8 @@ pub struct TiupArgs {
     pub concurrency: Option<u16>,
     #[arg(long, hide = true, value_name = "POLICY", value_parser = host_key_policy_parser())]
     pub host_key_policy: Option<HostKeyPolicy>,
-    #[arg(long, hide = true, value_enum)]
-    pub ssh: Option<SshType>,
+    #[arg(long, hide = true, value_name = "TYPE", value_parser = executor_parser())]
+    pub ssh: Option<Executor>,
     #[arg(long, hide = true)]
     pub native_ssh: bool,
     #[arg(short, long, hide = true)]
@@ -255,7 +280,7 @@ pub struct InstanceFilterArgs {
 }
 
 /// How `patch` reaches and waits for the hosts.
-#[derive(Debug, Clone, Copy, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ConnectionArgs {
     /// Timeout in seconds for SSH connections and for HTTP calls to DM (1 to 3600)
     #[arg(long, value_name = "SECS", default_value_t = 5,
@@ -274,13 +299,16 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "POLICY", default_value = "accept-new",
           value_parser = host_key_policy_parser())]
     pub host_key_policy: HostKeyPolicy,
-    /// The SSH executor, as TiUP's --ssh (default: the cluster's global.ssh_type, else
-    /// builtin); only `builtin` is supported yet
-    #[arg(long, value_enum, value_name = "TYPE")]
-    pub ssh: Option<SshType>,
-    /// TiUP's deprecated spelling of --ssh system (not supported yet)
+    /// How to reach the hosts, as TiUP's --ssh: dm-patch's own SSH client, the system's ssh
+    /// (~/.ssh/config, agent, one shared connection per host), or none (the hosts are this
+    /// machine) [default: the cluster's global.ssh_type, else builtin]
+    #[arg(long, value_name = "TYPE", value_parser = executor_parser())]
+    pub ssh: Option<Executor>,
+    /// TiUP's older spelling of --ssh system
     #[arg(long, hide = true)]
     pub native_ssh: bool,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -333,6 +361,8 @@ pub struct DisplayArgs {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub status_timeout: u64,
     #[command(flatten)]
+    pub proxy: ProxyArgs,
+    #[command(flatten)]
     pub tiup: TiupArgs,
 }
 
@@ -346,6 +376,12 @@ pub struct DisplayFilterArgs {
     #[arg(short = 'R', long = "role", value_name = "ROLE", value_delimiter = ',',
           value_parser = RoleParser(&["dm-master", "dm-worker", "prometheus", "grafana", "alertmanager"]))]
     pub roles: Vec<String>,
+}
+
+/// `builtin`, `system` or `none`, listed in help and completions.
+fn executor_parser() -> impl TypedValueParser<Value = Executor> {
+    PossibleValuesParser::new(Executor::NAMES)
+        .map(|name| name.parse::<Executor>().expect("every listed name parses"))
 }
 
 /// `strict`, `accept-new` or `off`, listed in help and completions.
@@ -439,13 +475,35 @@ mod tests {
         let args = patch(parse(&["--native-ssh", "patch", "c", "p"]));
         assert!(args.connection.native_ssh);
         let args = patch(parse(&["--ssh", "system", "patch", "c", "p"]));
-        assert_eq!(args.connection.ssh, Some(SshType::System));
-        assert!(check_ssh_type(Some(SshType::System), false).is_err());
-        assert!(check_ssh_type(Some(SshType::None), false).is_err());
-        assert!(check_ssh_type(None, true).is_err());
-        assert!(check_ssh_type(Some(SshType::Builtin), false).is_ok());
-        let message = check_ssh_type(Some(SshType::System), false).unwrap_err().to_string();
-        assert!(message.contains("not supported yet; use --ssh builtin"), "{message}");
+        assert_eq!(args.connection.ssh, Some(Executor::System));
+        let args = patch(parse(&["patch", "c", "p", "--ssh", "none"]));
+        assert_eq!(args.connection.ssh, Some(Executor::None));
+    }
+
+    #[test]
+    fn jump_host_flags_parse_before_and_after_the_subcommand() {
+        let args = patch(parse(&[
+            "--ssh-proxy-host",
+            "127.0.9.1",
+            "--ssh-proxy-port",
+            "2222",
+            "patch",
+            "c",
+            "p",
+            "--ssh-proxy-port",
+            "22",
+            "--ssh-proxy-user",
+            "ops",
+        ]));
+        let proxy = args.connection.proxy;
+        assert_eq!(proxy.ssh_proxy_host.as_deref(), Some("127.0.9.1"));
+        assert_eq!(proxy.ssh_proxy_port, Some(22));
+        assert_eq!(proxy.ssh_proxy_user.as_deref(), Some("ops"));
+        let cli = parse(&["--ssh-proxy-timeout", "9", "display", "c"]);
+        match cli.command {
+            Command::Display(args) => assert_eq!(args.proxy.ssh_proxy_timeout, Some(9)),
+            other => panic!("not display: {other:?}"),
+        }
     }
 
     #[test]

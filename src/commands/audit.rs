@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use crate::cli::{GlobalArgs, PatchArgs, check_ssh_type};
+use crate::cli::{GlobalArgs, PatchArgs};
 use crate::engine::audit::{Unexecuted, record_unexecuted};
 use crate::engine::report::PackageReport;
 use crate::error::{ExitStatus, exit_status_of};
@@ -63,10 +63,7 @@ pub async fn patch(
 ) -> anyhow::Result<ExitStatus> {
     let dry_run = args.dry_run;
     let cluster = args.cluster.clone();
-    let result = match check_ssh_type(args.connection.ssh, args.connection.native_ssh) {
-        Ok(()) => super::patch::run(args, global, printer).await,
-        Err(refused) => Err(refused.into()),
-    };
+    let result = super::patch::run(args, global, printer).await;
     if !dry_run {
         record(global, &cluster, &result);
     }

@@ -16,11 +16,13 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use yaml_serde::Value;
 
-use crate::cli::{DisplayArgs, GlobalArgs, check_ssh_type};
+use super::reach;
+use crate::cli::{DisplayArgs, GlobalArgs};
 use crate::dm::client::{DmClient, MembersResponse};
 use crate::error::{ExitStatus, UsageError};
 use crate::output::table::tiup_table;
 use crate::output::{Printer, Style};
+use crate::ssh::{Executor, Reach};
 use crate::topology::store::Store;
 use crate::topology::tls::{CA_CERT, CLIENT_CERT, CLIENT_KEY, TLS_DIR};
 use crate::topology::{Cluster, Instance, Monitor, MonitorRole, Role};
@@ -95,9 +97,11 @@ pub async fn run(
     global: &GlobalArgs,
     printer: &Printer,
 ) -> anyhow::Result<ExitStatus> {
-    check_ssh_type(args.tiup.ssh, args.tiup.native_ssh)?;
     let store = Store::locate(global.tiup_home.clone())?;
     let cluster = store.load(&args.cluster)?;
+    // display makes no SSH connection, but an executor that cannot be is still refused.
+    reach::executor(&cluster, args.tiup.ssh, args.tiup.native_ssh)?;
+    let jump = reach::jump_host(&args.proxy)?;
     if args.version_only {
         // TiUP prints the bare version, whatever the format.
         println!("{}", cluster.version());
@@ -106,29 +110,35 @@ pub async fn run(
     let (instances, monitors) = select(&cluster, &args.filter.roles, &args.filter.nodes)?;
 
     let timeout = Duration::from_secs(args.status_timeout);
-    let client = DmClient::new(timeout, cluster.tls());
-    let metrics = Metrics::new(timeout, &cluster);
+    let policy = args.tiup.host_key_policy.unwrap_or_default();
+    let reach = reach::open(&cluster, Executor::Builtin, jump, policy).await?;
+    let client = DmClient::new(timeout, cluster.tls(), reach.http_proxy());
+    let metrics = Metrics::new(timeout, &cluster, reach.http_proxy());
+    let reach = std::sync::Arc::new(reach);
     let uptime = args.uptime;
-    let (members, dm_facts, monitor_facts) =
-        tokio::join!(
-            members_from_first(&client, &cluster),
-            all(instances.iter().map(|instance| {
-                let (client, metrics, addr) = (client.clone(), metrics.clone(), instance.addr());
-                async move {
-                    let (version, since) = tokio::join!(
-                        running_version(&client, &addr),
-                        metrics.since(&addr, true, uptime)
-                    );
-                    (version, since)
-                }
-            })),
-            all(monitors.iter().map(|monitor| {
-                let (metrics, addr) = (metrics.clone(), monitor.status_addr());
-                async move {
-                    tokio::join!(port_status(&addr, timeout), metrics.since(&addr, false, uptime))
-                }
-            })),
-        );
+    let (members, dm_facts, monitor_facts) = tokio::join!(
+        members_from_first(&client, &cluster),
+        all(instances.iter().map(|instance| {
+            let (client, metrics, addr) = (client.clone(), metrics.clone(), instance.addr());
+            async move {
+                let (version, since) = tokio::join!(
+                    running_version(&client, &addr),
+                    metrics.since(&addr, true, uptime)
+                );
+                (version, since)
+            }
+        })),
+        all(monitors.iter().map(|monitor| {
+            let (metrics, addr) = (metrics.clone(), monitor.status_addr());
+            let reach = reach.clone();
+            async move {
+                tokio::join!(
+                    port_status(&reach, &addr, timeout),
+                    metrics.since(&addr, false, uptime)
+                )
+            }
+        })),
+    );
 
     let mut rows: Vec<Row> = Vec::new();
     for (instance, (version, since)) in instances.iter().zip(dm_facts) {
@@ -273,9 +283,9 @@ fn causes(err: &dyn std::error::Error) -> String {
 
 /// Whether something accepts connections on `addr` within `timeout`: how a monitoring
 /// instance is Up or Down.
-async fn port_status(addr: &str, timeout: Duration) -> bool {
+async fn port_status(reach: &Reach, addr: &str, timeout: Duration) -> bool {
     let started = Instant::now();
-    let connected = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await;
+    let connected = tokio::time::timeout(timeout, reach.probe(addr)).await;
     let ms = started.elapsed().as_millis();
     let (up, how) = match connected {
         Ok(Ok(_)) => (true, "accepts connections".to_owned()),
@@ -299,8 +309,15 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn new(timeout: Duration, cluster: &Cluster) -> Metrics {
-        let builder = || reqwest::Client::builder().timeout(timeout).no_proxy();
+    fn new(timeout: Duration, cluster: &Cluster, proxy: Option<&str>) -> Metrics {
+        let builder = || {
+            let builder = reqwest::Client::builder().timeout(timeout).no_proxy();
+            match proxy.map(reqwest::Proxy::all) {
+                // The jump host's tunnel takes one request per connection.
+                Some(Ok(proxy)) => builder.proxy(proxy).pool_max_idle_per_host(0),
+                _ => builder,
+            }
+        };
         let mut dm = builder();
         if let Some(tls) = cluster.tls() {
             dm = dm.tls_backend_preconfigured((*tls.config()).clone());

@@ -4,3 +4,4 @@ pub mod audit;
 pub mod completions;
 pub mod display;
 pub mod patch;
+pub mod reach;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::reach;
 use crate::cli::{GlobalArgs, PatchArgs};
 use crate::dm::client::DmClient;
 use crate::engine::report::RunResult;
@@ -12,9 +13,10 @@ use crate::error::{ExitStatus, UsageError};
 use crate::output::{self, Printer, render_plan};
 use crate::package;
 use crate::plan::{Plan, PlanOptions};
+use crate::ssh::Executor;
 use crate::topology::select::Filter;
 use crate::topology::store::{self, Store};
-use crate::topology::{Cluster, Role};
+use crate::topology::{Cluster, Instance, Role};
 
 /// Everything `patch` needs, checked: after this nothing reads argv or the environment again.
 struct PatchConfig {
@@ -91,7 +93,9 @@ fn exit_status(result: RunResult) -> ExitStatus {
 
 async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> {
     let cluster = store.load(&args.cluster)?;
-    refuse_unsupported_ssh_type(&cluster, &args)?;
+    let connection = &args.connection;
+    let executor = reach::executor(&cluster, connection.ssh, connection.native_ssh)?;
+    let jump = reach::jump_host(&connection.proxy)?;
     let filter = Filter { roles: args.filter.roles, nodes: args.filter.nodes };
     let (role, selected) = filter.select_for_patch(&cluster)?;
 
@@ -102,9 +106,15 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
             .await
             .context("package inspection stopped unexpectedly")??;
 
+    if executor == Executor::None {
+        refuse_remote_hosts(&selected)?;
+    }
+    let host_key_policy = args.connection.host_key_policy;
+    let reach = reach::open(&cluster, executor, jump, host_key_policy).await?;
+
     let ssh_timeout = Duration::from_secs(args.connection.ssh_timeout);
     let leader = if role == Role::Master && !args.offline {
-        find_leader(&cluster, ssh_timeout).await
+        find_leader(&cluster, ssh_timeout, reach.http_proxy()).await
     } else {
         None
     };
@@ -122,7 +132,8 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
             ssh_timeout,
             wait_timeout: Duration::from_secs(args.connection.wait_timeout),
             concurrency: usize::from(args.connection.concurrency),
-            host_key_policy: args.connection.host_key_policy,
+            host_key_policy,
+            reach,
             command_line: std::env::args().collect(),
         },
         yes: args.yes,
@@ -130,26 +141,23 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
     })
 }
 
-/// Without `--ssh`, TiUP connects the way the cluster's `global.ssh_type` says; dm-patch has
-/// only its built-in client, so a cluster set to another executor is refused rather than
-/// reached some other way.
-fn refuse_unsupported_ssh_type(cluster: &Cluster, args: &PatchArgs) -> Result<(), UsageError> {
-    let global = cluster.meta.topology.global.as_ref();
-    let ssh_type = global.and_then(|g| g.ssh_type.as_deref()).unwrap_or("builtin");
-    if args.connection.ssh.is_some() || matches!(ssh_type, "" | "builtin") {
-        return Ok(());
+/// `--ssh none` runs every command here: a host that is not this machine is refused up front.
+fn refuse_remote_hosts(selected: &[&Instance]) -> Result<(), UsageError> {
+    match selected.iter().find(|instance| !crate::ssh::is_this_machine(&instance.ssh_host)) {
+        Some(remote) => Err(UsageError(format!(
+            "--ssh none runs commands on this machine, but {} is on {}, which is not one of its \
+             addresses; use --ssh builtin or system",
+            remote.id(),
+            remote.ssh_host
+        ))),
+        None => Ok(()),
     }
-    Err(UsageError(format!(
-        "cluster '{}' sets global.ssh_type: {ssh_type}, which dm-patch does not support yet; \
-         pass --ssh builtin to use dm-patch's own SSH client",
-        cluster.name
-    )))
 }
 
 /// The dm-master leader's member name, asked of any master; `None` when no master answers
 /// (planning goes on; the engine's preflight insists on a leader later).
-async fn find_leader(cluster: &Cluster, timeout: Duration) -> Option<String> {
-    let client = DmClient::new(timeout, cluster.tls());
+async fn find_leader(cluster: &Cluster, timeout: Duration, proxy: Option<&str>) -> Option<String> {
+    let client = DmClient::new(timeout, cluster.tls(), proxy);
     let masters: Vec<String> =
         cluster.instances.iter().filter(|i| i.role == Role::Master).map(|i| i.addr()).collect();
     let members = client.members_from_any(&masters).await.ok()?;

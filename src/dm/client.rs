@@ -171,9 +171,18 @@ impl DmClient {
     /// A client for a plain cluster (`tls: None`: HTTP) or a TLS one (`cluster.tls()`: HTTPS
     /// trusting exactly the cluster's CA, presenting its client certificate, and checking each
     /// instance's certificate against the host it is reached at, IP SANs included).
-    pub fn new(timeout: Duration, tls: Option<&ClientTls>) -> DmClient {
+    /// A client whose calls each end within `timeout`, over mutual TLS when the cluster has it,
+    /// through `proxy` (the jump host's tunnel, `http://127.0.0.1:<port>`) when given, and
+    /// never through a proxy of the environment.
+    pub fn new(timeout: Duration, tls: Option<&ClientTls>, proxy: Option<&str>) -> DmClient {
         let mut builder =
             reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).no_proxy();
+        if let Some(proxy) = proxy {
+            let proxy = reqwest::Proxy::all(proxy).expect("the tunnel's URL is a valid proxy URL");
+            // The tunnel reads one request head per connection (plain HTTP goes in absolute
+            // form): no connection is reused.
+            builder = builder.proxy(proxy).pool_max_idle_per_host(0);
+        }
         if let Some(tls) = tls {
             builder = builder.tls_backend_preconfigured((*tls.config()).clone());
         }

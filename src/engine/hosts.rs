@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -11,6 +12,9 @@ use super::remote::Remote;
 use crate::plan::Plan;
 use crate::ssh::{HostSession, Privilege, SshTarget};
 use crate::topology::{Cluster, SystemdMode};
+
+/// How long the system client's idle master connections stay beyond the roll's longest wait.
+const MASTER_IDLE: Duration = Duration::from_secs(600);
 
 /// The open sessions, keyed by SSH endpoint (`manage_host` or `host`, and port).
 pub struct Hosts {
@@ -30,6 +34,15 @@ impl Hosts {
             (_, SystemdMode::User) => Privilege::SystemdUser,
             _ => Privilege::Sudo,
         };
+        // A master connection of the system client must outlive the longest wait of the roll.
+        let persist = settings.wait_timeout + MASTER_IDLE;
+        let transport = match settings.reach.transport(persist) {
+            Ok(transport) => transport,
+            Err(err) => {
+                let problem = format!("cannot prepare the system ssh client's sockets: {err}");
+                return (Hosts { remotes: HashMap::new() }, vec![problem]);
+            }
+        };
         let limit = Arc::new(Semaphore::new(settings.concurrency));
         let mut connections = JoinSet::new();
         for staging in &plan.hosts {
@@ -42,6 +55,7 @@ impl Hosts {
                 host_key_policy: settings.host_key_policy,
                 connect_timeout: settings.ssh_timeout,
                 privilege,
+                transport: transport.clone(),
             };
             let limit = limit.clone();
             connections.spawn(async move {

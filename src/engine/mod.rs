@@ -29,12 +29,12 @@ use self::stage::Staged;
 use crate::dm::client::DmClient;
 use crate::dm::version::release_line;
 use crate::plan::{Plan, PlannedInstance};
-use crate::ssh::HostKeyPolicy;
+use crate::ssh::{HostKeyPolicy, Reach};
 use crate::topology::store::{self, ClusterLock, StoreError};
 use crate::topology::{Cluster, Role};
 
 /// How the engine goes about its work, whatever the plan: timeouts, fan-out, trust.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Settings {
     /// Connecting and logging in to a host; also each DM API call.
     pub ssh_timeout: Duration,
@@ -43,6 +43,8 @@ pub struct Settings {
     /// Hosts connected to and staged at the same time.
     pub concurrency: usize,
     pub host_key_policy: HostKeyPolicy,
+    /// The executor, and the jump host that carries SSH and the DM API, if any.
+    pub reach: Reach,
     /// The command line as typed, for the audit record.
     pub command_line: Vec<String>,
 }
@@ -65,7 +67,7 @@ pub async fn execute(
         report: new_report(&plan, started_at),
         plan: plan.clone(),
         progress,
-        client: DmClient::new(settings.ssh_timeout, cluster.tls()),
+        client: DmClient::new(settings.ssh_timeout, cluster.tls(), settings.reach.http_proxy()),
         masters: cluster
             .instances
             .iter()

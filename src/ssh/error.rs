@@ -47,6 +47,31 @@ pub enum SshError {
     #[error("cannot use the known hosts file {}: {source}", .path.display())]
     KnownHosts { path: PathBuf, source: std::io::Error },
 
+    #[error("cannot use the jump host {jump}: {reason}")]
+    Jump { jump: String, reason: String },
+
+    #[error("the jump host {jump} could not connect to {target}: {reason}")]
+    Forward { jump: String, target: String, reason: String },
+
+    #[error("cannot connect to {endpoint} with the system's ssh client: {reason}")]
+    SystemConnect { endpoint: String, reason: String },
+
+    #[error(
+        "{endpoint}: the system's ssh client failed running `{}`: {}",
+        one_line(.command),
+        if .stderr.trim().is_empty() { "exit status 255, no message".to_owned() } else { stderr_lines(.stderr) }
+    )]
+    SystemSsh { endpoint: String, command: String, stderr: String },
+
+    #[error(
+        "--ssh none runs commands on this machine, but {host} is not one of its addresses; \
+         use --ssh builtin or system for remote hosts"
+    )]
+    NotLocal { host: String },
+
+    #[error("cannot run `{}` on this machine: {source}", one_line(.command))]
+    Spawn { command: String, source: std::io::Error },
+
     #[error("{endpoint}: {action} failed: {reason}")]
     Channel { endpoint: String, action: String, reason: String },
 
@@ -72,8 +97,14 @@ fn one_line(text: &str) -> String {
 
 /// `: <stderr>` with its lines joined, or nothing when stderr was empty.
 fn stderr_suffix(stderr: &str) -> String {
+    let lines = stderr_lines(stderr);
+    if lines.is_empty() { String::new() } else { format!(": {lines}") }
+}
+
+/// The non-empty lines of `stderr`, joined on one line.
+fn stderr_lines(stderr: &str) -> String {
     let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
-    if lines.is_empty() { String::new() } else { format!(": {}", lines.join(" / ")) }
+    lines.join(" / ")
 }
 
 #[cfg(test)]

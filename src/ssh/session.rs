@@ -1,6 +1,7 @@
-//! Connecting to a host: TCP, the SSH handshake with its host-key check, and public-key login
-//! with the cluster key. The result is one [`HostSession`] per host, shared by every task that
-//! works there.
+//! Connecting to a host the way the cluster says (TiUP's executors): dm-patch's own SSH client
+//! (TCP or a jump host's forwarded channel, the SSH handshake with its host-key check, public-key
+//! login with the cluster key), the system's OpenSSH client, or this machine itself. The result
+//! is one [`HostSession`] per host, shared by every task that works there.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,12 +15,15 @@ use russh::keys::{
     Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate,
 };
 use russh::{Disconnect, Preferred};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use super::SshError;
 use super::exec::Privilege;
 use super::known_hosts::{self, KnownKey, Verdict};
+use super::local;
+use super::system::{OpenSsh, OpenSshMaster};
 
 /// Where and how to reach one host.
 #[derive(Debug, Clone)]
@@ -36,16 +40,41 @@ pub struct SshTarget {
     /// Bounds TCP connect, handshake and login together.
     pub connect_timeout: Duration,
     pub privilege: Privilege,
+    pub transport: Transport,
+}
+
+/// How a host is reached: TiUP's executors (`--ssh builtin|system|none`) and its jump host
+/// (`--ssh-proxy-*`).
+#[derive(Clone, Default)]
+pub enum Transport {
+    /// dm-patch's own SSH client, over TCP from this machine.
+    #[default]
+    Direct,
+    /// dm-patch's own SSH client, over a channel the jump host forwards (its connection is
+    /// shared by every host).
+    Jump(HostSession),
+    /// The system's OpenSSH client (the operator's ~/.ssh/config, agent, certificates), one
+    /// master connection per host that every command shares.
+    System(Arc<OpenSsh>),
+    /// No SSH: commands run on this machine, which must be the host.
+    Local,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Transport::Direct => f.write_str("Direct"),
+            Transport::Jump(jump) => write!(f, "Jump({})", jump.endpoint()),
+            Transport::System(_) => f.write_str("System"),
+            Transport::Local => f.write_str("Local"),
+        }
+    }
 }
 
 impl SshTarget {
     /// `host:port` (`[v6]:port`), as messages name the host.
     pub fn endpoint(&self) -> String {
-        if self.addr.contains(':') {
-            format!("[{}]:{}", self.addr, self.port)
-        } else {
-            format!("{}:{}", self.addr, self.port)
-        }
+        endpoint_of(&self.addr, self.port)
     }
 }
 
@@ -103,12 +132,19 @@ pub struct HostSession {
 }
 
 pub(super) struct Inner {
-    pub(super) handle: Handle<HostKeyCheck>,
+    pub(super) link: Link,
     pub(super) endpoint: String,
     pub(super) privilege: Privilege,
     /// Bounds the command channels open at once: sshd refuses channels past its `MaxSessions`
     /// (10 by default). Callers beyond the bound wait their turn.
     pub(super) command_slots: Semaphore,
+}
+
+/// What carries a session's commands.
+pub(super) enum Link {
+    Builtin(Handle<HostKeyCheck>),
+    System(OpenSshMaster),
+    Local,
 }
 
 /// Command channels open at once on one connection; see [`Inner::command_slots`].
@@ -117,23 +153,23 @@ const COMMAND_CHANNELS: usize = 8;
 impl HostSession {
     /// Connects, checks the host key and logs in, all within `target.connect_timeout`.
     pub async fn connect(target: &SshTarget) -> Result<HostSession, SshError> {
-        let key = load_key(target)?;
-        let recorded = match target.host_key_policy {
-            HostKeyPolicy::Off => Vec::new(),
-            _ => {
-                known_hosts::recorded_keys(&target.known_hosts, &target.addr, target.port).map_err(
-                    |source| SshError::KnownHosts { path: target.known_hosts.clone(), source },
-                )?
+        let (link, privilege) = match &target.transport {
+            Transport::Local => (Link::Local, local::privilege(target)?),
+            Transport::System(openssh) => {
+                (Link::System(openssh.connect(target).await?), target.privilege)
+            }
+            Transport::Direct | Transport::Jump(_) => {
+                (Link::Builtin(connect_builtin(target).await?), target.privilege)
             }
         };
-        let establish = establish(target, key, recorded);
-        match tokio::time::timeout(target.connect_timeout, establish).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(SshError::Timeout {
+        Ok(HostSession {
+            inner: Arc::new(Inner {
+                link,
                 endpoint: target.endpoint(),
-                timeout: target.connect_timeout,
+                privilege,
+                command_slots: Semaphore::new(COMMAND_CHANNELS),
             }),
-        }
+        })
     }
 
     /// `host:port` of this session.
@@ -145,12 +181,78 @@ impl HostSession {
         self.inner.privilege
     }
 
+    /// A TCP connection to `host:port` made by this session's host (a `direct-tcpip` channel):
+    /// how a jump host carries the connections to the hosts behind it.
+    pub async fn forward(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<russh::ChannelStream<client::Msg>, SshError> {
+        let Link::Builtin(handle) = &self.inner.link else {
+            unreachable!("jump hosts are reached with dm-patch's own SSH client");
+        };
+        let channel = handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|err| SshError::Forward {
+                jump: self.inner.endpoint.clone(),
+                target: endpoint_of(host, port),
+                reason: err.to_string(),
+            })?;
+        Ok(channel.into_stream())
+    }
+
     /// Says goodbye to the server. Problems are only logged: the connection is done either way.
     pub async fn close(&self) {
-        if let Err(err) = self.inner.handle.disconnect(Disconnect::ByApplication, "", "en").await {
-            tracing::debug!(endpoint = %self.inner.endpoint, "disconnect: {err}");
+        match &self.inner.link {
+            Link::Builtin(handle) => {
+                if let Err(err) = handle.disconnect(Disconnect::ByApplication, "", "en").await {
+                    tracing::debug!(endpoint = %self.inner.endpoint, "disconnect: {err}");
+                }
+            }
+            Link::System(master) => master.close().await,
+            Link::Local => {}
         }
     }
+}
+
+/// dm-patch's own client: the transport's stream, then handshake and login, within the timeout.
+async fn connect_builtin(target: &SshTarget) -> Result<Handle<HostKeyCheck>, SshError> {
+    let key = load_key(target)?;
+    let recorded = match target.host_key_policy {
+        HostKeyPolicy::Off => Vec::new(),
+        _ => known_hosts::recorded_keys(&target.known_hosts, &target.addr, target.port)
+            .map_err(|source| SshError::KnownHosts { path: target.known_hosts.clone(), source })?,
+    };
+    let establish = async {
+        let endpoint = target.endpoint();
+        match &target.transport {
+            Transport::Jump(jump) => {
+                let stream = jump.forward(&target.addr, target.port).await?;
+                handshake(target, key, recorded, stream).await
+            }
+            _ => {
+                let socket = TcpStream::connect((target.addr.as_str(), target.port))
+                    .await
+                    .map_err(|source| SshError::Connect { endpoint, source })?;
+                // Commands are short request/response exchanges; Nagle would hold back their
+                // last packet.
+                socket.set_nodelay(true).ok();
+                handshake(target, key, recorded, socket).await
+            }
+        }
+    };
+    match tokio::time::timeout(target.connect_timeout, establish).await {
+        Ok(result) => result,
+        Err(_elapsed) => {
+            Err(SshError::Timeout { endpoint: target.endpoint(), timeout: target.connect_timeout })
+        }
+    }
+}
+
+/// `host:port` (`[v6]:port`), as messages name an address.
+pub(super) fn endpoint_of(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 fn load_key(target: &SshTarget) -> Result<PrivateKey, SshError> {
@@ -160,18 +262,13 @@ fn load_key(target: &SshTarget) -> Result<PrivateKey, SshError> {
     })
 }
 
-async fn establish(
+async fn handshake(
     target: &SshTarget,
     key: PrivateKey,
     recorded: Vec<KnownKey>,
-) -> Result<HostSession, SshError> {
+    socket: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+) -> Result<Handle<HostKeyCheck>, SshError> {
     let endpoint = target.endpoint();
-    let socket = TcpStream::connect((target.addr.as_str(), target.port))
-        .await
-        .map_err(|source| SshError::Connect { endpoint: endpoint.clone(), source })?;
-    // Commands are short request/response exchanges; Nagle would hold back their last packet.
-    socket.set_nodelay(true).ok();
-
     let config = Arc::new(client_config(&recorded));
     let checker = HostKeyCheck { target: target.clone(), recorded };
     let mut handle =
@@ -204,14 +301,7 @@ async fn establish(
             key: target.key_path.clone(),
         });
     }
-    Ok(HostSession {
-        inner: Arc::new(Inner {
-            handle,
-            endpoint,
-            privilege: target.privilege,
-            command_slots: Semaphore::new(COMMAND_CHANNELS),
-        }),
-    })
+    Ok(handle)
 }
 
 fn client_config(recorded: &[KnownKey]) -> client::Config {
@@ -374,6 +464,7 @@ mod tests {
             host_key_policy: HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(1),
             privilege: Privilege::Sudo,
+            transport: Transport::Direct,
         };
         assert_eq!(target("10.0.0.1").endpoint(), "10.0.0.1:2222");
         assert_eq!(target("::1").endpoint(), "[::1]:2222");

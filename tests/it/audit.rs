@@ -76,13 +76,14 @@ fn a_run_refused_after_planning_names_the_package() {
 }
 
 #[test]
-fn an_executor_refusal_is_recorded() {
+fn a_refused_jump_host_login_is_recorded() {
     let store = Store::demo();
     let pkg = store.good_package("dm-worker");
-    store.refused(&["patch", "demo", &pkg, "-R", "dm-worker", "--yes", "--ssh", "system"]);
+    let jump = ["--ssh-proxy-host", "127.0.9.9", "--ssh-proxy-use-password"];
+    store.refused(&[&["patch", "demo", &pkg, "-R", "dm-worker", "--yes"][..], &jump].concat());
     let record = the_record(store.home());
     assert_lines(&record, &["result: Refused", "exit: 2"]);
-    assert!(record.contains("--ssh system is not supported yet"), "{record}");
+    assert!(record.contains("logs in to the jump host with a key only"), "{record}");
 }
 
 /// A dry run changes nothing and leaves no record.

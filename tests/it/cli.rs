@@ -21,11 +21,13 @@ fn patch_help_lists_what_applies_to_patch() {
     insta::assert_snapshot!(stdout(&["patch", "--help"]));
 }
 
-/// `display --help` lists no SSH, wait or concurrency option: display uses none.
+/// `display --help` lists no SSH, wait or concurrency option: display uses none. The jump host
+/// applies: the DM API is asked through it.
 #[test]
 fn display_help_lists_what_applies_to_display() {
     let help = stdout(&["display", "--help"]);
-    for absent in ["--wait-timeout", "--host-key-policy", "--concurrency", "--yes", "--ssh"] {
+    assert!(help.contains("--ssh-proxy-host"), "{help}");
+    for absent in ["--wait-timeout", "--host-key-policy", "--concurrency", "--yes", "--ssh <"] {
         assert!(!help.contains(absent), "{absent} listed:\n{help}");
     }
     insta::assert_snapshot!(help);
@@ -73,28 +75,48 @@ fn tiup_global_flags_parse_where_tiup_takes_them() {
     store.run(&args).success();
 }
 
-/// `--ssh system`, `--ssh none` and `--native-ssh` ask for an executor dm-patch does not have:
-/// refused in one line, exit 2, nothing changed; never silently replaced by the built-in one.
+/// `--native-ssh` and TiUP's `TIUP_NATIVE_SSH` choose the system's ssh client (here one that
+/// cannot connect, named by TiUP's `TIUP_SSH_PATH`), before or after the subcommand.
 #[test]
-fn another_ssh_executor_is_refused() {
+fn native_ssh_switches_choose_the_system_client() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    let refusing_ssh =
+        store.file("ssh", b"#!/bin/sh\necho \"ssh: refused by the test\" >&2\nexit 255\n");
+    std::fs::set_permissions(&refusing_ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let base = ["patch", "demo", pkg.as_str(), "-R", "dm-worker", "--yes"];
+    let runs = [
+        store.dm_patch(["--native-ssh"].iter().chain(&base)),
+        store.dm_patch(base.iter().chain(&["--ssh", "system"])),
+        {
+            let mut command = store.dm_patch(base);
+            command.env("TIUP_NATIVE_SSH", "true");
+            command
+        },
+    ];
+    for mut command in runs {
+        let run = crate::support::Run::of(command.env("TIUP_SSH_PATH", &refusing_ssh)).code(1);
+        assert!(
+            run.stderr.contains("with the system's ssh client: ssh: refused by the test"),
+            "{run:?}"
+        );
+    }
+}
+
+/// An executor TiUP does not have, and a password login to the jump host, are refused in one
+/// line, exit 2, nothing changed.
+#[test]
+fn unknown_executors_and_password_jump_logins_are_refused() {
     let store = Store::demo();
     let pkg = store.good_package("dm-worker");
     let base = ["patch", "demo", pkg.as_str(), "-R", "dm-worker", "--yes"];
-    let lines: Vec<String> = [&["--ssh", "system"][..], &["--ssh", "none"], &["--native-ssh"]]
-        .iter()
-        .map(|extra| store.refused(&[&base[..], extra].concat()))
-        .collect();
+    let lines: Vec<String> =
+        [&["--ssh", "telnet"][..], &["--ssh-proxy-host", "127.0.9.9", "--ssh-proxy-use-password"]]
+            .iter()
+            .map(|extra| store.refused(&[&base[..], extra].concat()))
+            .collect();
     insta::assert_snapshot!(lines.join(""));
-    // Before the subcommand, too.
-    let leading = ["--native-ssh", "patch", "demo", pkg.as_str(), "-R", "dm-worker", "--yes"];
-    assert!(store.refused(&leading).contains("not supported yet"));
-    // TiUP's environment switch for it.
-    let run = crate::support::Run::of(store.dm_patch(base).env("TIUP_NATIVE_SSH", "true")).code(2);
-    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
-    assert!(run.stderr.contains("TIUP_NATIVE_SSH=true"), "{run:?}");
-    assert!(run.stderr.contains("not supported yet; use --ssh builtin"), "{run:?}");
-    crate::support::Run::of(store.dm_patch(base).env("TIUP_NATIVE_SSH", "0").arg("--dry-run"))
-        .success();
 }
 
 /// `--host-key-policy` takes only its listed values, and says which.

@@ -430,12 +430,12 @@ fn package_is_a_directory() {
     assert_eq!(line.matches("it is a directory").count(), 1, "{line}");
 }
 
-/// A cluster whose `global.ssh_type` names an executor dm-patch does not have is refused, not
-/// reached some other way; `--ssh builtin` says to use the built-in client anyway.
+/// A cluster whose `global.ssh_type` names an executor TiUP does not have is refused, not
+/// reached some other way; `--ssh builtin` says which to use instead.
 #[test]
-fn a_cluster_set_to_another_ssh_type() {
+fn a_cluster_set_to_an_unknown_ssh_type() {
     let meta =
-        "topology:\n  global:\n    ssh_type: system\n  worker_servers:\n  - host: 127.0.9.1\n";
+        "topology:\n  global:\n    ssh_type: telnet\n  worker_servers:\n  - host: 127.0.9.1\n";
     let store = Store::new().cluster("demo", meta);
     let pkg = store.good_package("dm-worker");
     insta::assert_snapshot!(store.refused(&[

@@ -5,6 +5,7 @@ mod cli;
 mod cluster;
 mod display;
 mod dry_run;
+mod executors;
 mod hostile;
 mod hosts;
 mod inputs;

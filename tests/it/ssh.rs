@@ -7,7 +7,9 @@ mod stream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dm_patch::ssh::{HostKeyPolicy, HostSession, Privilege, SshError, SshTarget, shell_quote};
+use dm_patch::ssh::{
+    HostKeyPolicy, HostSession, Privilege, SshError, SshTarget, Transport, shell_quote,
+};
 use dm_sandbox::{SSH_PORT, Sandbox};
 
 pub fn hosts(count: usize) -> Sandbox {
@@ -28,6 +30,7 @@ pub fn target(sb: &Sandbox, ip: &str) -> SshTarget {
         host_key_policy: HostKeyPolicy::AcceptNew,
         connect_timeout: Duration::from_secs(10),
         privilege: if sb.ssh_user() == "root" { Privilege::Root } else { Privilege::Sudo },
+        transport: Transport::Direct,
     }
 }
 
@@ -200,6 +203,7 @@ async fn unreachable_hosts_fail_fast_and_say_where() {
         host_key_policy: HostKeyPolicy::AcceptNew,
         connect_timeout: Duration::from_millis(300),
         privilege: Privilege::Root,
+        transport: Transport::Direct,
     };
 
     // Nothing listens there: refused at once.

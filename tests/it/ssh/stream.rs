@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dm_patch::ssh::{HostKeyPolicy, HostSession, Privilege, SshTarget};
+use dm_patch::ssh::{HostKeyPolicy, HostSession, Privilege, SshTarget, Transport};
 use dm_sandbox::SSH_PORT;
 use sha2::{Digest, Sha256};
 
@@ -69,6 +69,7 @@ async fn large_stream_in_this_process() {
         host_key_policy: HostKeyPolicy::AcceptNew,
         connect_timeout: Duration::from_secs(10),
         privilege: Privilege::Root,
+        transport: Transport::Direct,
     })
     .await
     .unwrap();

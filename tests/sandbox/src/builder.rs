@@ -197,7 +197,7 @@ impl Sandbox {
     /// Installs binaries, keys and hosts, writes the store and deploy dirs.
     fn install(&mut self, spec: &SandboxBuilder, executables: &Executables) -> Result<()> {
         let bin = self.root.join("bin");
-        let stand_in_dir = bin.join("path");
+        let stand_in_dir = self.stand_in_dir();
         fs::create_dir_all(&stand_in_dir)?;
         let dm_sim = bin.join("dm-sim");
         fs::copy(&executables.dm_sim, &dm_sim).context("copying dm-sim")?;

@@ -272,6 +272,12 @@ impl Sandbox {
         }
     }
 
+    /// The first entry of `PATH` in the hosts' SSH sessions: this sandbox's `systemctl`
+    /// stand-in.
+    pub fn stand_in_dir(&self) -> PathBuf {
+        self.root.join("bin").join("path")
+    }
+
     /// Where sudo finds the stand-in for every sandbox (see [`crate::sudo`]).
     pub fn shared_stand_in_dir() -> &'static Path {
         Path::new(STAND_IN_DIR)

@@ -1,0 +1,257 @@
+//! `--ssh system` (TiUP's system executor): the local OpenSSH client, so that the operator's
+//! `~/.ssh/config` (ProxyJump, agent, certificates) applies. TiUP starts one `ssh` connection
+//! per command; dm-patch keeps its promise of one connection per host with OpenSSH's connection
+//! sharing: a master connection per host, opened once, and every command a client of it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use super::jump::JumpHost;
+use super::session::HostKeyPolicy;
+use super::{SshError, SshTarget, shell_quote};
+
+/// TiUP's variable naming the `ssh` client to use instead of the one on `PATH`.
+pub const SSH_PATH_ENV: &str = "TIUP_SSH_PATH";
+
+/// Keepalives as dm-patch's own client sends them: a host that vanished is noticed in a minute.
+const KEEPALIVE: [&str; 4] = ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"];
+
+/// The system client, as this run uses it: where the master connections' sockets live, and the
+/// jump host every connection goes through, if any.
+pub struct OpenSsh {
+    /// Private to this run, removed with it (and the sockets in it).
+    control_dir: tempfile::TempDir,
+    jump: Option<JumpHost>,
+    /// How long an idle master outlives its last command: long enough for any wait of the roll,
+    /// short enough that a killed dm-patch leaves nothing behind for long.
+    persist: Duration,
+    next_socket: AtomicUsize,
+}
+
+impl OpenSsh {
+    pub fn new(jump: Option<JumpHost>, persist: Duration) -> std::io::Result<OpenSsh> {
+        let control_dir = tempfile::Builder::new().prefix("dm-patch-ssh-").tempdir()?;
+        Ok(OpenSsh { control_dir, jump, persist, next_socket: AtomicUsize::new(0) })
+    }
+
+    /// Opens the master connection to `target` (`ssh -M -N -f`: it returns once logged in).
+    pub(super) async fn connect(
+        self: &Arc<Self>,
+        target: &SshTarget,
+    ) -> Result<OpenSshMaster, SshError> {
+        let index = self.next_socket.fetch_add(1, Ordering::Relaxed);
+        let socket = self.control_dir.path().join(index.to_string());
+        let log = self.control_dir.path().join(format!("{index}.log"));
+        let stderr = self.control_dir.path().join(format!("{index}.stderr"));
+        let failed =
+            |reason: String| SshError::SystemConnect { endpoint: target.endpoint(), reason };
+        let stderr_file = std::fs::File::create(&stderr)
+            .map_err(|err| failed(format!("cannot create {}: {err}", stderr.display())))?;
+        let master = OpenSshMaster {
+            _control_dir: self.clone(),
+            socket,
+            options: options(target, self.jump.as_ref()),
+            host: target.addr.clone(),
+        };
+        let mut connect = master.ssh();
+        connect
+            .args(["-M", "-N", "-f", "-o"])
+            .arg(format!("ControlPersist={}", self.persist.as_secs().max(1)))
+            // The backgrounded master keeps its stdio: its messages go to files, so that
+            // nothing here waits on a pipe it holds open.
+            .arg("-E")
+            .arg(&log)
+            .arg("--")
+            .arg(&master.host)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr_file)
+            .kill_on_drop(true);
+        let status = match tokio::time::timeout(target.connect_timeout, connect.status()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(err)) => {
+                return Err(failed(format!(
+                    "cannot run {}: {err}",
+                    ssh_program().to_string_lossy()
+                )));
+            }
+            Err(_elapsed) => {
+                return Err(SshError::Timeout {
+                    endpoint: target.endpoint(),
+                    timeout: target.connect_timeout,
+                });
+            }
+        };
+        if !status.success() {
+            let said: String = [&log, &stderr]
+                .iter()
+                .map(|file| std::fs::read_to_string(file).unwrap_or_default())
+                .collect();
+            let said: Vec<&str> = said.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            return Err(failed(if said.is_empty() {
+                format!("ssh {status}")
+            } else {
+                said.join(" / ")
+            }));
+        }
+        Ok(master)
+    }
+}
+
+/// One host's master connection.
+pub(super) struct OpenSshMaster {
+    /// Keeps the socket's directory while the connection is in use.
+    _control_dir: Arc<OpenSsh>,
+    socket: PathBuf,
+    /// The options the master was opened with; clients repeat them so that `ssh` resolves the
+    /// same host the same way.
+    options: Vec<OsString>,
+    host: String,
+}
+
+impl OpenSshMaster {
+    /// `ssh` running `line` over the master connection (never a connection of its own).
+    pub(super) fn command(&self, line: &str) -> Command {
+        let mut command = self.ssh();
+        command.args(["-o", "ControlMaster=no", "--"]).arg(&self.host).arg(line);
+        command
+    }
+
+    /// Ends the master connection.
+    pub(super) async fn close(&self) {
+        let mut exit = self.ssh();
+        exit.args(["-O", "exit", "--"]).arg(&self.host);
+        let output = exit.stdin(Stdio::null()).output().await;
+        if let Err(err) = output {
+            tracing::debug!(host = %self.host, "ssh -O exit: {err}");
+        }
+    }
+
+    fn ssh(&self) -> Command {
+        let mut command = Command::new(ssh_program());
+        command.arg("-S").arg(&self.socket).args(&self.options);
+        command
+    }
+}
+
+fn ssh_program() -> OsString {
+    std::env::var_os(SSH_PATH_ENV).filter(|path| !path.is_empty()).unwrap_or_else(|| "ssh".into())
+}
+
+/// The options that make `ssh` log in as dm-patch's own client would: the cluster's user, key
+/// and port, never a prompt, host keys checked against the cluster's known_hosts (then the
+/// operator's) with the run's policy, and TiUP's jump host as a `ProxyCommand`.
+fn options(target: &SshTarget, jump: Option<&JumpHost>) -> Vec<OsString> {
+    let mut options: Vec<OsString> = vec!["-o".into(), "BatchMode=yes".into()];
+    options.extend([
+        "-o".into(),
+        format!("ConnectTimeout={}", target.connect_timeout.as_secs().max(1)).into(),
+    ]);
+    options.extend(KEEPALIVE.map(OsString::from));
+    options.extend(
+        host_key_options(target.host_key_policy, &target.known_hosts)
+            .into_iter()
+            .map(OsString::from),
+    );
+    options.extend(["-o".into(), "LogLevel=ERROR".into()]);
+    options.extend(["-i".into(), target.key_path.clone().into_os_string()]);
+    options.extend([
+        "-p".into(),
+        target.port.to_string().into(),
+        "-l".into(),
+        target.user.clone().into(),
+    ]);
+    if let Some(jump) = jump {
+        let proxy = proxy_command(jump, target.host_key_policy, &target.known_hosts);
+        options.extend(["-o".into(), format!("ProxyCommand={proxy}").into()]);
+    }
+    options
+}
+
+/// `StrictHostKeyChecking` for the policy, against the cluster's known_hosts first (where new
+/// keys are recorded, unhashed, as dm-patch's own client reads them) and the operator's next.
+fn host_key_options(policy: HostKeyPolicy, known_hosts: &Path) -> Vec<String> {
+    let (checking, files) = match policy {
+        HostKeyPolicy::Strict => ("yes", known_hosts_files(known_hosts)),
+        HostKeyPolicy::AcceptNew => ("accept-new", known_hosts_files(known_hosts)),
+        HostKeyPolicy::Off => ("no", "/dev/null".to_owned()),
+    };
+    vec![
+        "-o".into(),
+        format!("StrictHostKeyChecking={checking}"),
+        "-o".into(),
+        format!("UserKnownHostsFile={files}"),
+        "-o".into(),
+        "HashKnownHosts=no".into(),
+    ]
+}
+
+fn known_hosts_files(cluster_file: &Path) -> String {
+    // ssh splits the list on spaces; a path with spaces is quoted.
+    let cluster_file = cluster_file.display().to_string();
+    let cluster_file =
+        if cluster_file.contains(' ') { format!("\"{cluster_file}\"") } else { cluster_file };
+    format!("{cluster_file} ~/.ssh/known_hosts")
+}
+
+/// TiUP's `ProxyCommand` (`ssh -i <identity> -p <port> <user>@<host> -W %h:%p`), with the jump
+/// host's key checked as the hosts' are. `/bin/sh` runs it: every value is quoted, and `%` (a
+/// `ProxyCommand` escape) doubled.
+fn proxy_command(jump: &JumpHost, policy: HostKeyPolicy, known_hosts: &Path) -> String {
+    let mut words = vec![ssh_program().to_string_lossy().into_owned()];
+    words.extend(["-o".into(), "BatchMode=yes".into()]);
+    words.extend(["-o".into(), format!("ConnectTimeout={}", jump.timeout.as_secs().max(1))]);
+    words.extend(host_key_options(policy, known_hosts));
+    words.extend(["-o".into(), "LogLevel=ERROR".into()]);
+    words.extend(["-i".into(), jump.identity.display().to_string()]);
+    words.extend(["-p".into(), jump.port.to_string(), "-l".into(), jump.user.clone()]);
+    words.extend(["-W".into(), "%h:%p".into(), "--".into(), jump.addr.clone()]);
+    words
+        .iter()
+        .map(
+            |word| {
+                if word == "%h:%p" { word.clone() } else { shell_quote(word).replace('%', "%%") }
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxy_command_quotes_every_value_and_keeps_only_its_own_escapes() {
+        let jump = JumpHost {
+            addr: "127.0.9.1".into(),
+            port: 2222,
+            user: "ops".into(),
+            identity: "/home/o p/100%.key".into(),
+            timeout: Duration::from_secs(7),
+        };
+        let command = proxy_command(&jump, HostKeyPolicy::Strict, Path::new("/s/known_hosts"));
+        assert!(command.contains("-i '/home/o p/100%%.key'"), "{command}");
+        assert!(command.contains("ConnectTimeout=7"), "{command}");
+        assert!(command.contains("StrictHostKeyChecking=yes"), "{command}");
+        assert!(command.ends_with("-p 2222 -l ops -W %h:%p -- 127.0.9.1"), "{command}");
+    }
+
+    #[test]
+    fn host_keys_are_checked_against_the_clusters_file_first() {
+        let options = host_key_options(HostKeyPolicy::AcceptNew, Path::new("/t h/known_hosts"));
+        assert!(options.contains(&"StrictHostKeyChecking=accept-new".to_owned()));
+        assert!(
+            options
+                .contains(&"UserKnownHostsFile=\"/t h/known_hosts\" ~/.ssh/known_hosts".to_owned())
+        );
+        let off = host_key_options(HostKeyPolicy::Off, Path::new("/s/known_hosts"));
+        assert!(off.contains(&"UserKnownHostsFile=/dev/null".to_owned()));
+    }
+}

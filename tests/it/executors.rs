@@ -1,0 +1,163 @@
+//! TiUP's executors and jump host, through real sshd: the system's ssh client (chosen by the
+//! cluster's `global.ssh_type`), `--ssh none` on this machine, and `--ssh-proxy-*` from a
+//! network namespace where the jump host is the only way to the cluster.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use dm_sandbox::{JumpHost, Sandbox};
+
+use crate::cluster::Cluster;
+use crate::support::Run;
+
+/// `Accepted publickey` lines in the sshd log of `ip`: one per SSH login.
+fn logins(cluster: &Cluster, ip: &str) -> usize {
+    let log = cluster.sandbox.host_dir(ip).join("sshd/sshd.log");
+    fs::read_to_string(log).unwrap_or_default().matches("Accepted publickey").count()
+}
+
+/// An `ssh` that notes each of its command lines in `log`, then is the real one.
+fn recording_ssh(dir: &Path, log: &Path) -> std::path::PathBuf {
+    let wrapper = dir.join("ssh");
+    let script = format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec ssh \"$@\"\n", log.display());
+    fs::write(&wrapper, script).unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+#[test]
+fn the_clusters_ssh_type_system_patches_over_one_shared_connection_per_host() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2));
+    let meta = cluster.cluster_dir().join("meta.yaml");
+    let text = fs::read_to_string(&meta).unwrap();
+    fs::write(&meta, text.replace("ssh_type: builtin", "ssh_type: system")).unwrap();
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let calls = scratch.path().join("ssh-calls");
+    let ssh = recording_ssh(scratch.path(), &calls);
+    let hosts = cluster.sandbox.hosts();
+    let before: Vec<usize> = hosts.iter().map(|ip| logins(&cluster, ip)).collect();
+
+    let mut command = cluster.dm_patch();
+    command.args(["patch", cluster.sandbox.cluster_name(), &pkg, "-R", "dm-worker"]);
+    let run = Run::of(command.args(["--yes", "--format", "json"]).env("TIUP_SSH_PATH", &ssh));
+
+    let run = run.success();
+    assert_eq!(run.outcome_names(), ["patched"; 2]);
+    for id in cluster.ids("dm-worker") {
+        assert_eq!(cluster.version(&id).as_deref(), Some("v8.5.2"), "{id}");
+    }
+    let calls = fs::read_to_string(&calls).unwrap();
+    let masters =
+        calls.lines().filter(|line| line.starts_with("-S ") && line.contains(" -M ")).count();
+    assert_eq!(masters, 2, "one master connection per host:\n{calls}");
+    assert!(calls.lines().any(|line| line.contains("ControlMaster=no")), "{calls}");
+    for (ip, before) in hosts.iter().zip(before) {
+        assert_eq!(logins(&cluster, ip), before + 1, "{ip}: one SSH login for the whole run");
+    }
+    // The master connections and their sockets are gone with the run.
+    let socket = calls.split_whitespace().nth(1).unwrap();
+    let control_dir = Path::new(socket).parent().unwrap();
+    assert!(!control_dir.exists(), "{control_dir:?} is left");
+    let leftover = Command::new("pgrep").arg("-f").arg(control_dir).output().unwrap();
+    assert!(leftover.stdout.is_empty(), "{}", String::from_utf8_lossy(&leftover.stdout));
+}
+
+#[test]
+fn ssh_none_patches_a_cluster_whose_host_is_this_machine_without_ssh() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(1).masters(1).workers(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let ip = cluster.sandbox.hosts()[0].clone();
+    let before = logins(&cluster, &ip);
+    // What the host's sshd gives its sessions, given to dm-patch's own commands instead.
+    let path = format!(
+        "{}:{}",
+        cluster.sandbox.stand_in_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let mut command = cluster.dm_patch();
+    command.env("PATH", path).env("DM_SANDBOX_HOST_DIR", cluster.sandbox.host_dir(&ip));
+    let run = Run::of(command.args([
+        "patch",
+        cluster.sandbox.cluster_name(),
+        &pkg,
+        "-R",
+        "dm-worker",
+        "--ssh",
+        "none",
+        "--yes",
+        "--format",
+        "json",
+    ]));
+
+    assert_eq!(run.success().outcome_names(), ["patched"]);
+    let worker = &cluster.ids("dm-worker")[0];
+    assert_eq!(cluster.version(worker).as_deref(), Some("v8.5.2"));
+    assert_eq!(logins(&cluster, &ip), before, "no SSH login");
+}
+
+#[test]
+fn a_jump_host_carries_ssh_and_the_dm_api_to_a_cluster_reachable_only_through_it() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1));
+    let jump = JumpHost::start(&cluster.sandbox).expect("the jump host starts");
+    let jump_key = jump.key().display().to_string();
+    let proxy = [
+        "--ssh-proxy-host",
+        jump.ip(),
+        "--ssh-proxy-port",
+        "2222",
+        "--ssh-proxy-user",
+        "root",
+        "--ssh-proxy-identity-file",
+        &jump_key,
+    ];
+    let isolated = |args: &[&str]| {
+        let mut command = cluster.dm_patch();
+        command.args(args);
+        jump.isolate(&mut command);
+        Run::of(&mut command)
+    };
+    let name = cluster.sandbox.cluster_name();
+    let v852 = cluster.package("dm-worker", "v8.5.2", &[]);
+    let patch = |package: &str, extra: &[&str]| {
+        let mut args = vec!["patch", name, package, "-R", "dm-worker", "--yes", "--format", "json"];
+        args.extend(extra);
+        isolated(&args)
+    };
+
+    // From there, the cluster cannot be reached directly.
+    let direct = patch(&v852, &[]).code(1);
+    assert!(direct.stderr.contains("cannot connect to"), "{}", direct.stderr);
+
+    // The jump host's key is checked like every host's: unknown to a strict policy, refused.
+    let strict = patch(&v852, &[&proxy[..], &["--host-key-policy", "strict"]].concat()).code(1);
+    assert!(strict.stderr.contains(&format!("host key of {}", jump.ip())), "{}", strict.stderr);
+
+    let worker = &cluster.ids("dm-worker")[0];
+    let run = patch(&v852, &proxy).success();
+    assert_eq!(run.outcome_names(), ["patched"]);
+    assert_eq!(cluster.version(worker).as_deref(), Some("v8.5.2"));
+    let known_hosts = fs::read_to_string(cluster.cluster_dir().join("ssh/known_hosts")).unwrap();
+    assert!(known_hosts.contains(&format!("[{}]:2222 ", jump.ip())), "{known_hosts}");
+    assert_eq!(jump.logins(), 1, "one login to the jump host for SSH and the DM API");
+
+    // The system's ssh client goes through it too (TiUP's ProxyCommand).
+    let v853 = cluster.package("dm-worker", "v8.5.3", &[]);
+    patch(&v853, &[&proxy[..], &["--ssh", "system"]].concat()).success();
+    assert_eq!(cluster.version(worker).as_deref(), Some("v8.5.3"));
+
+    // display asks the DM API through it.
+    let display = isolated(&[&["display", name, "--format", "json"], &proxy[..]].concat());
+    let json = display.success().json();
+    let statuses: Vec<&str> = json["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|instance| instance["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.len(), 2, "{json}");
+    assert!(statuses.iter().all(|s| !s.contains("Down") && !s.contains("N/A")), "{json}");
+}
