@@ -333,6 +333,10 @@ pub struct PatchArgs {
     /// cluster's dm_version; a hotfix normally stays on its release line
     #[arg(long)]
     pub allow_version_change: bool,
+    /// Patch even when a migration task is already paused: it is named, and left as it is (by
+    /// default the run stops before changing anything)
+    #[arg(long)]
+    pub force: bool,
     /// Do not ask for confirmation
     #[arg(short, long)]
     pub yes: bool,

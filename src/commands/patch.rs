@@ -133,6 +133,7 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
             wait_timeout: Duration::from_secs(args.connection.wait_timeout),
             concurrency: usize::from(args.connection.concurrency),
             host_key_policy,
+            force: args.force,
             reach,
             command_line: std::env::args().collect(),
         },

@@ -268,7 +268,7 @@ impl DmClient {
         }
     }
 
-    async fn get(&self, addr: &str, path: &str) -> Result<String, DmError> {
+    pub(super) async fn get(&self, addr: &str, path: &str) -> Result<String, DmError> {
         let response = self.send(self.http.get(self.url(addr, path)), addr).await?;
         self.body(response, addr).await
     }

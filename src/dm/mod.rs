@@ -3,5 +3,6 @@
 pub mod client;
 pub mod health;
 pub mod order;
+pub mod tasks;
 pub mod tls;
 pub mod version;

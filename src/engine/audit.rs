@@ -266,6 +266,7 @@ mod tests {
             result: RunResult::Failed,
             message: Some("it failed\nbadly".to_owned()),
             problems: Vec::new(),
+            paused_before: Vec::new(),
             instances: vec![InstanceReport {
                 id: "127.0.9.1:8262".to_owned(),
                 role: Role::Worker,
@@ -276,6 +277,7 @@ mod tests {
                 outcome: Outcome::Patched,
                 seconds: 3.0,
                 detail: None,
+                tasks: Vec::new(),
             }],
             kept_package: None,
             phases: Vec::new(),

@@ -11,6 +11,7 @@ pub mod report;
 mod roll;
 pub mod signals;
 mod stage;
+mod tasks;
 mod tree;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use self::report::{InstanceReport, Outcome, PackageReport, PhaseTime, Report, Ru
 use self::roll::{Failure, Job, RollContext};
 use self::signals::Interrupt;
 use self::stage::Staged;
+use self::tasks::TaskGate;
 use crate::dm::client::DmClient;
 use crate::dm::version::release_line;
 use crate::plan::{Plan, PlannedInstance};
@@ -43,6 +45,8 @@ pub struct Settings {
     /// Hosts connected to and staged at the same time.
     pub concurrency: usize,
     pub host_key_policy: HostKeyPolicy,
+    /// Patch even when a migration task is already paused (it is named, and left as it is).
+    pub force: bool,
     /// The executor, and the jump host that carries SSH and the DM API, if any.
     pub reach: Reach,
     /// The command line as typed, for the audit record.
@@ -68,12 +72,8 @@ pub async fn execute(
         plan: plan.clone(),
         progress,
         client: DmClient::new(settings.ssh_timeout, cluster.tls(), settings.reach.http_proxy()),
-        masters: cluster
-            .instances
-            .iter()
-            .filter(|i| i.role == Role::Master)
-            .map(|i| i.addr())
-            .collect(),
+        masters: addrs_of(cluster, Role::Master),
+        tasks: None,
     };
     let audit = audit::Audit::start(&lock.store().audit_dir(), &settings.command_line);
 
@@ -92,8 +92,15 @@ struct Run {
     progress: Arc<dyn Progress>,
     client: DmClient,
     masters: Vec<String>,
+    /// The migration tasks the roll must keep running (none with `--offline`).
+    tasks: Option<TaskGate>,
     /// When the current phase began.
     phase_started: Instant,
+}
+
+/// The API addresses of the cluster's instances of `role`.
+fn addrs_of(cluster: &Cluster, role: Role) -> Vec<String> {
+    cluster.instances.iter().filter(|i| i.role == role).map(|i| i.addr()).collect()
 }
 
 impl Run {
@@ -121,6 +128,32 @@ impl Run {
             let row = row(&mut self.report, id);
             row.old_version = Some(installed.version.clone());
             row.old_binary_sha256.clone_from(&installed.sha256);
+        }
+        if !self.plan.offline {
+            let workers = addrs_of(cluster, Role::Worker);
+            let (gate, paused) =
+                TaskGate::survey(&self.client, workers, self.masters.clone()).await;
+            if !paused.is_empty() && !settings.force {
+                let problems = paused
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{}; resume or fix it first (or pass --force to patch anyway, \
+                             leaving it as it is)",
+                            p.describe()
+                        )
+                    })
+                    .collect();
+                return self.stop_before_roll(problems);
+            }
+            for paused in &paused {
+                self.progress.event(Event::Note(&format!(
+                    "--force: {}; patching anyway, it is left as it is",
+                    paused.describe()
+                )));
+            }
+            self.report.paused_before = paused.into_iter().map(|p| p.subtask).collect();
+            self.tasks = Some(gate);
         }
         if interrupt.requested() {
             return self.interrupted_before_roll(&hosts).await;
@@ -193,6 +226,7 @@ impl Run {
             offline: plan.offline,
             progress: self.progress.as_ref(),
             interrupt,
+            tasks: self.tasks.as_ref().filter(|gate| !gate.is_empty()),
         };
         // `--offline` restarts nothing, so the swaps run side by side, `--concurrency` at a
         // time; the loop below records them in plan order as if they had run one by one.
@@ -250,6 +284,7 @@ impl Run {
                 _ => None,
             };
             record.detail = detail.clone();
+            record.tasks = context.tasks.map(|gate| gate.checked(&planned.id)).unwrap_or_default();
             context.progress.event(Event::InstanceFinished {
                 id: &planned.id,
                 outcome,
@@ -461,6 +496,7 @@ fn new_report(plan: &Plan, started_at: SystemTime) -> Report {
         result: RunResult::Success,
         message: None,
         problems: Vec::new(),
+        paused_before: Vec::new(),
         instances: plan
             .instances
             .iter()
@@ -474,6 +510,7 @@ fn new_report(plan: &Plan, started_at: SystemTime) -> Report {
                 outcome: Outcome::NotReached,
                 seconds: 0.0,
                 detail: None,
+                tasks: Vec::new(),
             })
             .collect(),
         kept_package: None,

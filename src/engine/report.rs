@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::dm::tasks::Subtask;
 use crate::dm::version::VersionInfo;
 use crate::topology::Role;
 
@@ -20,6 +21,8 @@ pub struct Report {
     pub message: Option<String>,
     /// Everything preflight found wrong (the run stops before touching any service).
     pub problems: Vec<String>,
+    /// Subtasks already paused before the roll, patched around with `--force`.
+    pub paused_before: Vec<Subtask>,
     pub instances: Vec<InstanceReport>,
     /// With `--overwrite`: where the package was kept in the store.
     pub kept_package: Option<String>,
@@ -73,6 +76,8 @@ pub struct InstanceReport {
     pub outcome: Outcome,
     pub seconds: f64,
     pub detail: Option<String>,
+    /// The migration tasks' subtasks seen running again after its restart.
+    pub tasks: Vec<Subtask>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

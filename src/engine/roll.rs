@@ -10,6 +10,7 @@ use super::remote::{Remote, UnitState};
 use super::report::Outcome;
 use super::signals::Interrupt;
 use super::stage::Staged;
+use super::tasks::TaskGate;
 use super::tree;
 use crate::dm::client::DmClient;
 use crate::dm::health::{Readiness, WaitError, master_readiness, wait_until, worker_readiness};
@@ -29,6 +30,8 @@ pub struct RollContext<'a> {
     pub progress: &'a dyn Progress,
     /// A stop request ends any wait at once; what the instance was given is then undone.
     pub interrupt: &'a Interrupt,
+    /// The migration tasks that must run again after each restart; `None` when there are none.
+    pub tasks: Option<&'a TaskGate>,
 }
 
 impl RollContext<'_> {
@@ -146,7 +149,8 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
         job.say(context, "starting");
         job.remote.start(&planned.service).await?;
         job.say(context, "waiting until healthy on the new version");
-        wait_ready(context, job, &job.staged.version, OnInterrupt::GiveUp).await
+        wait_ready(context, job, &job.staged.version, OnInterrupt::GiveUp).await?;
+        wait_tasks(context, job, OnInterrupt::GiveUp).await
     };
     let Err(reason) = attempt.await else {
         return Ok(());
@@ -178,7 +182,8 @@ pub async fn finish_earlier_run(
             job.remote.start(&planned.service).await?;
         }
         job.say(context, "waiting until healthy on the new version");
-        wait_ready(context, job, expected, OnInterrupt::GiveUp).await
+        wait_ready(context, job, expected, OnInterrupt::GiveUp).await?;
+        wait_tasks(context, job, OnInterrupt::GiveUp).await
     };
     let Err(reason) = attempt.await else {
         return Ok(Outcome::Patched);
@@ -311,6 +316,25 @@ async fn wait_ready(
     Ok(ready?)
 }
 
+/// Waits until every migration task that ran before the roll runs again (see [`TaskGate`]);
+/// gives up at once if one is paused.
+async fn wait_tasks(
+    context: &RollContext<'_>,
+    job: &Job<'_>,
+    on_interrupt: OnInterrupt,
+) -> Result<(), StepError> {
+    let Some(gate) = context.tasks else {
+        return Ok(());
+    };
+    job.say(context, "waiting until its migration tasks run again");
+    let look = || gate.look(context.client, &job.planned.id);
+    let ready = match on_interrupt {
+        OnInterrupt::GiveUp => context.wait(look).await,
+        OnInterrupt::KeepWaiting => wait_until(context.wait_timeout, look).await,
+    };
+    Ok(ready?)
+}
+
 /// One look at the instance: running, healthy and on `expected`? Its service not running is
 /// final: during a wait, that means it exited after start.
 async fn readiness(context: &RollContext<'_>, job: &Job<'_>, expected: &VersionInfo) -> Readiness {
@@ -351,7 +375,8 @@ async fn roll_back(
     restore.await.map_err(RollBackError::NotRestored)?;
     let restart = async {
         job.remote.start(unit).await?;
-        wait_ready(context, job, previous, OnInterrupt::KeepWaiting).await
+        wait_ready(context, job, previous, OnInterrupt::KeepWaiting).await?;
+        wait_tasks(context, job, OnInterrupt::KeepWaiting).await
     };
     restart.await.map_err(RollBackError::NotHealthy)
 }

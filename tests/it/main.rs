@@ -16,4 +16,5 @@ mod preflight;
 mod ssh;
 mod summary;
 mod support;
+mod tasks;
 mod tls;

@@ -29,6 +29,7 @@ pub struct SandboxBuilder {
     masters: usize,
     workers: usize,
     sources: usize,
+    tasks: usize,
     version: String,
     cluster_name: String,
     ssh_user: String,
@@ -44,6 +45,7 @@ impl Default for SandboxBuilder {
             masters: 1,
             workers: 1,
             sources: 1,
+            tasks: 0,
             version: "v8.5.1".to_owned(),
             cluster_name: "dm-sandbox".to_owned(),
             ssh_user: "root".to_owned(),
@@ -77,6 +79,13 @@ impl SandboxBuilder {
     /// Upstream sources (`mysql-replica-01`, ...) created before the workers start.
     pub fn sources(mut self, count: usize) -> Self {
         self.sources = count;
+        self
+    }
+
+    /// Migration tasks (`task-1`, ...), each replicating from every source, created with the
+    /// sources; every subtask runs on the worker its source is bound to.
+    pub fn tasks(mut self, count: usize) -> Self {
+        self.tasks = count;
         self
     }
 
@@ -170,7 +179,7 @@ impl SandboxBuilder {
         };
         sandbox.install(&self, &executables)?;
         if self.masters > 0 {
-            BringUp::new(&sandbox, self.sources).run()?;
+            BringUp::new(&sandbox, self.sources, self.tasks).run()?;
         }
         sandbox.save_state()?;
         Ok(sandbox)

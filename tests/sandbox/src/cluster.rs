@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
 use crate::harness::Sandbox;
+use crate::task_api::{QueryStatusResponse, TASK_STATE_METRIC, TaskStage};
 use crate::topology::Instance;
 use crate::wait;
 
@@ -81,12 +82,13 @@ fn section<'a>(members: &'a Value, key: &str) -> Option<&'a Value> {
 pub(crate) struct BringUp<'a> {
     sandbox: &'a Sandbox,
     sources: usize,
+    tasks: usize,
     client: reqwest::blocking::Client,
 }
 
 impl<'a> BringUp<'a> {
-    pub(crate) fn new(sandbox: &'a Sandbox, sources: usize) -> BringUp<'a> {
-        BringUp { sandbox, sources, client: sandbox.http_client() }
+    pub(crate) fn new(sandbox: &'a Sandbox, sources: usize, tasks: usize) -> BringUp<'a> {
+        BringUp { sandbox, sources, tasks, client: sandbox.http_client() }
     }
 
     pub(crate) fn run(&self) -> Result<()> {
@@ -100,6 +102,7 @@ impl<'a> BringUp<'a> {
         })?;
         if self.sources > 0 {
             crate::sources::create(&self.client, &masters, tls, self.sources)?;
+            crate::sources::create_tasks(&self.client, &masters, tls, self.tasks, self.sources)?;
         }
         self.start_all(&workers)?;
         let expected: BTreeSet<&str> = workers.iter().map(|w| w.name.as_str()).collect();
@@ -209,4 +212,47 @@ impl Sandbox {
             .find_map(|line| line.strip_prefix("Release Version:"))
             .map(|version| version.trim().to_owned())
     }
+
+    /// Every subtask the running workers report on `/metrics`: `(task, source, worker, stage)`,
+    /// sorted.
+    pub fn subtasks(&self) -> Vec<(String, String, String, TaskStage)> {
+        let client = self.http_client();
+        let mut subtasks: Vec<_> = self
+            .instances
+            .iter()
+            .filter(|i| !i.is_master())
+            .filter_map(|worker| get_text(&client, &format!("{}/metrics", self.url(&worker.id))))
+            .flat_map(|text| parse_task_metrics(&text))
+            .collect();
+        subtasks.sort();
+        subtasks
+    }
+
+    /// query-status of `task` (`GET /apis/v1alpha1/status/{task}`) from the first master that
+    /// answers it.
+    pub fn query_status(&self, task: &str) -> Option<QueryStatusResponse> {
+        let client = self.http_client();
+        self.masters().iter().find_map(|master| {
+            let url = format!("{}/apis/v1alpha1/status/{task}", master.url_for(self.tls));
+            serde_json::from_str(&get_text(&client, &url)?).ok()
+        })
+    }
+}
+
+/// The `dm_worker_task_state` samples of a worker's Prometheus text.
+fn parse_task_metrics(text: &str) -> Vec<(String, String, String, TaskStage)> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(TASK_STATE_METRIC)?.strip_prefix('{'))
+        .filter_map(|rest| {
+            let (labels, value) = rest.split_once("} ")?;
+            let label = |key: &str| {
+                labels.split(',').find_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    (k == key).then(|| v.trim_matches('"').to_owned())
+                })
+            };
+            let stage = TaskStage::from_metric_value(value.trim().parse().ok()?)?;
+            Some((label("task")?, label("source_id")?, label("worker")?, stage))
+        })
+        .collect()
 }

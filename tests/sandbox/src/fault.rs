@@ -19,12 +19,20 @@ pub enum Fault {
     WrongVersion,
     /// A leader acknowledges eviction and keeps leading.
     IgnoreEvict,
+    /// A worker registers and comes back bound, but every subtask it runs is Paused with an
+    /// error, as with a hotfix whose sync unit is broken.
+    PausedTasks,
 }
 
 impl Fault {
     /// Every fault the simulator knows.
-    pub const ALL: [Fault; 4] =
-        [Fault::ExitAtStart, Fault::NeverHealthy, Fault::WrongVersion, Fault::IgnoreEvict];
+    pub const ALL: [Fault; 5] = [
+        Fault::ExitAtStart,
+        Fault::NeverHealthy,
+        Fault::WrongVersion,
+        Fault::IgnoreEvict,
+        Fault::PausedTasks,
+    ];
 
     /// The name in `DM_SIM_FAULT`, package file names and `sandbox package --fault`.
     pub fn name(self) -> &'static str {
@@ -33,6 +41,7 @@ impl Fault {
             Fault::NeverHealthy => "never-healthy",
             Fault::WrongVersion => "wrong-version",
             Fault::IgnoreEvict => "ignore-evict",
+            Fault::PausedTasks => "paused-tasks",
         }
     }
 
@@ -90,7 +99,7 @@ mod tests {
         let err = Fault::parse("exit-at-stat").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown fault \"exit-at-stat\" (known: exit-at-start, never-healthy, wrong-version, ignore-evict)"
+            "unknown fault \"exit-at-stat\" (known: exit-at-start, never-healthy, wrong-version, ignore-evict, paused-tasks)"
         );
     }
 }

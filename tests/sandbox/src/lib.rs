@@ -24,6 +24,7 @@ mod services;
 mod sources;
 pub mod state;
 pub mod sudo;
+pub mod task_api;
 pub mod tls;
 pub mod topology;
 pub mod units;

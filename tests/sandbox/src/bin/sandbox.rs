@@ -39,6 +39,9 @@ enum Command {
         workers: usize,
         #[arg(long, default_value_t = 2)]
         sources: usize,
+        /// Migration tasks (task-1, ...), each over every source
+        #[arg(long, default_value_t = 0)]
+        tasks: usize,
         /// DM version the cluster is deployed with.
         #[arg(long, default_value = "v8.5.1")]
         version: String,
@@ -101,13 +104,25 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Up { root, name, hosts, masters, workers, sources, version, ssh_user, tls } => {
+        Command::Up {
+            root,
+            name,
+            hosts,
+            masters,
+            workers,
+            sources,
+            tasks,
+            version,
+            ssh_user,
+            tls,
+        } => {
             let mut builder = Sandbox::builder()
                 .cluster_name(&name)
                 .hosts(hosts)
                 .masters(masters)
                 .workers(workers)
                 .sources(sources)
+                .tasks(tasks)
                 .version(&version)
                 .ssh_user(&ssh_user)
                 .tls(tls);

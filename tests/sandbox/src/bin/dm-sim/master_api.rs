@@ -1,11 +1,12 @@
 //! dm-master's client API (port 8261): DM's v1alpha1 gateway (`members`, `leader`, offlining a
-//! member), `/status`, `/health`, source creation from DM's OpenAPI, and the calls workers make
+//! member, query-status), `/status`, `/health`, source and task creation from DM's OpenAPI, and
+//! the calls workers make
 //! (`/sim/v1/workers/...`), which stand in for DM's gRPC keepalive.
 //!
 //! Leader eviction, `/status` and `/health` answer for this master itself; every other call is
 //! served by the leader, so a follower forwards it (see [`leader_only`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use dm_sandbox::dm_api::{
     MasterSection, MemberSection, MembersResponse, SCHEDULER_NOT_STARTED, WorkerMember,
     WorkerSection,
 };
+use dm_sandbox::task_api::{CreateTaskRequest, SubtaskReport};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -28,6 +30,7 @@ use crate::http::{self, FORWARDED_BY, gateway_error, no_leader};
 use crate::master::Master;
 use crate::scheduler::{Events, Scheduler};
 use crate::state::ClusterState;
+use crate::tasks;
 
 type Shared = State<Arc<Master>>;
 
@@ -39,6 +42,8 @@ pub fn router(master: Arc<Master>) -> Router {
         .route("/apis/v1alpha1/members", get(members))
         .route("/apis/v1alpha1/members/{kind}/{name}", delete(offline_member))
         .route("/api/v1/sources", post(create_source))
+        .route("/api/v1/tasks", post(create_task))
+        .route("/apis/v1alpha1/status/{task}", get(query_status))
         .route("/sim/v1/workers/keepalive", post(worker_keepalive))
         .route("/sim/v1/workers/offline", post(worker_goodbye))
         .route_layer(middleware::from_fn_with_state(master.clone(), leader_only));
@@ -279,6 +284,45 @@ async fn create_source(
     }
 }
 
+/// `POST /api/v1/tasks` on the leader: a task over existing sources.
+async fn create_task(State(master): Shared, Json(request): Json<CreateTaskRequest>) -> Response {
+    let sources: Vec<String> =
+        request.task.source_config.source_conf.iter().map(|s| s.source_name.clone()).collect();
+    let created =
+        with_scheduler(&master, |_, state| tasks::create(state, &request.task.name, &sources));
+    match created.await {
+        Err(refusal) => refusal,
+        Ok(Err(message)) => gateway_error(StatusCode::BAD_REQUEST, message),
+        Ok(Ok(events)) => {
+            events.into_iter().for_each(|event| master.log.event(event));
+            (StatusCode::CREATED, Json(request.task)).into_response()
+        }
+    }
+}
+
+/// `GET /apis/v1alpha1/status/{task}` on the leader (query-status of one task): like DM's, it
+/// asks each bound worker for its subtasks there and then.
+async fn query_status(State(master): Shared, Path(task): Path<String>) -> Response {
+    let state = match with_scheduler(&master, |_, state| state.clone()).await {
+        Ok(state) => state,
+        Err(refusal) => return refusal,
+    };
+    let sources = state.tasks.get(&task).into_iter().flatten();
+    let bound: BTreeSet<&String> =
+        sources.filter_map(|source| state.sources.get(source)?.bound_to.as_ref()).collect();
+    let mut reports = HashMap::new();
+    for name in bound {
+        let Some(worker) = state.workers.get(name) else { continue };
+        let url = format!("{}://{}/sim/v1/subtasks", master.settings.scheme(), worker.addr);
+        let answer =
+            async { master.http.get(url).send().await?.json::<Vec<SubtaskReport>>().await };
+        if let Ok(subtasks) = answer.await {
+            reports.insert(name.clone(), subtasks);
+        }
+    }
+    Json(tasks::query_status(&state, &reports, &task)).into_response()
+}
+
 #[derive(Debug, Deserialize)]
 struct WorkerCall {
     name: String,
@@ -286,16 +330,18 @@ struct WorkerCall {
     addr: String,
 }
 
-/// A worker registers or renews its lease (every 200 ms).
+/// A worker registers or renews its lease (every 200 ms); the answer tells it the source bound
+/// to it and that source's tasks.
 async fn worker_keepalive(State(master): Shared, Json(call): Json<WorkerCall>) -> Response {
     let now = Instant::now();
     let keepalive = with_scheduler(&master, |scheduler, state| {
-        scheduler.keepalive(state, &call.name, &call.addr, now)
+        let events = scheduler.keepalive(state, &call.name, &call.addr, now);
+        (events, tasks::assignment(state, &call.name))
     });
     match keepalive.await {
-        Ok(events) => {
+        Ok((events, assignment)) => {
             events.into_iter().for_each(|event| master.log.event(event));
-            Json(CommonResponse::ok()).into_response()
+            Json(assignment).into_response()
         }
         Err(refusal) => refusal,
     }

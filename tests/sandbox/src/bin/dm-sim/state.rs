@@ -18,6 +18,9 @@ pub struct ClusterState {
     pub workers: BTreeMap<String, Worker>,
     /// Masters offlined through `DELETE /apis/v1alpha1/members/master/{name}`.
     pub removed_masters: BTreeSet<String>,
+    /// Migration tasks and the sources each replicates from.
+    #[serde(default)]
+    pub tasks: BTreeMap<String, BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

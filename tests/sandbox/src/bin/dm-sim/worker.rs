@@ -1,12 +1,20 @@
-//! dm-worker: serves `/status` on its port, registers with the masters of `--join` and keeps
-//! its lease alive every 200 ms, and says goodbye on SIGTERM so the leader takes it offline
-//! (and moves its source) at once. A worker that finds no master for 10 s at start exits 2, as
-//! DM's does.
+//! dm-worker: serves `/status` and `/metrics` on its port, registers with the masters of
+//! `--join` and keeps its lease alive every 200 ms, and says goodbye on SIGTERM so the leader
+//! takes it offline (and moves its source) at once. A worker that finds no master for 10 s at
+//! start exits 2, as DM's does.
+//!
+//! The keepalive answer names the source bound to it and that source's tasks, whose subtasks it
+//! then (re)starts: Running, or Paused with an error under the `paused-tasks` fault. `/metrics`
+//! serves their `dm_worker_task_state`; `/sim/v1/subtasks` lists them for the leader's
+//! query-status (DM's master asks its workers over gRPC).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::routing::get;
 use dm_sandbox::Fault;
+use dm_sandbox::task_api::{Assignment, SubtaskReport, TaskStage, render_task_metrics};
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -30,22 +38,61 @@ struct Masters {
 }
 
 impl Masters {
-    /// POSTs `body` to `path` on the first master that accepts it; whether one did.
-    async fn post(&mut self, path: &str, body: &serde_json::Value) -> bool {
+    /// POSTs `body` to `path` on the first master that accepts it; its answer's body, or
+    /// `None` when none did.
+    async fn post(&mut self, path: &str, body: &serde_json::Value) -> Option<String> {
         for offset in 0..self.addrs.len() {
             let index = (self.last_answered + offset) % self.addrs.len();
             let url = format!("{}://{}{path}", self.scheme, self.addrs[index]);
-            let accepted = match self.http.post(url).json(body).send().await {
-                Ok(answer) => answer.status().is_success(),
-                Err(_) => false,
+            let answer = match self.http.post(url).json(body).send().await {
+                Ok(answer) if answer.status().is_success() => answer.text().await.ok(),
+                _ => None,
             };
-            if accepted {
+            if answer.is_some() {
                 self.last_answered = index;
-                return true;
+                return answer;
             }
         }
-        false
+        None
     }
+}
+
+/// The subtasks this worker runs, shared with `/metrics`.
+type Subtasks = Arc<Mutex<Vec<SubtaskReport>>>;
+
+/// Starts the subtasks of `assignment`, unless they already run: Running, or Paused under the
+/// `paused-tasks` fault. Returns what changed, for the event log.
+fn follow(assignment: &Assignment, subtasks: &Subtasks, paused: bool) -> Option<String> {
+    let mut running = subtasks.lock().expect("subtasks lock");
+    let source = assignment.source.clone().unwrap_or_default();
+    let unchanged = running.len() == assignment.tasks.len()
+        && running.iter().zip(&assignment.tasks).all(|(s, t)| &s.task == t && s.source == source);
+    if unchanged {
+        return None;
+    }
+    *running = assignment
+        .tasks
+        .iter()
+        .map(|task| SubtaskReport {
+            task: task.clone(),
+            source: source.clone(),
+            stage: if paused { TaskStage::Paused } else { TaskStage::Running },
+            error: if paused {
+                format!(
+                    "[code=36069] sync unit of {task} on {source} failed to resume (paused-tasks)"
+                )
+            } else {
+                String::new()
+            },
+        })
+        .collect();
+    Some(if running.is_empty() {
+        "runs no subtask".to_owned()
+    } else {
+        let names: Vec<String> =
+            running.iter().map(|s| format!("{}/{} {:?}", s.task, s.source, s.stage)).collect();
+        format!("runs subtasks {}", names.join(", "))
+    })
 }
 
 /// Runs a dm-worker until SIGTERM (or SIGINT); returns the exit code.
@@ -64,7 +111,20 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
         .map(str::to_owned)
         .collect();
     let log = EventLog::new(settings.log_file(), &name);
-    let router = Router::new().merge(http::status_route(&settings)).fallback(http::not_found);
+    let subtasks = Subtasks::default();
+    let metrics = {
+        let (subtasks, name) = (subtasks.clone(), name.clone());
+        move || async move { render_task_metrics(&name, &subtasks.lock().expect("subtasks lock")) }
+    };
+    let listing = {
+        let subtasks = subtasks.clone();
+        move || async move { axum::Json(subtasks.lock().expect("subtasks lock").clone()) }
+    };
+    let router = Router::new()
+        .merge(http::status_route(&settings))
+        .route("/metrics", get(metrics))
+        .route("/sim/v1/subtasks", get(listing))
+        .fallback(http::not_found);
     http::serve(listen, router, settings.tls.as_deref()).await?;
     log.event(format!(
         "dm-worker {} listening on {listen}{}, joining {}",
@@ -93,16 +153,23 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
         http: http::client(call_timeout, settings.tls.as_deref()),
         scheme: settings.scheme(),
     };
-    let identity = json!({ "name": name, "addr": addr });
+    let paused = settings.has(Fault::PausedTasks);
     let started = Instant::now();
     let mut registered = false;
     let mut connected = false;
     loop {
-        let answered = tokio::select! {
-            answered = masters.post("/sim/v1/workers/keepalive", &identity) => answered,
+        let keepalive = json!({ "name": name, "addr": addr });
+        let answer = tokio::select! {
+            answer = masters.post("/sim/v1/workers/keepalive", &keepalive) => answer,
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         };
+        let answered = answer.is_some();
+        if let Some(assignment) = answer.and_then(|text| serde_json::from_str(&text).ok())
+            && let Some(change) = follow(&assignment, &subtasks, paused)
+        {
+            log.event(change);
+        }
         if answered != connected {
             connected = answered;
             log.event(if answered {
@@ -127,7 +194,8 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
         }
     }
 
-    let said_goodbye = masters.post("/sim/v1/workers/offline", &json!({ "name": name })).await;
+    let said_goodbye =
+        masters.post("/sim/v1/workers/offline", &json!({ "name": name })).await.is_some();
     log.event(if said_goodbye {
         "stopped; the leader took this worker offline"
     } else {

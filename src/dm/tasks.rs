@@ -1,0 +1,247 @@
+//! Migration tasks, as dm-patch watches them: every dm-worker exports the stage of each subtask
+//! it runs (`dm_worker_task_state{task,source_id,worker}` on `/metrics`), and DM-master's
+//! query-status (`GET /apis/v1alpha1/status/{task}`) says why a subtask is paused.
+
+use serde::{Deserialize, Serialize};
+
+use super::client::{DmClient, DmError};
+
+/// The metric every dm-worker exports per subtask (tiflow `dm/worker/metrics.go`).
+const TASK_STATE_METRIC: &str = "dm_worker_task_state";
+
+/// A subtask's stage (DM's `pb.Stage`), by the gauge's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum TaskStage {
+    Invalid,
+    New,
+    Running,
+    Paused,
+    Stopped,
+    Finished,
+    Pausing,
+    Resuming,
+    Stopping,
+}
+
+impl TaskStage {
+    fn from_metric(value: f64) -> TaskStage {
+        const STAGES: [TaskStage; 9] = [
+            TaskStage::Invalid,
+            TaskStage::New,
+            TaskStage::Running,
+            TaskStage::Paused,
+            TaskStage::Stopped,
+            TaskStage::Finished,
+            TaskStage::Pausing,
+            TaskStage::Resuming,
+            TaskStage::Stopping,
+        ];
+        STAGES.into_iter().find(|stage| *stage as u8 as f64 == value).unwrap_or(TaskStage::Invalid)
+    }
+
+    /// Lower case, as the display's Tasks column counts them.
+    pub fn word(self) -> &'static str {
+        match self {
+            TaskStage::Invalid => "invalid",
+            TaskStage::New => "new",
+            TaskStage::Running => "running",
+            TaskStage::Paused => "paused",
+            TaskStage::Stopped => "stopped",
+            TaskStage::Finished => "finished",
+            TaskStage::Pausing => "pausing",
+            TaskStage::Resuming => "resuming",
+            TaskStage::Stopping => "stopping",
+        }
+    }
+
+    /// Replicating, or done replicating: what a patch must leave a task in.
+    pub fn is_healthy(self) -> bool {
+        matches!(self, TaskStage::Running | TaskStage::Finished)
+    }
+}
+
+/// One subtask: a task's share of one source, on the worker that runs it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Subtask {
+    pub task: String,
+    pub source: String,
+    pub worker: String,
+    pub stage: TaskStage,
+}
+
+impl Subtask {
+    /// `task 'x' on source 'y'`, as messages name it.
+    pub fn name(&self) -> String {
+        format!("task '{}' on source '{}'", self.task, self.source)
+    }
+}
+
+/// The `dm_worker_task_state` samples of Prometheus text.
+pub fn parse_task_metrics(text: &str) -> Vec<Subtask> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(TASK_STATE_METRIC)?.strip_prefix('{'))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once('}')?;
+            let label = |key: &str| label_value(labels, key);
+            let value: f64 = value.split_whitespace().next()?.parse().ok()?;
+            Some(Subtask {
+                task: label("task")?,
+                source: label("source_id")?,
+                worker: label("worker").unwrap_or_default(),
+                stage: TaskStage::from_metric(value),
+            })
+        })
+        .collect()
+}
+
+/// The value of `key` in a Prometheus label set (`a="x",b="y"`), escapes undone.
+fn label_value(labels: &str, key: &str) -> Option<String> {
+    let mut rest = labels;
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                (at, '"') => break at,
+                (_, ch) => value.push(ch),
+            }
+        };
+        if name.trim_start_matches(',').trim() == key {
+            return Some(value);
+        }
+        rest = after[end + 1..].trim_start_matches(',');
+    }
+    None
+}
+
+/// query-status of one task: what each source's subtask says.
+#[derive(Debug, Deserialize)]
+struct QueryStatus {
+    result: bool,
+    #[serde(default)]
+    msg: String,
+    #[serde(default)]
+    sources: Vec<SourceTaskStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SourceTaskStatus {
+    #[serde(default)]
+    source_status: SourceStatus,
+    #[serde(default)]
+    sub_task_status: Vec<SubTaskStatus>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SourceStatus {
+    #[serde(default)]
+    source: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubTaskStatus {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    result: Option<ProcessResult>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProcessResult {
+    #[serde(default)]
+    errors: Vec<ProcessError>,
+}
+
+/// DM's `pb.ProcessError`: its proto field names start with a capital.
+#[derive(Debug, Deserialize)]
+struct ProcessError {
+    #[serde(default, rename = "Message", alias = "message")]
+    message: String,
+    #[serde(default, rename = "RawCause", alias = "rawCause")]
+    raw_cause: String,
+}
+
+impl DmClient {
+    /// The subtasks the dm-worker at `addr` runs, from its `/metrics`.
+    pub async fn worker_subtasks(&self, addr: &str) -> Result<Vec<Subtask>, DmError> {
+        Ok(parse_task_metrics(&self.get(addr, "/metrics").await?))
+    }
+
+    /// Why `task`'s subtask on `source` stopped, as query-status tells it (any master
+    /// forwards it to the leader); `None` when no master says.
+    pub async fn subtask_error(
+        &self,
+        masters: &[String],
+        task: &str,
+        source: &str,
+    ) -> Option<String> {
+        for master in masters {
+            let Ok(body) = self.get(master, &format!("/apis/v1alpha1/status/{task}")).await else {
+                continue;
+            };
+            let Ok(status) = serde_json::from_str::<QueryStatus>(&body) else { continue };
+            if !status.result {
+                return (!status.msg.is_empty()).then_some(status.msg);
+            }
+            let errors: Vec<String> = status
+                .sources
+                .iter()
+                .filter(|s| s.source_status.source == source)
+                .flat_map(|s| &s.sub_task_status)
+                .filter(|subtask| subtask.name == task)
+                .flat_map(|subtask| subtask.result.iter().flat_map(|r| &r.errors))
+                .map(|error| {
+                    if error.raw_cause.is_empty() {
+                        error.message.clone()
+                    } else {
+                        format!("{}: {}", error.message, error.raw_cause)
+                    }
+                })
+                .collect();
+            return (!errors.is_empty()).then(|| errors.join("; "));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_states_are_read_from_prometheus_text() {
+        let text = "# HELP dm_worker_task_state state of task\n# TYPE dm_worker_task_state gauge\n\
+            dm_worker_task_state{source_id=\"mysql-replica-01\",task=\"t,1\",worker=\"w1\"} 2\n\
+            dm_worker_task_state{source_id=\"s2\",task=\"q\\\"uote\",worker=\"w1\"} 3 1700000000\n\
+            dm_worker_task_state_other{source_id=\"s\",task=\"x\",worker=\"w\"} 2\n\
+            go_goroutines 12\n";
+        let subtasks = parse_task_metrics(text);
+        assert_eq!(subtasks.len(), 2, "{subtasks:?}");
+        assert_eq!(subtasks[0].task, "t,1");
+        assert_eq!(subtasks[0].source, "mysql-replica-01");
+        assert_eq!(subtasks[0].stage, TaskStage::Running);
+        assert_eq!(subtasks[1].task, "q\"uote");
+        assert_eq!(subtasks[1].stage, TaskStage::Paused);
+        assert_eq!(TaskStage::from_metric(9.0), TaskStage::Invalid);
+    }
+
+    #[test]
+    fn query_status_errors_are_read_with_their_proto_names() {
+        let body = r#"{"result":true,"msg":"","sources":[{"result":true,"msg":"",
+            "sourceStatus":{"source":"s1","worker":"w1"},"subTaskStatus":[{"name":"t1",
+            "stage":"Paused","unit":"Sync","result":{"isCanceled":false,"errors":[
+            {"ErrCode":36069,"Message":"sync unit failed","RawCause":"bad DDL"}]}}]}]}"#;
+        let status: QueryStatus = serde_json::from_str(body).unwrap();
+        let error = &status.sources[0].sub_task_status[0].result.as_ref().unwrap().errors[0];
+        assert_eq!(
+            (error.message.as_str(), error.raw_cause.as_str()),
+            ("sync unit failed", "bad DDL")
+        );
+    }
+}
