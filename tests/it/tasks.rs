@@ -98,3 +98,35 @@ fn a_task_already_paused_is_refused_before_anything_changes_and_force_goes_ahead
     assert_eq!(forced.outcome_names(), ["patched"; 2]);
     assert!(all_running(&cluster), "the hotfix fixed it: {:?}", stages(&cluster));
 }
+
+#[test]
+fn display_shows_the_tasks_each_worker_runs() {
+    let cluster = two_tasks_over_two_sources();
+    let name = cluster.sandbox.cluster_name();
+
+    let text = crate::support::Run::of(cluster.dm_patch().args(["display", name])).success();
+    let header = text.stdout.lines().find(|line| line.starts_with("ID")).unwrap();
+    assert!(header.trim_end().ends_with("Tasks"), "{}", text.stdout);
+    let worker_lines: Vec<&str> =
+        text.stdout.lines().filter(|line| line.contains("dm-worker")).collect();
+    assert_eq!(worker_lines.len(), 2, "{}", text.stdout);
+    assert!(
+        worker_lines.iter().all(|line| line.trim_end().ends_with("2 running")),
+        "{}",
+        text.stdout
+    );
+
+    let json =
+        crate::support::Run::of(cluster.dm_patch().args(["display", name, "--format", "json"]))
+            .success()
+            .json();
+    for instance in json["instances"].as_array().unwrap() {
+        if instance["component"] == "dm-worker" {
+            let tasks = reported_tasks(instance);
+            assert_eq!(tasks.len(), 2, "{instance}");
+            assert!(tasks.iter().all(|(_, _, stage)| stage == "Running"), "{instance}");
+        } else {
+            assert!(instance.get("tasks").is_none(), "{instance}");
+        }
+    }
+}

@@ -3,11 +3,14 @@
 //! instance runs.
 //!
 //! All queries go out at once, each bounded by `--status-timeout` (one members call through
-//! whichever master answers first, one `/status` per DM instance, one TCP connect per
-//! monitoring instance, and with `--uptime` one `/metrics` per instance), so a dead host costs
+//! whichever master answers first, one `/status` per DM instance, one `/metrics` per dm-worker
+//! for the migration tasks it runs, one TCP connect per monitoring instance, and with `--uptime`
+//! one `/metrics` per instance), so a dead host costs
 //! one timeout, not one each. `--format json` prints TiUP's document
 //! (`{"cluster_meta": {...}, "instances": [...]}`, pkg/cluster/manager/display.go) with
 //! dm-patch's own fields after TiUP's in each instance.
+
+mod tasks;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -16,6 +19,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use yaml_serde::Value;
 
+use self::tasks::TaskRow;
 use super::reach;
 use crate::cli::{DisplayArgs, GlobalArgs};
 use crate::dm::client::{DmClient, MembersResponse};
@@ -87,6 +91,9 @@ pub struct Row {
     /// dm-patch: what the running instance reports on `/status` (DM only; `null` when it does
     /// not answer).
     pub running_version: Option<String>,
+    /// dm-patch, dm-workers that answer: the subtasks of migration tasks it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<TaskRow>>,
 }
 
 /// The roles `display` knows, as `-R` takes them.
@@ -120,12 +127,15 @@ pub async fn run(
         members_from_first(&client, &cluster),
         all(instances.iter().map(|instance| {
             let (client, metrics, addr) = (client.clone(), metrics.clone(), instance.addr());
+            let is_worker = instance.role == Role::Worker;
             async move {
-                let (version, since) = tokio::join!(
+                let worker_tasks =
+                    async { if is_worker { tasks::of_worker(&client, &addr).await } else { None } };
+                tokio::join!(
                     running_version(&client, &addr),
-                    metrics.since(&addr, true, uptime)
-                );
-                (version, since)
+                    metrics.since(&addr, true, uptime),
+                    worker_tasks
+                )
             }
         })),
         all(monitors.iter().map(|monitor| {
@@ -141,8 +151,10 @@ pub async fn run(
     );
 
     let mut rows: Vec<Row> = Vec::new();
-    for (instance, (version, since)) in instances.iter().zip(dm_facts) {
-        rows.push(dm_row(&cluster, instance, members.as_ref(), version, since));
+    for (instance, (version, since, tasks)) in instances.iter().zip(dm_facts) {
+        let mut row = dm_row(&cluster, instance, members.as_ref(), version, since);
+        row.tasks = tasks;
+        rows.push(row);
     }
     for (monitor, (up, since)) in monitors.iter().zip(monitor_facts) {
         rows.push(monitor_row(&cluster, monitor, up, since));
@@ -433,6 +445,7 @@ fn dm_row(
         component: component.to_owned(),
         patched: instance.patched,
         running_version,
+        tasks: None,
     }
 }
 
@@ -462,6 +475,7 @@ fn monitor_row(cluster: &Cluster, monitor: &Monitor, up: bool, since: String) ->
         component: component.to_owned(),
         patched: monitor.patched,
         running_version: None,
+        tasks: None,
     }
 }
 
@@ -593,6 +607,11 @@ fn render(
         headers.push("Since");
     }
     headers.extend(["Version", "Data Dir", "Deploy Dir"]);
+    // dm-patch's own column, last so TiUP's keep their places; only when a worker runs tasks.
+    let with_tasks = rows.iter().any(|row| row.tasks.as_ref().is_some_and(|t| !t.is_empty()));
+    if with_tasks {
+        headers.push("Tasks");
+    }
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
@@ -613,6 +632,9 @@ fn render(
                 row.data_dir.clone(),
                 row.deploy_dir.clone(),
             ]);
+            if with_tasks {
+                cells.push(tasks::cell(row.tasks.as_deref()));
+            }
             cells
         })
         .collect();
