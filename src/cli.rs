@@ -97,7 +97,7 @@ impl Cli {
                 tiup.native_ssh |= leading.native_ssh;
                 args.proxy.fill_from(leading_proxy);
             }
-            Command::Completions { .. } => {}
+            Command::History(_) | Command::Completions { .. } => {}
         }
     }
 }
@@ -260,6 +260,8 @@ pub enum Command {
     Patch(PatchArgs),
     /// Show the cluster's instances with their live status and version
     Display(DisplayArgs),
+    /// List the dm-patch runs against a cluster (newest first), or show one in full
+    History(HistoryArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -368,6 +370,18 @@ pub struct DisplayArgs {
     pub proxy: ProxyArgs,
     #[command(flatten)]
     pub tiup: TiupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Name of the cluster in the TiUP store
+    #[arg(add = ArgValueCandidates::new(crate::commands::completions::cluster_names))]
+    pub cluster: String,
+    /// Show this run in full (its ID as the list shows it)
+    pub run_id: Option<String>,
+    /// Only the newest N runs
+    #[arg(short = 'n', long = "limit", value_name = "N")]
+    pub limit: Option<usize>,
 }
 
 /// `-N` and `-R` of `display`: any role of the topology, monitoring included.

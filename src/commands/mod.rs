@@ -3,5 +3,6 @@
 pub mod audit;
 pub mod completions;
 pub mod display;
+pub mod history;
 pub mod patch;
 pub mod reach;

@@ -109,7 +109,8 @@ fn create(dir: &Path, command_line: &[String]) -> Result<PathBuf, (PathBuf, std:
         // Never through an existing name: two runs in the same nanosecond keep their records.
         let mut file = OpenOptions::new().write(true).create_new(true).open(&path)?;
         writeln!(file, "{}", first_line.join(" "))?;
-        writeln!(file, "started: {}", now())
+        writeln!(file, "started: {}", now())?;
+        writeln!(file, "by: {}", operator())
     });
     match written {
         Ok(()) => {
@@ -195,6 +196,21 @@ fn line(lines: &mut String, key: &str, value: &str) {
     lines.push_str(": ");
     lines.push_str(&value.replace(['\n', '\r'], " "));
     lines.push('\n');
+}
+
+/// Who ran it, as `user@host` of this machine.
+fn operator() -> String {
+    let user = ["USER", "LOGNAME"]
+        .into_iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| {
+            use std::os::unix::fs::MetadataExt;
+            let uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+            if uid == 0 { "root".to_owned() } else { format!("uid {uid}") }
+        });
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!("{user}@{}", if host.is_empty() { "localhost" } else { host })
 }
 
 fn now() -> String {

@@ -6,6 +6,7 @@ mod cluster;
 mod display;
 mod dry_run;
 mod executors;
+mod history;
 mod hostile;
 mod hosts;
 mod inputs;

@@ -1,0 +1,49 @@
+//! `dm-patch history`: the runs against a cluster, from its audit records, newest first.
+
+use crate::support::Store;
+
+#[test]
+fn history_lists_a_clusters_runs_newest_first_and_shows_one_in_full() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    store.refused(&["patch", "demo", &pkg, "-R", "tikv", "--yes"]);
+    store.refused(&[
+        "patch",
+        "demo",
+        &pkg,
+        "-R",
+        "dm-worker",
+        "--yes",
+        "--ssh",
+        "none",
+        "-N",
+        "nowhere:1",
+    ]);
+
+    let list = store.run(["history", "demo", "--format", "json"]).success().json();
+    let runs = list.as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{list}");
+    assert!(runs[0]["command"].as_str().unwrap().contains("nowhere:1"), "newest first: {list}");
+    assert!(runs[1]["command"].as_str().unwrap().contains("-R tikv"), "{list}");
+    assert_eq!(runs[1]["result"], "Refused");
+    assert!(runs[0]["by"].as_str().unwrap().contains('@'), "{list}");
+
+    let newest = store.run(["history", "demo", "-n", "1", "--format", "json"]).success().json();
+    assert_eq!(newest.as_array().unwrap().len(), 1);
+
+    let text = store.run(["history", "demo"]).success();
+    let header = text.stdout.lines().next().unwrap();
+    for column in ["ID", "Started", "By", "Package", "Result", "Instances"] {
+        assert!(header.contains(column), "{}", text.stdout);
+    }
+
+    let id = runs[1]["id"].as_str().unwrap();
+    let one = store.run(["history", "demo", id]).success();
+    assert!(one.stdout.contains(&format!("Run:             {id}")), "{}", one.stdout);
+    assert!(one.stdout.contains("Result:          Refused"), "{}", one.stdout);
+
+    let unknown = store.refused(&["history", "demo", "nosuchrun"]);
+    assert!(unknown.contains("no run nosuchrun against cluster 'demo'"), "{unknown}");
+    let nothing = store.run(["history", "demo", "--format", "json"]);
+    assert!(nothing.stderr.is_empty(), "{}", nothing.stderr);
+}
