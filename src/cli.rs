@@ -67,38 +67,38 @@ impl Cli {
     fn apply_leading(&mut self, matches: &ArgMatches) {
         let leading = &self.leading;
         let leading_proxy = self.leading_proxy.clone().into_proxy();
-        match &mut self.command {
-            Command::Patch(args) => {
-                let given = |id: &str| {
-                    matches.subcommand_matches("patch").and_then(|m| m.value_source(id))
-                        == Some(ValueSource::CommandLine)
-                };
-                let connection = &mut args.connection;
-                if let (Some(value), false) = (leading.ssh_timeout, given("ssh_timeout")) {
-                    connection.ssh_timeout = value;
-                }
-                if let (Some(value), false) = (leading.wait_timeout, given("wait_timeout")) {
-                    connection.wait_timeout = value;
-                }
-                if let (Some(value), false) = (leading.concurrency, given("concurrency")) {
-                    connection.concurrency = value;
-                }
-                if let (Some(value), false) = (leading.host_key_policy, given("host_key_policy")) {
-                    connection.host_key_policy = value;
-                }
-                connection.ssh = connection.ssh.or(leading.ssh);
-                connection.native_ssh |= leading.native_ssh;
-                connection.proxy.fill_from(leading_proxy);
-                args.yes |= leading.yes;
-            }
+        let (name, connection, yes) = match &mut self.command {
+            Command::Patch(args) => ("patch", &mut args.connection, &mut args.yes),
+            Command::Rollback(args) => ("rollback", &mut args.connection, &mut args.yes),
             Command::Display(args) => {
                 let tiup = &mut args.tiup;
                 tiup.ssh = tiup.ssh.or(leading.ssh);
                 tiup.native_ssh |= leading.native_ssh;
                 args.proxy.fill_from(leading_proxy);
+                return;
             }
-            Command::History(_) | Command::Completions { .. } => {}
+            Command::History(_) | Command::Completions { .. } => return,
+        };
+        let given = |id: &str| {
+            matches.subcommand_matches(name).and_then(|m| m.value_source(id))
+                == Some(ValueSource::CommandLine)
+        };
+        if let (Some(value), false) = (leading.ssh_timeout, given("ssh_timeout")) {
+            connection.ssh_timeout = value;
         }
+        if let (Some(value), false) = (leading.wait_timeout, given("wait_timeout")) {
+            connection.wait_timeout = value;
+        }
+        if let (Some(value), false) = (leading.concurrency, given("concurrency")) {
+            connection.concurrency = value;
+        }
+        if let (Some(value), false) = (leading.host_key_policy, given("host_key_policy")) {
+            connection.host_key_policy = value;
+        }
+        connection.ssh = connection.ssh.or(leading.ssh);
+        connection.native_ssh |= leading.native_ssh;
+        connection.proxy.fill_from(leading_proxy);
+        *yes |= leading.yes;
     }
 }
 
@@ -260,6 +260,9 @@ pub enum Command {
     Patch(PatchArgs),
     /// Show the cluster's instances with their live status and version
     Display(DisplayArgs),
+    /// Put back what ran before the last patch of each instance (or the cluster's original
+    /// binary), with the same care as `patch`
+    Rollback(RollbackArgs),
     /// List the dm-patch runs against a cluster (newest first), or show one in full
     History(HistoryArgs),
     /// Print a shell completion script
@@ -339,6 +342,11 @@ pub struct PatchArgs {
     /// default the run stops before changing anything)
     #[arg(long)]
     pub force: bool,
+    /// How many rollback points (what each patch replaced) to keep per instance, for
+    /// `dm-patch rollback`; older ones are removed
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(0..=100))]
+    pub keep_rollbacks: u16,
     /// Do not ask for confirmation
     #[arg(short, long)]
     pub yes: bool,
@@ -370,6 +378,37 @@ pub struct DisplayArgs {
     pub proxy: ProxyArgs,
     #[command(flatten)]
     pub tiup: TiupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Name of the cluster in the TiUP store
+    #[arg(add = ArgValueCandidates::new(crate::commands::completions::cluster_names))]
+    pub cluster: String,
+    #[command(flatten)]
+    pub filter: InstanceFilterArgs,
+    /// Go back to the cluster's original binary (TiUP's bin.old.<cluster version>) instead of
+    /// what ran before the last patch; the instances are then no longer marked patched
+    #[arg(long)]
+    pub to_original: bool,
+    /// The cluster is stopped: only put the binaries back; no restart, no DM API calls
+    #[arg(long)]
+    pub offline: bool,
+    /// Go ahead even when a migration task is already paused (it is named, and left as it is)
+    #[arg(long)]
+    pub force: bool,
+    /// How many rollback points to keep per instance (the rollback makes one too)
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(0..=100))]
+    pub keep_rollbacks: u16,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Print what each instance would go back to; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         match cli.command {
             Command::Patch(args) => commands::audit::patch(args, &cli.global, &printer).await,
             Command::Display(args) => commands::display::run(args, &cli.global, &printer).await,
+            Command::Rollback(args) => commands::rollback::run(args, &cli.global, &printer).await,
             Command::History(args) => commands::history::run(args, &cli.global, &printer),
             Command::Completions { shell } => Ok(commands::completions::run(shell)),
         }

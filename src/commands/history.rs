@@ -147,7 +147,17 @@ fn parse(id: &str, text: &str) -> Option<Run> {
 }
 
 fn render_list(runs: &[Run]) -> String {
-    let headers = ["ID", "Started", "By", "Component", "Package", "Result", "Instances"];
+    let headers = [
+        "ID",
+        "Started",
+        "By",
+        "Command",
+        "Component",
+        "Package",
+        "Result",
+        "Instances",
+        "Versions",
+    ];
     let cells: Vec<Vec<String>> = runs
         .iter()
         .map(|run| {
@@ -155,14 +165,37 @@ fn render_list(runs: &[Run]) -> String {
                 run.id.clone(),
                 run.started.clone(),
                 run.by.clone(),
+                subcommand(run),
                 run.component.clone(),
                 package_cell(run),
                 run.result.clone(),
                 instances_cell(run),
+                versions_cell(run),
             ]
         })
         .collect();
     tiup_table(&headers, &cells)
+}
+
+/// `patch` or `rollback`: the first word after the program.
+fn subcommand(run: &Run) -> String {
+    let words: Vec<&str> = run.command.split(' ').collect();
+    let known = ["patch", "rollback"];
+    words.iter().find(|word| known.contains(word)).unwrap_or(&"-").to_string()
+}
+
+/// The distinct version changes of the instances: `v8.5.1 (1a2b3c4) -> v8.5.2 (5d6e7f8)`.
+fn versions_cell(run: &Run) -> String {
+    let mut changes: Vec<&str> = Vec::new();
+    for instance in &run.instances {
+        let change = instance.outcome.split("; ").find_map(|part| part.strip_prefix("version "));
+        if let Some(change) = change.filter(|c| *c != "- -> -")
+            && !changes.contains(&change)
+        {
+            changes.push(change);
+        }
+    }
+    if changes.is_empty() { "-".to_owned() } else { changes.join(", ") }
 }
 
 /// `dm-worker-hotfix.tar.gz (v8.5.2 (5d6e7f8))`.
@@ -265,6 +298,8 @@ mod tests {
         assert_eq!(run.result, "Failed");
         assert_eq!(run.instances.len(), 2);
         assert_eq!(instances_cell(&run), "1 patched, 1 not reached");
+        assert_eq!(versions_cell(&run), "v8.5.1 (1a2b3c4) -> v8.5.2 (5d6e7f8)");
+        assert_eq!(subcommand(&run), "patch");
         assert_eq!(package_cell(&run), "w 1.tar.gz (v8.5.2 (5d6e7f8))");
     }
 

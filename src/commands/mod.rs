@@ -6,3 +6,4 @@ pub mod display;
 pub mod history;
 pub mod patch;
 pub mod reach;
+pub mod rollback;

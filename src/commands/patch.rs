@@ -134,6 +134,7 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
             concurrency: usize::from(args.connection.concurrency),
             host_key_policy,
             force: args.force,
+            keep_rollbacks: usize::from(args.keep_rollbacks),
             reach,
             command_line: std::env::args().collect(),
         },

@@ -10,8 +10,35 @@ use tokio::task::JoinSet;
 use super::Settings;
 use super::remote::Remote;
 use crate::plan::Plan;
-use crate::ssh::{HostSession, Privilege, SshTarget};
+use crate::ssh::{HostKeyPolicy, HostSession, Privilege, SshTarget, Transport};
 use crate::topology::{Cluster, SystemdMode};
+
+/// How a host of `cluster` is logged in to: the cluster's user and key, as root, through sudo,
+/// or as a systemd user, as the cluster's `systemd_mode` says.
+pub fn ssh_target(
+    cluster: &Cluster,
+    (host, port): (&str, u16),
+    host_key_policy: HostKeyPolicy,
+    connect_timeout: Duration,
+    transport: Transport,
+) -> SshTarget {
+    let privilege = match (cluster.ssh_user(), cluster.systemd_mode()) {
+        ("root", _) => Privilege::Root,
+        (_, SystemdMode::User) => Privilege::SystemdUser,
+        _ => Privilege::Sudo,
+    };
+    SshTarget {
+        addr: host.to_owned(),
+        port,
+        user: cluster.ssh_user().to_owned(),
+        key_path: cluster.ssh_key(),
+        known_hosts: cluster.known_hosts(),
+        host_key_policy,
+        connect_timeout,
+        privilege,
+        transport,
+    }
+}
 
 /// How long the system client's idle master connections stay beyond the roll's longest wait.
 const MASTER_IDLE: Duration = Duration::from_secs(600);
@@ -29,11 +56,6 @@ impl Hosts {
         plan: &Plan,
         settings: &Settings,
     ) -> (Hosts, Vec<String>) {
-        let privilege = match (cluster.ssh_user(), cluster.systemd_mode()) {
-            ("root", _) => Privilege::Root,
-            (_, SystemdMode::User) => Privilege::SystemdUser,
-            _ => Privilege::Sudo,
-        };
         // A master connection of the system client must outlive the longest wait of the roll.
         let persist = settings.wait_timeout + MASTER_IDLE;
         let transport = match settings.reach.transport(persist) {
@@ -46,17 +68,13 @@ impl Hosts {
         let limit = Arc::new(Semaphore::new(settings.concurrency));
         let mut connections = JoinSet::new();
         for staging in &plan.hosts {
-            let target = SshTarget {
-                addr: staging.ssh_host.clone(),
-                port: staging.ssh_port,
-                user: cluster.ssh_user().to_owned(),
-                key_path: cluster.ssh_key(),
-                known_hosts: cluster.known_hosts(),
-                host_key_policy: settings.host_key_policy,
-                connect_timeout: settings.ssh_timeout,
-                privilege,
-                transport: transport.clone(),
-            };
+            let target = ssh_target(
+                cluster,
+                (&staging.ssh_host, staging.ssh_port),
+                settings.host_key_policy,
+                settings.ssh_timeout,
+                transport.clone(),
+            );
             let limit = limit.clone();
             connections.spawn(async move {
                 let _permit = limit.acquire_owned().await;

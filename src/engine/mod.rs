@@ -9,6 +9,7 @@ mod preflight;
 mod remote;
 pub mod report;
 mod roll;
+pub mod roll_points;
 pub mod signals;
 mod stage;
 mod tasks;
@@ -47,6 +48,8 @@ pub struct Settings {
     pub host_key_policy: HostKeyPolicy,
     /// Patch even when a migration task is already paused (it is named, and left as it is).
     pub force: bool,
+    /// Rollback points kept per instance (what each patch replaced), newest first.
+    pub keep_rollbacks: usize,
     /// The executor, and the jump host that carries SSH and the DM API, if any.
     pub reach: Reach,
     /// The command line as typed, for the audit record.
@@ -96,6 +99,13 @@ struct Run {
     tasks: Option<TaskGate>,
     /// When the current phase began.
     phase_started: Instant,
+}
+
+/// A rollback point's name: when (UTC, sortable) and which package.
+fn rollback_stamp(package_sha256: &str) -> String {
+    let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let now: String = now.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
+    format!("{now}-{}", package_sha256.get(..7).unwrap_or(package_sha256))
 }
 
 /// The API addresses of the cluster's instances of `role`.
@@ -267,6 +277,17 @@ impl Run {
                     // Saved at once: a crash or Ctrl-C later never loses a finished instance.
                     cluster.mark_patched(planned.role, planned.instance.index);
                     unsaved = store::save(cluster, lock).err();
+                    if outcome == Outcome::Patched {
+                        let (keep, sha) = (settings.keep_rollbacks, &plan.package.sha256);
+                        let stamp = rollback_stamp(sha);
+                        if let Err(err) = roll::keep_rollback_point(&job, keep, &stamp, sha).await {
+                            context.progress.event(Event::Note(&format!(
+                                "{}: patched, but what it replaced could not be kept for \
+                                 `dm-patch rollback`: {err}",
+                                planned.id
+                            )));
+                        }
+                    }
                     (outcome, None)
                 }
                 Err(Failure::Unchanged(reason)) => (Outcome::FailedUnchanged, Some(reason)),

@@ -11,7 +11,7 @@ use super::report::Outcome;
 use super::signals::Interrupt;
 use super::stage::Staged;
 use super::tasks::TaskGate;
-use super::tree;
+use super::tree::{self, PICK_HASHER};
 use crate::dm::client::DmClient;
 use crate::dm::health::{Readiness, WaitError, master_readiness, wait_until, worker_readiness};
 use crate::dm::version::VersionInfo;
@@ -270,6 +270,42 @@ enum RollBackError {
     NotRestored(StepError),
     /// The previous binary is back in place (and was started) but is not healthy.
     NotHealthy(StepError),
+}
+
+/// The directory, beside `bin/`, where what each patch replaced is kept for `dm-patch rollback`.
+pub const ROLLBACK_DIR: &str = "bin.rollback";
+
+/// After a patch: what it replaced in `bin/` (the staging dir's `previous/`) becomes a rollback
+/// point, `<deploy>/bin.rollback/<stamp>/`, with a `.manifest` saying what ran before and after
+/// (and the sha256 of the binary that ran before); only the newest `keep` points are kept.
+pub async fn keep_rollback_point(
+    job: &Job<'_>,
+    keep: usize,
+    stamp: &str,
+    package_sha256: &str,
+) -> Result<(), SshError> {
+    let comp = job.planned.role.component();
+    let points = format!("{}/{ROLLBACK_DIR}", job.planned.deploy_dir);
+    let point = format!("{points}/{stamp}");
+    let manifest = format!(
+        "from {}\nto {}\npackage {}\n",
+        job.installed.version.short(),
+        job.staged.version.short(),
+        package_sha256,
+    );
+    let command = format!(
+        "set -e\nif [ ! -d {previous} ]; then exit 0; fi\nmkdir -p {points}\nmv {previous} {point}\n\
+         {PICK_HASHER}\nprintf '%s' {manifest} > {point}/.manifest\n\
+         if [ -f {binary} ]; then echo \"binary $($hash {binary} | cut -d' ' -f1)\" >> {point}/.manifest; fi\n\
+         ls -1 {points} | sort -r | tail -n +{first_dropped} | while IFS= read -r old; do rm -rf {points}/\"$old\"; done\n",
+        previous = shell_quote(&job.previous_dir()),
+        points = shell_quote(&points),
+        point = shell_quote(&point),
+        manifest = shell_quote(&manifest),
+        binary = shell_quote(&format!("{point}/{comp}/{comp}")),
+        first_dropped = keep + 1,
+    );
+    job.remote.run(&command).await.map(drop)
 }
 
 /// TiUP's backup: `bin` -> `bin.old.<version>`, made once and kept if present.

@@ -1,6 +1,6 @@
 //! Running a command as a local process: the system's `ssh` client (one command over a shared
 //! master connection) or, with `--ssh none`, the command itself. Input streams to its stdin a
-//! chunk at a time, as on an SSH channel.
+//! chunk at a time, as on an SSH channel, and stdout to a file when asked.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -31,6 +31,7 @@ pub(super) async fn run(
     command: &str,
     mut process: Command,
     input: Option<Input<'_>>,
+    sink: Option<&mut std::fs::File>,
     via: Via,
 ) -> Result<ExecOutput, SshError> {
     process
@@ -75,7 +76,17 @@ pub(super) async fn run(
     };
     let read_stdout = async {
         let mut text = Vec::new();
-        stdout_pipe.read_to_end(&mut text).await.map(|_| text)
+        let Some(file) = sink else {
+            return stdout_pipe.read_to_end(&mut text).await.map(|_| text);
+        };
+        let mut chunk = vec![0u8; INPUT_CHUNK];
+        loop {
+            let read = stdout_pipe.read(&mut chunk).await?;
+            if read == 0 {
+                return Ok(text);
+            }
+            std::io::Write::write_all(file, &chunk[..read])?;
+        }
     };
     let read_stderr = async {
         let mut text = Vec::new();

@@ -60,7 +60,21 @@ impl HostSession {
     pub async fn exec(&self, command: &str) -> Result<ExecOutput, SshError> {
         let started = std::time::Instant::now();
         let output =
-            self.exec_as_login_user(command, &self.inner.privilege.wrap(command), None).await;
+            self.exec_as_login_user(command, &self.inner.privilege.wrap(command), None, None).await;
+        self.trace(command, started, &output);
+        output
+    }
+
+    /// Runs `command` with this session's privilege, writing its stdout to `file` as it comes
+    /// (memory stays at one packet, whatever its size); the output returned has no stdout.
+    pub async fn exec_to_file(
+        &self,
+        command: &str,
+        file: &mut std::fs::File,
+    ) -> Result<ExecOutput, SshError> {
+        let started = std::time::Instant::now();
+        let line = self.inner.privilege.wrap(command);
+        let output = self.exec_as_login_user(command, &line, None, Some(file)).await;
         self.trace(command, started, &output);
         output
     }
@@ -77,8 +91,9 @@ impl HostSession {
     ) -> Result<ExecOutput, SshError> {
         let started = std::time::Instant::now();
         let line = self.inner.privilege.wrap(command);
-        let output =
-            self.exec_as_login_user(command, &line, Some(Input { data: input, progress })).await;
+        let output = self
+            .exec_as_login_user(command, &line, Some(Input { data: input, progress }), None)
+            .await;
         self.trace(command, started, &output);
         output
     }
@@ -125,6 +140,7 @@ impl HostSession {
         command: &str,
         line: &str,
         input: Option<Input<'_>>,
+        sink: Option<&mut std::fs::File>,
     ) -> Result<ExecOutput, SshError> {
         let channel_failed = |action: &str, reason: String| SshError::Channel {
             endpoint: self.inner.endpoint.clone(),
@@ -139,13 +155,14 @@ impl HostSession {
             .map_err(|err| channel_failed("waiting for a free channel", err.to_string()))?;
         let endpoint = &self.inner.endpoint;
         match &self.inner.link {
-            Link::Builtin(handle) => self.exec_on_channel(handle, command, line, input).await,
+            Link::Builtin(handle) => self.exec_on_channel(handle, command, line, input, sink).await,
             Link::System(master) => {
-                child::run(endpoint, command, master.command(line), input, child::Via::OpenSsh)
-                    .await
+                let via = child::Via::OpenSsh;
+                child::run(endpoint, command, master.command(line), input, sink, via).await
             }
             Link::Local => {
-                child::run(endpoint, command, local::command(line), input, child::Via::Local).await
+                let via = child::Via::Local;
+                child::run(endpoint, command, local::command(line), input, sink, via).await
             }
         }
     }
@@ -157,6 +174,7 @@ impl HostSession {
         command: &str,
         line: &str,
         input: Option<Input<'_>>,
+        sink: Option<&mut std::fs::File>,
     ) -> Result<ExecOutput, SshError> {
         let channel_failed = |action: &str, reason: String| SshError::Channel {
             endpoint: self.inner.endpoint.clone(),
@@ -173,7 +191,7 @@ impl HostSession {
             .map_err(|err| channel_failed("starting the command", err.to_string()))?;
         let (mut read_half, write_half) = channel.split();
         let Some(Input { data, progress }) = input else {
-            return self.collect(command, &mut read_half).await;
+            return self.collect(command, &mut read_half, sink).await;
         };
         let send = async {
             let mut sent = 0u64;
@@ -202,7 +220,7 @@ impl HostSession {
                 .await
                 .map_err(|err| channel_failed("ending the input", err.to_string()))
         };
-        let collect = self.collect(command, &mut read_half);
+        let collect = self.collect(command, &mut read_half, sink);
         tokio::pin!(send, collect);
         // The command may end before it has read everything (it failed): its answer is what
         // counts then, and the rest of the input is not sent.
@@ -220,6 +238,7 @@ impl HostSession {
         &self,
         command: &str,
         channel: &mut ChannelReadHalf,
+        mut sink: Option<&mut std::fs::File>,
     ) -> Result<ExecOutput, SshError> {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let mut exit_status = None;
@@ -227,7 +246,16 @@ impl HostSession {
         // The exit status may arrive before the last output: read until the channel closes.
         while let Some(message) = channel.wait().await {
             match message {
-                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
+                ChannelMsg::Data { data } => match sink.as_deref_mut() {
+                    Some(file) => {
+                        std::io::Write::write_all(file, &data).map_err(|err| SshError::Channel {
+                            endpoint: self.inner.endpoint.clone(),
+                            action: format!("saving the output of `{command}`"),
+                            reason: err.to_string(),
+                        })?
+                    }
+                    None => stdout.extend_from_slice(&data),
+                },
                 ChannelMsg::ExtendedData { data, ext: STDERR } => stderr.extend_from_slice(&data),
                 ChannelMsg::ExitStatus { exit_status: code } => exit_status = Some(code),
                 ChannelMsg::ExitSignal { signal_name, .. } => {

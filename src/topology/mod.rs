@@ -261,18 +261,23 @@ impl Cluster {
 
     /// Marks one instance `patched: true` in the raw meta, as TiUP does after a patch.
     pub fn mark_patched(&mut self, role: Role, index: usize) {
+        self.set_patched(role, index, true);
+    }
+
+    /// Sets meta.yaml's `patched` of an instance (TiUP writes it only when true).
+    pub fn set_patched(&mut self, role: Role, index: usize, patched: bool) {
         let topology = &mut self.meta.topology;
         let list = match role {
             Role::Master => &mut topology.master_servers,
             Role::Worker => &mut topology.worker_servers,
         };
         if let Some(spec) = list.as_mut().and_then(|list| list.get_mut(index)) {
-            spec.patched = Some(true);
+            spec.patched = patched.then_some(true);
         }
         if let Some(instance) =
             self.instances.iter_mut().find(|i| i.role == role && i.index == index)
         {
-            instance.patched = true;
+            instance.patched = patched;
         }
     }
 }

@@ -14,6 +14,7 @@ mod live_display;
 mod offline;
 mod patch;
 mod preflight;
+mod rollback;
 mod ssh;
 mod summary;
 mod support;

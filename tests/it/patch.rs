@@ -12,14 +12,14 @@ use crate::support::{Entry, Immutable};
 
 /// Watches the given instances while a run goes on, and remembers the most that were down at
 /// the same moment.
-struct DownWatcher {
+pub struct DownWatcher {
     stop: Arc<AtomicBool>,
     max_down: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl DownWatcher {
-    fn start(cluster: &Cluster, ids: Vec<String>) -> DownWatcher {
+    pub fn start(cluster: &Cluster, ids: Vec<String>) -> DownWatcher {
         let stop = Arc::new(AtomicBool::new(false));
         let max_down = Arc::new(AtomicUsize::new(0));
         let sandbox = cluster.sandbox.clone();
@@ -36,7 +36,7 @@ impl DownWatcher {
         DownWatcher { stop, max_down, thread: Some(thread) }
     }
 
-    fn finish(mut self) -> usize {
+    pub fn finish(mut self) -> usize {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.take().unwrap().join().unwrap();
         self.max_down.load(Ordering::SeqCst)

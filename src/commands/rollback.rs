@@ -1,0 +1,204 @@
+//! `dm-patch rollback`: go back, with the same care as going forward.
+//!
+//! Each patch keeps what it replaced in `bin/` as a rollback point beside it
+//! (`<deploy>/bin.rollback/<stamp>/`, with a `.manifest`; see `engine::roll`). Rolling back
+//! finds, for every selected instance, its newest point (or, with `--to-original`, TiUP's
+//! `bin.old.<cluster version>`), fetches that tree from one host as a package, proves it is
+//! the binary the manifest recorded, and runs it through `patch`: the same checks, staging,
+//! rolling order, leader eviction, health, version and task gates, and undo of a failed step.
+//! Instances whose targets differ are rolled back one group at a time (`-N`), so that each run
+//! is one plan with one report. Afterwards meta.yaml's `patched` is true exactly when an
+//! instance runs something other than the cluster's original binary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::reach;
+use crate::cli::{GlobalArgs, PatchArgs, RollbackArgs};
+use crate::engine::roll_points::{RollbackTarget, TargetKind, find_targets};
+use crate::error::{ExitStatus, UsageError};
+use crate::output::Printer;
+use crate::output::table::tiup_table;
+use crate::topology::select::Filter;
+use crate::topology::store::{self, Store};
+
+pub async fn run(
+    args: RollbackArgs,
+    global: &GlobalArgs,
+    printer: &Printer,
+) -> anyhow::Result<ExitStatus> {
+    let store = Store::locate(global.tiup_home.clone())?;
+    let cluster = store.load(&args.cluster)?;
+    let connection = &args.connection;
+    let executor = reach::executor(&cluster, connection.ssh, connection.native_ssh)?;
+    let jump = reach::jump_host(&connection.proxy)?;
+    let filter = Filter { roles: args.filter.roles.clone(), nodes: args.filter.nodes.clone() };
+    let (_, selected) = filter.select_for_patch(&cluster)?;
+    let policy = connection.host_key_policy;
+    let reach = reach::open(&cluster, executor, jump, policy).await?;
+    let kind = if args.to_original { TargetKind::Original } else { TargetKind::LastPatch };
+    let timeout = Duration::from_secs(connection.ssh_timeout);
+    let targets = find_targets(&cluster, &selected, &reach, policy, timeout, kind).await?;
+
+    let missing: Vec<&str> =
+        targets.iter().filter(|t| t.source.is_none()).map(|t| t.id.as_str()).collect();
+    if !missing.is_empty() {
+        let what = match kind {
+            TargetKind::LastPatch => "no rollback point (no dm-patch run has replaced its binary)",
+            TargetKind::Original => "no TiUP backup bin.old.<cluster version>",
+        };
+        return Err(UsageError(format!(
+            "nothing to go back to for {}: {what}; nothing was changed",
+            missing.join(", ")
+        ))
+        .into());
+    }
+    let groups = group_by_binary(&targets);
+    if args.dry_run {
+        print_plan(&targets, printer);
+        return Ok(ExitStatus::Success);
+    }
+    if groups.len() > 1 {
+        let lines: Vec<String> = groups
+            .values()
+            .map(|group| {
+                let ids: Vec<&str> = group.iter().map(|t| t.id.as_str()).collect();
+                format!("-N {} (to {})", ids.join(","), group[0].version)
+            })
+            .collect();
+        return Err(UsageError(format!(
+            "the selected instances go back to different binaries; roll back one group at a \
+             time: {}; nothing was changed",
+            lines.join("; ")
+        ))
+        .into());
+    }
+    let group = groups.into_values().next().expect("at least one instance is selected");
+    let target = group[0];
+    drop(reach);
+
+    let scratch = tempfile::Builder::new().prefix("dm-patch-rollback-").tempdir()?;
+    let package = fetch_package(&cluster, target, scratch.path(), connection, executor).await?;
+
+    let ids: Vec<String> = group.iter().map(|t| t.id.clone()).collect();
+    let patch = PatchArgs {
+        cluster: args.cluster.clone(),
+        package,
+        filter: crate::cli::InstanceFilterArgs { nodes: ids.clone(), roles: Vec::new() },
+        overwrite: false,
+        offline: args.offline,
+        // It ran on this cluster before: another release line is no reason to refuse it.
+        allow_version_change: true,
+        force: args.force,
+        keep_rollbacks: args.keep_rollbacks,
+        yes: args.yes,
+        dry_run: false,
+        connection: args.connection.clone(),
+    };
+    let status = super::audit::patch(patch, global, printer).await?;
+    if status == ExitStatus::Success && target.is_original {
+        unmark_patched(&store, &args.cluster, &ids)?;
+    }
+    Ok(status)
+}
+
+/// The instances by the binary they go back to.
+fn group_by_binary(targets: &[RollbackTarget]) -> BTreeMap<String, Vec<&RollbackTarget>> {
+    let mut groups: BTreeMap<String, Vec<&RollbackTarget>> = BTreeMap::new();
+    for target in targets {
+        groups.entry(target.binary_sha256.clone()).or_default().push(target);
+    }
+    groups
+}
+
+#[derive(Serialize)]
+struct PlannedRollback<'a> {
+    id: &'a str,
+    from_version: &'a str,
+    to_version: &'a str,
+    rollback_point: &'a str,
+}
+
+fn print_plan(targets: &[RollbackTarget], printer: &Printer) {
+    let rows: Vec<PlannedRollback> = targets
+        .iter()
+        .map(|t| PlannedRollback {
+            id: &t.id,
+            from_version: &t.running,
+            to_version: &t.version,
+            rollback_point: t.source.as_deref().unwrap_or("-"),
+        })
+        .collect();
+    if printer.is_json() {
+        printer.json(&rows);
+        return;
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let point = r.rollback_point.rsplit('/').next().unwrap_or(r.rollback_point);
+            vec![
+                r.id.to_owned(),
+                format!("{} -> {}", r.from_version, r.to_version),
+                point.to_owned(),
+            ]
+        })
+        .collect();
+    printer.result(tiup_table(&["Instance", "Version", "Rollback point"], &cells));
+    printer.result("Dry run: nothing was changed.");
+}
+
+/// Fetches the target's tree from its host as a package (streamed to a file), and proves its
+/// binary is the one recorded.
+async fn fetch_package(
+    cluster: &crate::topology::Cluster,
+    target: &RollbackTarget,
+    dir: &Path,
+    connection: &crate::cli::ConnectionArgs,
+    executor: crate::ssh::Executor,
+) -> anyhow::Result<PathBuf> {
+    let jump = reach::jump_host(&connection.proxy)?;
+    let policy = connection.host_key_policy;
+    let reach = reach::open(cluster, executor, jump, policy).await?;
+    let timeout = Duration::from_secs(connection.ssh_timeout);
+    let path = dir.join(format!("{}-rollback.tar.gz", target.component));
+    crate::engine::roll_points::download(cluster, target, &reach, policy, timeout, &path)
+        .await
+        .with_context(|| format!("fetching the rollback target of {}", target.id))?;
+    let role = target.role;
+    let hosts = [(target.host.clone(), target.id.clone(), target.arch)];
+    let checked = crate::package::inspect(&path, role, &hosts).map_err(|err| {
+        anyhow::anyhow!("the rollback target of {} is not usable: {err}", target.id)
+    })?;
+    if checked.entry_sha256 != target.binary_sha256 {
+        anyhow::bail!(
+            "the rollback target of {} on its host has changed since it was recorded (its binary's \
+             sha256 is {}, the record says {}); nothing was changed",
+            target.id,
+            checked.entry_sha256,
+            target.binary_sha256
+        );
+    }
+    Ok(path)
+}
+
+/// `--to-original`: the instances run the cluster's original binary again.
+fn unmark_patched(store: &Store, cluster: &str, ids: &[String]) -> anyhow::Result<()> {
+    let lock = store.lock(cluster)?;
+    let mut cluster = store.load(cluster)?;
+    let found: Vec<(crate::topology::Role, usize)> = cluster
+        .instances
+        .iter()
+        .filter(|i| ids.contains(&i.id()))
+        .map(|i| (i.role, i.index))
+        .collect();
+    for (role, index) in found {
+        cluster.set_patched(role, index, false);
+    }
+    store::save(&cluster, &lock)?;
+    Ok(())
+}

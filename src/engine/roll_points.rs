@@ -1,0 +1,181 @@
+//! Rollback targets on the hosts: each instance's newest rollback point (what the last patch
+//! replaced, kept by [`super::roll::keep_rollback_point`]) or TiUP's `bin.old.<version>`, found
+//! over one SSH connection per host, and fetched as a package.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::hosts::ssh_target;
+use super::roll::ROLLBACK_DIR;
+use super::tree::PICK_HASHER;
+use crate::ssh::{HostKeyPolicy, HostSession, Reach, SshError, shell_quote};
+use crate::topology::{Arch, Cluster, Instance, Role};
+
+/// Where to go back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// What ran just before the last dm-patch run that changed the instance.
+    LastPatch,
+    /// The cluster's release binary, as TiUP backed it up (`bin.old.<cluster version>`).
+    Original,
+}
+
+/// One instance's way back.
+#[derive(Debug, Clone)]
+pub struct RollbackTarget {
+    pub id: String,
+    pub host: String,
+    pub role: Role,
+    pub component: String,
+    pub arch: Arch,
+    pub ssh_host: String,
+    pub ssh_port: u16,
+    /// What its installed binary says it is now.
+    pub running: String,
+    /// The directory on the host to go back to; `None` when there is nothing.
+    pub source: Option<String>,
+    /// What the target binary is (`v8.5.1 (1a2b3c4)`).
+    pub version: String,
+    pub binary_sha256: String,
+    /// The target is the cluster's original binary (then the instance is no longer patched).
+    pub is_original: bool,
+}
+
+/// Finds every selected instance's target, one SSH connection per host.
+pub async fn find_targets(
+    cluster: &Cluster,
+    selected: &[&Instance],
+    reach: &Reach,
+    policy: HostKeyPolicy,
+    timeout: Duration,
+    kind: TargetKind,
+) -> Result<Vec<RollbackTarget>, SshError> {
+    let transport = reach
+        .transport(timeout * 4)
+        .map_err(|err| SshError::Spawn { command: "ssh".into(), source: err })?;
+    let mut sessions: HashMap<(String, u16), HostSession> = HashMap::new();
+    let mut targets = Vec::new();
+    for instance in selected {
+        let key = (instance.ssh_host.clone(), instance.ssh_port);
+        if !sessions.contains_key(&key) {
+            let target = ssh_target(cluster, (&key.0, key.1), policy, timeout, transport.clone());
+            sessions.insert(key.clone(), HostSession::connect(&target).await?);
+        }
+        let facts = sessions[&key].run(&survey_script(cluster, instance)).await?;
+        targets.push(target_from(cluster, instance, &facts, kind));
+    }
+    for session in sessions.values() {
+        session.close().await;
+    }
+    Ok(targets)
+}
+
+/// Streams the target's tree (without the manifest) to `path` as a gzipped tar.
+pub async fn download(
+    cluster: &Cluster,
+    target: &RollbackTarget,
+    reach: &Reach,
+    policy: HostKeyPolicy,
+    timeout: Duration,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let source = target.source.as_deref().expect("only targets with a source are fetched");
+    let transport = reach.transport(timeout * 4)?;
+    let ssh = ssh_target(cluster, (&target.ssh_host, target.ssh_port), policy, timeout, transport);
+    let session = HostSession::connect(&ssh).await?;
+    let command = format!(
+        "set -e -o pipefail\ncd {}\nfind . -mindepth 1 -maxdepth 1 ! -name .manifest ! -name \
+         .added -printf '%P\\0' | tar --null -T - -czf -\n",
+        shell_quote(source)
+    );
+    let mut file = std::fs::File::create(path)?;
+    let output =
+        session.exec_to_file(&format!("bash -c {}", shell_quote(&command)), &mut file).await;
+    session.close().await;
+    let output = output?;
+    if output.exit_status != 0 {
+        anyhow::bail!("{}: packing {source} failed: {}", target.ssh_host, output.stderr.trim());
+    }
+    Ok(())
+}
+
+/// Prints what the instance runs, its newest rollback point's manifest and TiUP's backup.
+fn survey_script(cluster: &Cluster, instance: &Instance) -> String {
+    let comp = instance.role.component();
+    let deploy = &instance.deploy_dir;
+    let version_of = |binary: &str| {
+        format!(
+            "{b} -V 2>/dev/null | sed -n -e 's/^Release Version: */release /p' -e 's/^Git Commit \
+             Hash: */hash /p'",
+            b = shell_quote(binary)
+        )
+    };
+    let points = format!("{deploy}/{ROLLBACK_DIR}");
+    let original = format!("{deploy}/bin.old.{}/{comp}/{comp}", cluster.version());
+    format!(
+        "{PICK_HASHER}\necho @@running\n{running}\necho @@point\n\
+         newest=$(ls -1 {points} 2>/dev/null | sort -r | head -n 1)\n\
+         if [ -n \"$newest\" ] && [ -f {points}/\"$newest\"/.manifest ]; then printf 'dir %s/%s\\n' {points} \"$newest\"; cat {points}/\"$newest\"/.manifest; fi\n\
+         echo @@original\nif [ -f {original} ]; then echo \"binary $($hash {original} | cut -d' ' -f1)\"; {original_version}; fi\n",
+        running = version_of(&format!("{deploy}/bin/{comp}/{comp}")),
+        points = shell_quote(&points),
+        original = shell_quote(&original),
+        original_version = version_of(&original),
+    )
+}
+
+/// The target, from what [`survey_script`] printed.
+fn target_from(
+    cluster: &Cluster,
+    instance: &Instance,
+    facts: &str,
+    kind: TargetKind,
+) -> RollbackTarget {
+    let mut sections: HashMap<&str, HashMap<&str, String>> = HashMap::new();
+    let mut current = "";
+    for line in facts.lines() {
+        if let Some(name) = line.strip_prefix("@@") {
+            current = name;
+            continue;
+        }
+        if let Some((key, value)) = line.split_once(' ') {
+            sections.entry(current).or_default().insert(key, value.trim().to_owned());
+        }
+    }
+    let field = |section: &str, key: &str| sections.get(section).and_then(|s| s.get(key)).cloned();
+    let version = |section: &str| {
+        let release = field(section, "release").unwrap_or_default();
+        let hash = field(section, "hash").unwrap_or_default();
+        crate::dm::version::VersionInfo { release, git_hash: hash }.short()
+    };
+    let original_sha = field("original", "binary");
+    let (source, target_version, binary) = match kind {
+        TargetKind::LastPatch => (
+            field("point", "dir"),
+            field("point", "from").unwrap_or_default(),
+            field("point", "binary"),
+        ),
+        TargetKind::Original => {
+            let dir = original_sha
+                .as_ref()
+                .map(|_| format!("{}/bin.old.{}", instance.deploy_dir, cluster.version()));
+            (dir, version("original"), original_sha.clone())
+        }
+    };
+    let binary_sha256 = binary.unwrap_or_default();
+    RollbackTarget {
+        id: instance.id(),
+        host: instance.host.clone(),
+        role: instance.role,
+        component: instance.role.component().to_owned(),
+        arch: instance.arch,
+        ssh_host: instance.ssh_host.clone(),
+        ssh_port: instance.ssh_port,
+        running: version("running"),
+        source: source.filter(|_| !binary_sha256.is_empty()),
+        version: target_version,
+        is_original: original_sha.as_deref() == Some(binary_sha256.as_str()),
+        binary_sha256,
+    }
+}

@@ -1,0 +1,157 @@
+//! `dm-patch rollback` through real sshd: back to what ran before the last patch, or to the
+//! cluster's original binary, with the same rolling care as `patch`; and `history` of it all.
+
+use std::collections::BTreeSet;
+
+use dm_sandbox::{Fault, Sandbox};
+use sha2::{Digest, Sha256};
+
+use crate::cluster::{Cluster, id_set};
+use crate::support::Run;
+
+/// The sha256 of the binary installed on `id`.
+fn installed_sha256(cluster: &Cluster, id: &str) -> String {
+    let binary = cluster.deploy_dir(id).join("bin/dm-worker/dm-worker");
+    let digest = Sha256::digest(std::fs::read(binary).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rollback(cluster: &Cluster, args: &[&str]) -> Run {
+    let mut all = vec!["rollback", cluster.sandbox.cluster_name()];
+    all.extend(args);
+    all.extend(["--yes", "--format", "json"]);
+    Run::of(cluster.dm_patch().args(all))
+}
+
+#[test]
+fn rollback_puts_back_the_previous_patch_then_the_original_and_history_tells_it_all() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(3).masters(1).workers(2).sources(2));
+    let workers = cluster.ids("dm-worker");
+    let original: Vec<String> = workers.iter().map(|id| installed_sha256(&cluster, id)).collect();
+    let (a, b) =
+        (cluster.package("dm-worker", "v8.5.2", &[]), cluster.package("dm-worker", "v8.5.3", &[]));
+    cluster.patch(&a, &["-R", "dm-worker"]).success();
+    let on_a: Vec<String> = workers.iter().map(|id| installed_sha256(&cluster, id)).collect();
+    cluster.patch(&b, &["-R", "dm-worker"]).success();
+
+    let plan = rollback(&cluster, &["-R", "dm-worker", "--dry-run"]).success().json();
+    assert_eq!(plan[0]["to_version"].as_str().unwrap().split(' ').next(), Some("v8.5.2"), "{plan}");
+
+    let back = rollback(&cluster, &["-R", "dm-worker"]).success();
+    assert_eq!(back.outcome_names(), ["patched"; 2]);
+    for (id, sha) in workers.iter().zip(&on_a) {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.2"), "{id}");
+        assert_eq!(&installed_sha256(&cluster, id), sha, "{id}: A's very binary");
+    }
+    let members = cluster.members();
+    assert!(members.workers().iter().all(|w| w.stage == "bound"), "{members:?}");
+    assert_eq!(cluster.patched_ids(), id_set(&workers));
+
+    rollback(&cluster, &["-R", "dm-worker", "--to-original"]).success();
+    for (id, sha) in workers.iter().zip(&original) {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{id}");
+        assert_eq!(&installed_sha256(&cluster, id), sha, "{id}: the original binary");
+    }
+    assert_eq!(cluster.patched_ids(), BTreeSet::new(), "meta.yaml: no longer patched");
+    let display = Run::of(cluster.dm_patch().args(["display", cluster.sandbox.cluster_name()]));
+    assert!(!display.success().stdout.contains("(patched)"));
+
+    let history = Run::of(cluster.dm_patch().args([
+        "history",
+        cluster.sandbox.cluster_name(),
+        "--format",
+        "json",
+    ]))
+    .success()
+    .json();
+    let commands: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| {
+            if run["command"].as_str().unwrap().contains(" rollback ") {
+                "rollback"
+            } else {
+                "patch"
+            }
+        })
+        .collect();
+    assert_eq!(commands, ["rollback", "rollback", "patch", "patch"], "newest first: {history}");
+    let newest = &history[0];
+    assert_eq!(newest["result"], "Success");
+    let outcome = newest["instances"][0]["outcome"].as_str().unwrap();
+    assert!(outcome.contains("v8.5.2 (") && outcome.contains("-> v8.5.1 ("), "{outcome}");
+}
+
+#[test]
+fn a_rollback_whose_target_will_not_start_is_itself_undone() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
+    let worker = cluster.ids("dm-worker").remove(0);
+    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+    cluster.patch(&good, &["-R", "dm-worker"]).success();
+    let running = installed_sha256(&cluster, &worker);
+    // The binary that ran before no longer starts here (say, its config was changed since):
+    // the rollback point holds one that exits at start, and its record says so.
+    let crashing = cluster.package("dm-worker", "v8.5.1", &[Fault::ExitAtStart]);
+    let points = cluster.deploy_dir(&worker).join("bin.rollback");
+    let point = std::fs::read_dir(&points).unwrap().next().unwrap().unwrap().path();
+    let mut archive =
+        tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(&crashing).unwrap()));
+    let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+    let mut binary = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut binary).unwrap();
+    let target = point.join("dm-worker/dm-worker");
+    std::fs::remove_file(&target).unwrap();
+    std::fs::write(&target, &binary).unwrap();
+    std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sha: String = Sha256::digest(&binary).iter().map(|b| format!("{b:02x}")).collect();
+    let manifest = point.join(".manifest");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text: Vec<String> =
+        text.lines()
+            .map(|line| {
+                if line.starts_with("binary ") { format!("binary {sha}") } else { line.to_owned() }
+            })
+            .collect();
+    std::fs::write(&manifest, text.join("\n") + "\n").unwrap();
+
+    let run = rollback(&cluster, &["-R", "dm-worker"]).code(1);
+
+    assert_eq!(run.outcome_names(), ["rolled-back"]);
+    assert!(
+        run.json()["message"].as_str().unwrap().contains("exited after start"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.2"), "it keeps running what it ran");
+    assert_eq!(installed_sha256(&cluster, &worker), running);
+}
+
+#[test]
+fn nothing_to_go_back_to_is_refused_naming_the_instance() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
+    let worker = cluster.ids("dm-worker").remove(0);
+    let run = rollback(&cluster, &["-R", "dm-worker"]).code(2);
+    assert!(run.stderr.contains(&format!("nothing to go back to for {worker}")), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+}
+
+#[test]
+fn masters_roll_back_followers_first_and_the_leader_last() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(3).masters(3).workers(1).sources(1));
+    let pkg = cluster.package("dm-master", "v8.5.2", &[]);
+    cluster.patch(&pkg, &["-R", "dm-master"]).success();
+    let (leader, masters) = (cluster.leader_id(), cluster.ids("dm-master"));
+    let watcher = crate::patch::DownWatcher::start(&cluster, masters.clone());
+
+    let run = rollback(&cluster, &["-R", "dm-master"]).success();
+
+    assert!(watcher.finish() <= 1, "two masters were down at once");
+    let order: Vec<String> = run.outcomes().into_iter().map(|(id, _)| id).collect();
+    assert_eq!((order.len(), order.last()), (3, Some(&leader)), "the leader goes last: {order:?}");
+    for id in &masters {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{id}");
+    }
+    assert!(cluster.members().leader().is_some());
+    assert_eq!(cluster.patched_ids(), BTreeSet::new(), "back on the original: not patched");
+}
