@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 
 use super::hosts::Hosts;
 use super::remote::Remote;
+use super::roll::ROLLBACK_DIR;
 use super::tree::{PICK_HASHER, VERSION};
 use crate::dm::client::{DmClient, DmError};
 use crate::dm::version::VersionInfo;
@@ -88,11 +89,12 @@ enum InstanceProblem {
     #[error("{binary} -V failed: {output}")]
     VersionUnknown { binary: String, output: String },
     #[error(
-        "only {} free in {dir}, {} needed for what the package unpacks to and the backup",
+        "only {} free in {dir}, {} needed for what the package unpacks to and the backup{}",
         HumanBytes(*.free),
-        HumanBytes(*.needed)
+        HumanBytes(*.needed),
+        rollback_note(*.rollbacks)
     )]
-    LowDisk { dir: String, free: u64, needed: u64 },
+    LowDisk { dir: String, free: u64, needed: u64, rollbacks: u64 },
     #[error(
         "{host}: the check of {dir} printed what it should not ({output}); is this a Linux host?"
     )]
@@ -101,13 +103,25 @@ enum InstanceProblem {
     Ssh(#[from] SshError),
 }
 
-/// One round trip: the deploy dir, free space, the installed binary's size (its sha256 only
+/// What the rollback points kept beside `bin/` take, when they take anything.
+fn rollback_note(bytes: u64) -> String {
+    if bytes == 0 {
+        return String::new();
+    }
+    format!(
+        "; the rollback points in {ROLLBACK_DIR}/ take {} of it (--keep-rollbacks keeps fewer)",
+        HumanBytes(bytes)
+    )
+}
+
+/// One round trip: the deploy dir, free space, what the rollback points take, the installed binary's size (its sha256 only
 /// when the size is the package binary's) and its version.
 fn facts_script(planned: &PlannedInstance, entry_size: u64) -> String {
     format!(
         "d={deploy}; b={binary}\n\
          if [ ! -d \"$d\" ]; then echo nodeploy; exit 0; fi\n\
          echo \"free $(df -Pk \"$d\" | awk 'NR==2 {{print $4}}')\"\n\
+         echo \"rollbacks $(du -sk \"$d/{ROLLBACK_DIR}\" 2>/dev/null | cut -f1)\"\n\
          if [ ! -f \"$b\" ]; then echo nobinary; exit 0; fi\n\
          size=$(stat -c %s \"$b\"); echo \"size $size\"\n\
          if [ \"$size\" = {entry_size} ]; then {PICK_HASHER}; \
@@ -132,6 +146,7 @@ async fn check_instance(
     };
     let (facts, version) = stdout.split_once(&format!("{VERSION}\n")).unwrap_or((&stdout, ""));
     let mut free = None;
+    let mut rollbacks = 0;
     let mut sha256 = None;
     for line in facts.lines() {
         match line.split_once(' ').unwrap_or((line, "")) {
@@ -143,6 +158,7 @@ async fn check_instance(
                 return Err(InstanceProblem::NoBinary { binary: planned.binary.clone() });
             }
             ("free", kib) => free = Some(kib.parse::<u64>().map_err(|_| unreadable())? * 1024),
+            ("rollbacks", kib) => rollbacks = kib.trim().parse::<u64>().unwrap_or(0) * 1024,
             ("sha256", hex) if hex.len() == 64 => sha256 = Some(hex.to_owned()),
             ("size", _) => {}
             _ => return Err(unreadable()),
@@ -155,7 +171,8 @@ async fn check_instance(
         return Err(InstanceProblem::VersionUnknown { binary: planned.binary.clone(), output });
     }
     if free < needed {
-        return Err(InstanceProblem::LowDisk { dir: planned.deploy_dir.clone(), free, needed });
+        let dir = planned.deploy_dir.clone();
+        return Err(InstanceProblem::LowDisk { dir, free, needed, rollbacks });
     }
     Ok(InstanceFacts { version: parsed, sha256 })
 }
