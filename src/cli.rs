@@ -94,7 +94,7 @@ impl Cli {
                 tiup.ssh = tiup.ssh.or(leading.ssh);
                 tiup.native_ssh |= leading.native_ssh;
             }
-            Command::Completions { .. } => {}
+            Command::Completions { .. } | Command::Man => {}
         }
     }
 }
@@ -240,6 +240,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page, as roff for man(1)
+    Man,
 }
 
 /// `-N` and `-R` of `patch`, as TiUP takes them: repeatable, and comma lists.

@@ -45,6 +45,7 @@ pub fn run(cli: Cli) -> ExitStatus {
             Command::Patch(args) => commands::audit::patch(args, &cli.global, &printer).await,
             Command::Display(args) => commands::display::run(args, &cli.global, &printer).await,
             Command::Completions { shell } => Ok(commands::completions::run(shell)),
+            Command::Man => Ok(commands::man::run()),
         }
     });
     match result {

@@ -3,4 +3,5 @@
 pub mod audit;
 pub mod completions;
 pub mod display;
+pub mod man;
 pub mod patch;
