@@ -77,7 +77,7 @@ impl Cli {
                 args.proxy.fill_from(leading_proxy);
                 return;
             }
-            Command::History(_) | Command::Completions { .. } => return,
+            Command::History(_) | Command::Completions { .. } | Command::Man => return,
         };
         let given = |id: &str| {
             matches.subcommand_matches(name).and_then(|m| m.value_source(id))
@@ -270,6 +270,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page, as roff for man(1)
+    Man,
 }
 
 /// `-N` and `-R` of `patch`, as TiUP takes them: repeatable, and comma lists.

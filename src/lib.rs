@@ -47,6 +47,7 @@ pub fn run(cli: Cli) -> ExitStatus {
             Command::Rollback(args) => commands::rollback::run(args, &cli.global, &printer).await,
             Command::History(args) => commands::history::run(args, &cli.global, &printer),
             Command::Completions { shell } => Ok(commands::completions::run(shell)),
+            Command::Man => Ok(commands::man::run()),
         }
     });
     match result {

@@ -172,3 +172,42 @@ fn completion_offers_clusters_roles_and_policies() {
     let policies = candidates(&store, &["patch", "demo", "x.tar.gz", "--host-key-policy", ""]);
     assert_eq!(policies, ["strict", "accept-new", "off"]);
 }
+
+/// `dm-patch man` is dm-patch(1) in roff, made from the same definitions as `--help`: it names
+/// every command and every option each command shows in its help, and says the exit statuses.
+#[test]
+fn man_page_names_every_command_and_option() {
+    use clap::CommandFactory;
+
+    let page = stdout(&["man"]);
+    assert!(page.contains("\n.TH DM-PATCH 1 "), "no title:\n{page}");
+    // roff writes a dash as `\-`.
+    let roff = |text: &str| text.replace('-', "\\-");
+    for known in ["--host-key-policy", "--allow-version-change", "--offline", "--status-timeout"] {
+        assert!(page.contains(&roff(known)), "{known} missing:\n{page}");
+    }
+    for section in ["COMMANDS", "\"GLOBAL OPTIONS\"", "\"EXIT STATUS\"", "ENVIRONMENT"] {
+        assert!(page.contains(&format!("\n.SH {section}\n")), "no {section}:\n{page}");
+    }
+    // Each option is described in an entry of its own: the line after a `.TP`.
+    let lines: Vec<&str> = page.lines().collect();
+    let entries: Vec<&str> = lines.windows(2).filter(|w| w[0] == ".TP").map(|w| w[1]).collect();
+    let described = |long: &str| {
+        let bold = format!("\\fB{}\\fR", roff(&format!("--{long}")));
+        entries.iter().any(|entry| entry.contains(&bold))
+    };
+    let command = dm_patch::cli::Cli::command();
+    let commands: Vec<_> = command.get_subcommands().filter(|sub| !sub.is_hide_set()).collect();
+    assert!(commands.len() >= 4, "{commands:?}");
+    for sub in commands {
+        let heading = format!("\n.SS \"dm-patch {}\"\n", sub.get_name());
+        assert!(page.contains(&heading), "no section for {}:\n{page}", sub.get_name());
+        let shown = sub.get_arguments().filter(|arg| !arg.is_hide_set());
+        for long in shown.filter_map(|arg| arg.get_long()) {
+            assert!(described(long), "{} --{long} not described:\n{page}", sub.get_name());
+        }
+    }
+    assert!(described("tiup-home") && described("verbose"), "{page}");
+    // Options hidden from help (TiUP's, accepted silently) stay out of the page too.
+    assert!(!page.contains(&roff("--native-ssh")), "{page}");
+}
