@@ -372,6 +372,10 @@ pub struct DisplayArgs {
     /// Print only the cluster's version
     #[arg(long = "version", id = "version_only")]
     pub version_only: bool,
+    /// Add a Rollback To column: the version `dm-patch rollback` would put back on each patched
+    /// instance
+    #[arg(long)]
+    pub rollback_info: bool,
     /// Timeout in seconds for each status query (1 to 3600)
     #[arg(long, value_name = "SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]

@@ -2,6 +2,7 @@
 //! every run leaves in `$TIUP_HOME/storage/dm/audit/` (see [`crate::engine::audit`]), newest
 //! first; one run in full with its ID (the record's name, as `tiup dm audit` shows it).
 
+use std::collections::HashMap;
 use std::fs;
 
 use serde::Serialize;
@@ -73,6 +74,24 @@ pub fn run(
         printer.result(render_list(&runs));
     }
     Ok(ExitStatus::Success)
+}
+
+/// What each patched instance of `cluster` would go back to with `dm-patch rollback`: the
+/// version it ran before the newest run that installed something on it (by instance ID).
+pub fn rollback_versions(store: &Store, cluster: &str) -> HashMap<String, String> {
+    let mut versions = HashMap::new();
+    for run in read_runs(store, cluster) {
+        for instance in &run.instances {
+            let Some(rest) = instance.outcome.strip_prefix("patched; version ") else {
+                continue;
+            };
+            let before = rest.split(" -> ").next().unwrap_or_default();
+            if before != "-" {
+                versions.entry(instance.id.clone()).or_insert_with(|| before.to_owned());
+            }
+        }
+    }
+    versions
 }
 
 /// Every record of `cluster`, newest first.

@@ -34,6 +34,17 @@ fn rollback_puts_back_the_previous_patch_then_the_original_and_history_tells_it_
     let on_a: Vec<String> = workers.iter().map(|id| installed_sha256(&cluster, id)).collect();
     cluster.patch(&b, &["-R", "dm-worker"]).success();
 
+    let name = cluster.sandbox.cluster_name();
+    let display = Run::of(cluster.dm_patch().args(["display", name, "--format", "json"]));
+    let display = display.success().json();
+    for instance in display["instances"].as_array().unwrap() {
+        let expected = (instance["component"] == "dm-worker").then_some("v8.5.2 (");
+        let rollback_to = instance["rollback_to"].as_str();
+        assert_eq!(rollback_to.map(|v| &v[..8]), expected, "{instance}");
+    }
+    let text = Run::of(cluster.dm_patch().args(["display", name, "--rollback-info"])).success();
+    assert!(text.stdout.contains("Rollback To"), "{}", text.stdout);
+
     let plan = rollback(&cluster, &["-R", "dm-worker", "--dry-run"]).success().json();
     assert_eq!(plan[0]["to_version"].as_str().unwrap().split(' ').next(), Some("v8.5.2"), "{plan}");
 
@@ -154,4 +165,27 @@ fn masters_roll_back_followers_first_and_the_leader_last() {
     }
     assert!(cluster.members().leader().is_some());
     assert_eq!(cluster.patched_ids(), BTreeSet::new(), "back on the original: not patched");
+}
+
+#[test]
+fn a_rollback_point_that_changed_since_it_was_kept_is_refused() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
+    let worker = cluster.ids("dm-worker").remove(0);
+    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+    cluster.patch(&good, &["-R", "dm-worker"]).success();
+    let points = cluster.deploy_dir(&worker).join("bin.rollback");
+    let point = std::fs::read_dir(&points).unwrap().next().unwrap().unwrap().path();
+    let binary = point.join("dm-worker/dm-worker");
+    let mut bytes = std::fs::read(&binary).unwrap();
+    bytes.extend_from_slice(b"\n# changed behind dm-patch's back\n");
+    std::fs::remove_file(&binary).unwrap();
+    std::fs::write(&binary, bytes).unwrap();
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let pid = cluster.sandbox.pid(&worker);
+
+    let run = rollback(&cluster, &["-R", "dm-worker"]).code(1);
+
+    assert!(run.stderr.contains("has changed since it was recorded"), "{}", run.stderr);
+    assert_eq!(cluster.sandbox.pid(&worker), pid, "untouched");
+    assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.2"));
 }

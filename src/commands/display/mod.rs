@@ -94,6 +94,10 @@ pub struct Row {
     /// dm-patch, dm-workers that answer: the subtasks of migration tasks it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<TaskRow>>,
+    /// dm-patch, patched instances: the version `dm-patch rollback` would put back (what ran
+    /// before the newest run that installed something on it, from the audit records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_to: Option<String>,
 }
 
 /// The roles `display` knows, as `-R` takes them.
@@ -151,9 +155,13 @@ pub async fn run(
     );
 
     let mut rows: Vec<Row> = Vec::new();
+    let rollback_versions = super::history::rollback_versions(&store, &cluster.name);
     for (instance, (version, since, tasks)) in instances.iter().zip(dm_facts) {
         let mut row = dm_row(&cluster, instance, members.as_ref(), version, since);
         row.tasks = tasks;
+        if instance.patched {
+            row.rollback_to = rollback_versions.get(&instance.id()).cloned();
+        }
         rows.push(row);
     }
     for (monitor, (up, since)) in monitors.iter().zip(monitor_facts) {
@@ -166,7 +174,8 @@ pub async fn run(
     if printer.is_json() {
         printer.json(&DisplayJson { cluster_meta: meta, instances: rows });
     } else {
-        printer.result(render(&cluster, &meta, &rows, uptime, printer));
+        let columns = Columns { uptime, rollback_info: args.rollback_info };
+        printer.result(render(&cluster, &meta, &rows, columns, printer));
     }
     Ok(ExitStatus::Success)
 }
@@ -446,6 +455,7 @@ fn dm_row(
         patched: instance.patched,
         running_version,
         tasks: None,
+        rollback_to: None,
     }
 }
 
@@ -476,6 +486,7 @@ fn monitor_row(cluster: &Cluster, monitor: &Monitor, up: bool, since: String) ->
         patched: monitor.patched,
         running_version: None,
         tasks: None,
+        rollback_to: None,
     }
 }
 
@@ -565,13 +576,23 @@ fn cluster_meta(cluster: &Cluster) -> ClusterMeta {
 
 /// The text TiUP prints: the cluster's facts, the TLS files, the Grafana URL, the table and
 /// the node count. The Version column (what each DM instance runs) is dm-patch's.
+/// The optional columns of the table.
+#[derive(Debug, Clone, Copy)]
+struct Columns {
+    /// Since (`--uptime`).
+    uptime: bool,
+    /// Rollback To (`--rollback-info`).
+    rollback_info: bool,
+}
+
 fn render(
     cluster: &Cluster,
     meta: &ClusterMeta,
     rows: &[Row],
-    uptime: bool,
+    columns: Columns,
     printer: &Printer,
 ) -> String {
+    let uptime = columns.uptime;
     let mut out = String::new();
     let mut fact = |label: &str, value: &str| {
         out.push_str(&format!(
@@ -612,6 +633,9 @@ fn render(
     if with_tasks {
         headers.push("Tasks");
     }
+    if columns.rollback_info {
+        headers.push("Rollback To");
+    }
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
@@ -634,6 +658,9 @@ fn render(
             ]);
             if with_tasks {
                 cells.push(tasks::cell(row.tasks.as_deref()));
+            }
+            if columns.rollback_info {
+                cells.push(row.rollback_to.clone().unwrap_or_else(|| "-".to_owned()));
             }
             cells
         })
