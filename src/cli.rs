@@ -357,6 +357,9 @@ pub struct PatchArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    /// Set by `rollback`, which runs its target through `patch`.
+    #[arg(skip)]
+    pub action: crate::plan::Action,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ use crate::topology::{Cluster, Instance, Role};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
+    pub action: Action,
     pub cluster: String,
     pub component: Role,
     /// The cluster's DM version (`dm_version`), which names TiUP's `bin.old.<version>` backup.
@@ -24,6 +25,34 @@ pub struct Plan {
     pub hosts: Vec<HostStaging>,
     /// The instances in the order they will be patched.
     pub instances: Vec<PlannedInstance>,
+}
+
+/// What a run is for: the same engine patches forward and rolls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    #[default]
+    Patch,
+    /// `dm-patch rollback`: the package is a rollback target fetched from a host.
+    Rollback,
+}
+
+impl Action {
+    /// The verb of the prompt: `Patch`, `Roll back`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Patch => "Patch",
+            Action::Rollback => "Roll back",
+        }
+    }
+
+    /// The summary's: `Patched`, `Rolled back`.
+    pub fn done(self) -> &'static str {
+        match self {
+            Action::Patch => "Patched",
+            Action::Rollback => "Rolled back",
+        }
+    }
 }
 
 /// A host the package goes to, once, whatever the number of selected instances on it.
@@ -63,6 +92,8 @@ pub struct PlannedInstance {
 /// What the operator asked for beyond the instances and the package.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PlanOptions {
+    /// What the run is for, as it is told.
+    pub action: Action,
     /// `--offline`: swap binaries only; no restart, no DM API call.
     pub offline: bool,
     /// `--overwrite`: keep the package in the store as the cluster's permanent patch.
@@ -80,7 +111,7 @@ impl Plan {
         leader: Option<String>,
         options: PlanOptions,
     ) -> Plan {
-        let PlanOptions { offline, overwrite, allow_version_change } = options;
+        let PlanOptions { action, offline, overwrite, allow_version_change } = options;
         let sha = package.short_sha().to_owned();
         let cluster_version = cluster.version().to_owned();
 
@@ -120,6 +151,7 @@ impl Plan {
             .collect();
 
         Plan {
+            action,
             cluster: cluster.name.clone(),
             component: package.component,
             cluster_version,

@@ -119,6 +119,7 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
         None
     };
     let options = PlanOptions {
+        action: args.action,
         offline: args.offline,
         overwrite: args.overwrite,
         allow_version_change: args.allow_version_change,
@@ -181,7 +182,8 @@ fn confirm(config: &PatchConfig, printer: &Printer) -> anyhow::Result<bool> {
     eprintln!("{}", render_plan(&config.plan, printer));
     let answer = dialoguer::Confirm::new()
         .with_prompt(format!(
-            "Patch {} instance(s) of cluster '{}'?",
+            "{} {} instance(s) of cluster '{}'?",
+            config.plan.action.verb(),
             config.plan.instances.len(),
             config.cluster.name
         ))

@@ -98,6 +98,7 @@ pub async fn run(
         yes: args.yes,
         dry_run: false,
         connection: args.connection.clone(),
+        action: crate::plan::Action::Rollback,
     };
     let status = super::audit::patch(patch, global, printer).await?;
     if status == ExitStatus::Success && target.is_original {

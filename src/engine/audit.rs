@@ -265,6 +265,7 @@ mod tests {
 
     fn report(offline: bool) -> Report {
         Report {
+            action: crate::plan::Action::Patch,
             cluster: "demo".to_owned(),
             component: Role::Worker,
             package: PackageReport {

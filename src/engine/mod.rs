@@ -500,6 +500,7 @@ fn row<'r>(report: &'r mut Report, id: &str) -> &'r mut InstanceReport {
 
 fn new_report(plan: &Plan, started_at: SystemTime) -> Report {
     Report {
+        action: plan.action,
         cluster: plan.cluster.clone(),
         component: plan.component,
         package: PackageReport {

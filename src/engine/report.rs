@@ -4,10 +4,12 @@ use serde::Serialize;
 
 use crate::dm::tasks::Subtask;
 use crate::dm::version::VersionInfo;
+use crate::plan::Action;
 use crate::topology::Role;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub action: Action,
     pub cluster: String,
     pub component: Role,
     pub package: PackageReport,

@@ -81,8 +81,11 @@ pub fn render(report: &Report, cluster: &Cluster, printer: &Printer) {
             )
         } else {
             format!(
-                "Patched cluster '{}' ({}) in {:.1}s.",
-                report.cluster, report.component, report.seconds
+                "{} cluster '{}' ({}) in {:.1}s.",
+                report.action.done(),
+                report.cluster,
+                report.component,
+                report.seconds
             )
         };
         printer.result(printer.paint(&headline, Style::Good));

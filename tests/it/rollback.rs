@@ -49,6 +49,7 @@ fn rollback_puts_back_the_previous_patch_then_the_original_and_history_tells_it_
     assert_eq!(plan[0]["to_version"].as_str().unwrap().split(' ').next(), Some("v8.5.2"), "{plan}");
 
     let back = rollback(&cluster, &["-R", "dm-worker"]).success();
+    assert_eq!(back.json()["action"], "rollback");
     assert_eq!(back.outcome_names(), ["patched"; 2]);
     for (id, sha) in workers.iter().zip(&on_a) {
         assert_eq!(cluster.version(id).as_deref(), Some("v8.5.2"), "{id}");
