@@ -79,10 +79,9 @@ pub async fn run(
     }
     let group = groups.into_values().next().expect("at least one instance is selected");
     let target = group[0];
-    drop(reach);
-
     let scratch = tempfile::Builder::new().prefix("dm-patch-rollback-").tempdir()?;
-    let package = fetch_package(&cluster, target, scratch.path(), connection, executor).await?;
+    let package = fetch_package(&cluster, target, scratch.path(), &reach, policy, timeout).await?;
+    reach.close().await;
 
     let ids: Vec<String> = group.iter().map(|t| t.id.clone()).collect();
     let patch = PatchArgs {
@@ -159,26 +158,27 @@ async fn fetch_package(
     cluster: &crate::topology::Cluster,
     target: &RollbackTarget,
     dir: &Path,
-    connection: &crate::cli::ConnectionArgs,
-    executor: crate::ssh::Executor,
+    reach: &crate::ssh::Reach,
+    policy: crate::ssh::HostKeyPolicy,
+    timeout: Duration,
 ) -> anyhow::Result<PathBuf> {
-    let jump = reach::jump_host(&connection.proxy)?;
-    let policy = connection.host_key_policy;
-    let reach = reach::open(cluster, executor, jump, policy).await?;
-    let timeout = Duration::from_secs(connection.ssh_timeout);
     let path = dir.join(format!("{}-rollback.tar.gz", target.component));
-    crate::engine::roll_points::download(cluster, target, &reach, policy, timeout, &path)
+    crate::engine::roll_points::download(cluster, target, reach, policy, timeout, &path)
         .await
         .with_context(|| format!("fetching the rollback target of {}", target.id))?;
-    let role = target.role;
     let hosts = [(target.host.clone(), target.id.clone(), target.arch)];
-    let checked = crate::package::inspect(&path, role, &hosts).map_err(|err| {
-        anyhow::anyhow!("the rollback target of {} is not usable: {err}", target.id)
-    })?;
+    let (inspected, role) = (path.clone(), target.role);
+    let checked =
+        tokio::task::spawn_blocking(move || crate::package::inspect(&inspected, role, &hosts))
+            .await
+            .context("the check of the rollback target stopped unexpectedly")?
+            .map_err(|err| {
+                anyhow::anyhow!("the rollback target of {} is not usable: {err}", target.id)
+            })?;
     if checked.entry_sha256 != target.binary_sha256 {
         anyhow::bail!(
-            "the rollback target of {} on its host has changed since it was recorded (its binary's \
-             sha256 is {}, the record says {}); nothing was changed",
+            "the rollback target of {} on its host has changed since it was recorded (its \
+             binary's sha256 is {}, the record says {}); nothing was changed",
             target.id,
             checked.entry_sha256,
             target.binary_sha256

@@ -142,11 +142,8 @@ impl HostSession {
         input: Option<Input<'_>>,
         sink: Option<&mut std::fs::File>,
     ) -> Result<ExecOutput, SshError> {
-        let channel_failed = |action: &str, reason: String| SshError::Channel {
-            endpoint: self.inner.endpoint.clone(),
-            action: format!("{action} for `{command}`"),
-            reason,
-        };
+        let channel_failed =
+            |action: &str, reason: String| self.channel_error(command, action, reason);
         let _slot = self
             .inner
             .command_slots
@@ -167,6 +164,15 @@ impl HostSession {
         }
     }
 
+    /// A channel step that failed for `command`.
+    fn channel_error(&self, command: &str, action: &str, reason: String) -> SshError {
+        SshError::Channel {
+            endpoint: self.inner.endpoint.clone(),
+            action: format!("{action} for `{command}`"),
+            reason,
+        }
+    }
+
     /// Runs `line` on a new channel of the session's own SSH connection.
     async fn exec_on_channel(
         &self,
@@ -176,11 +182,8 @@ impl HostSession {
         input: Option<Input<'_>>,
         sink: Option<&mut std::fs::File>,
     ) -> Result<ExecOutput, SshError> {
-        let channel_failed = |action: &str, reason: String| SshError::Channel {
-            endpoint: self.inner.endpoint.clone(),
-            action: format!("{action} for `{command}`"),
-            reason,
-        };
+        let channel_failed =
+            |action: &str, reason: String| self.channel_error(command, action, reason);
         let channel = handle
             .channel_open_session()
             .await
