@@ -68,8 +68,8 @@ impl Cli {
         let leading = &self.leading;
         let leading_proxy = self.leading_proxy.clone().into_proxy();
         let (name, connection, yes) = match &mut self.command {
-            Command::Patch(args) => ("patch", &mut args.connection, &mut args.yes),
-            Command::Rollback(args) => ("rollback", &mut args.connection, &mut args.yes),
+            Command::Patch(args) => ("patch", &mut args.connection, &mut args.change.yes),
+            Command::Rollback(args) => ("rollback", &mut args.connection, &mut args.change.yes),
             Command::Display(args) => {
                 let tiup = &mut args.tiup;
                 tiup.ssh = tiup.ssh.or(leading.ssh);
@@ -340,18 +340,8 @@ pub struct PatchArgs {
     /// cluster's dm_version; a hotfix normally stays on its release line
     #[arg(long)]
     pub allow_version_change: bool,
-    /// Patch even when a migration task is already paused: it is named, and left as it is (by
-    /// default the run stops before changing anything)
-    #[arg(long)]
-    pub force: bool,
-    /// How many rollback points (what each patch replaced) to keep per instance, for
-    /// `dm-patch rollback`; older ones are removed
-    #[arg(long, value_name = "N", default_value_t = 3,
-          value_parser = clap::value_parser!(u16).range(0..=100))]
-    pub keep_rollbacks: u16,
-    /// Do not ask for confirmation
-    #[arg(short, long)]
-    pub yes: bool,
+    #[command(flatten)]
+    pub change: ChangeArgs,
     /// Check everything and print the plan; connect to no host, change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -389,6 +379,23 @@ pub struct DisplayArgs {
     pub tiup: TiupArgs,
 }
 
+/// What `patch` and `rollback` share about making a change.
+#[derive(Debug, Clone, Args)]
+pub struct ChangeArgs {
+    /// Go ahead even when a migration task is already paused: it is named, and left as it is
+    /// (by default the run stops before changing anything)
+    #[arg(long)]
+    pub force: bool,
+    /// How many rollback points (what each run replaced) to keep per instance, for
+    /// `dm-patch rollback`; older ones are removed
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(0..=100))]
+    pub keep_rollbacks: u16,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
     /// Name of the cluster in the TiUP store
@@ -403,16 +410,8 @@ pub struct RollbackArgs {
     /// The cluster is stopped: only put the binaries back; no restart, no DM API calls
     #[arg(long)]
     pub offline: bool,
-    /// Go ahead even when a migration task is already paused (it is named, and left as it is)
-    #[arg(long)]
-    pub force: bool,
-    /// How many rollback points to keep per instance (the rollback makes one too)
-    #[arg(long, value_name = "N", default_value_t = 3,
-          value_parser = clap::value_parser!(u16).range(0..=100))]
-    pub keep_rollbacks: u16,
-    /// Do not ask for confirmation
-    #[arg(short, long)]
-    pub yes: bool,
+    #[command(flatten)]
+    pub change: ChangeArgs,
     /// Print what each instance would go back to; change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -514,7 +513,7 @@ mod tests {
             "-R",
             "dm-worker",
         ]));
-        assert!(args.yes);
+        assert!(args.change.yes);
         assert_eq!(args.connection.concurrency, 3);
         assert_eq!(args.connection.wait_timeout, 9);
         assert_eq!(args.connection.ssh_timeout, 7);
@@ -529,7 +528,7 @@ mod tests {
         assert_eq!(args.connection.wait_timeout, 120);
         assert_eq!(args.connection.host_key_policy, HostKeyPolicy::AcceptNew);
         assert_eq!(args.connection.ssh, None);
-        assert!(!args.yes);
+        assert!(!args.change.yes);
     }
 
     #[test]

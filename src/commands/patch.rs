@@ -134,12 +134,12 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
             wait_timeout: Duration::from_secs(args.connection.wait_timeout),
             concurrency: usize::from(args.connection.concurrency),
             host_key_policy,
-            force: args.force,
-            keep_rollbacks: usize::from(args.keep_rollbacks),
+            force: args.change.force,
+            keep_rollbacks: usize::from(args.change.keep_rollbacks),
             reach,
             command_line: std::env::args().collect(),
         },
-        yes: args.yes,
+        yes: args.change.yes,
         dry_run: args.dry_run,
     })
 }

@@ -92,9 +92,7 @@ pub async fn run(
         offline: args.offline,
         // It ran on this cluster before: another release line is no reason to refuse it.
         allow_version_change: true,
-        force: args.force,
-        keep_rollbacks: args.keep_rollbacks,
-        yes: args.yes,
+        change: args.change.clone(),
         dry_run: false,
         connection: args.connection.clone(),
         action: crate::plan::Action::Rollback,
