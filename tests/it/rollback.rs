@@ -48,7 +48,9 @@ fn rollback_puts_back_the_previous_patch_then_the_original_and_history_tells_it_
     let plan = rollback(&cluster, &["-R", "dm-worker", "--dry-run"]).success().json();
     assert_eq!(plan[0]["to_version"].as_str().unwrap().split(' ').next(), Some("v8.5.2"), "{plan}");
 
+    let watcher = crate::patch::DownWatcher::start(&cluster, workers.clone());
     let back = rollback(&cluster, &["-R", "dm-worker"]).success();
+    assert!(watcher.finish() <= 1, "two workers were down at once");
     assert_eq!(back.json()["action"], "rollback");
     assert_eq!(back.outcome_names(), ["patched"; 2]);
     for (id, sha) in workers.iter().zip(&on_a) {
@@ -89,6 +91,10 @@ fn rollback_puts_back_the_previous_patch_then_the_original_and_history_tells_it_
         })
         .collect();
     assert_eq!(commands, ["rollback", "rollback", "patch", "patch"], "newest first: {history}");
+    let text = Run::of(cluster.dm_patch().args(["history", name])).success().stdout;
+    let newest_line = text.lines().nth(2).unwrap();
+    assert!(newest_line.contains("rollback") && newest_line.contains("Success"), "{text}");
+    assert!(newest_line.contains("-> v8.5.1 ("), "the version change: {text}");
     let newest = &history[0];
     assert_eq!(newest["result"], "Success");
     let outcome = newest["instances"][0]["outcome"].as_str().unwrap();
