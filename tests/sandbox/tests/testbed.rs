@@ -298,6 +298,24 @@ fn units_run_as_their_user_when_started_through_sudo() {
     assert!(stopped.status.success(), "{stopped:?}");
 }
 
+/// Runs `sandbox down` on the sandbox at `root` when the test panics.
+struct DownOnPanic {
+    cli: &'static str,
+    root: std::path::PathBuf,
+}
+
+impl Drop for DownOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.root.join("sandbox.json").exists() {
+            let _ = std::process::Command::new(self.cli)
+                .arg("down")
+                .arg("--root")
+                .arg(&self.root)
+                .output();
+        }
+    }
+}
+
 #[test]
 fn the_cli_brings_hosts_up_builds_packages_and_tears_down() {
     let sandbox_cli = env!("CARGO_BIN_EXE_sandbox");
@@ -322,6 +340,8 @@ fn the_cli_brings_hosts_up_builds_packages_and_tears_down() {
         "--sources",
         "0",
     ]);
+    // A failed assertion below must not leave the hosts `up` started running.
+    let _down_on_panic = DownOnPanic { cli: sandbox_cli, root: root.clone() };
     assert!(up.contains(&format!("export TIUP_HOME={root_arg}/tiup")), "{up}");
     assert!(up.contains("export DM_SANDBOX_CLUSTER=dm-sandbox"), "{up}");
     let state = dm_sandbox::state::SandboxState::load(&root).unwrap();
