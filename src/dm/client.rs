@@ -167,22 +167,27 @@ pub struct DmClient {
     tls: Option<ClientTls>,
 }
 
+/// An HTTP client builder for the cluster's instances: each call ends within `timeout`; it goes
+/// through `proxy` (the jump host's tunnel, `http://127.0.0.1:<port>`) when given, and never
+/// through a proxy of the environment.
+pub fn http_builder(timeout: Duration, proxy: Option<&str>) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder().timeout(timeout).no_proxy();
+    let Some(proxy) = proxy else {
+        return builder;
+    };
+    let proxy = reqwest::Proxy::all(proxy).expect("the tunnel's URL is a valid proxy URL");
+    // The tunnel reads one request head per connection (plain HTTP goes in absolute form): no
+    // connection is reused.
+    builder.proxy(proxy).pool_max_idle_per_host(0)
+}
+
 impl DmClient {
-    /// A client for a plain cluster (`tls: None`: HTTP) or a TLS one (`cluster.tls()`: HTTPS
-    /// trusting exactly the cluster's CA, presenting its client certificate, and checking each
-    /// instance's certificate against the host it is reached at, IP SANs included).
-    /// A client whose calls each end within `timeout`, over mutual TLS when the cluster has it,
-    /// through `proxy` (the jump host's tunnel, `http://127.0.0.1:<port>`) when given, and
-    /// never through a proxy of the environment.
+    /// A client whose calls each end within `timeout`, for a plain cluster (`tls: None`:
+    /// HTTP) or a TLS one (`cluster.tls()`: HTTPS trusting exactly the cluster's CA, presenting
+    /// its client certificate, and checking each instance's certificate against the host it is
+    /// reached at, IP SANs included), through `proxy` when given (see [`http_builder`]).
     pub fn new(timeout: Duration, tls: Option<&ClientTls>, proxy: Option<&str>) -> DmClient {
-        let mut builder =
-            reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).no_proxy();
-        if let Some(proxy) = proxy {
-            let proxy = reqwest::Proxy::all(proxy).expect("the tunnel's URL is a valid proxy URL");
-            // The tunnel reads one request head per connection (plain HTTP goes in absolute
-            // form): no connection is reused.
-            builder = builder.proxy(proxy).pool_max_idle_per_host(0);
-        }
+        let mut builder = http_builder(timeout, proxy).connect_timeout(timeout);
         if let Some(tls) = tls {
             builder = builder.tls_backend_preconfigured((*tls.config()).clone());
         }

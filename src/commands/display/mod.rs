@@ -157,7 +157,12 @@ pub async fn run(
     );
 
     let mut rows: Vec<Row> = Vec::new();
-    let rollback_versions = super::history::rollback_versions(&store, &cluster.name);
+    // The audit records are read only when what they give is shown.
+    let rollback_versions = if printer.is_json() || args.rollback_info {
+        super::history::rollback_versions(&store, &cluster.name)
+    } else {
+        Default::default()
+    };
     for (instance, (version, since, tasks)) in instances.iter().zip(dm_facts) {
         let mut row = dm_row(&cluster, instance, members.as_ref(), version, since);
         row.tasks = tasks;

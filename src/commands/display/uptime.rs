@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::causes;
+use crate::dm::client::http_builder;
 use crate::topology::Cluster;
 
 /// `--uptime` as TiUP finds it: `process_start_time_seconds` from the instance's Prometheus
@@ -19,14 +20,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(timeout: Duration, cluster: &Cluster, proxy: Option<&str>) -> Metrics {
-        let builder = || {
-            let builder = reqwest::Client::builder().timeout(timeout).no_proxy();
-            match proxy.map(reqwest::Proxy::all) {
-                // The jump host's tunnel takes one request per connection.
-                Some(Ok(proxy)) => builder.proxy(proxy).pool_max_idle_per_host(0),
-                _ => builder,
-            }
-        };
+        let builder = || http_builder(timeout, proxy);
         let mut dm = builder();
         if let Some(tls) = cluster.tls() {
             dm = dm.tls_backend_preconfigured((*tls.config()).clone());
