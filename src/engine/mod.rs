@@ -239,12 +239,22 @@ impl Run {
             tasks: self.tasks.as_ref().filter(|gate| !gate.is_empty()),
         };
         // `--offline` restarts nothing, so the swaps run side by side, `--concurrency` at a
-        // time; the loop below records them in plan order as if they had run one by one.
-        let mut swapped = if plan.offline {
-            swap_offline(&context, hosts, facts, staged, &plan, settings.concurrency).await
-        } else {
-            HashMap::new()
-        };
+        // time, each keeping its rollback point; every swapped instance is then marked in one
+        // save of meta.yaml. The loop below records them in plan order as if they had run one
+        // by one.
+        let mut swapped = HashMap::new();
+        let mut unsaved_offline = None;
+        if plan.offline {
+            swapped = swap_offline(&context, hosts, facts, staged, &plan, settings).await;
+            for planned in &plan.instances {
+                if let Some(Ok(_)) = swapped.get(&planned.id) {
+                    cluster.mark_patched(planned.role, planned.instance.index);
+                }
+            }
+            if swapped.values().any(Result::is_ok) {
+                unsaved_offline = store::save(cluster, lock).err();
+            }
+        }
         let mut remaining: Vec<&PlannedInstance> = plan.instances.iter().collect();
         let mut done = Vec::new();
         while !remaining.is_empty() {
@@ -274,18 +284,13 @@ impl Run {
             let mut unsaved = None;
             let (outcome, detail) = match result {
                 Ok(outcome) => {
-                    // Saved at once: a crash or Ctrl-C later never loses a finished instance.
-                    cluster.mark_patched(planned.role, planned.instance.index);
-                    unsaved = store::save(cluster, lock).err();
-                    if outcome == Outcome::Patched {
-                        let (keep, sha) = (settings.keep_rollbacks, &plan.package.sha256);
-                        let stamp = rollback_stamp(sha);
-                        if let Err(err) = roll::keep_rollback_point(&job, keep, &stamp, sha).await {
-                            context.progress.event(Event::Note(&format!(
-                                "{}: patched, but what it replaced could not be kept for \
-                                 `dm-patch rollback`: {err}",
-                                planned.id
-                            )));
+                    if !plan.offline {
+                        // Saved at once: a crash or Ctrl-C later never loses a finished
+                        // instance.
+                        cluster.mark_patched(planned.role, planned.instance.index);
+                        unsaved = store::save(cluster, lock).err();
+                        if outcome == Outcome::Patched {
+                            keep_rollback_point(&context, &job, settings, &plan).await;
                         }
                     }
                     (outcome, None)
@@ -335,6 +340,10 @@ impl Run {
                 ));
                 break;
             }
+        }
+        if let Some(err) = unsaved_offline {
+            self.report.result = RunResult::Failed;
+            self.report.message = Some(unsaved_message(&self.report, cluster, &err));
         }
         // Offline swaps all ran: every failure is in its row, and the run failed.
         if let Some(failed) = self.report.instances.iter().find(|i| i.detail.is_some())
@@ -425,14 +434,15 @@ async fn patch_or_finish(
     }
 }
 
-/// `--offline`: every instance's swap, `concurrency` at a time, by instance ID.
+/// `--offline`: every instance's swap (and then its rollback point), `--concurrency` at a
+/// time, by instance ID.
 async fn swap_offline(
     context: &RollContext<'_>,
     hosts: &Hosts,
     facts: &HashMap<String, InstanceFacts>,
     staged: &HashMap<String, Staged>,
     plan: &Plan,
-    concurrency: usize,
+    settings: &Settings,
 ) -> HashMap<String, Result<Outcome, Failure>> {
     futures_util::stream::iter(&plan.instances)
         .map(|planned| async move {
@@ -443,11 +453,32 @@ async fn swap_offline(
                 staged: &staged[&planned.id],
                 files: &plan.package.files,
             };
-            (planned.id.clone(), patch_or_finish(context, &job, plan).await)
+            let result = patch_or_finish(context, &job, plan).await;
+            if let Ok(Outcome::Patched) = result {
+                keep_rollback_point(context, &job, settings, plan).await;
+            }
+            (planned.id.clone(), result)
         })
-        .buffer_unordered(concurrency)
+        .buffer_unordered(settings.concurrency)
         .collect()
         .await
+}
+
+/// After a patch: what it replaced becomes a rollback point. A failure here is told, not
+/// fatal: the instance is patched either way.
+async fn keep_rollback_point(
+    context: &RollContext<'_>,
+    job: &Job<'_>,
+    settings: &Settings,
+    plan: &Plan,
+) {
+    let (keep, sha) = (settings.keep_rollbacks, &plan.package.sha256);
+    if let Err(err) = roll::keep_rollback_point(job, keep, &rollback_stamp(sha), sha).await {
+        context.progress.event(Event::Note(&format!(
+            "{}: patched, but what it replaced could not be kept for `dm-patch rollback`: {err}",
+            job.planned.id
+        )));
+    }
 }
 
 /// The next instance to patch. The plan's order stands, except that a dm-master which leads

@@ -1,6 +1,6 @@
 //! Staging: the package goes to every host in one pass (all hosts in parallel, at most
-//! `--concurrency` at a time), streamed over SSH straight into `tar -xzf -` in an instance's
-//! staging dir, so the host never stores the package itself nor reads anything twice. What was
+//! `--concurrency` at a time), streamed over SSH straight into `tar -x` in an instance's
+//! staging dir (gzipped, or as plain tar when gzip saves little: see [`crate::package::Wire`]), so the host never stores the package itself nor reads anything twice. What was
 //! unpacked is then proven identical to what the local check saw (every path, type, size, mode
 //! and sha256, and nothing else), owned like the binary it replaces, and its binary asked for
 //! its version. Other instances on the same host get a verified copy. Nothing that runs is
@@ -92,15 +92,18 @@ async fn stage_host(
         .filter(|i| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port);
     let first = on_this_host.next().expect("a staged host has an instance");
 
-    progress.event(Event::UploadStarted { host: label, total: plan.package.size });
-    let mut package = tokio::fs::File::open(&plan.package.path)
+    let package = &plan.package;
+    progress.event(Event::UploadStarted { host: label, total: package.wire_size() });
+    let mut bytes = package
+        .open_for_wire()
         .await
         .map_err(|source| StageError::Package { host: label.to_owned(), source })?;
-    let script = tree::unpack_script(&first.staging_dir, &first.binary, &plan.package.entry());
+    let script =
+        tree::unpack_script(&first.staging_dir, &first.binary, &package.entry(), package.wire());
     let sent = |sent| progress.event(Event::UploadProgress { host: label, sent });
     let output = remote
         .session
-        .exec_with_input(&script, &mut package, &sent)
+        .exec_with_input(&script, &mut bytes, &sent)
         .await
         .map_err(|source| StageError::Ssh { at: label.to_owned(), source: Box::new(source) })?;
     progress.event(Event::UploadFinished { host: label });
@@ -164,7 +167,7 @@ fn differing_versions(staged: &HashMap<String, Staged>) -> Option<String> {
 /// Removes the staging dirs (except `keep`, staging dirs that hold the only copy of what an
 /// operator still needs). Best effort: a leftover file is harmless.
 pub async fn cleanup(plan: &Plan, hosts: &Hosts, keep: &[String]) {
-    for host in &plan.hosts {
+    let removals = plan.hosts.iter().map(|host| async move {
         let remote = hosts.get(&host.ssh_host, host.ssh_port);
         let paths: Vec<String> = plan
             .instances
@@ -174,10 +177,12 @@ pub async fn cleanup(plan: &Plan, hosts: &Hosts, keep: &[String]) {
             .map(|i| shell_quote(&i.staging_dir).into_owned())
             .collect();
         if paths.is_empty() {
-            continue;
+            return;
         }
         if let Err(err) = remote.run(&format!("rm -rf {}", paths.join(" "))).await {
             tracing::warn!("{}: could not remove staged files: {err}", remote.label);
         }
-    }
+    });
+    // Every host at once: each on its own connection, a command that takes no time.
+    futures_util::future::join_all(removals).await;
 }

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::package::{FileKind, PackageFile};
+use crate::package::{FileKind, PackageFile, Wire};
 use crate::ssh::shell_quote;
 
 /// Sets `$hash` to the fastest sha256 tool the host has: OpenSSL uses the CPU's SHA
@@ -28,18 +28,19 @@ const LIST: &str = "@@list";
 const SHA: &str = "@@sha";
 pub(super) const VERSION: &str = "@@version";
 
-/// Unpacks the package arriving on stdin into `<staging>/tree` (what an earlier unpack left
-/// there goes first; `previous/` stays), then lists and hashes it, owns it like `reference`
-/// and prints the version of `<tree>/<entry>`.
-pub fn unpack_script(staging: &str, reference: &str, entry: &str) -> String {
+/// Unpacks the package arriving on stdin in the form `wire` into `<staging>/tree` (what an
+/// earlier unpack left there goes first; `previous/` stays), then lists and hashes it, owns it
+/// like `reference` and prints the version of `<tree>/<entry>`.
+pub fn unpack_script(staging: &str, reference: &str, entry: &str, wire: Wire) -> String {
     let tree = format!("{staging}/tree");
     format!(
         "set -e\nrm -rf {tree}\nmkdir -p {tree}\n\
-         tar --no-same-owner -xzf - -C {tree}\n{}\n\
+         tar --no-same-owner {flags} - -C {tree}\n{}\n\
          echo {VERSION}\n{binary} -V 2>&1 || echo \"exit status $?\"\n",
         verify_script(&tree, reference),
         tree = shell_quote(&tree),
         binary = shell_quote(&format!("{tree}/{entry}")),
+        flags = wire.tar_flags(),
     )
 }
 

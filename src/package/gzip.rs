@@ -33,6 +33,11 @@ impl<R: BufRead> Members<R> {
         Members { member: Some(GzDecoder::new(source)), unpacked: 0, limit, fault: None }
     }
 
+    /// The bytes unpacked so far.
+    pub(super) fn unpacked(&self) -> u64 {
+        self.unpacked
+    }
+
     pub(super) fn into_source(self) -> R {
         self.member.expect("a member decoder").into_inner()
     }

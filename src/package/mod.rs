@@ -8,6 +8,9 @@
 //! down for the hosts by the entry's name as the package spells it and by its sha256.
 
 mod gzip;
+mod wire;
+
+pub use self::wire::Wire;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -112,6 +115,9 @@ pub struct Package {
     /// The sizes of all entries together, for the free-space check on hosts.
     #[serde(skip)]
     pub unpacked_size: u64,
+    /// The size of the tar stream inside the gzip file (headers and padding included).
+    #[serde(skip)]
+    pub tar_size: u64,
     /// Everything the package puts under `bin/` on a host, as the host must end up with it:
     /// what staging verifies and what the swap installs.
     #[serde(skip)]
@@ -278,6 +284,7 @@ fn inspect_up_to(
     if let Err(stop) = drained {
         return Err(scan.refusal(stop, members.fault.as_ref()));
     }
+    let tar_size = members.unpacked();
     let mut source = members.into_source().into_inner().1.into_inner();
     io::copy(&mut source, &mut io::sink()).map_err(read_error)?;
 
@@ -324,6 +331,7 @@ fn inspect_up_to(
         entry_in_package: entry.in_package,
         entry_sha256: entry.sha256.expect("a regular entry is hashed"),
         unpacked_size: unpacked,
+        tar_size,
         files,
         elf_machine: entry.elf_machine,
     })

@@ -10,7 +10,7 @@ use dm_patch::topology::meta::Meta;
 use dm_sandbox::Sandbox;
 
 use crate::hosts::{deploy_worker, hosts_with_workers, patch_offline, version_script};
-use crate::support::{Entry, Store};
+use crate::support::{Entry, Run, Store, dm_patch};
 
 fn patched_flags(sandbox: &Sandbox) -> Vec<bool> {
     let meta: Meta = yaml_serde::from_str(&sandbox.meta_yaml()).unwrap();
@@ -80,4 +80,64 @@ fn preflight_reports_every_missing_deploy_dir() {
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(problems.iter().all(|p| p.as_str().unwrap().contains("does not exist")));
     assert_eq!(sandbox.meta_yaml(), before);
+}
+
+/// An offline patch of every dm-worker with `-v`: stderr shows each remote command.
+fn run_verbose(sandbox: &Sandbox, package: &str) -> Run {
+    let args = ["patch", sandbox.cluster_name(), package, "-R", "dm-worker", "--offline"];
+    Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--yes", "--format", "json", "-v"]))
+}
+
+/// Bytes gzip cannot shrink (xorshift noise).
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// A package gzip cannot shrink goes to the hosts as the tar stream inside it (no `gzip -d` on
+/// the host), and is verified and installed like any other; one that gzip shrinks goes gzipped.
+#[test]
+fn a_package_gzip_cannot_shrink_travels_as_plain_tar() {
+    let (sandbox, deploys) = hosts_with_workers(2, deploy_worker);
+    let packages = Store::new();
+    let hotfix = version_script("v8.5.2");
+    let payload = noise(3 << 20);
+    let package = packages.package(
+        "dm-worker-hotfix.tar.gz",
+        &[
+            Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes()),
+            Entry::file("dm-worker/payload.bin", 0o644, &payload),
+        ],
+    );
+    let run = run_verbose(&sandbox, &package).code(0);
+    let report = run.json();
+    assert!(run.stderr.contains("tar --no-same-owner -xf - -C"), "{}", run.stderr);
+    assert!(!run.stderr.contains("-xzf"), "{}", run.stderr);
+    assert!(report["instances"].as_array().unwrap().iter().all(|i| i["outcome"] == "patched"));
+    for deploy in &deploys {
+        assert_eq!(fs::read(deploy.join("bin/dm-worker/payload.bin")).unwrap(), payload);
+        assert_eq!(fs::read_to_string(deploy.join("bin/dm-worker/dm-worker")).unwrap(), hotfix);
+    }
+
+    let hotfix = version_script("v8.5.3");
+    let text = b"a file that compresses well\n".repeat(100_000);
+    let package = packages.package(
+        "dm-worker-text.tar.gz",
+        &[
+            Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes()),
+            Entry::file("dm-worker/payload.bin", 0o644, &text),
+        ],
+    );
+    let run = run_verbose(&sandbox, &package).code(0);
+    assert!(run.stderr.contains("tar --no-same-owner -xzf - -C"), "{}", run.stderr);
+    for deploy in &deploys {
+        assert_eq!(fs::read(deploy.join("bin/dm-worker/payload.bin")).unwrap(), text);
+    }
 }

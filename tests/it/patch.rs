@@ -276,6 +276,29 @@ fn a_store_that_cannot_be_saved_stops_the_roll_and_says_what_changed() {
     assert!(message.contains(&run.outcomes()[0].0), "{message}");
 }
 
+/// `--offline` swaps side by side and marks them in one save: a store that turns unwritable
+/// during the swaps fails the run (exit 1), and the message names every swapped instance.
+#[test]
+fn an_offline_run_whose_store_cannot_be_saved_names_every_swapped_instance() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let meta = cluster.cluster_dir().join("meta.yaml");
+    let mut frozen = None;
+    let args = ["-R", "dm-worker", "--offline", "-c", "1"];
+    let run = cluster.patch_when(&pkg, &args, ": swapping the binary", |_| {
+        frozen = Some(Immutable::new(&meta));
+    });
+    let run = run.code(1);
+    assert_eq!(run.outcome_names(), ["patched", "patched"]);
+    let message = run.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("meta.yaml could not be saved"), "{message}");
+    for (id, _) in run.outcomes() {
+        assert!(message.contains(&id), "{message}");
+    }
+    drop(frozen);
+    assert!(cluster.patched_ids().is_empty());
+}
+
 /// A package from another release line is refused on what its binary reports, before any
 /// service is touched; --allow-version-change lets it through.
 #[test]
