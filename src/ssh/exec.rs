@@ -6,6 +6,7 @@ use russh::client::Handle;
 use russh::{ChannelMsg, ChannelReadHalf};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::paced::{UNWRITTEN_LIMIT, Written};
 use super::session::{HostKeyCheck, Link};
 use super::{HostSession, SshError, child, local, shell_quote};
 
@@ -152,7 +153,9 @@ impl HostSession {
             .map_err(|err| channel_failed("waiting for a free channel", err.to_string()))?;
         let endpoint = &self.inner.endpoint;
         match &self.inner.link {
-            Link::Builtin(handle) => self.exec_on_channel(handle, command, line, input, sink).await,
+            Link::Builtin(handle, written) => {
+                self.exec_on_channel(handle, written, command, line, input, sink).await
+            }
             Link::System(master) => {
                 let via = child::Via::OpenSsh;
                 child::run(endpoint, command, master.command(line), input, sink, via).await
@@ -177,6 +180,7 @@ impl HostSession {
     async fn exec_on_channel(
         &self,
         handle: &Handle<HostKeyCheck>,
+        written: &Written,
         command: &str,
         line: &str,
         input: Option<Input<'_>>,
@@ -198,6 +202,7 @@ impl HostSession {
         };
         let send = async {
             let mut sent = 0u64;
+            let written_before = written.bytes();
             loop {
                 let mut chunk = BytesMut::with_capacity(INPUT_CHUNK);
                 while chunk.len() < INPUT_CHUNK {
@@ -211,6 +216,10 @@ impl HostSession {
                 if chunk.is_empty() {
                     break;
                 }
+                // What the connection has written counts its framing too, so this lets a
+                // little more than the limit wait in russh's buffer, never the whole window.
+                let written_by_now = (written_before + sent).saturating_sub(UNWRITTEN_LIMIT);
+                written.reach(written_by_now).await;
                 sent += chunk.len() as u64;
                 write_half
                     .data_bytes(chunk.freeze())

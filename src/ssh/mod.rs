@@ -9,6 +9,7 @@
 //! - [`system`], [`local`], [`child`]: the system's `ssh` client and `--ssh none`.
 //! - [`reach`], [`jump`], [`tunnel`]: the executor, and TiUP's jump host, for SSH and for the
 //!   DM API.
+//! - [`paced`]: backpressure from the socket for streamed input, so memory stays flat.
 //! - [`quote`]: the one way values get into a remote command line.
 
 mod child;
@@ -17,6 +18,7 @@ mod exec;
 mod jump;
 pub mod known_hosts;
 mod local;
+mod paced;
 mod quote;
 mod reach;
 mod session;

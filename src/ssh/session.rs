@@ -23,6 +23,7 @@ use super::SshError;
 use super::exec::Privilege;
 use super::known_hosts::{self, KnownKey, Verdict};
 use super::local;
+use super::paced::{Counted, Written};
 use super::system::{OpenSsh, OpenSshMaster};
 
 /// Where and how to reach one host.
@@ -142,7 +143,8 @@ pub(super) struct Inner {
 
 /// What carries a session's commands.
 pub(super) enum Link {
-    Builtin(Handle<HostKeyCheck>),
+    /// dm-patch's own client, and what its connection has written (for pacing input).
+    Builtin(Handle<HostKeyCheck>, Arc<Written>),
     System(OpenSshMaster),
     Local,
 }
@@ -159,7 +161,8 @@ impl HostSession {
                 (Link::System(openssh.connect(target).await?), target.privilege)
             }
             Transport::Direct | Transport::Jump(_) => {
-                (Link::Builtin(connect_builtin(target).await?), target.privilege)
+                let (handle, written) = connect_builtin(target).await?;
+                (Link::Builtin(handle, written), target.privilege)
             }
         };
         Ok(HostSession {
@@ -188,7 +191,7 @@ impl HostSession {
         host: &str,
         port: u16,
     ) -> Result<russh::ChannelStream<client::Msg>, SshError> {
-        let Link::Builtin(handle) = &self.inner.link else {
+        let Link::Builtin(handle, _) = &self.inner.link else {
             unreachable!("jump hosts are reached with dm-patch's own SSH client");
         };
         let channel = handle
@@ -205,7 +208,7 @@ impl HostSession {
     /// Says goodbye to the server. Problems are only logged: the connection is done either way.
     pub async fn close(&self) {
         match &self.inner.link {
-            Link::Builtin(handle) => {
+            Link::Builtin(handle, _) => {
                 if let Err(err) = handle.disconnect(Disconnect::ByApplication, "", "en").await {
                     tracing::debug!(endpoint = %self.inner.endpoint, "disconnect: {err}");
                 }
@@ -217,7 +220,10 @@ impl HostSession {
 }
 
 /// dm-patch's own client: the transport's stream, then handshake and login, within the timeout.
-async fn connect_builtin(target: &SshTarget) -> Result<Handle<HostKeyCheck>, SshError> {
+/// The stream counts what the connection writes, for [`super::paced`].
+async fn connect_builtin(
+    target: &SshTarget,
+) -> Result<(Handle<HostKeyCheck>, Arc<Written>), SshError> {
     let key = load_key(target)?;
     let recorded = match target.host_key_policy {
         HostKeyPolicy::Off => Vec::new(),
@@ -228,8 +234,9 @@ async fn connect_builtin(target: &SshTarget) -> Result<Handle<HostKeyCheck>, Ssh
         let endpoint = target.endpoint();
         match &target.transport {
             Transport::Jump(jump) => {
-                let stream = jump.forward(&target.addr, target.port).await?;
-                handshake(target, key, recorded, stream).await
+                let (stream, written) =
+                    Counted::new(jump.forward(&target.addr, target.port).await?);
+                Ok((handshake(target, key, recorded, stream).await?, written))
             }
             _ => {
                 let socket = TcpStream::connect((target.addr.as_str(), target.port))
@@ -238,7 +245,8 @@ async fn connect_builtin(target: &SshTarget) -> Result<Handle<HostKeyCheck>, Ssh
                 // Commands are short request/response exchanges; Nagle would hold back their
                 // last packet.
                 socket.set_nodelay(true).ok();
-                handshake(target, key, recorded, socket).await
+                let (socket, written) = Counted::new(socket);
+                Ok((handshake(target, key, recorded, socket).await?, written))
             }
         }
     };

@@ -94,6 +94,94 @@ async fn large_stream_in_this_process() {
     println!("peak-rss-bytes={}", peak * 1024);
 }
 
+/// Connections a stream went through, and what each streams (8 at a time).
+const CONNECTIONS: usize = 32;
+const PER_CONNECTION: u64 = 4 * 1024 * 1024;
+const CHILD_SSH_USER: &str = "DM_PATCH_TEST_STREAM_USER";
+
+/// A connection does not keep the memory a stream went through: with one connection per host,
+/// what each keeps after its upload is what memory grows by with the number of hosts.
+#[tokio::test]
+async fn connections_keep_little_memory_after_a_stream() {
+    let sb = hosts(1);
+    let host = sb.hosts()[0].clone();
+    let env = [
+        (CHILD_HOST, host.as_ref()),
+        (CHILD_KEY, sb.ssh_key().as_os_str()),
+        (CHILD_DIR, sb.root().as_os_str()),
+        (CHILD_SSH_USER, sb.ssh_user().as_ref()),
+    ];
+    let child = "ssh::stream::streams_over_many_connections_in_this_process";
+    let grown = number_from_child_test(child, &env, "grown-bytes");
+    // russh's write buffer never shrinks: unpaced, each connection kept about 480 KiB of it
+    // (15 MiB here); paced, the whole run grows by about 6 MiB (channels, buffers in flight).
+    let per_connection_kib = (grown / CONNECTIONS as u64) >> 10;
+    eprintln!("memory grew by {grown} bytes over {CONNECTIONS} connections");
+    assert!(
+        grown < 10 << 20,
+        "memory grew by {} MiB over {CONNECTIONS} connections ({per_connection_kib} KiB each)",
+        grown >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run in a child process by connections_keep_little_memory_after_a_stream"]
+async fn streams_over_many_connections_in_this_process() {
+    let (Ok(ip), Some(key), Some(root), Ok(user)) = (
+        std::env::var(CHILD_HOST),
+        std::env::var_os(CHILD_KEY),
+        std::env::var_os(CHILD_DIR),
+        std::env::var(CHILD_SSH_USER),
+    ) else {
+        return eprintln!("only connections_keep_little_memory_after_a_stream runs this");
+    };
+    let target = SshTarget {
+        addr: ip,
+        port: SSH_PORT,
+        privilege: if user == "root" { Privilege::Root } else { Privilege::Sudo },
+        user,
+        key_path: key.into(),
+        known_hosts: Path::new(&root).join("known_hosts"),
+        host_key_policy: HostKeyPolicy::AcceptNew,
+        connect_timeout: Duration::from_secs(10),
+        transport: Transport::Direct,
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..CONNECTIONS {
+        sessions.push(HostSession::connect(&target).await.unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("input.bin");
+    let expected = write_patterned_file(&local, PER_CONNECTION);
+    let before = memory_status("VmRSS:");
+    for batch in sessions.chunks(8) {
+        let streams = batch.iter().map(|session| {
+            let local = local.clone();
+            async move {
+                let mut input = tokio::fs::File::open(&local).await.unwrap();
+                session.exec_with_input("sha256sum", &mut input, &|_| {}).await.unwrap()
+            }
+        });
+        for output in futures_util::future::join_all(streams).await {
+            assert_eq!(output.stdout.split_whitespace().next(), Some(expected.as_str()));
+        }
+    }
+    let after = memory_status("VmRSS:");
+    println!("grown-bytes={}", after.saturating_sub(before));
+    drop(sessions);
+}
+
+/// A line of /proc/self/status, in bytes.
+fn memory_status(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|kib| kib.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
 /// A command that fails before reading its input is answered at once: the rest of the input
 /// is not sent, and nothing waits for a window that will never open.
 #[tokio::test]
