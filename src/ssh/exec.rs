@@ -6,7 +6,7 @@ use russh::client::Handle;
 use russh::{ChannelMsg, ChannelReadHalf};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::paced::{UNWRITTEN_LIMIT, Written};
+use super::paced::{self, UNWRITTEN_LIMIT, Written};
 use super::session::{HostKeyCheck, Link};
 use super::{HostSession, SshError, child, local, shell_quote};
 
@@ -201,7 +201,7 @@ impl HostSession {
             return self.collect(command, &mut read_half, sink).await;
         };
         let send = async {
-            let mut sent = 0u64;
+            let (mut sent, mut chunks) = (0u64, 0u64);
             let written_before = written.bytes();
             loop {
                 let mut chunk = BytesMut::with_capacity(INPUT_CHUNK);
@@ -216,11 +216,11 @@ impl HostSession {
                 if chunk.is_empty() {
                     break;
                 }
-                // What the connection has written counts its framing too, so this lets a
-                // little more than the limit wait in russh's buffer, never the whole window.
-                let written_by_now = (written_before + sent).saturating_sub(UNWRITTEN_LIMIT);
-                written.reach(written_by_now).await;
+                // Every chunk sent so far was full: only the last one may be short.
+                let queued = written_before + paced::on_the_wire(sent, chunks);
+                written.reach(queued.saturating_sub(UNWRITTEN_LIMIT)).await;
                 sent += chunk.len() as u64;
+                chunks += 1;
                 write_half
                     .data_bytes(chunk.freeze())
                     .await

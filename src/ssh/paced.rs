@@ -6,7 +6,8 @@
 //! for the rest of the run: about 0.5 MiB per host after an upload, so memory grew with the
 //! number of hosts. A sender that waits until the connection has written what it queued, but
 //! for [`UNWRITTEN_LIMIT`], keeps the buffer small; the kernel's socket buffer, not ours, holds
-//! what is in flight on a slow or distant link.
+//! what is in flight on a slow or distant link. (This needs the connection not to compress:
+//! see the session's configuration.)
 
 use std::io;
 use std::pin::Pin;
@@ -22,6 +23,18 @@ use tokio::sync::Notify;
 /// 128 KiB, 31 MiB at 64 KiB, 28 MiB at 32 KiB, with the same wall time (and the same for one
 /// host and 256 MiB).
 pub(super) const UNWRITTEN_LIMIT: u64 = 32 * 1024;
+
+/// What SSH adds to each full chunk of channel data on the wire, at least: a 32 KiB chunk is
+/// one packet (OpenSSH's maximum), and AES-GCM or ChaCha20-Poly1305 frame it in 36 bytes
+/// (length 4, padding length 1, message header 9, padding 6, tag 16); other ciphers in more.
+/// Counting it keeps the estimate of what is still unwritten from drifting over a long stream;
+/// counting more than the least would make the sender wait for bytes that never come.
+const FRAMING_PER_CHUNK: u64 = 36;
+
+/// What the connection writes, at least, for `chunks` full chunks holding `bytes` in all.
+pub(super) fn on_the_wire(bytes: u64, chunks: u64) -> u64 {
+    bytes + chunks * FRAMING_PER_CHUNK
+}
 
 /// The bytes a connection has written to its socket, and a way to wait for more.
 #[derive(Debug, Default)]

@@ -321,6 +321,9 @@ fn client_config(recorded: &[KnownKey]) -> client::Config {
         preferred: Preferred {
             key: Cow::Owned(host_key_order(&defaults.key, recorded)),
             cipher: Cow::Borrowed(CIPHERS),
+            // Packages are gzip or do not compress; and streamed input is paced by the bytes
+            // written, which compression would make fewer than those sent.
+            compression: Cow::Borrowed(&[russh::compression::NONE]),
             ..defaults
         },
         ..client::Config::default()
