@@ -169,9 +169,11 @@ impl Run {
             return self.interrupted_before_roll(&hosts).await;
         }
 
-        self.phase(&format!("Uploading the package to {host_count} host(s)"));
+        let to_stage = stage::hosts_to_stage(&self.plan, &facts).len();
+        self.phase(&format!("Uploading the package to {to_stage} host(s)"));
         let (staged, problems) =
-            stage::stage_all(&self.plan, &hosts, &self.progress, settings.concurrency).await;
+            stage::stage_all(&self.plan, &hosts, &facts, &self.progress, settings.concurrency)
+                .await;
         if !problems.is_empty() {
             stage::cleanup(&self.plan, &hosts, &[]).await;
             return self.stop_before_roll(problems);
@@ -425,9 +427,7 @@ async fn patch_or_finish(
     job: &Job<'_>,
     plan: &Plan,
 ) -> Result<Outcome, Failure> {
-    let on_package_already =
-        job.installed.sha256.as_deref() == Some(plan.package.entry_sha256.as_str());
-    if on_package_already {
+    if job.installed.on_package(&plan.package) {
         roll::finish_earlier_run(context, job).await
     } else {
         roll::patch_instance(context, job).await.map(|()| Outcome::Patched)

@@ -12,6 +12,7 @@ use super::roll::ROLLBACK_DIR;
 use super::tree::{PICK_HASHER, VERSION};
 use crate::dm::client::{DmClient, DmError};
 use crate::dm::version::VersionInfo;
+use crate::package::Package;
 use crate::plan::{Plan, PlannedInstance};
 use crate::ssh::{SshError, shell_quote};
 
@@ -23,6 +24,13 @@ pub struct InstanceFacts {
     /// Its sha256, to recognise instances already on the package; only asked for when its
     /// size is the package binary's (`None` otherwise).
     pub sha256: Option<String>,
+}
+
+impl InstanceFacts {
+    /// Whether the installed binary already is the package's (an earlier run put it there).
+    pub fn on_package(&self, package: &Package) -> bool {
+        self.sha256.as_deref() == Some(package.entry_sha256.as_str())
+    }
 }
 
 /// Checks every instance and, unless `--offline`, that the DM cluster has a leader.

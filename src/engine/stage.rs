@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 
 use super::events::{Event, Progress};
 use super::hosts::Hosts;
+use super::preflight::InstanceFacts;
 use super::remote::Remote;
 use super::tree::{self, Listing};
 use crate::dm::version::VersionInfo;
@@ -46,25 +47,56 @@ pub enum StageError {
     DoesNotRun { id: String, output: String },
 }
 
-/// Stages the package on every host; returns what was staged per instance ID, and problems.
+/// The hosts with an instance that does not run the package yet: the others need nothing
+/// staged (a re-run after a partial one uploads only what is left to do).
+pub fn hosts_to_stage<'p>(
+    plan: &'p Plan,
+    facts: &HashMap<String, InstanceFacts>,
+) -> Vec<&'p HostStaging> {
+    plan.hosts.iter().filter(|host| !to_stage(plan, facts, host).is_empty()).collect()
+}
+
+/// The instances on `host` that do not run the package yet, in plan order.
+fn to_stage<'p>(
+    plan: &'p Plan,
+    facts: &HashMap<String, InstanceFacts>,
+    host: &HostStaging,
+) -> Vec<&'p PlannedInstance> {
+    plan.instances
+        .iter()
+        .filter(|i| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port)
+        .filter(|i| !facts.get(&i.id).is_some_and(|f| f.on_package(&plan.package)))
+        .collect()
+}
+
+/// Stages the package on every host where an instance does not run it yet; returns what was
+/// staged per instance ID (an instance already on the package as it is, with its version),
+/// and problems.
 pub async fn stage_all(
     plan: &Arc<Plan>,
     hosts: &Hosts,
+    facts: &HashMap<String, InstanceFacts>,
     progress: &Arc<dyn Progress>,
     concurrency: usize,
 ) -> (HashMap<String, Staged>, Vec<String>) {
     let limit = Arc::new(Semaphore::new(concurrency));
     let mut jobs = JoinSet::new();
-    for host in &plan.hosts {
+    for host in hosts_to_stage(plan, facts) {
         let remote = hosts.get(&host.ssh_host, host.ssh_port).clone();
-        let (plan, host, progress, limit) =
-            (plan.clone(), host.clone(), progress.clone(), limit.clone());
+        let ids: Vec<String> =
+            to_stage(plan, facts, host).into_iter().map(|i| i.id.clone()).collect();
+        let (plan, progress, limit) = (plan.clone(), progress.clone(), limit.clone());
         jobs.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            stage_host(&plan, &host, &remote, progress.as_ref()).await
+            let instances = plan.instances.iter().filter(|i| ids.contains(&i.id));
+            stage_host(&plan, instances, &remote, progress.as_ref()).await
         });
     }
-    let mut staged = HashMap::new();
+    let mut staged: HashMap<String, Staged> = facts
+        .iter()
+        .filter(|(_, installed)| installed.on_package(&plan.package))
+        .map(|(id, installed)| (id.clone(), Staged { version: installed.version.clone() }))
+        .collect();
     let mut problems = Vec::new();
     while let Some(joined) = jobs.join_next().await {
         match joined.expect("staging tasks do not panic") {
@@ -79,18 +111,16 @@ pub async fn stage_all(
     (staged, problems)
 }
 
-async fn stage_host(
+/// Unpacks the package for the first of `instances` (all on one host) and copies it for the
+/// others.
+async fn stage_host<'p>(
     plan: &Plan,
-    host: &HostStaging,
+    mut instances: impl Iterator<Item = &'p PlannedInstance>,
     remote: &Remote,
     progress: &dyn Progress,
 ) -> Result<Vec<(String, Staged)>, StageError> {
     let label = remote.label.as_str();
-    let mut on_this_host = plan
-        .instances
-        .iter()
-        .filter(|i| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port);
-    let first = on_this_host.next().expect("a staged host has an instance");
+    let first = instances.next().expect("a staged host has an instance to stage");
 
     let package = &plan.package;
     progress.event(Event::UploadStarted { host: label, total: package.wire_size() });
@@ -116,7 +146,7 @@ async fn stage_host(
     }
 
     let mut staged = vec![(first.id.clone(), Staged { version: version.clone() })];
-    for planned in on_this_host {
+    for planned in instances {
         let script = tree::copy_script(&first.staging_dir, &planned.staging_dir, &planned.binary);
         let output = remote.session.exec(&script).await.map_err(|source| StageError::Ssh {
             at: planned.id.clone(),

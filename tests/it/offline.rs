@@ -60,10 +60,47 @@ fn offline_patch_swaps_binaries_over_ssh() {
     }
     assert_eq!(patched_flags(&sandbox), [true, true]);
 
-    // Again: both already run the package, and are skipped.
+    // Again: both already run the package, and are skipped; nothing is uploaded.
     let report = patch_offline(&sandbox, &package, 0);
     let instances = report["instances"].as_array().unwrap();
     assert!(instances.iter().all(|i| i["outcome"] == "skipped"), "{report}");
+    assert_eq!(phase_names(&report)[2], "Uploading the package to 0 host(s)");
+}
+
+fn phase_names(report: &serde_json::Value) -> Vec<&str> {
+    report["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect()
+}
+
+/// A re-run after a partial one uploads only to the hosts still to do.
+#[test]
+fn a_rerun_uploads_only_to_hosts_not_on_the_package() {
+    let (sandbox, deploys) = hosts_with_workers(2, deploy_worker);
+    let packages = Store::new();
+    let hotfix = version_script("v8.5.2");
+    let package = packages.package(
+        "dm-worker-hotfix.tar.gz",
+        &[Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes())],
+    );
+    let first = format!("{}:8262", sandbox.hosts()[0]);
+    let args = ["patch", sandbox.cluster_name(), &package, "-N", &first, "--offline", "--yes"];
+    Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--format", "json"])).code(0);
+
+    let run = run_verbose(&sandbox, &package).code(0);
+    let report = run.json();
+    assert_eq!(phase_names(&report)[2], "Uploading the package to 1 host(s)");
+    assert_eq!(run.stderr.matches("tar --no-same-owner").count(), 1, "{}", run.stderr);
+    let outcomes: Vec<(&str, &str)> = report["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap(), i["outcome"].as_str().unwrap()))
+        .collect();
+    let second = format!("{}:8262", sandbox.hosts()[1]);
+    assert_eq!(outcomes, [(first.as_str(), "skipped"), (second.as_str(), "patched")]);
+    for deploy in &deploys {
+        let installed = fs::read_to_string(deploy.join("bin/dm-worker/dm-worker")).unwrap();
+        assert_eq!(installed, hotfix);
+    }
 }
 
 #[test]
