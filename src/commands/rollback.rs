@@ -42,7 +42,9 @@ pub async fn run(
     let reach = reach::open(&cluster, executor, jump, policy).await?;
     let kind = if args.to_original { TargetKind::Original } else { TargetKind::LastPatch };
     let timeout = Duration::from_secs(connection.ssh_timeout);
-    let targets = find_targets(&cluster, &selected, &reach, policy, timeout, kind).await?;
+    let concurrency = usize::from(connection.concurrency);
+    let targets =
+        find_targets(&cluster, &selected, &reach, policy, timeout, concurrency, kind).await?;
 
     let missing: Vec<&str> =
         targets.iter().filter(|t| t.source.is_none()).map(|t| t.id.as_str()).collect();

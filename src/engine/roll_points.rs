@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use super::hosts::ssh_target;
 use super::roll::ROLLBACK_DIR;
 use super::tree::PICK_HASHER;
@@ -42,33 +44,56 @@ pub struct RollbackTarget {
     pub is_original: bool,
 }
 
-/// Finds every selected instance's target, one SSH connection per host.
+/// Finds every selected instance's target, one SSH connection per host, `concurrency` hosts
+/// at a time. Targets come in `selected` order; the first host that fails, in that order, is
+/// the error.
 pub async fn find_targets(
     cluster: &Cluster,
     selected: &[&Instance],
     reach: &Reach,
     policy: HostKeyPolicy,
     timeout: Duration,
+    concurrency: usize,
     kind: TargetKind,
 ) -> Result<Vec<RollbackTarget>, SshError> {
     let transport = reach
         .transport(timeout * 4)
         .map_err(|err| SshError::Spawn { command: "ssh".into(), source: err })?;
-    let mut sessions: HashMap<(String, u16), HostSession> = HashMap::new();
-    let mut targets = Vec::new();
+    let mut by_host: Vec<((String, u16), Vec<&Instance>)> = Vec::new();
     for instance in selected {
         let key = (instance.ssh_host.clone(), instance.ssh_port);
-        if !sessions.contains_key(&key) {
-            let target = ssh_target(cluster, (&key.0, key.1), policy, timeout, transport.clone());
-            sessions.insert(key.clone(), HostSession::connect(&target).await?);
+        match by_host.iter_mut().find(|(host, _)| *host == key) {
+            Some((_, instances)) => instances.push(instance),
+            None => by_host.push((key, vec![instance])),
         }
-        let facts = sessions[&key].run(&survey_script(cluster, instance)).await?;
-        targets.push(target_from(cluster, instance, &facts, kind));
     }
-    for session in sessions.values() {
-        session.close().await;
+    let surveys = futures_util::stream::iter(by_host)
+        .map(|((host, port), instances)| {
+            let target = ssh_target(cluster, (&host, port), policy, timeout, transport.clone());
+            async move {
+                let session = HostSession::connect(&target).await?;
+                let mut found = Vec::new();
+                for instance in instances {
+                    match session.run(&survey_script(cluster, instance)).await {
+                        Ok(facts) => found.push(target_from(cluster, instance, &facts, kind)),
+                        Err(err) => {
+                            session.close().await;
+                            return Err(err);
+                        }
+                    }
+                }
+                session.close().await;
+                Ok(found)
+            }
+        })
+        .buffered(concurrency.max(1))
+        .collect::<Vec<Result<Vec<RollbackTarget>, SshError>>>()
+        .await;
+    let mut targets: HashMap<String, RollbackTarget> = HashMap::new();
+    for survey in surveys {
+        targets.extend(survey?.into_iter().map(|target| (target.id.clone(), target)));
     }
-    Ok(targets)
+    Ok(selected.iter().filter_map(|instance| targets.remove(&instance.id())).collect())
 }
 
 /// Streams the target's tree (without the manifest) to `path` as a gzipped tar.
