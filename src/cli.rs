@@ -350,6 +350,9 @@ pub struct PatchArgs {
     /// Set by `rollback`, which runs its target through `patch`.
     #[arg(skip)]
     pub action: crate::plan::Action,
+    /// Set by `rollback`: what the patch it takes back added to `bin/`.
+    #[arg(skip)]
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Args)]

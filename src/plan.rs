@@ -25,6 +25,10 @@ pub struct Plan {
     pub hosts: Vec<HostStaging>,
     /// The instances in the order they will be patched.
     pub instances: Vec<PlannedInstance>,
+    /// Files under `bin/` (relative to it, none of the package's) that the swap deletes: what
+    /// the patch being rolled back added. Each is kept beside what the swap replaced, so an
+    /// undo, and the rollback point this run leaves, put it back.
+    pub remove: Vec<String>,
 }
 
 /// What a run is for: the same engine patches forward and rolls back.
@@ -162,6 +166,15 @@ impl Plan {
             leader,
             hosts,
             instances,
+            remove: Vec::new(),
         }
+    }
+
+    /// This plan, deleting `paths` from `bin/` with the swap (those the package itself holds
+    /// are left to it).
+    pub fn removing(mut self, paths: Vec<String>) -> Plan {
+        let ours = |path: &String| self.package.files.iter().any(|f| &f.path == path);
+        self.remove = paths.into_iter().filter(|path| !ours(path)).collect();
+        self
     }
 }

@@ -124,7 +124,7 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
         overwrite: args.overwrite,
         allow_version_change: args.allow_version_change,
     };
-    let plan = Plan::new(&cluster, &selected, package, leader, options);
+    let plan = Plan::new(&cluster, &selected, package, leader, options).removing(args.remove);
 
     Ok(PatchConfig {
         cluster,

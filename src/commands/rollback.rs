@@ -59,6 +59,16 @@ pub async fn run(
         ))
         .into());
     }
+    if let Some(target) = targets.iter().find(|t| t.unsafe_added.is_some()) {
+        return Err(UsageError(format!(
+            "the rollback point of {} lists {:?} among the files its patch added, which is not \
+             a path inside bin/; check {} on its host; nothing was changed",
+            target.id,
+            target.unsafe_added.as_deref().unwrap_or_default(),
+            target.source.as_deref().unwrap_or("its rollback point"),
+        ))
+        .into());
+    }
     let groups = group_by_binary(&targets);
     if args.dry_run {
         print_plan(&targets, printer);
@@ -73,8 +83,8 @@ pub async fn run(
             })
             .collect();
         return Err(UsageError(format!(
-            "the selected instances go back to different binaries; roll back one group at a \
-             time: {}; nothing was changed",
+            "the selected instances go back to different binaries (or take back different \
+             files); roll back one group at a time: {}; nothing was changed",
             lines.join("; ")
         ))
         .into());
@@ -98,6 +108,7 @@ pub async fn run(
         dry_run: false,
         connection: args.connection.clone(),
         action: crate::plan::Action::Rollback,
+        remove: target.added.clone(),
     };
     let status = super::audit::patch(patch, global, printer).await?;
     if status == ExitStatus::Success && target.is_original {
@@ -106,11 +117,12 @@ pub async fn run(
     Ok(status)
 }
 
-/// The instances by the binary they go back to.
+/// The instances by the binary they go back to (and the files that go with their patch).
 fn group_by_binary(targets: &[RollbackTarget]) -> BTreeMap<String, Vec<&RollbackTarget>> {
     let mut groups: BTreeMap<String, Vec<&RollbackTarget>> = BTreeMap::new();
     for target in targets {
-        groups.entry(target.binary_sha256.clone()).or_default().push(target);
+        let key = format!("{} {}", target.binary_sha256, target.added.join("\n"));
+        groups.entry(key).or_default().push(target);
     }
     groups
 }

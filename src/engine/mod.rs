@@ -278,6 +278,7 @@ impl Run {
                 installed,
                 staged: new,
                 files: &plan.package.files,
+                remove: &plan.remove,
             };
             let result = match swapped.remove(&planned.id) {
                 Some(result) => result,
@@ -452,6 +453,7 @@ async fn swap_offline(
                 installed: &facts[&planned.id],
                 staged: &staged[&planned.id],
                 files: &plan.package.files,
+                remove: &plan.remove,
             };
             let result = patch_or_finish(context, &job, plan).await;
             if let Ok(Outcome::Patched) = result {

@@ -78,6 +78,8 @@ pub struct Job<'a> {
     pub staged: &'a Staged,
     /// What the package puts under `bin/`.
     pub files: &'a [PackageFile],
+    /// What the swap deletes from `bin/` (see [`crate::plan::Plan::remove`]).
+    pub remove: &'a [String],
 }
 
 impl Job<'_> {
@@ -322,7 +324,8 @@ async fn back_up(job: &Job<'_>) -> Result<(), StepError> {
 /// Keeps what the package replaces in `bin/` (hard links) and moves the verified tree in: each
 /// file is renamed over the old one, atomically, on the same file system.
 async fn swap_in(job: &Job<'_>) -> Result<(), StepError> {
-    let command = tree::swap_script(&job.bin_dir(), &job.planned.staging_dir, job.files);
+    let command =
+        tree::swap_script(&job.bin_dir(), &job.planned.staging_dir, job.files, job.remove);
     job.remote.run(&command).await?;
     Ok(())
 }
@@ -401,7 +404,8 @@ async fn roll_back(
     previous: &VersionInfo,
 ) -> Result<(), RollBackError> {
     let unit = &job.planned.service;
-    let command = tree::restore_script(&job.bin_dir(), &job.planned.staging_dir, job.files);
+    let command =
+        tree::restore_script(&job.bin_dir(), &job.planned.staging_dir, job.files, job.remove);
     // It may be running (the new binary started but never turned healthy).
     let restore = async {
         job.remote.stop(unit).await?;

@@ -42,6 +42,11 @@ pub struct RollbackTarget {
     pub binary_sha256: String,
     /// The target is the cluster's original binary (then the instance is no longer patched).
     pub is_original: bool,
+    /// Files (relative to `bin/`) the patch being taken back added, which go with it: what
+    /// the rollback point's `.added` lists.
+    pub added: Vec<String>,
+    /// A line of `.added` that is not a plain path inside `bin/`; such a point is refused.
+    pub unsafe_added: Option<String>,
 }
 
 /// Finds every selected instance's target, one SSH connection per host, `concurrency` hosts
@@ -141,7 +146,8 @@ fn survey_script(cluster: &Cluster, instance: &Instance) -> String {
     format!(
         "{PICK_HASHER}\necho @@running\n{running}\necho @@point\n\
          newest=$(ls -1 {points} 2>/dev/null | sort -r | head -n 1)\n\
-         if [ -n \"$newest\" ] && [ -f {points}/\"$newest\"/.manifest ]; then printf 'dir %s/%s\\n' {points} \"$newest\"; cat {points}/\"$newest\"/.manifest; fi\n\
+         if [ -n \"$newest\" ] && [ -f {points}/\"$newest\"/.manifest ]; then printf 'dir %s/%s\\n' {points} \"$newest\"; cat {points}/\"$newest\"/.manifest; \
+         echo @@added; if [ -f {points}/\"$newest\"/.added ]; then sed 's/^/added /' {points}/\"$newest\"/.added; fi; fi\n\
          echo @@original\nif [ -f {original} ]; then echo \"binary $($hash {original} | cut -d' ' -f1)\"; {original_version}; fi\n",
         running = version_of(&format!("{deploy}/bin/{comp}/{comp}")),
         points = shell_quote(&points),
@@ -158,10 +164,15 @@ fn target_from(
     kind: TargetKind,
 ) -> RollbackTarget {
     let mut sections: HashMap<&str, HashMap<&str, String>> = HashMap::new();
+    let mut added = Vec::new();
     let mut current = "";
     for line in facts.lines() {
         if let Some(name) = line.strip_prefix("@@") {
             current = name;
+            continue;
+        }
+        if current == "added" {
+            added.extend(line.strip_prefix("added ").map(str::to_owned));
             continue;
         }
         if let Some((key, value)) = line.split_once(' ') {
@@ -189,6 +200,10 @@ fn target_from(
         }
     };
     let binary_sha256 = binary.unwrap_or_default();
+    // The original binary is TiUP's copy of all of bin/: nothing of a patch goes with it.
+    if kind == TargetKind::Original {
+        added.clear();
+    }
     RollbackTarget {
         id: instance.id(),
         host: instance.host.clone(),
@@ -202,5 +217,15 @@ fn target_from(
         version: target_version,
         is_original: original_sha.as_deref() == Some(binary_sha256.as_str()),
         binary_sha256,
+        unsafe_added: added.iter().find(|path| !inside_bin(path)).cloned(),
+        added,
     }
+}
+
+/// A plain relative path below `bin/`: no absolute path, no `.` or `..`, no empty part, no
+/// control character (what the swap itself writes into `.added`).
+fn inside_bin(path: &str) -> bool {
+    !path.is_empty()
+        && !path.chars().any(char::is_control)
+        && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
 }

@@ -212,41 +212,57 @@ fn moved_paths(files: &[PackageFile]) -> String {
 }
 
 /// Run with the service stopped (or `--offline`): keeps in `previous/` what the package
-/// replaces in `bin/` (hard links) and notes in `previous/.added` what it adds, then moves the
-/// tree's files and links into `bin/`. A directory in `bin/` where the package has a file stops
-/// it before anything moved (exit 3).
-pub fn swap_script(bin: &str, staging: &str, files: &[PackageFile]) -> String {
+/// replaces in `bin/` and the files in `remove` (hard links) and notes in `previous/.added`
+/// what it adds, then moves the tree's files and links into `bin/` and deletes the `remove`
+/// files (a rollback takes back what its patch added). A directory in `bin/` where the package
+/// has a file stops it before anything moved (exit 3).
+pub fn swap_script(bin: &str, staging: &str, files: &[PackageFile], remove: &[String]) -> String {
     format!(
         "set -e\nb={bin}\nt={tree}\np={previous}\nrm -rf \"$p\"\nmkdir -p \"$p\"\n: > \"$p/.added\"\n\
          for f in {list}; do\n\
          \x20 if [ -d \"$b/$f\" ] && [ ! -L \"$b/$f\" ]; then echo \"$b/$f is a directory\" >&2; exit 3; fi\n\
          done\n\
+         keep() {{ mkdir -p \"$p/$(dirname \"$1\")\"; ln -P \"$b/$1\" \"$p/$1\" 2>/dev/null || cp -a \"$b/$1\" \"$p/$1\"; }}\n\
          for f in {list}; do\n\
-         \x20 if [ -e \"$b/$f\" ] || [ -L \"$b/$f\" ]; then\n\
-         \x20   mkdir -p \"$p/$(dirname \"$f\")\"\n\
-         \x20   ln -P \"$b/$f\" \"$p/$f\" 2>/dev/null || cp -a \"$b/$f\" \"$p/$f\"\n\
+         \x20 if [ -e \"$b/$f\" ] || [ -L \"$b/$f\" ]; then keep \"$f\"\n\
          \x20 else printf '%s\\n' \"$f\" >> \"$p/.added\"; fi\n\
          done\n\
-         for f in {list}; do mkdir -p \"$b/$(dirname \"$f\")\"; mv -f \"$t/$f\" \"$b/$f\"; done\n",
+         for f in {removed}; do\n\
+         \x20 if [ -f \"$b/$f\" ] || [ -L \"$b/$f\" ]; then keep \"$f\"; fi\n\
+         done\n\
+         for f in {list}; do mkdir -p \"$b/$(dirname \"$f\")\"; mv -f \"$t/$f\" \"$b/$f\"; done\n\
+         for f in {removed}; do if [ -e \"$p/$f\" ] || [ -L \"$p/$f\" ]; then rm -f \"$b/$f\"; fi; done\n",
         bin = shell_quote(bin),
         tree = shell_quote(&format!("{staging}/tree")),
         previous = shell_quote(&format!("{staging}/previous")),
         list = moved_paths(files).trim_end().replace('\n', " "),
+        removed = quoted_list(remove),
     )
 }
 
-/// Puts back what [`swap_script`] replaced and removes what it added.
-pub fn restore_script(bin: &str, staging: &str, files: &[PackageFile]) -> String {
+/// Puts back what [`swap_script`] replaced or deleted and removes what it added.
+pub fn restore_script(
+    bin: &str,
+    staging: &str,
+    files: &[PackageFile],
+    remove: &[String],
+) -> String {
     format!(
         "set -e\nb={bin}\np={previous}\n\
-         for f in {list}; do\n\
+         for f in {list} {removed}; do\n\
          \x20 if [ -e \"$p/$f\" ] || [ -L \"$p/$f\" ]; then mv -f \"$p/$f\" \"$b/$f\"; fi\n\
          done\n\
          while IFS= read -r f; do rm -f \"$b/$f\"; done < \"$p/.added\"\n",
         bin = shell_quote(bin),
         previous = shell_quote(&format!("{staging}/previous")),
         list = moved_paths(files).trim_end().replace('\n', " "),
+        removed = quoted_list(remove),
     )
+}
+
+/// Paths for a `for` list, each quoted.
+fn quoted_list(paths: &[String]) -> String {
+    paths.iter().map(|path| shell_quote(path).into_owned()).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -326,12 +342,14 @@ mod tests {
 
     #[test]
     fn scripts_quote_every_path() {
-        let swap = swap_script("/d/my bin", "/d/bin.patch-1", &files());
+        let swap =
+            swap_script("/d/my bin", "/d/bin.patch-1", &files(), &["dm-worker/old x".into()]);
         assert!(swap.contains("b='/d/my bin'"), "{swap}");
         assert!(
             swap.contains("for f in dm-worker/dm-worker dm-worker/conf/x.toml dm-worker/link;")
         );
-        let restore = restore_script("/d/bin", "/d/st", &files());
+        assert!(swap.contains("for f in 'dm-worker/old x'; do"), "{swap}");
+        let restore = restore_script("/d/bin", "/d/st", &files(), &[]);
         assert!(restore.contains("p=/d/st/previous"), "{restore}");
     }
 }

@@ -7,7 +7,7 @@ use dm_sandbox::{Fault, Sandbox};
 use sha2::{Digest, Sha256};
 
 use crate::cluster::{Cluster, id_set};
-use crate::support::Run;
+use crate::support::{Entry, Run};
 
 /// The sha256 of the binary installed on `id`.
 fn installed_sha256(cluster: &Cluster, id: &str) -> String {
@@ -105,7 +105,8 @@ fn rollback_puts_back_the_previous_patch_then_the_original_and_history_tells_it_
 fn a_rollback_whose_target_will_not_start_is_itself_undone() {
     let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
     let worker = cluster.ids("dm-worker").remove(0);
-    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+    let added = [Entry::file("dm-worker/hotfix.toml", 0o644, b"[hotfix]\n")];
+    let good = cluster.package_with("dm-worker", "v8.5.2", &[], &added);
     cluster.patch(&good, &["-R", "dm-worker"]).success();
     let running = installed_sha256(&cluster, &worker);
     // The binary that ran before no longer starts here (say, its config was changed since):
@@ -143,6 +144,8 @@ fn a_rollback_whose_target_will_not_start_is_itself_undone() {
     );
     assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.2"), "it keeps running what it ran");
     assert_eq!(installed_sha256(&cluster, &worker), running);
+    let kept = cluster.deploy_dir(&worker).join("bin/dm-worker/hotfix.toml");
+    assert_eq!(std::fs::read(kept).unwrap(), b"[hotfix]\n", "what its patch added is back");
 }
 
 #[test]
@@ -195,4 +198,33 @@ fn a_rollback_point_that_changed_since_it_was_kept_is_refused() {
     assert!(run.stderr.contains("has changed since it was recorded"), "{}", run.stderr);
     assert_eq!(cluster.sandbox.pid(&worker), pid, "untouched");
     assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.2"));
+}
+
+/// A rollback takes back all of a patch: the files it replaced come back, and the files it
+/// added go (kept in the rollback's own point, so rolling that back brings them again).
+#[test]
+fn rollback_takes_back_the_files_a_patch_added() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
+    let worker = cluster.ids("dm-worker").remove(0);
+    let bin = cluster.deploy_dir(&worker).join("bin/dm-worker");
+    let extra = [
+        Entry::file("dm-worker/hotfix.toml", 0o644, b"[hotfix]\n"),
+        Entry::file("dm-worker/lib/extra.so", 0o644, b"not really a library\n"),
+    ];
+    let with_files = cluster.package_with("dm-worker", "v8.5.2", &[], &extra);
+    let before = installed_sha256(&cluster, &worker);
+    cluster.patch(&with_files, &["-R", "dm-worker"]).success();
+    assert!(bin.join("hotfix.toml").is_file() && bin.join("lib/extra.so").is_file());
+
+    rollback(&cluster, &["-R", "dm-worker"]).success();
+    assert_eq!(installed_sha256(&cluster, &worker), before, "the binary that ran before");
+    assert!(!bin.join("hotfix.toml").exists(), "the file the patch added is gone");
+    assert!(!bin.join("lib/extra.so").exists(), "the file the patch added is gone");
+    assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.1"));
+
+    // The rollback is a change too: taking it back brings the patch, files and all.
+    rollback(&cluster, &["-R", "dm-worker"]).success();
+    assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.2"));
+    assert_eq!(std::fs::read(bin.join("hotfix.toml")).unwrap(), b"[hotfix]\n");
+    assert!(bin.join("lib/extra.so").is_file());
 }
