@@ -228,3 +228,25 @@ fn rollback_takes_back_the_files_a_patch_added() {
     assert_eq!(std::fs::read(bin.join("hotfix.toml")).unwrap(), b"[hotfix]\n");
     assert!(bin.join("lib/extra.so").is_file());
 }
+
+/// `.added` comes from the host: a line that is not a plain path inside `bin/` refuses the
+/// rollback before anything changes, instead of deleting whatever it names.
+#[test]
+fn a_rollback_point_listing_a_path_outside_bin_is_refused() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
+    let worker = cluster.ids("dm-worker").remove(0);
+    let added = [Entry::file("dm-worker/hotfix.toml", 0o644, b"[hotfix]\n")];
+    let package = cluster.package_with("dm-worker", "v8.5.2", &[], &added);
+    cluster.patch(&package, &["-R", "dm-worker"]).success();
+    let points = cluster.deploy_dir(&worker).join("bin.rollback");
+    let point = std::fs::read_dir(&points).unwrap().next().unwrap().unwrap().path();
+    std::fs::write(point.join(".added"), "dm-worker/hotfix.toml\n../../conf/dm-worker.toml\n")
+        .unwrap();
+    let pids = cluster.pids();
+
+    let run = rollback(&cluster, &["-R", "dm-worker"]).code(2);
+    assert!(run.stderr.contains("\"../../conf/dm-worker.toml\""), "{}", run.stderr);
+    assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
+    cluster.assert_untouched(&pids, pids.keys());
+    assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.2"));
+}
