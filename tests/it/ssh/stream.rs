@@ -1,13 +1,14 @@
 //! Streaming a command's stdin: what staging sends a package through. Every byte arrives, in
 //! bounded memory, and a command that stops reading is answered at once.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use dm_patch::ssh::{HostKeyPolicy, HostSession, Privilege, SshTarget, Transport};
-use dm_sandbox::SSH_PORT;
+use dm_sandbox::{SSH_PORT, Sandbox};
 use sha2::{Digest, Sha256};
 
 use super::{connect, hosts};
@@ -31,22 +32,51 @@ fn write_patterned_file(path: &Path, size: u64) -> String {
 }
 
 const LARGE: u64 = 256 * 1024 * 1024;
-/// Tell the child process of the large-stream test where to stream, and with which key.
+/// Tell a memory test's child process where to stream, and as whom.
 const CHILD_HOST: &str = "DM_PATCH_TEST_STREAM_HOST";
 const CHILD_KEY: &str = "DM_PATCH_TEST_STREAM_KEY";
 const CHILD_DIR: &str = "DM_PATCH_TEST_STREAM_DIR";
+const CHILD_SSH_USER: &str = "DM_PATCH_TEST_STREAM_USER";
+
+/// The environment that tells a child test process how to reach `host` of `sb`.
+fn child_env<'a>(sb: &'a Sandbox, host: &'a str) -> [(&'static str, &'a OsStr); 4] {
+    [
+        (CHILD_HOST, host.as_ref()),
+        (CHILD_KEY, sb.ssh_key().as_os_str()),
+        (CHILD_DIR, sb.root().as_os_str()),
+        (CHILD_SSH_USER, sb.ssh_user().as_ref()),
+    ]
+}
+
+/// In a child test process: the host its parent said, or `None` when run on its own.
+fn target_from_parent() -> Option<SshTarget> {
+    let (Ok(ip), Some(key), Some(root), Ok(user)) = (
+        std::env::var(CHILD_HOST),
+        std::env::var_os(CHILD_KEY),
+        std::env::var_os(CHILD_DIR),
+        std::env::var(CHILD_SSH_USER),
+    ) else {
+        return None;
+    };
+    Some(SshTarget {
+        addr: ip,
+        port: SSH_PORT,
+        privilege: if user == "root" { Privilege::Root } else { Privilege::Sudo },
+        user,
+        key_path: key.into(),
+        known_hosts: Path::new(&root).join("known_hosts"),
+        host_key_policy: HostKeyPolicy::AcceptNew,
+        connect_timeout: Duration::from_secs(10),
+        transport: Transport::Direct,
+    })
+}
 
 #[tokio::test]
 async fn a_large_stream_arrives_whole_in_bounded_memory() {
     let sb = hosts(1);
     let host = sb.hosts()[0].clone();
-    let env = [
-        (CHILD_HOST, host.as_ref()),
-        (CHILD_KEY, sb.ssh_key().as_os_str()),
-        (CHILD_DIR, sb.root().as_os_str()),
-    ];
     let child = "ssh::stream::large_stream_in_this_process";
-    let peak = number_from_child_test(child, &env, "peak-rss-bytes");
+    let peak = number_from_child_test(child, &child_env(&sb, &host), "peak-rss-bytes");
     // A chunk or two in flight; holding the file would take all of it.
     let (peak_mib, size_mib) = (peak >> 20, LARGE >> 20);
     assert!(peak < LARGE / 8, "peak RSS {peak_mib} MiB streaming {size_mib} MiB");
@@ -55,24 +85,10 @@ async fn a_large_stream_arrives_whole_in_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run in a child process by a_large_stream_arrives_whole_in_bounded_memory"]
 async fn large_stream_in_this_process() {
-    let (Ok(ip), Some(key), Some(root)) =
-        (std::env::var(CHILD_HOST), std::env::var_os(CHILD_KEY), std::env::var_os(CHILD_DIR))
-    else {
+    let Some(target) = target_from_parent() else {
         return eprintln!("only a_large_stream_arrives_whole_in_bounded_memory runs this");
     };
-    let session = HostSession::connect(&SshTarget {
-        addr: ip,
-        port: SSH_PORT,
-        user: "root".to_owned(),
-        key_path: key.into(),
-        known_hosts: Path::new(&root).join("known_hosts"),
-        host_key_policy: HostKeyPolicy::AcceptNew,
-        connect_timeout: Duration::from_secs(10),
-        privilege: Privilege::Root,
-        transport: Transport::Direct,
-    })
-    .await
-    .unwrap();
+    let session = HostSession::connect(&target).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("big.bin");
     let expected = write_patterned_file(&local, LARGE);
@@ -80,24 +96,18 @@ async fn large_stream_in_this_process() {
     let reports = Mutex::new(Vec::new());
     let progress = |sent| reports.lock().unwrap().push(sent);
     let output = session.exec_with_input("sha256sum", &mut input, &progress).await.unwrap();
-    let peak = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|kib| kib.trim().trim_end_matches(" kB").parse::<u64>().ok())
-        .unwrap();
+    let peak = memory_status("VmHWM:");
     assert_eq!(output.exit_status, 0, "{output:?}");
     assert_eq!(output.stdout.split_whitespace().next(), Some(expected.as_str()));
     let reports = reports.into_inner().unwrap();
     assert!(reports.is_sorted(), "progress went backwards");
     assert_eq!(reports.last(), Some(&LARGE));
-    println!("peak-rss-bytes={}", peak * 1024);
+    println!("peak-rss-bytes={peak}");
 }
 
 /// Connections a stream went through, and what each streams (8 at a time).
 const CONNECTIONS: usize = 32;
 const PER_CONNECTION: u64 = 4 * 1024 * 1024;
-const CHILD_SSH_USER: &str = "DM_PATCH_TEST_STREAM_USER";
 
 /// A connection does not keep the memory a stream went through: with one connection per host,
 /// what each keeps after its upload is what memory grows by with the number of hosts.
@@ -105,14 +115,8 @@ const CHILD_SSH_USER: &str = "DM_PATCH_TEST_STREAM_USER";
 async fn connections_keep_little_memory_after_a_stream() {
     let sb = hosts(1);
     let host = sb.hosts()[0].clone();
-    let env = [
-        (CHILD_HOST, host.as_ref()),
-        (CHILD_KEY, sb.ssh_key().as_os_str()),
-        (CHILD_DIR, sb.root().as_os_str()),
-        (CHILD_SSH_USER, sb.ssh_user().as_ref()),
-    ];
     let child = "ssh::stream::streams_over_many_connections_in_this_process";
-    let grown = number_from_child_test(child, &env, "grown-bytes");
+    let grown = number_from_child_test(child, &child_env(&sb, &host), "grown-bytes");
     // russh's write buffer never shrinks: unpaced, each connection kept about 480 KiB of it
     // (15 MiB here); paced, the whole run grows by about 6 MiB (channels, buffers in flight).
     let per_connection_kib = (grown / CONNECTIONS as u64) >> 10;
@@ -127,24 +131,8 @@ async fn connections_keep_little_memory_after_a_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run in a child process by connections_keep_little_memory_after_a_stream"]
 async fn streams_over_many_connections_in_this_process() {
-    let (Ok(ip), Some(key), Some(root), Ok(user)) = (
-        std::env::var(CHILD_HOST),
-        std::env::var_os(CHILD_KEY),
-        std::env::var_os(CHILD_DIR),
-        std::env::var(CHILD_SSH_USER),
-    ) else {
+    let Some(target) = target_from_parent() else {
         return eprintln!("only connections_keep_little_memory_after_a_stream runs this");
-    };
-    let target = SshTarget {
-        addr: ip,
-        port: SSH_PORT,
-        privilege: if user == "root" { Privilege::Root } else { Privilege::Sudo },
-        user,
-        key_path: key.into(),
-        known_hosts: Path::new(&root).join("known_hosts"),
-        host_key_policy: HostKeyPolicy::AcceptNew,
-        connect_timeout: Duration::from_secs(10),
-        transport: Transport::Direct,
     };
     let mut sessions = Vec::new();
     for _ in 0..CONNECTIONS {
