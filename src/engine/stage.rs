@@ -1,7 +1,8 @@
 //! Staging: the package goes to every host in one pass (all hosts in parallel, at most
 //! `--concurrency` at a time), streamed over SSH straight into `tar -x` in an instance's
-//! staging dir (gzipped, or as plain tar when gzip saves little: see [`crate::package::Wire`]), so the host never stores the package itself nor reads anything twice. What was
-//! unpacked is then proven identical to what the local check saw (every path, type, size, mode
+//! staging dir (gzipped, or as plain tar when gzip saves little: see
+//! [`crate::package::Wire`]), so the host never stores the package itself nor reads anything
+//! twice. What was unpacked is then proven identical to what the local check saw (every path, type, size, mode
 //! and sha256, and nothing else), owned like the binary it replaces, and its binary asked for
 //! its version. Other instances on the same host get a verified copy. Nothing that runs is
 //! touched; a failure here leaves only files that `cleanup` removes.
