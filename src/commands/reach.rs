@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{ProxyArgs, native_ssh_from_env};
+use crate::engine::audit;
 use crate::error::UsageError;
 use crate::ssh::{Executor, HostKeyPolicy, JumpHost, Reach};
 use crate::topology::Cluster;
@@ -53,7 +54,7 @@ pub fn jump_host(proxy: &ProxyArgs) -> Result<Option<JumpHost>, UsageError> {
                 .into(),
         ));
     }
-    let user = proxy.ssh_proxy_user.clone().or_else(current_user).ok_or_else(|| {
+    let user = proxy.ssh_proxy_user.clone().or_else(audit::login_name).ok_or_else(|| {
         UsageError("cannot tell who the current user is; pass --ssh-proxy-user".into())
     })?;
     let identity = match &proxy.ssh_proxy_identity_file {
@@ -79,12 +80,6 @@ pub async fn open(
     host_key_policy: HostKeyPolicy,
 ) -> anyhow::Result<Reach> {
     Ok(Reach::open(executor, jump, &cluster.known_hosts(), host_key_policy).await?)
-}
-
-fn current_user() -> Option<String> {
-    ["USER", "LOGNAME"]
-        .into_iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
 fn home() -> Option<PathBuf> {

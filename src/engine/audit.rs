@@ -198,16 +198,20 @@ fn line(lines: &mut String, key: &str, value: &str) {
     lines.push('\n');
 }
 
-/// Who ran it, as `user@host` of this machine.
-fn operator() -> String {
-    let user = ["USER", "LOGNAME"]
+/// The name of the user running dm-patch, as the login shell set it (`USER`, else `LOGNAME`).
+pub fn login_name() -> Option<String> {
+    ["USER", "LOGNAME"]
         .into_iter()
         .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| {
-            use std::os::unix::fs::MetadataExt;
-            let uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
-            if uid == 0 { "root".to_owned() } else { format!("uid {uid}") }
-        });
+}
+
+/// Who ran it, as `user@host` of this machine.
+fn operator() -> String {
+    let user = login_name().unwrap_or_else(|| {
+        use std::os::unix::fs::MetadataExt;
+        let uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+        if uid == 0 { "root".to_owned() } else { format!("uid {uid}") }
+    });
     let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host = host.trim();
     format!("{user}@{}", if host.is_empty() { "localhost" } else { host })
