@@ -59,12 +59,11 @@ pub async fn run(
         ))
         .into());
     }
-    if let Some(target) = targets.iter().find(|t| t.unsafe_added.is_some()) {
+    if let Some((target, path)) = targets.iter().find_map(|t| Some((t, t.unsafe_added()?))) {
         return Err(UsageError(format!(
-            "the rollback point of {} lists {:?} among the files its patch added, which is not \
-             a path inside bin/; check {} on its host; nothing was changed",
+            "the rollback point of {} lists {path:?} among the files its patch added, which is \
+             not a path inside bin/; check {} on its host; nothing was changed",
             target.id,
-            target.unsafe_added.as_deref().unwrap_or_default(),
             target.source.as_deref().unwrap_or("its rollback point"),
         ))
         .into());

@@ -45,8 +45,20 @@ pub struct RollbackTarget {
     /// Files (relative to `bin/`) the patch being taken back added, which go with it: what
     /// the rollback point's `.added` lists.
     pub added: Vec<String>,
-    /// A line of `.added` that is not a plain path inside `bin/`; such a point is refused.
-    pub unsafe_added: Option<String>,
+}
+
+impl RollbackTarget {
+    /// A line of `.added` that is not a plain path inside `bin/` (no absolute path, no `.`
+    /// or `..`, no empty part, no control character, as the swap itself writes them); such a
+    /// point is refused.
+    pub fn unsafe_added(&self) -> Option<&str> {
+        let inside_bin = |path: &str| {
+            !path.is_empty()
+                && !path.chars().any(char::is_control)
+                && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+        };
+        self.added.iter().map(String::as_str).find(|path| !inside_bin(path))
+    }
 }
 
 /// Finds every selected instance's target, one SSH connection per host, `concurrency` hosts
@@ -77,18 +89,17 @@ pub async fn find_targets(
             let target = ssh_target(cluster, (&host, port), policy, timeout, transport.clone());
             async move {
                 let session = HostSession::connect(&target).await?;
-                let mut found = Vec::new();
-                for instance in instances {
-                    match session.run(&survey_script(cluster, instance)).await {
-                        Ok(facts) => found.push(target_from(cluster, instance, &facts, kind)),
-                        Err(err) => {
-                            session.close().await;
-                            return Err(err);
-                        }
+                let surveyed = async {
+                    let mut found = Vec::new();
+                    for instance in instances {
+                        let facts = session.run(&survey_script(cluster, instance)).await?;
+                        found.push(target_from(cluster, instance, &facts, kind));
                     }
+                    Ok(found)
                 }
+                .await;
                 session.close().await;
-                Ok(found)
+                surveyed
             }
         })
         .buffered(concurrency.max(1))
@@ -217,15 +228,6 @@ fn target_from(
         version: target_version,
         is_original: original_sha.as_deref() == Some(binary_sha256.as_str()),
         binary_sha256,
-        unsafe_added: added.iter().find(|path| !inside_bin(path)).cloned(),
         added,
     }
-}
-
-/// A plain relative path below `bin/`: no absolute path, no `.` or `..`, no empty part, no
-/// control character (what the swap itself writes into `.added`).
-fn inside_bin(path: &str) -> bool {
-    !path.is_empty()
-        && !path.chars().any(char::is_control)
-        && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
 }
