@@ -407,6 +407,17 @@ fn members_answer_has_the_gateway_shape() {
 }
 
 #[test]
+fn a_fresh_cluster_waits_for_its_lowest_name_that_comes_up_last() {
+    let mut cluster = Cluster::new(17, 3);
+    cluster.start_master(3, "");
+    cluster.start_master(2, "");
+    // m2 and m3 are a quorum long before m1 listens; a fresh cluster still waits for it.
+    cluster.env.insert("DM_SIM_START_DELAY_MS".to_owned(), "600".to_owned());
+    cluster.start_master(1, "");
+    assert_eq!(cluster.wait_for_leader(ELECTION_TIMEOUT), "m1");
+}
+
+#[test]
 fn three_masters_elect_one_leader_that_stays() {
     let mut cluster = Cluster::new(2, 3);
     // Started highest name first: the lowest name still wins once a quorum is up.

@@ -12,6 +12,9 @@
 //! 3. Otherwise, with a quorum of healthy masters reachable and no one still waiting out a
 //!    lease, the eligible reachable master with the lowest name claims the next term; the
 //!    others adopt its claim on their next poll.
+//! 4. A fresh cluster (no term claimed yet) first waits, for at most one lease from the
+//!    master's start, until every member answers: masters started together then elect the
+//!    lowest name whatever order their processes come up in, as tests and operators expect.
 //!
 //! A leader keeps leading while it is up and eligible, even when a lower-named master comes
 //! back, so leadership never flaps.
@@ -52,11 +55,21 @@ pub struct Election {
     /// Members that resigned, with the term they resigned from: their claims up to that term
     /// are stale even if a poll that raced the resignation still shows them.
     resigned: BTreeMap<String, u64>,
+    /// Until when a fresh cluster waits for all its members before its first election.
+    gathering_until: Instant,
 }
 
 impl Election {
-    pub fn new(me: &str, lease: Duration) -> Election {
-        Election { me: me.to_owned(), lease, term: 0, leader: None, resigned: BTreeMap::new() }
+    /// `gathering_until`: see rule 4 of the module doc.
+    pub fn new(me: &str, lease: Duration, gathering_until: Instant) -> Election {
+        Election {
+            me: me.to_owned(),
+            lease,
+            term: 0,
+            leader: None,
+            resigned: BTreeMap::new(),
+            gathering_until,
+        }
     }
 
     pub fn leader(&self) -> Option<&Leader> {
@@ -138,7 +151,9 @@ impl Election {
         }
 
         let someone_waits = peers.iter().any(|p| p.healthy && p.follows_someone);
-        if !has_quorum || someone_waits {
+        let everyone_answers = peers.len() + 1 >= cluster_size;
+        let gathering = self.term == 0 && !everyone_answers && now < self.gathering_until;
+        if !has_quorum || someone_waits || gathering {
             return;
         }
         let candidate = std::iter::once(me)
@@ -163,6 +178,11 @@ mod tests {
 
     const LEASE: Duration = Duration::from_secs(3);
 
+    /// An election whose gathering (rule 4) is already over.
+    fn gathered(name: &str) -> Election {
+        Election::new(name, LEASE, Instant::now())
+    }
+
     fn ballot(name: &str, term: u64, claim: Option<u64>, follows: bool) -> Ballot {
         Ballot {
             name: name.to_owned(),
@@ -176,9 +196,9 @@ mod tests {
 
     #[test]
     fn the_lowest_eligible_name_wins_and_others_adopt_it() {
+        let mut a = gathered("a");
+        let mut b = gathered("b");
         let now = Instant::now();
-        let mut a = Election::new("a", LEASE);
-        let mut b = Election::new("b", LEASE);
         b.step(&ballot("b", 0, None, false), &[ballot("a", 0, None, false)], 3, now);
         assert_eq!(b.leader_name(), None, "b waits for a to claim");
         a.step(&ballot("a", 0, None, false), &[ballot("b", 0, None, false)], 3, now);
@@ -189,7 +209,7 @@ mod tests {
 
     #[test]
     fn no_quorum_no_leader() {
-        let mut a = Election::new("a", LEASE);
+        let mut a = gathered("a");
         a.step(&ballot("a", 0, None, false), &[], 3, Instant::now());
         assert_eq!(a.leader_name(), None);
     }
@@ -197,7 +217,7 @@ mod tests {
     #[test]
     fn a_vanished_leader_is_waited_for_until_its_lease_ends() {
         let start = Instant::now();
-        let mut b = Election::new("b", LEASE);
+        let mut b = gathered("b");
         let c = ballot("c", 1, None, true);
         b.step(&ballot("b", 0, None, false), &[ballot("a", 1, Some(1), true), c.clone()], 3, start);
         b.step(
@@ -215,7 +235,7 @@ mod tests {
     #[test]
     fn a_resigned_claim_seen_late_is_stale() {
         let now = Instant::now();
-        let mut b = Election::new("b", LEASE);
+        let mut b = gathered("b");
         b.peer_resigned("a", 1);
         b.step(&ballot("b", 1, None, false), &[ballot("a", 1, Some(1), true)], 3, now);
         assert_ne!(b.leader_name(), Some("a"));
@@ -224,7 +244,7 @@ mod tests {
     #[test]
     fn a_higher_term_beats_a_lower_name() {
         let now = Instant::now();
-        let mut a = Election::new("a", LEASE);
+        let mut a = gathered("a");
         a.step(&ballot("a", 0, None, false), &[ballot("b", 0, None, false)], 2, now);
         assert!(a.is_leader());
         a.step(&ballot("a", 1, Some(1), true), &[ballot("b", 2, Some(2), true)], 2, now);
@@ -234,7 +254,7 @@ mod tests {
     #[test]
     fn an_ineligible_leader_steps_down() {
         let now = Instant::now();
-        let mut a = Election::new("a", LEASE);
+        let mut a = gathered("a");
         let peers = [ballot("b", 0, None, false)];
         a.step(&ballot("a", 0, None, false), &peers, 2, now);
         assert!(a.is_leader());
@@ -242,5 +262,27 @@ mod tests {
         evicted.eligible = false;
         a.step(&evicted, &peers, 2, now);
         assert_eq!(a.leader_name(), None);
+    }
+
+    #[test]
+    fn a_fresh_cluster_waits_for_every_member_until_its_gathering_ends() {
+        let start = Instant::now();
+        let mut b = Election::new("b", LEASE, start + LEASE);
+        let c = ballot("c", 0, None, false);
+        b.step(&ballot("b", 0, None, false), std::slice::from_ref(&c), 3, start);
+        assert_eq!(b.leader_name(), None, "a has not answered yet");
+        b.step(&ballot("b", 0, None, false), &[ballot("a", 0, None, false), c.clone()], 3, start);
+        assert_eq!(b.leader_name(), None, "a answers and, being the lowest, will claim");
+        b.step(&ballot("b", 0, None, false), std::slice::from_ref(&c), 3, start + LEASE);
+        assert!(b.is_leader(), "once the gathering is over a quorum elects without a");
+    }
+
+    #[test]
+    fn a_cluster_that_has_had_a_leader_does_not_gather_again() {
+        let start = Instant::now();
+        let mut b = Election::new("b", LEASE, start + LEASE);
+        let c = ballot("c", 1, None, false);
+        b.step(&ballot("b", 1, None, false), std::slice::from_ref(&c), 3, start);
+        assert!(b.is_leader(), "term 1 was claimed before: no waiting for a");
     }
 }

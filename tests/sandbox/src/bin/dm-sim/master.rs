@@ -287,7 +287,11 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
     let log = EventLog::new(settings.log_file(), &name);
     let master = Arc::new(Master {
         view: Mutex::new(View {
-            election: Election::new(&name, settings.timings.master_lease),
+            election: Election::new(
+                &name,
+                settings.timings.master_lease,
+                Instant::now() + settings.timings.master_lease,
+            ),
             evicted: false,
             stopping: false,
             sightings: BTreeMap::new(),
