@@ -61,8 +61,8 @@ pub async fn run(
     }
     if let Some((target, path)) = targets.iter().find_map(|t| Some((t, t.unsafe_added()?))) {
         return Err(UsageError(format!(
-            "the rollback point of {} lists {path:?} among the files its patch added, which is \
-             not a path inside bin/; check {} on its host; nothing was changed",
+            "the rollback of {} would delete {path:?}, which is not a plain path inside bin/; \
+             check {} on its host; nothing was changed",
             target.id,
             target.source.as_deref().unwrap_or("its rollback point"),
         ))

@@ -42,8 +42,9 @@ pub struct RollbackTarget {
     pub binary_sha256: String,
     /// The target is the cluster's original binary (then the instance is no longer patched).
     pub is_original: bool,
-    /// Files (relative to `bin/`) the patch being taken back added, which go with it: what
-    /// the rollback point's `.added` lists.
+    /// Files (relative to `bin/`) that go away with the rollback: what the rollback point's
+    /// `.added` lists (what the patch being taken back added), or, going back to the original,
+    /// every file in `bin/` that TiUP's backup does not have (what patches added since).
     pub added: Vec<String>,
 }
 
@@ -141,7 +142,8 @@ pub async fn download(
     Ok(())
 }
 
-/// Prints what the instance runs, its newest rollback point's manifest and TiUP's backup.
+/// Prints what the instance runs, its newest rollback point's manifest, TiUP's backup, and the
+/// files in `bin/` that the backup does not have.
 fn survey_script(cluster: &Cluster, instance: &Instance) -> String {
     let comp = instance.role.component();
     let deploy = &instance.deploy_dir;
@@ -153,14 +155,19 @@ fn survey_script(cluster: &Cluster, instance: &Instance) -> String {
         )
     };
     let points = format!("{deploy}/{ROLLBACK_DIR}");
-    let original = format!("{deploy}/bin.old.{}/{comp}/{comp}", cluster.version());
+    let original_dir = format!("{deploy}/bin.old.{}", cluster.version());
+    let original = format!("{original_dir}/{comp}/{comp}");
     format!(
         "{PICK_HASHER}\necho @@running\n{running}\necho @@point\n\
          newest=$(ls -1 {points} 2>/dev/null | sort -r | head -n 1)\n\
          if [ -n \"$newest\" ] && [ -f {points}/\"$newest\"/.manifest ]; then printf 'dir %s/%s\\n' {points} \"$newest\"; cat {points}/\"$newest\"/.manifest; \
          echo @@added; if [ -f {points}/\"$newest\"/.added ]; then sed 's/^/added /' {points}/\"$newest\"/.added; fi; fi\n\
-         echo @@original\nif [ -f {original} ]; then echo \"binary $($hash {original} | cut -d' ' -f1)\"; {original_version}; fi\n",
+         echo @@original\nif [ -f {original} ]; then echo \"binary $($hash {original} | cut -d' ' -f1)\"; {original_version}; fi\n\
+         echo @@extra\no={original_dir}\nif [ -d \"$o\" ]; then (cd {bin} && find . -mindepth 1 ! -type d -printf '%P\\n') | \
+         while IFS= read -r f; do [ -e \"$o/$f\" ] || [ -L \"$o/$f\" ] || printf 'extra %s\\n' \"$f\"; done; fi\n",
         running = version_of(&format!("{deploy}/bin/{comp}/{comp}")),
+        bin = shell_quote(&format!("{deploy}/bin")),
+        original_dir = shell_quote(&original_dir),
         points = shell_quote(&points),
         original = shell_quote(&original),
         original_version = version_of(&original),
@@ -175,15 +182,20 @@ fn target_from(
     kind: TargetKind,
 ) -> RollbackTarget {
     let mut sections: HashMap<&str, HashMap<&str, String>> = HashMap::new();
-    let mut added = Vec::new();
+    let (mut added, mut extra) = (Vec::new(), Vec::new());
     let mut current = "";
     for line in facts.lines() {
         if let Some(name) = line.strip_prefix("@@") {
             current = name;
             continue;
         }
-        if current == "added" {
-            added.extend(line.strip_prefix("added ").map(str::to_owned));
+        let list = match current {
+            "added" => Some((&mut added, "added ")),
+            "extra" => Some((&mut extra, "extra ")),
+            _ => None,
+        };
+        if let Some((list, prefix)) = list {
+            list.extend(line.strip_prefix(prefix).map(str::to_owned));
             continue;
         }
         if let Some((key, value)) = line.split_once(' ') {
@@ -211,9 +223,10 @@ fn target_from(
         }
     };
     let binary_sha256 = binary.unwrap_or_default();
-    // The original binary is TiUP's copy of all of bin/: nothing of a patch goes with it.
+    // TiUP's backup is a copy of all of bin/ before any patch: what bin/ has beyond it, every
+    // patch since added.
     if kind == TargetKind::Original {
-        added.clear();
+        added = extra;
     }
     RollbackTarget {
         id: instance.id(),

@@ -229,6 +229,33 @@ fn rollback_takes_back_the_files_a_patch_added() {
     assert!(bin.join("lib/extra.so").is_file());
 }
 
+/// Going back to the original takes back what every patch since added, not only the last one.
+#[test]
+fn rollback_to_the_original_takes_back_the_files_every_patch_added() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
+    let worker = cluster.ids("dm-worker").remove(0);
+    let bin = cluster.deploy_dir(&worker).join("bin/dm-worker");
+    let original = installed_sha256(&cluster, &worker);
+    let first = [Entry::file("dm-worker/hotfix.toml", 0o644, b"[hotfix]\n")];
+    let second = [Entry::file("dm-worker/lib/extra.so", 0o644, b"not really a library\n")];
+    for (version, files) in [("v8.5.2", &first), ("v8.5.3", &second)] {
+        let package = cluster.package_with("dm-worker", version, &[], files);
+        cluster.patch(&package, &["-R", "dm-worker"]).success();
+    }
+    assert!(bin.join("hotfix.toml").is_file() && bin.join("lib/extra.so").is_file());
+
+    rollback(&cluster, &["-R", "dm-worker", "--to-original"]).success();
+    assert_eq!(installed_sha256(&cluster, &worker), original, "the original binary");
+    assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.1"));
+    assert!(!bin.join("hotfix.toml").exists(), "the first patch's file is gone");
+    assert!(!bin.join("lib/extra.so").exists(), "the second patch's file is gone");
+
+    // Undone in turn, both files come back with the binary they came with.
+    rollback(&cluster, &["-R", "dm-worker"]).success();
+    assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.3"));
+    assert!(bin.join("hotfix.toml").is_file() && bin.join("lib/extra.so").is_file());
+}
+
 /// `.added` comes from the host: a line that is not a plain path inside `bin/` refuses the
 /// rollback before anything changes, instead of deleting whatever it names.
 #[test]
