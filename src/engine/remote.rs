@@ -35,8 +35,16 @@ impl Remote {
         }
     }
 
-    pub async fn stop(&self, unit: &str) -> Result<(), SshError> {
-        self.run(&self.systemctl(&format!("stop {}", shell_quote(unit)))).await.map(drop)
+    /// `systemctl stop`, then what `is-active` says of the unit, in one round trip.
+    pub async fn stop(&self, unit: &str) -> Result<UnitState, SshError> {
+        let unit = shell_quote(unit);
+        let command = format!(
+            "{} && {{ {} || true; }}",
+            self.systemctl(&format!("stop {unit}")),
+            self.systemctl(&format!("is-active {unit}"))
+        );
+        let stdout = self.run(&command).await?;
+        Ok(if stdout.trim() == "active" { UnitState::Active } else { UnitState::NotActive })
     }
 
     pub async fn start(&self, unit: &str) -> Result<(), SshError> {

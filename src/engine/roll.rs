@@ -1,5 +1,6 @@
-//! Patching one instance: back up, (evict,) stop, swap, start, verify; on failure put back the
-//! binary that ran just before, start it, and confirm it is healthy.
+//! Patching one instance (TiUP's backup of `bin` was made while staging): (evict,) stop, swap,
+//! start, verify; on failure put back the binary that ran just before, start it, and confirm
+//! it is healthy.
 
 use std::future::Future;
 use std::time::Duration;
@@ -117,9 +118,6 @@ enum StepError {
 /// Patches one instance. On `Ok` it runs the new binary (or, offline, has it in place).
 pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), Failure> {
     let planned = job.planned;
-    job.say(context, "backing up bin");
-    back_up(job).await.map_err(|err| Failure::Unchanged(err.to_string()))?;
-
     if context.offline {
         job.say(context, "swapping the binary");
         return swap_in(job).await.map_err(|err| {
@@ -310,17 +308,6 @@ pub async fn keep_rollback_point(
     job.remote.run(&command).await.map(drop)
 }
 
-/// TiUP's backup: `bin` -> `bin.old.<version>`, made once and kept if present.
-async fn back_up(job: &Job<'_>) -> Result<(), StepError> {
-    let command = format!(
-        "test -d {backup} || cp -rp {bin} {backup}",
-        backup = shell_quote(&job.planned.backup_dir),
-        bin = shell_quote(&job.bin_dir()),
-    );
-    job.remote.run(&command).await?;
-    Ok(())
-}
-
 /// Keeps what the package replaces in `bin/` (hard links) and moves the verified tree in: each
 /// file is renamed over the old one, atomically, on the same file system.
 async fn swap_in(job: &Job<'_>) -> Result<(), StepError> {
@@ -332,8 +319,7 @@ async fn swap_in(job: &Job<'_>) -> Result<(), StepError> {
 
 async fn stop(job: &Job<'_>) -> Result<(), StepError> {
     let unit = &job.planned.service;
-    job.remote.stop(unit).await?;
-    match job.remote.unit_state(unit).await? {
+    match job.remote.stop(unit).await? {
         UnitState::NotActive => Ok(()),
         UnitState::Active => Err(StepError::StillActive { unit: unit.clone() }),
     }

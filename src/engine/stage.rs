@@ -4,8 +4,9 @@
 //! [`crate::package::Wire`]), so the host never stores the package itself nor reads anything
 //! twice. What was unpacked is then proven identical to what the local check saw (every path, type, size, mode
 //! and sha256, and nothing else), owned like the binary it replaces, and its binary asked for
-//! its version. Other instances on the same host get a verified copy. Nothing that runs is
-//! touched; a failure here leaves only files that `cleanup` removes.
+//! its version. Other instances on the same host get a verified copy. TiUP's backup of each
+//! instance's `bin` is made in the same command. Nothing that runs is touched; a failure here
+//! leaves only files that `cleanup` removes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -129,8 +130,11 @@ async fn stage_host<'p>(
         .open_for_wire()
         .await
         .map_err(|source| StageError::Package { host: label.to_owned(), source })?;
-    let script =
-        tree::unpack_script(&first.staging_dir, &first.binary, &package.entry(), package.wire());
+    let script = format!(
+        "{}\n{}",
+        backup_script(first),
+        tree::unpack_script(&first.staging_dir, &first.binary, &package.entry(), package.wire())
+    );
     let sent = |sent| progress.event(Event::UploadProgress { host: label, sent });
     let output = remote
         .session
@@ -148,7 +152,11 @@ async fn stage_host<'p>(
 
     let mut staged = vec![(first.id.clone(), Staged { version: version.clone() })];
     for planned in instances {
-        let script = tree::copy_script(&first.staging_dir, &planned.staging_dir, &planned.binary);
+        let script = format!(
+            "{}\n{}",
+            backup_script(planned),
+            tree::copy_script(&first.staging_dir, &planned.staging_dir, &planned.binary)
+        );
         let output = remote.session.exec(&script).await.map_err(|source| StageError::Ssh {
             at: planned.id.clone(),
             source: Box::new(source),
@@ -157,6 +165,14 @@ async fn stage_host<'p>(
         staged.push((planned.id.clone(), Staged { version: version.clone() }));
     }
     Ok(staged)
+}
+
+/// TiUP's backup of the instance's `bin` (see [`tree::backup_script`]). It is made here,
+/// while `bin` is as it was and before any service is touched, as TiUP backs up every
+/// instance before its restarts: a host that cannot make it stops the run with nothing
+/// changed, and the roll spends no round trip on it.
+fn backup_script(planned: &PlannedInstance) -> String {
+    tree::backup_script(&format!("{}/bin", planned.deploy_dir), &planned.backup_dir)
 }
 
 /// The listing a staging script printed, once it is proven to hold exactly the package.

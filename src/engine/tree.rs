@@ -44,6 +44,25 @@ pub fn unpack_script(staging: &str, reference: &str, entry: &str, wire: Wire) ->
     )
 }
 
+/// TiUP's backup of `bin` as `backup` (`bin.old.<cluster version>`), made once and kept if it
+/// exists. The copy is made under a temporary name and renamed, so a copy cut short (a full
+/// disk, a killed run) never passes for the backup, and what it left is removed.
+pub fn backup_script(bin: &str, backup: &str) -> String {
+    format!(
+        "set -e
+if [ ! -d {backup} ]; then
+           rm -rf {partial}
+           if ! cp -rp {bin} {partial}; then
+             rm -rf {partial}; printf 'could not back up %s to %s\\n' {bin} {backup} >&2; exit 1
+           fi
+           mv -T {partial} {backup}
+         fi",
+        bin = shell_quote(bin),
+        backup = shell_quote(backup),
+        partial = shell_quote(&format!("{backup}.partial")),
+    )
+}
+
 /// Copies an instance's verified tree from another instance's staging dir on the same host,
 /// then lists, hashes and owns it as [`unpack_script`] does.
 pub fn copy_script(from_staging: &str, staging: &str, reference: &str) -> String {
@@ -240,7 +259,8 @@ pub fn swap_script(bin: &str, staging: &str, files: &[PackageFile], remove: &[St
     )
 }
 
-/// Puts back what [`swap_script`] replaced or deleted and removes what it added.
+/// Puts back what [`swap_script`] replaced or deleted and removes what it added; does nothing
+/// when the swap never ran (the service would not stop).
 pub fn restore_script(
     bin: &str,
     staging: &str,
@@ -252,7 +272,7 @@ pub fn restore_script(
          for f in {list} {removed}; do\n\
          \x20 if [ -e \"$p/$f\" ] || [ -L \"$p/$f\" ]; then mv -f \"$p/$f\" \"$b/$f\"; fi\n\
          done\n\
-         while IFS= read -r f; do rm -f \"$b/$f\"; done < \"$p/.added\"\n",
+         if [ -f \"$p/.added\" ]; then while IFS= read -r f; do rm -f \"$b/$f\"; done < \"$p/.added\"; fi\n",
         bin = shell_quote(bin),
         previous = shell_quote(&format!("{staging}/previous")),
         list = moved_paths(files).trim_end().replace('\n', " "),

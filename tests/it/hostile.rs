@@ -116,6 +116,47 @@ fn a_dotted_entry_is_installed() {
     assert_eq!(fs::read_to_string(&binary).unwrap(), hotfix);
 }
 
+/// TiUP's backup is made while staging, under a temporary name: a copy cut short (here `cp`
+/// copies, then fails as on a full disk) stops the run with nothing installed and leaves no
+/// `bin.old.<version>` that a later run (or `rollback --to-original`) would take for the real
+/// one. Once the host can copy again, the same command makes it.
+#[test]
+fn a_backup_cut_short_leaves_no_backup_and_installs_nothing() {
+    let (sandbox, binary) = one_worker();
+    let deploy = binary.parent().unwrap().parent().unwrap().parent().unwrap().to_owned();
+    let cp = "#!/bin/sh
+/bin/cp \"$@\" || exit
+case \"$*\" in *bin.old.*) \
+              echo 'cp: No space left on device' >&2; exit 1;; esac\n";
+    stand_in(&sandbox, "cp", cp);
+    let packages = Store::new();
+    let hotfix = version_script("v8.5.2");
+    let package = packages.package(
+        "dm-worker-hotfix.tar.gz",
+        &[Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes())],
+    );
+
+    let report = patch_offline(&sandbox, &package, 1);
+
+    one_problem(&report, "could not back up");
+    let backups = |deploy: &Path| -> Vec<String> {
+        let names = fs::read_dir(deploy).unwrap().map(|e| e.unwrap().file_name());
+        names
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("bin.old"))
+            .collect()
+    };
+    assert_eq!(backups(&deploy), Vec::<String>::new(), "nothing passes for the backup");
+    assert_eq!(fs::read_to_string(&binary).unwrap(), version_script("v8.5.1"));
+
+    fs::remove_file(sandbox.root().join("bin/path/cp")).unwrap();
+    let report = patch_offline(&sandbox, &package, 0);
+    assert_eq!(report["instances"][0]["outcome"], "patched", "{report}");
+    assert_eq!(backups(&deploy), ["bin.old.v8.5.1"]);
+    let kept = deploy.join("bin.old.v8.5.1/dm-worker/dm-worker");
+    assert_eq!(fs::read_to_string(kept).unwrap(), version_script("v8.5.1"));
+}
+
 /// Free space is checked against everything the package unpacks to, not just the binary.
 #[test]
 fn preflight_counts_every_entry_against_free_space() {

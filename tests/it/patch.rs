@@ -1,6 +1,7 @@
 //! The patch engine end to end, on a sandbox cluster behind real sshd hosts.
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -222,6 +223,36 @@ fn ctrl_c_during_a_health_wait_undoes_the_instance_at_once() {
     let first = &run.outcomes()[0].0;
     assert_eq!(cluster.version(first).as_deref(), Some("v8.5.1"));
     assert!(cluster.patched_ids().is_empty());
+}
+
+/// A `systemctl stop` that succeeds but leaves the unit running (as one whose stop does not
+/// reach the process would): the binary is not swapped under the running process; the
+/// instance goes on running what it ran and the roll stops there.
+#[test]
+fn a_unit_still_active_after_stop_is_not_swapped() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let stand_in = cluster.sandbox.stand_in_dir().join("systemctl");
+    let real = cluster.sandbox.root().join("bin/systemctl.real");
+    std::fs::rename(&stand_in, &real).unwrap();
+    let wrapper = format!(
+        "#!/bin/sh\nif [ \"$1\" = stop ]; then exit 0; fi\nexec {} \"$@\"\n",
+        real.display()
+    );
+    std::fs::write(&stand_in, wrapper).unwrap();
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pids = cluster.pids();
+
+    let run = cluster.patch(&pkg, &["-R", "dm-worker"]).code(1);
+
+    assert_eq!(run.outcome_names(), ["rolled-back", "not-reached"], "{}", run.stdout);
+    assert!(run.stderr.contains("still active after `systemctl stop`"), "{}", run.stderr);
+    cluster.assert_untouched(&pids, pids.keys());
+    let first = &run.outcomes()[0].0;
+    assert_eq!(cluster.version(first).as_deref(), Some("v8.5.1"));
+    let binary = cluster.deploy_dir(first).join("bin/dm-worker/dm-worker");
+    let installed = std::fs::read(binary).unwrap();
+    assert!(!installed.windows(6).any(|w| w == b"v8.5.2"), "the package was not swapped in");
 }
 
 /// A run killed right after swapping the binary leaves the instance stopped on the package's
