@@ -2,12 +2,12 @@
 //! the session's [`Privilege`], read until the channel closes.
 
 use bytes::BytesMut;
-use russh::client::Handle;
 use russh::{ChannelMsg, ChannelReadHalf};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::paced::{self, UNWRITTEN_LIMIT, Written};
-use super::session::{HostKeyCheck, Link};
+use super::paced::{self, UNWRITTEN_LIMIT};
+use super::redial::{ChannelKind, OpenError, Redial};
+use super::session::Link;
 use super::{HostSession, SshError, child, local, shell_quote};
 
 /// How much of a streamed input is read and sent at a time: one SSH packet (OpenSSH's 32 KiB).
@@ -153,9 +153,7 @@ impl HostSession {
             .map_err(|err| channel_failed("waiting for a free channel", err.to_string()))?;
         let endpoint = &self.inner.endpoint;
         match &self.inner.link {
-            Link::Builtin(handle, written) => {
-                self.exec_on_channel(handle, written, command, line, input, sink).await
-            }
+            Link::Builtin(redial) => self.exec_on_channel(redial, command, line, input, sink).await,
             Link::System(master) => {
                 let via = child::Via::OpenSsh;
                 child::run(endpoint, command, master.command(line), input, sink, via).await
@@ -179,8 +177,7 @@ impl HostSession {
     /// Runs `line` on a new channel of the session's own SSH connection.
     async fn exec_on_channel(
         &self,
-        handle: &Handle<HostKeyCheck>,
-        written: &Written,
+        redial: &Redial,
         command: &str,
         line: &str,
         input: Option<Input<'_>>,
@@ -188,10 +185,12 @@ impl HostSession {
     ) -> Result<ExecOutput, SshError> {
         let channel_failed =
             |action: &str, reason: String| self.channel_error(command, action, reason);
-        let channel = handle
-            .channel_open_session()
-            .await
-            .map_err(|err| channel_failed("opening a channel", err.to_string()))?;
+        let (channel, connection) =
+            redial.open(ChannelKind::Session).await.map_err(|err| match err {
+                OpenError::Connect(err) => err,
+                OpenError::Channel(err) => channel_failed("opening a channel", err.to_string()),
+            })?;
+        let written = &connection.written;
         channel
             .exec(true, line)
             .await

@@ -9,6 +9,7 @@
 //! - [`system`], [`local`], [`child`]: the system's `ssh` client and `--ssh none`.
 //! - [`reach`], [`jump`], [`tunnel`]: the executor, and TiUP's jump host, for SSH and for the
 //!   DM API.
+//! - [`redial`]: connecting again when a host's connection was lost between commands.
 //! - [`paced`]: backpressure from the socket for streamed input, so memory stays flat.
 //! - [`quote`]: the one way values get into a remote command line.
 
@@ -21,6 +22,7 @@ mod local;
 mod paced;
 mod quote;
 mod reach;
+mod redial;
 mod session;
 mod system;
 mod tunnel;

@@ -24,6 +24,7 @@ use super::exec::Privilege;
 use super::known_hosts::{self, KnownKey, Verdict};
 use super::local;
 use super::paced::{Counted, Written};
+use super::redial::{ChannelKind, Connection, OpenError, Redial};
 use super::system::{OpenSsh, OpenSshMaster};
 
 /// Where and how to reach one host.
@@ -143,8 +144,8 @@ pub(super) struct Inner {
 
 /// What carries a session's commands.
 pub(super) enum Link {
-    /// dm-patch's own client, and what its connection has written (for pacing input).
-    Builtin(Handle<HostKeyCheck>, Arc<Written>),
+    /// dm-patch's own client, connecting again when its connection was lost.
+    Builtin(Redial),
     System(OpenSshMaster),
     Local,
 }
@@ -162,7 +163,8 @@ impl HostSession {
             }
             Transport::Direct | Transport::Jump(_) => {
                 let (handle, written) = connect_builtin(target).await?;
-                (Link::Builtin(handle, written), target.privilege)
+                let redial = Redial::new(target.clone(), Connection { handle, written });
+                (Link::Builtin(redial), target.privilege)
             }
         };
         Ok(HostSession {
@@ -191,24 +193,28 @@ impl HostSession {
         host: &str,
         port: u16,
     ) -> Result<russh::ChannelStream<client::Msg>, SshError> {
-        let Link::Builtin(handle, _) = &self.inner.link else {
+        let Link::Builtin(redial) = &self.inner.link else {
             unreachable!("jump hosts are reached with dm-patch's own SSH client");
         };
-        let channel = handle
-            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
-            .await
-            .map_err(|err| SshError::Forward {
-                jump: self.inner.endpoint.clone(),
-                target: endpoint_of(host, port),
-                reason: err.to_string(),
-            })?;
+        let (channel, _) = redial.open(ChannelKind::DirectTcpip { host, port }).await.map_err(
+            |err| match err {
+                OpenError::Connect(err) => err,
+                OpenError::Channel(err) => SshError::Forward {
+                    jump: self.inner.endpoint.clone(),
+                    target: endpoint_of(host, port),
+                    reason: err.to_string(),
+                },
+            },
+        )?;
         Ok(channel.into_stream())
     }
 
     /// Says goodbye to the server. Problems are only logged: the connection is done either way.
     pub async fn close(&self) {
         match &self.inner.link {
-            Link::Builtin(handle, _) => {
+            Link::Builtin(redial) => {
+                let connection = redial.current();
+                let handle = &connection.handle;
                 if let Err(err) = handle.disconnect(Disconnect::ByApplication, "", "en").await {
                     tracing::debug!(endpoint = %self.inner.endpoint, "disconnect: {err}");
                 }
@@ -221,7 +227,7 @@ impl HostSession {
 
 /// dm-patch's own client: the transport's stream, then handshake and login, within the timeout.
 /// The stream counts what the connection writes, for [`super::paced`].
-async fn connect_builtin(
+pub(super) async fn connect_builtin(
     target: &SshTarget,
 ) -> Result<(Handle<HostKeyCheck>, Arc<Written>), SshError> {
     let key = load_key(target)?;

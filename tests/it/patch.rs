@@ -255,6 +255,29 @@ fn a_unit_still_active_after_stop_is_not_swapped() {
     assert!(!installed.windows(6).any(|w| w == b"v8.5.2"), "the package was not swapped in");
 }
 
+/// A host's SSH connection lost mid-roll (sshd restarted, a network blip) is made again by the
+/// next command there, host key checked as the first time, and the roll goes on.
+#[test]
+fn a_connection_lost_mid_roll_is_made_again() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let workers = cluster.ids("dm-worker");
+    let host_of = |id: &str| id.split(':').next().unwrap().to_owned();
+    let second_host = host_of(&workers[1]);
+    assert_ne!(host_of(&workers[0]), second_host, "the workers are on different hosts");
+
+    let run = cluster.patch_when(&pkg, &["-R", "dm-worker"], ": waiting until healthy", |_| {
+        cluster.sandbox.drop_ssh_connections(&second_host);
+    });
+
+    let run = run.success();
+    assert_eq!(run.outcome_names(), ["patched", "patched"]);
+    assert!(run.stderr.contains("the SSH connection was lost; connecting again"), "{}", run.stderr);
+    for id in &workers {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.2"), "{id}");
+    }
+}
+
 /// A run killed right after swapping the binary leaves the instance stopped on the package's
 /// binary. The same command again finishes that job (start, gate) instead of calling the
 /// instance "already on this package".

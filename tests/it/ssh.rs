@@ -110,6 +110,72 @@ async fn a_command_that_dies_without_an_exit_status_is_an_error() {
     assert!(err.to_string().contains("killed by signal KILL"), "{err}");
 }
 
+/// A connection lost between commands (every session of the host's sshd killed, as an sshd
+/// restart would) is made again by the next command, which runs. A command that was running
+/// when it broke is an error, and is not run again.
+#[tokio::test]
+async fn a_connection_lost_between_commands_is_made_again() {
+    let sb = hosts(1);
+    let ip = sb.hosts()[0].clone();
+    let session = connect(&sb).await;
+    let client_port = |ssh_connection: String| ssh_connection.split(' ').nth(1).unwrap().to_owned();
+    let before = client_port(session.run("echo $SSH_CONNECTION").await.unwrap());
+
+    let runs = sb.root().join("runs");
+    let command = format!("echo run >> {}; sleep 30", shell_quote(&runs.display().to_string()));
+    let running = tokio::spawn({
+        let session = session.clone();
+        async move { session.exec(&command).await }
+    });
+    let started = Instant::now();
+    while !runs.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the command never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sb.drop_ssh_connections(&ip);
+    let broken = running.await.unwrap();
+    assert!(broken.is_err(), "{broken:?}");
+
+    let after = client_port(session.run("echo $SSH_CONNECTION").await.unwrap());
+    assert_ne!(before, after, "a new connection");
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "the broken command ran once");
+    // And it stays usable: many commands at once share the new connection.
+    let ports =
+        futures_util::future::join_all((0..4).map(|_| session.run("echo $SSH_CONNECTION"))).await;
+    for port in ports {
+        assert_eq!(client_port(port.unwrap()), after);
+    }
+    session.close().await;
+}
+
+/// Through a jump host, a lost jump connection takes every connection it carries with it: the
+/// next command makes the jump host's connection again, then its own through it.
+#[tokio::test]
+async fn a_lost_jump_host_connection_is_made_again_with_the_hosts_behind_it() {
+    let sb = hosts(1);
+    let jump_host = dm_sandbox::JumpHost::start(&sb).expect("the jump host starts");
+    let jump = HostSession::connect(&SshTarget {
+        addr: jump_host.ip().to_owned(),
+        user: "root".to_owned(),
+        key_path: jump_host.key().to_owned(),
+        privilege: Privilege::Root,
+        ..target(&sb, jump_host.ip())
+    })
+    .await
+    .expect("the jump host lets us in");
+    let behind =
+        SshTarget { transport: Transport::Jump(jump.clone()), ..target(&sb, &sb.hosts()[0]) };
+    let session = HostSession::connect(&behind).await.expect("the host behind it lets us in");
+    assert_eq!(session.run("echo before").await.unwrap(), "before\n");
+
+    jump_host.drop_ssh_connections();
+
+    assert_eq!(session.run("echo after").await.unwrap(), "after\n");
+    assert_eq!(jump_host.logins(), 2, "the jump host was logged in to again");
+    session.close().await;
+    jump.close().await;
+}
+
 #[tokio::test]
 async fn quoted_words_reach_the_remote_program_byte_for_byte() {
     let sb = hosts(1);

@@ -72,6 +72,14 @@ impl JumpHost {
         }
     }
 
+    /// Drops every SSH connection to the jump host (and so every connection it carries) while
+    /// its sshd goes on accepting new ones, as an sshd restart or a network blip would.
+    pub fn drop_ssh_connections(&self) {
+        for session in self.sshd.record.descendants() {
+            session.kill();
+        }
+    }
+
     /// `Accepted publickey` lines in the jump host's sshd log: one per login.
     pub fn logins(&self) -> usize {
         let log = self.sshd_log();

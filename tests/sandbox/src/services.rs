@@ -30,6 +30,18 @@ impl Sandbox {
         }
     }
 
+    /// Drops every SSH connection to host `ip` while its sshd goes on accepting new ones, as
+    /// an sshd restart or a network blip would; its services keep running.
+    pub fn drop_ssh_connections(&self, ip: &str) {
+        let index =
+            self.hosts.iter().position(|h| h == ip).unwrap_or_else(|| panic!("no host {ip}"));
+        if let Some(sshd) = &self.sshds.lock().unwrap()[index] {
+            for session in sshd.record.descendants() {
+                session.kill();
+            }
+        }
+    }
+
     /// Takes host `ip` down: its services (SIGKILL) and its sshd with every session.
     pub fn stop_host(&self, ip: &str) {
         let index =

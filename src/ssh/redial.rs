@@ -1,0 +1,133 @@
+//! dm-patch's own SSH connection to a host, made again when it was lost between commands.
+//!
+//! A roll of many instances can outlast a host's connection: sshd restarted by configuration
+//! management, a network blip longer than the keepalives allow, a firewall dropping an idle
+//! flow. A command whose channel cannot be opened on a lost connection never ran, so it is
+//! safe to run it on a new one; the new connection checks the host key and logs in exactly as
+//! the first did. A command that was running when the connection broke is not retried: what it
+//! did is unknown, and the caller's own handling (undo, report) decides.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use russh::client::Handle;
+use russh::{Channel, client};
+
+use super::SshError;
+use super::paced::Written;
+use super::session::{HostKeyCheck, SshTarget, connect_builtin};
+
+/// One live connection and what it has written to its socket (for [`super::paced`]).
+pub(super) struct Connection {
+    pub(super) handle: Handle<HostKeyCheck>,
+    pub(super) written: Arc<Written>,
+}
+
+/// A host's connection, with what is needed to make it again.
+pub(super) struct Redial {
+    target: SshTarget,
+    current: Mutex<Arc<Connection>>,
+    /// One reconnection at a time: callers that find the same lost connection wait for it and
+    /// share its result.
+    dialing: tokio::sync::Mutex<()>,
+}
+
+impl Redial {
+    pub(super) fn new(target: SshTarget, first: Connection) -> Redial {
+        Redial {
+            target,
+            current: Mutex::new(Arc::new(first)),
+            dialing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The connection as it is now (possibly lost: see [`Redial::live`]).
+    pub(super) fn current(&self) -> Arc<Connection> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// A channel on a live connection: on the current one, or, if that was lost, on a new one.
+    /// Returns the connection the channel belongs to.
+    pub(super) async fn open(
+        &self,
+        kind: ChannelKind<'_>,
+    ) -> Result<(Channel<client::Msg>, Arc<Connection>), OpenError> {
+        let connection = self.live().await?;
+        match kind.open_on(&connection.handle).await {
+            Ok(channel) => Ok((channel, connection)),
+            // Lost since its last use: nothing ran on it, so the channel is opened again.
+            Err(_) if connection.handle.is_closed() => {
+                let fresh = self.replace(&connection).await?;
+                let channel = kind.open_on(&fresh.handle).await?;
+                Ok((channel, fresh))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// A live connection: the current one, or, if that was lost, a new one.
+    pub(super) async fn live(&self) -> Result<Arc<Connection>, SshError> {
+        let connection = self.current();
+        if connection.handle.is_closed() { self.replace(&connection).await } else { Ok(connection) }
+    }
+
+    /// Connects again in place of `lost`, unless another caller already has.
+    pub(super) async fn replace(
+        &self,
+        lost: &Arc<Connection>,
+    ) -> Result<Arc<Connection>, SshError> {
+        let _dialing = self.dialing.lock().await;
+        let current = self.current();
+        if !Arc::ptr_eq(&current, lost) {
+            return Ok(current);
+        }
+        tracing::warn!("{}: the SSH connection was lost; connecting again", self.target.endpoint());
+        // Boxed: through a jump host, connecting opens a channel on the jump host's own
+        // connection, which may have to be made again in turn.
+        let (handle, written) = Box::pin(connect_builtin(&self.target)).await?;
+        let fresh = Arc::new(Connection { handle, written });
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
+        Ok(fresh)
+    }
+}
+
+/// The channels dm-patch opens.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ChannelKind<'a> {
+    /// For a command.
+    Session,
+    /// A TCP connection made by the host (a jump host's `direct-tcpip`).
+    DirectTcpip { host: &'a str, port: u16 },
+}
+
+impl ChannelKind<'_> {
+    async fn open_on(
+        self,
+        handle: &Handle<HostKeyCheck>,
+    ) -> Result<Channel<client::Msg>, russh::Error> {
+        match self {
+            ChannelKind::Session => handle.channel_open_session().await,
+            ChannelKind::DirectTcpip { host, port } => {
+                handle.channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0).await
+            }
+        }
+    }
+}
+
+/// Why no channel could be opened: no connection could be made, or the server refused it.
+#[derive(Debug)]
+pub(super) enum OpenError {
+    Connect(SshError),
+    Channel(russh::Error),
+}
+
+impl From<SshError> for OpenError {
+    fn from(err: SshError) -> Self {
+        OpenError::Connect(err)
+    }
+}
+
+impl From<russh::Error> for OpenError {
+    fn from(err: russh::Error) -> Self {
+        OpenError::Channel(err)
+    }
+}
