@@ -65,13 +65,13 @@ impl Redial {
     }
 
     /// A live connection: the current one, or, if that was lost, a new one.
-    pub(super) async fn live(&self) -> Result<Arc<Connection>, SshError> {
+    async fn live(&self) -> Result<Arc<Connection>, SshError> {
         let connection = self.current();
         if connection.handle.is_closed() { self.replace(&connection).await } else { Ok(connection) }
     }
 
     /// Connects again in place of `lost`, unless another caller already has.
-    pub(super) async fn replace(
+    async fn replace(
         &self,
         lost: &Arc<Connection>,
     ) -> Result<Arc<Connection>, SshError> {
