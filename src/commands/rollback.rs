@@ -132,6 +132,8 @@ struct PlannedRollback<'a> {
     from_version: &'a str,
     to_version: &'a str,
     rollback_point: &'a str,
+    /// Files (relative to `bin/`) the rollback deletes: what the patches it takes back added.
+    deletes: &'a [String],
 }
 
 fn print_plan(targets: &[RollbackTarget], printer: &Printer) {
@@ -142,6 +144,7 @@ fn print_plan(targets: &[RollbackTarget], printer: &Printer) {
             from_version: &t.running,
             to_version: &t.version,
             rollback_point: t.source.as_deref().unwrap_or("-"),
+            deletes: &t.added,
         })
         .collect();
     if printer.is_json() {
@@ -152,14 +155,17 @@ fn print_plan(targets: &[RollbackTarget], printer: &Printer) {
         .iter()
         .map(|r| {
             let point = r.rollback_point.rsplit('/').next().unwrap_or(r.rollback_point);
+            let deletes = if r.deletes.is_empty() { "-".to_owned() } else { r.deletes.join(", ") };
             vec![
                 r.id.to_owned(),
                 format!("{} -> {}", r.from_version, r.to_version),
                 point.to_owned(),
+                deletes,
             ]
         })
         .collect();
-    printer.result(tiup_table(&["Instance", "Version", "Rollback point"], &cells));
+    let header = ["Instance", "Version", "Rollback point", "Deletes from bin/"];
+    printer.result(tiup_table(&header, &cells));
     printer.result("Dry run: nothing was changed.");
 }
 

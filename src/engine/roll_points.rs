@@ -226,7 +226,10 @@ fn target_from(
     // TiUP's backup is a copy of all of bin/ before any patch: what bin/ has beyond it, every
     // patch since added.
     if kind == TargetKind::Original {
+        // In find's order, which differs between hosts: sorted, so that instances with the
+        // same files are one group.
         added = extra;
+        added.sort();
     }
     RollbackTarget {
         id: instance.id(),

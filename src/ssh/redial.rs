@@ -71,10 +71,7 @@ impl Redial {
     }
 
     /// Connects again in place of `lost`, unless another caller already has.
-    async fn replace(
-        &self,
-        lost: &Arc<Connection>,
-    ) -> Result<Arc<Connection>, SshError> {
+    async fn replace(&self, lost: &Arc<Connection>) -> Result<Arc<Connection>, SshError> {
         let _dialing = self.dialing.lock().await;
         let current = self.current();
         if !Arc::ptr_eq(&current, lost) {

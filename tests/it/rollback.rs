@@ -244,6 +244,12 @@ fn rollback_to_the_original_takes_back_the_files_every_patch_added() {
     }
     assert!(bin.join("hotfix.toml").is_file() && bin.join("lib/extra.so").is_file());
 
+    // The plan says what goes.
+    let args = ["-R", "dm-worker", "--to-original", "--dry-run"];
+    let plan = rollback(&cluster, &args).success().json();
+    let deletes = serde_json::json!(["dm-worker/hotfix.toml", "dm-worker/lib/extra.so"]);
+    assert_eq!(plan[0]["deletes"], deletes, "{plan}");
+
     rollback(&cluster, &["-R", "dm-worker", "--to-original"]).success();
     assert_eq!(installed_sha256(&cluster, &worker), original, "the original binary");
     assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.1"));
