@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::hosts::{deploy_worker, hosts_with_workers, run_offline, version_script};
-use crate::support::{Entry, Store};
+use crate::hosts::{deploy_worker, hosts_with_workers, run_offline, worker_hotfix};
+use crate::support::Store;
 
 /// The audit records under `home`, oldest first.
 fn records(home: &Path) -> Vec<String> {
@@ -144,10 +144,7 @@ fn a_run_aborted_at_the_prompt_is_recorded() {
 fn an_executed_run_records_what_changed() {
     let (sandbox, _) = hosts_with_workers(1, deploy_worker);
     let packages = Store::new();
-    let package = packages.package(
-        "dm-worker-hotfix.tar.gz",
-        &[Entry::file("dm-worker/dm-worker", 0o755, version_script("v8.5.2").as_bytes())],
-    );
+    let package = worker_hotfix(&packages, "v8.5.2");
     let report = run_offline(&sandbox, &package).success().json();
     let id = report["instances"][0]["id"].as_str().unwrap().to_owned();
     let record = the_record(sandbox.tiup_home());

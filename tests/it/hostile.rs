@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use dm_sandbox::Sandbox;
 use serde_json::Value;
 
-use crate::hosts::{deploy_worker, hosts_with_workers, patch_offline, run_offline, version_script};
+use crate::hosts::{
+    deploy_worker, hosts_with_workers, patch_offline, run_offline, version_script, worker_hotfix,
+};
 use crate::support::{Entry, Store};
 
 /// A hosts-only sandbox of one host with one dm-worker on v8.5.1; returns its binary's path.
@@ -83,11 +85,7 @@ fn a_host_that_unpacks_another_binary_is_refused() {
     let swap = format!("cat {} > \"$dir/dm-worker/dm-worker\"", other.display());
     stand_in(&sandbox, "tar", &tar_that(&swap));
     let packages = Store::new();
-    let hotfix = version_script("v8.5.2");
-    let package = packages.package(
-        "dm-worker-hotfix.tar.gz",
-        &[Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes())],
-    );
+    let package = worker_hotfix(&packages, "v8.5.2");
 
     let report = patch_offline(&sandbox, &package, 1);
 
@@ -124,17 +122,11 @@ fn a_dotted_entry_is_installed() {
 fn a_backup_cut_short_leaves_no_backup_and_installs_nothing() {
     let (sandbox, binary) = one_worker();
     let deploy = binary.parent().unwrap().parent().unwrap().parent().unwrap().to_owned();
-    let cp = "#!/bin/sh
-/bin/cp \"$@\" || exit
-case \"$*\" in *bin.old.*) \
-              echo 'cp: No space left on device' >&2; exit 1;; esac\n";
+    let cp = "#!/bin/sh\n/bin/cp \"$@\" || exit\n\
+              case \"$*\" in *bin.old.*) echo 'cp: No space left on device' >&2; exit 1;; esac\n";
     stand_in(&sandbox, "cp", cp);
     let packages = Store::new();
-    let hotfix = version_script("v8.5.2");
-    let package = packages.package(
-        "dm-worker-hotfix.tar.gz",
-        &[Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes())],
-    );
+    let package = worker_hotfix(&packages, "v8.5.2");
 
     let report = patch_offline(&sandbox, &package, 1);
 

@@ -10,13 +10,22 @@ use dm_patch::topology::meta::{InstanceSpec, Meta};
 use dm_sandbox::Sandbox;
 use serde_json::Value;
 
-use crate::support::{Run, dm_patch};
+use crate::support::{Entry, Run, Store, dm_patch};
 
 /// A script that prints the version block of `version`, as `dm-worker -V` does.
 pub fn version_script(version: &str) -> String {
     let hash = format!("{:0>40}", version.replace(['v', '.'], ""));
     format!(
         "#!/bin/sh\nprintf 'Release Version: {version}\\nGit Commit Hash: {hash}\\nGit Branch: HEAD\\n'\n"
+    )
+}
+
+/// A dm-worker package whose binary is [`version_script`] of `version`.
+pub fn worker_hotfix(packages: &Store, version: &str) -> String {
+    let binary = version_script(version);
+    packages.package(
+        "dm-worker-hotfix.tar.gz",
+        &[Entry::file("dm-worker/dm-worker", 0o755, binary.as_bytes())],
     )
 }
 

@@ -9,7 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use dm_patch::topology::meta::Meta;
 use dm_sandbox::Sandbox;
 
-use crate::hosts::{deploy_worker, hosts_with_workers, patch_offline, version_script};
+use crate::hosts::{
+    deploy_worker, hosts_with_workers, patch_offline, version_script, worker_hotfix,
+};
 use crate::support::{Entry, Run, Store, dm_patch};
 
 fn patched_flags(sandbox: &Sandbox) -> Vec<bool> {
@@ -31,11 +33,8 @@ fn offline_patch_swaps_binaries_over_ssh() {
     let (sandbox, deploys) = hosts_with_workers(2, deploy_worker);
 
     let packages = Store::new();
+    let package = worker_hotfix(&packages, "v8.5.2");
     let hotfix = version_script("v8.5.2");
-    let package = packages.package(
-        "dm-worker-hotfix.tar.gz",
-        &[Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes())],
-    );
 
     let report = patch_offline(&sandbox, &package, 0);
     assert_eq!(report["result"], "success");
@@ -76,11 +75,8 @@ fn phase_names(report: &serde_json::Value) -> Vec<&str> {
 fn a_rerun_uploads_only_to_hosts_not_on_the_package() {
     let (sandbox, deploys) = hosts_with_workers(2, deploy_worker);
     let packages = Store::new();
+    let package = worker_hotfix(&packages, "v8.5.2");
     let hotfix = version_script("v8.5.2");
-    let package = packages.package(
-        "dm-worker-hotfix.tar.gz",
-        &[Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes())],
-    );
     let first = format!("{}:8262", sandbox.hosts()[0]);
     let args = ["patch", sandbox.cluster_name(), &package, "-N", &first, "--offline", "--yes"];
     Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--format", "json"])).code(0);

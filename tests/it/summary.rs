@@ -7,8 +7,8 @@
 use dm_sandbox::{Fault, Sandbox};
 
 use crate::cluster::Cluster;
-use crate::hosts::{deploy_worker, hosts_with_workers, version_script};
-use crate::support::{Entry, Run, Store, dm_patch};
+use crate::hosts::{deploy_worker, hosts_with_workers, worker_hotfix};
+use crate::support::{Run, Store, dm_patch};
 
 const WARNING: &str = "warning: with --offline the new binaries take effect only at the next \
                        restart of each instance";
@@ -17,10 +17,7 @@ const WARNING: &str = "warning: with --offline the new binaries take effect only
 fn offline_summary_says_the_binary_takes_effect_at_restart() {
     let (sandbox, _) = hosts_with_workers(2, deploy_worker);
     let packages = Store::new();
-    let package = packages.package(
-        "dm-worker-hotfix.tar.gz",
-        &[Entry::file("dm-worker/dm-worker", 0o755, version_script("v8.5.2").as_bytes())],
-    );
+    let package = worker_hotfix(&packages, "v8.5.2");
     let patch = |format: &str| {
         let args = ["patch", sandbox.cluster_name(), &package, "-R", "dm-worker", "--offline"];
         Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--yes", "--format", format]))
@@ -50,10 +47,7 @@ fn offline_summary_says_the_binary_takes_effect_at_restart() {
 fn offline_table_reads_swapped() {
     let (sandbox, _) = hosts_with_workers(1, deploy_worker);
     let packages = Store::new();
-    let package = packages.package(
-        "dm-worker-hotfix.tar.gz",
-        &[Entry::file("dm-worker/dm-worker", 0o755, version_script("v8.5.2").as_bytes())],
-    );
+    let package = worker_hotfix(&packages, "v8.5.2");
     let args = ["patch", sandbox.cluster_name(), &package, "-R", "dm-worker", "--offline", "--yes"];
     let run = Run::of(dm_patch(sandbox.tiup_home()).args(args)).success();
     let row = run.stdout.lines().find(|l| l.contains("dm-worker ")).unwrap().to_owned();
