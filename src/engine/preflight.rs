@@ -44,12 +44,12 @@ pub async fn check(
     for planned in &plan.instances {
         let remote = hosts.get(&planned.ssh_host, planned.ssh_port).clone();
         let planned = planned.clone();
-        // What the package unpacks to, and as much again for TiUP's backup of bin/ (the
-        // package itself is streamed, never stored on the host).
-        let needed = 2 * plan.package.unpacked_size;
+        // The package itself is streamed, never stored on the host: what it unpacks to is
+        // what staging takes (the swap moves it into bin/).
+        let unpacked = plan.package.unpacked_size;
         let entry_size = plan.package.entry_size;
         checks.spawn(async move {
-            let result = check_instance(&remote, &planned, needed, entry_size).await;
+            let result = check_instance(&remote, &planned, unpacked, entry_size).await;
             (planned.id, result)
         });
     }
@@ -97,18 +97,27 @@ enum InstanceProblem {
     #[error("{binary} -V failed: {output}")]
     VersionUnknown { binary: String, output: String },
     #[error(
-        "only {} free in {dir}, {} needed for what the package unpacks to and the backup{}",
+        "only {} free in {dir}, {} needed for what the package unpacks to{}{}",
         HumanBytes(*.free),
         HumanBytes(*.needed),
+        backup_note(*.backup),
         rollback_note(*.rollbacks)
     )]
-    LowDisk { dir: String, free: u64, needed: u64, rollbacks: u64 },
+    LowDisk { dir: String, free: u64, needed: u64, backup: u64, rollbacks: u64 },
     #[error(
         "{host}: the check of {dir} printed what it should not ({output}); is this a Linux host?"
     )]
     Unreadable { host: String, dir: String, output: String },
     #[error(transparent)]
     Ssh(#[from] SshError),
+}
+
+/// TiUP's backup of `bin/`, when it is still to be made (see [`crate::engine::tree::backup_script`]).
+fn backup_note(bytes: u64) -> String {
+    if bytes == 0 {
+        return String::new();
+    }
+    format!(" and TiUP's backup of bin/ ({}), made by the first patch", HumanBytes(bytes))
 }
 
 /// What the rollback points kept beside `bin/` take, when they take anything.
@@ -122,13 +131,15 @@ fn rollback_note(bytes: u64) -> String {
     )
 }
 
-/// One round trip: the deploy dir, free space, what the rollback points take, the installed binary's size (its sha256 only
-/// when the size is the package binary's) and its version.
+/// One round trip: the deploy dir, free space, what TiUP's backup of `bin/` will take if it is
+/// still to be made, what the rollback points take, the installed binary's size (its sha256
+/// only when the size is the package binary's) and its version.
 fn facts_script(planned: &PlannedInstance, entry_size: u64) -> String {
     format!(
         "d={deploy}; b={binary}\n\
          if [ ! -d \"$d\" ]; then echo nodeploy; exit 0; fi\n\
          echo \"free $(df -Pk \"$d\" | awk 'NR==2 {{print $4}}')\"\n\
+         if [ ! -d {backup} ]; then echo \"backup $(du -sk \"$d/bin\" 2>/dev/null | cut -f1)\"; fi\n\
          echo \"rollbacks $(du -sk \"$d/{ROLLBACK_DIR}\" 2>/dev/null | cut -f1)\"\n\
          if [ ! -f \"$b\" ]; then echo nobinary; exit 0; fi\n\
          size=$(stat -c %s \"$b\"); echo \"size $size\"\n\
@@ -137,13 +148,14 @@ fn facts_script(planned: &PlannedInstance, entry_size: u64) -> String {
          echo {VERSION}\n\"$b\" -V 2>&1 || echo \"exit status $?\"\n",
         deploy = shell_quote(&planned.deploy_dir),
         binary = shell_quote(&planned.binary),
+        backup = shell_quote(&planned.backup_dir),
     )
 }
 
 async fn check_instance(
     remote: &Remote,
     planned: &PlannedInstance,
-    needed: u64,
+    unpacked: u64,
     entry_size: u64,
 ) -> Result<InstanceFacts, InstanceProblem> {
     let stdout = remote.run(&facts_script(planned, entry_size)).await?;
@@ -154,7 +166,7 @@ async fn check_instance(
     };
     let (facts, version) = stdout.split_once(&format!("{VERSION}\n")).unwrap_or((&stdout, ""));
     let mut free = None;
-    let mut rollbacks = 0;
+    let (mut backup, mut rollbacks) = (0, 0);
     let mut sha256 = None;
     for line in facts.lines() {
         match line.split_once(' ').unwrap_or((line, "")) {
@@ -166,6 +178,7 @@ async fn check_instance(
                 return Err(InstanceProblem::NoBinary { binary: planned.binary.clone() });
             }
             ("free", kib) => free = Some(kib.parse::<u64>().map_err(|_| unreadable())? * 1024),
+            ("backup", kib) => backup = kib.trim().parse::<u64>().unwrap_or(0) * 1024,
             ("rollbacks", kib) => rollbacks = kib.trim().parse::<u64>().unwrap_or(0) * 1024,
             ("sha256", hex) if hex.len() == 64 => sha256 = Some(hex.to_owned()),
             ("size", _) => {}
@@ -178,9 +191,10 @@ async fn check_instance(
         let output = version.lines().map(str::trim).collect::<Vec<_>>().join(" / ");
         return Err(InstanceProblem::VersionUnknown { binary: planned.binary.clone(), output });
     }
+    let needed = unpacked + backup;
     if free < needed {
         let dir = planned.deploy_dir.clone();
-        return Err(InstanceProblem::LowDisk { dir, free, needed, rollbacks });
+        return Err(InstanceProblem::LowDisk { dir, free, needed, backup, rollbacks });
     }
     Ok(InstanceFacts { version: parsed, sha256 })
 }

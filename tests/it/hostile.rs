@@ -149,17 +149,20 @@ fn a_backup_cut_short_leaves_no_backup_and_installs_nothing() {
     assert_eq!(fs::read_to_string(kept).unwrap(), version_script("v8.5.1"));
 }
 
+/// A `df` that says `kib` KiB are free, whatever the disk.
+fn df_with_free(sandbox: &Sandbox, kib: u64) {
+    let script = format!(
+        "#!/bin/sh\necho 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n\
+         echo 'fake 1048576 1000 {kib} 1% /'\n"
+    );
+    stand_in(sandbox, "df", &script);
+}
+
 /// Free space is checked against everything the package unpacks to, not just the binary.
 #[test]
 fn preflight_counts_every_entry_against_free_space() {
     let (sandbox, binary) = one_worker();
-    // 1 MiB free, whatever the disk.
-    stand_in(
-        &sandbox,
-        "df",
-        "#!/bin/sh\necho 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n\
-         echo 'fake 1048576 1047552 1024 100% /'\n",
-    );
+    df_with_free(&sandbox, 1024);
     let packages = Store::new();
     let package = packages.package(
         "dm-worker-hotfix.tar.gz",
@@ -173,6 +176,29 @@ fn preflight_counts_every_entry_against_free_space() {
 
     one_problem(&report, "free in");
     assert_eq!(fs::read_to_string(&binary).unwrap(), version_script("v8.5.1"));
+}
+
+/// TiUP's backup of `bin/` counts against free space as long as it is still to be made (it
+/// copies all of `bin/`, whatever the package holds), and not once it exists.
+#[test]
+fn preflight_counts_the_backup_still_to_be_made_against_free_space() {
+    let (sandbox, binary) = one_worker();
+    let deploy = binary.parent().unwrap().parent().unwrap().parent().unwrap().to_owned();
+    fs::write(deploy.join("bin/dm-worker/data.bin"), vec![7; 3 << 20]).unwrap();
+    df_with_free(&sandbox, 2048);
+    let packages = Store::new();
+    let package = worker_hotfix(&packages, "v8.5.2");
+
+    let report = patch_offline(&sandbox, &package, 1);
+
+    let problem = one_problem(&report, "free in");
+    assert!(problem.contains("TiUP's backup of bin/ (3.0"), "{problem}");
+    assert_eq!(fs::read_to_string(&binary).unwrap(), version_script("v8.5.1"));
+
+    // Once the backup exists, the same free space is enough for the package.
+    fs::create_dir(deploy.join("bin.old.v8.5.1")).unwrap();
+    let report = patch_offline(&sandbox, &package, 0);
+    assert_eq!(report["instances"][0]["outcome"], "patched", "{report}");
 }
 
 /// A package that GNU tar reads differently from the check, with no stand-in at all: a pax
