@@ -26,6 +26,16 @@ pub struct InstanceFacts {
     pub sha256: Option<String>,
 }
 
+/// What staging an instance takes on its host's disk, and what that disk has.
+#[derive(Debug, Clone)]
+struct DiskUse {
+    /// The file system of the deploy dir (its device number), as the host reports it.
+    file_system: String,
+    free: u64,
+    /// What the package unpacks to, plus TiUP's backup of `bin/` while it is still to be made.
+    needed: u64,
+}
+
 impl InstanceFacts {
     /// Whether the installed binary already is the package's (an earlier run put it there).
     pub fn on_package(&self, package: &Package) -> bool {
@@ -55,16 +65,19 @@ pub async fn check(
     }
 
     let mut facts = HashMap::new();
+    let mut disks = HashMap::new();
     let mut problems = Vec::new();
     while let Some(joined) = checks.join_next().await {
         match joined.expect("preflight tasks do not panic") {
-            (id, Ok(found)) => {
-                facts.insert(id, found);
+            (id, Ok((found, disk))) => {
+                facts.insert(id.clone(), found);
+                disks.insert(id, disk);
             }
             (id, Err(problem)) => problems.push(format!("{id}: {problem}")),
         }
     }
     problems.sort();
+    problems.extend(shared_disk_problems(plan, &facts, &disks));
 
     if !plan.offline {
         match client.members_from_any(masters).await {
@@ -85,6 +98,46 @@ pub async fn check(
         }
     }
     (facts, problems)
+}
+
+/// Instances on one host and file system are staged side by side: each may fit alone while
+/// together they do not. One problem per such file system, naming its instances (instances
+/// already on the package are not staged, and do not count).
+fn shared_disk_problems(
+    plan: &Plan,
+    facts: &HashMap<String, InstanceFacts>,
+    disks: &HashMap<String, DiskUse>,
+) -> Vec<String> {
+    let mut groups: Vec<((&str, u16, &str), Vec<&PlannedInstance>)> = Vec::new();
+    for planned in &plan.instances {
+        let Some(disk) = disks.get(&planned.id) else { continue };
+        if facts.get(&planned.id).is_some_and(|f| f.on_package(&plan.package)) {
+            continue;
+        }
+        let key = (planned.ssh_host.as_str(), planned.ssh_port, disk.file_system.as_str());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(planned),
+            None => groups.push((key, vec![planned])),
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(_, members)| members.len() > 1)
+        .filter_map(|(_, members)| {
+            let uses: Vec<&DiskUse> = members.iter().map(|m| &disks[&m.id]).collect();
+            let free = uses.iter().map(|d| d.free).min()?;
+            let needed: u64 = uses.iter().map(|d| d.needed).sum();
+            let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
+            (free < needed).then(|| {
+                format!(
+                    "{}: their deploy dirs share one file system with only {} free, {} needed to                      stage them all (what the package unpacks to, and TiUP's backups of bin/                      still to be made); free some space, or patch them one run at a time with -N",
+                    ids.join(", "),
+                    HumanBytes(free),
+                    HumanBytes(needed)
+                )
+            })
+        })
+        .collect()
 }
 
 /// What makes an instance unfit to be patched.
@@ -131,7 +184,7 @@ fn rollback_note(bytes: u64) -> String {
     )
 }
 
-/// One round trip: the deploy dir, free space, what TiUP's backup of `bin/` will take if it is
+/// One round trip: the deploy dir, free space and its file system, what TiUP's backup of `bin/` will take if it is
 /// still to be made, what the rollback points take, the installed binary's size (its sha256
 /// only when the size is the package binary's) and its version.
 fn facts_script(planned: &PlannedInstance, entry_size: u64) -> String {
@@ -139,6 +192,7 @@ fn facts_script(planned: &PlannedInstance, entry_size: u64) -> String {
         "d={deploy}; b={binary}\n\
          if [ ! -d \"$d\" ]; then echo nodeploy; exit 0; fi\n\
          echo \"free $(df -Pk \"$d\" | awk 'NR==2 {{print $4}}')\"\n\
+         echo \"fs $(stat -c %d \"$d\")\"\n\
          if [ ! -d {backup} ]; then echo \"backup $(du -sk \"$d/bin\" 2>/dev/null | cut -f1)\"; fi\n\
          echo \"rollbacks $(du -sk \"$d/{ROLLBACK_DIR}\" 2>/dev/null | cut -f1)\"\n\
          if [ ! -f \"$b\" ]; then echo nobinary; exit 0; fi\n\
@@ -157,7 +211,7 @@ async fn check_instance(
     planned: &PlannedInstance,
     unpacked: u64,
     entry_size: u64,
-) -> Result<InstanceFacts, InstanceProblem> {
+) -> Result<(InstanceFacts, DiskUse), InstanceProblem> {
     let stdout = remote.run(&facts_script(planned, entry_size)).await?;
     let unreadable = || InstanceProblem::Unreadable {
         host: remote.label.clone(),
@@ -165,7 +219,7 @@ async fn check_instance(
         output: stdout.lines().next().unwrap_or_default().to_owned(),
     };
     let (facts, version) = stdout.split_once(&format!("{VERSION}\n")).unwrap_or((&stdout, ""));
-    let mut free = None;
+    let (mut free, mut file_system) = (None, String::new());
     let (mut backup, mut rollbacks) = (0, 0);
     let mut sha256 = None;
     for line in facts.lines() {
@@ -178,6 +232,7 @@ async fn check_instance(
                 return Err(InstanceProblem::NoBinary { binary: planned.binary.clone() });
             }
             ("free", kib) => free = Some(kib.parse::<u64>().map_err(|_| unreadable())? * 1024),
+            ("fs", device) => file_system = device.to_owned(),
             ("backup", kib) => backup = kib.trim().parse::<u64>().unwrap_or(0) * 1024,
             ("rollbacks", kib) => rollbacks = kib.trim().parse::<u64>().unwrap_or(0) * 1024,
             ("sha256", hex) if hex.len() == 64 => sha256 = Some(hex.to_owned()),
@@ -196,5 +251,6 @@ async fn check_instance(
         let dir = planned.deploy_dir.clone();
         return Err(InstanceProblem::LowDisk { dir, free, needed, backup, rollbacks });
     }
-    Ok(InstanceFacts { version: parsed, sha256 })
+    let disk = DiskUse { file_system, free, needed };
+    Ok((InstanceFacts { version: parsed, sha256 }, disk))
 }

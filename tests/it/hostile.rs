@@ -16,9 +16,10 @@ use dm_sandbox::Sandbox;
 use serde_json::Value;
 
 use crate::hosts::{
-    deploy_worker, hosts_with_workers, patch_offline, run_offline, version_script, worker_hotfix,
+    deploy_worker, deploy_worker_on_port, hosts_with_workers, list_workers, patch_offline,
+    run_offline, version_script, worker_hotfix,
 };
-use crate::support::{Entry, Store};
+use crate::support::{Entry, Run, Store, dm_patch};
 
 /// A hosts-only sandbox of one host with one dm-worker on v8.5.1; returns its binary's path.
 fn one_worker() -> (Sandbox, PathBuf) {
@@ -199,6 +200,38 @@ fn preflight_counts_the_backup_still_to_be_made_against_free_space() {
     fs::create_dir(deploy.join("bin.old.v8.5.1")).unwrap();
     let report = patch_offline(&sandbox, &package, 0);
     assert_eq!(report["instances"][0]["outcome"], "patched", "{report}");
+}
+
+/// Two instances on one host and file system are staged side by side: each fits alone, both
+/// do not. Refused before anything is staged, naming both; a re-run with one of them (`-N`)
+/// goes through.
+#[test]
+fn instances_sharing_a_file_system_are_counted_together() {
+    let (sandbox, _) = hosts_with_workers(1, deploy_worker);
+    let host = sandbox.hosts()[0].clone();
+    let deploys = [8262, 8263].map(|port| deploy_worker_on_port(&sandbox, &host, port));
+    list_workers(&sandbox, &[(&host, 8262, &deploys[0]), (&host, 8263, &deploys[1])]);
+    for deploy in &deploys {
+        fs::write(deploy.join("bin/dm-worker/data.bin"), vec![7; 1 << 20]).unwrap();
+    }
+    // Each needs a little over 1 MiB (its backup, and the tiny package): 1.5 MiB fits one.
+    df_with_free(&sandbox, 1536);
+    let packages = Store::new();
+    let package = worker_hotfix(&packages, "v8.5.2");
+
+    let report = patch_offline(&sandbox, &package, 1);
+
+    let problem = one_problem(&report, "share one file system");
+    for port in [8262, 8263] {
+        assert!(problem.contains(&format!("{host}:{port}")), "{problem}");
+    }
+    let staged = |deploy: &PathBuf| fs::read_dir(deploy).unwrap().count();
+    assert_eq!(deploys.iter().map(staged).collect::<Vec<_>>(), [1, 1], "only bin/ in each");
+
+    let one = format!("{host}:8262");
+    let args = ["patch", sandbox.cluster_name(), &package, "-N", &one, "--offline"];
+    let run = Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--yes", "--format", "json"]));
+    assert_eq!(run.success().json()["instances"][0]["outcome"], "patched");
 }
 
 /// A package that GNU tar reads differently from the check, with no stand-in at all: a pax

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dm_patch::topology::meta::{InstanceSpec, Meta};
 use dm_sandbox::Sandbox;
@@ -31,7 +31,12 @@ pub fn worker_hotfix(packages: &Store, version: &str) -> String {
 
 /// Lays out a TiUP-like deploy dir for a dm-worker on `host`, running v8.5.1; returns its path.
 pub fn deploy_worker(sandbox: &Sandbox, host: &str) -> PathBuf {
-    let deploy = sandbox.host_dir(host).join("deploy/dm-worker-8262");
+    deploy_worker_on_port(sandbox, host, 8262)
+}
+
+/// [`deploy_worker`] for a dm-worker on `port`.
+pub fn deploy_worker_on_port(sandbox: &Sandbox, host: &str, port: u16) -> PathBuf {
+    let deploy = sandbox.host_dir(host).join(format!("deploy/dm-worker-{port}"));
     let binary = deploy.join("bin/dm-worker/dm-worker");
     fs::create_dir_all(binary.parent().unwrap()).unwrap();
     fs::write(&binary, version_script("v8.5.1")).unwrap();
@@ -55,9 +60,17 @@ pub fn hosts_with_workers(
             (host, deploy)
         })
         .collect();
-    let specs = deploys.iter().map(|(host, deploy)| InstanceSpec {
-        host: host.clone(),
-        port: Some(8262),
+    let workers: Vec<(&str, u16, &Path)> =
+        deploys.iter().map(|(host, deploy)| (host.as_str(), 8262, deploy.as_path())).collect();
+    list_workers(&sandbox, &workers);
+    (sandbox, deploys.into_iter().map(|(_, dir)| dir).collect())
+}
+
+/// Makes meta.yaml list exactly these dm-workers: `(host, port, deploy dir)`.
+pub fn list_workers(sandbox: &Sandbox, workers: &[(&str, u16, &Path)]) {
+    let specs = workers.iter().map(|(host, port, deploy)| InstanceSpec {
+        host: (*host).to_owned(),
+        port: Some(*port),
         deploy_dir: Some(deploy.display().to_string()),
         ..InstanceSpec::default()
     });
@@ -69,7 +82,6 @@ pub fn hosts_with_workers(
     let mut meta: Meta = yaml_serde::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     meta.topology.worker_servers = Some(specs.collect());
     fs::write(&path, yaml_serde::to_string(&meta).unwrap()).unwrap();
-    (sandbox, deploys.into_iter().map(|(_, dir)| dir).collect())
 }
 
 /// `dm-patch patch <cluster> <package> -R dm-worker --offline --yes --format json`.
