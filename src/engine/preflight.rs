@@ -1,7 +1,7 @@
 //! Preflight: before any service is touched, look at every selected instance (in parallel) and
 //! at the DM cluster, and report every problem found, not just the first.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use indicatif::HumanBytes;
 use tokio::task::JoinSet;
@@ -108,22 +108,20 @@ fn shared_disk_problems(
     facts: &HashMap<String, InstanceFacts>,
     disks: &HashMap<String, DiskUse>,
 ) -> Vec<String> {
-    let mut groups: Vec<((&str, u16, &str), Vec<&PlannedInstance>)> = Vec::new();
+    // By host and file system; members in plan order.
+    let mut groups: BTreeMap<(&str, u16, &str), Vec<&PlannedInstance>> = BTreeMap::new();
     for planned in &plan.instances {
         let Some(disk) = disks.get(&planned.id) else { continue };
         if facts.get(&planned.id).is_some_and(|f| f.on_package(&plan.package)) {
             continue;
         }
         let key = (planned.ssh_host.as_str(), planned.ssh_port, disk.file_system.as_str());
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, members)) => members.push(planned),
-            None => groups.push((key, vec![planned])),
-        }
+        groups.entry(key).or_default().push(planned);
     }
     groups
-        .into_iter()
-        .filter(|(_, members)| members.len() > 1)
-        .filter_map(|(_, members)| {
+        .into_values()
+        .filter(|members| members.len() > 1)
+        .filter_map(|members| {
             let uses: Vec<&DiskUse> = members.iter().map(|m| &disks[&m.id]).collect();
             let free = uses.iter().map(|d| d.free).min()?;
             let needed: u64 = uses.iter().map(|d| d.needed).sum();
