@@ -113,6 +113,8 @@ enum StepError {
     Wait(#[from] WaitError),
     #[error("{unit} is still active after `systemctl stop`")]
     StillActive { unit: String },
+    #[error("`systemctl {verb} {unit}` did not finish within {}s (--wait-timeout)", .after.as_secs())]
+    TimedOut { verb: &'static str, unit: String, after: Duration },
 }
 
 /// Patches one instance. On `Ok` it runs the new binary (or, offline, has it in place).
@@ -141,13 +143,16 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
     if context.interrupt.requested() {
         return Err(Failure::Unchanged("interrupted by a signal before it was stopped".to_owned()));
     }
+    // Whether bin/ may have changed: until then, an undo only has to see the instance run.
+    let mut swapped = false;
     let attempt = async {
         job.say(context, "stopping");
-        stop(job).await?;
+        stop(context, job).await?;
         job.say(context, "swapping the binary");
+        swapped = true;
         swap_in(job).await?;
         job.say(context, "starting");
-        job.remote.start(&planned.service).await?;
+        start(context, job).await?;
         job.say(context, "waiting until healthy on the new version");
         wait_ready(context, job, &job.staged.version, OnInterrupt::GiveUp).await?;
         wait_tasks(context, job, OnInterrupt::GiveUp).await
@@ -155,7 +160,7 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
     let Err(reason) = attempt.await else {
         return Ok(());
     };
-    Err(undo(context, job, reason, &job.installed.version, evicted).await)
+    Err(undo(context, job, reason, &job.installed.version, evicted, swapped).await)
 }
 
 /// An instance whose installed binary already is the package's: an earlier run put it there.
@@ -179,7 +184,7 @@ pub async fn finish_earlier_run(
     let attempt = async {
         if job.remote.unit_state(&planned.service).await? == UnitState::NotActive {
             job.say(context, "starting");
-            job.remote.start(&planned.service).await?;
+            start(context, job).await?;
         }
         job.say(context, "waiting until healthy on the new version");
         wait_ready(context, job, expected, OnInterrupt::GiveUp).await?;
@@ -194,7 +199,7 @@ pub async fn finish_earlier_run(
         _ => None,
     };
     match kept {
-        Some(version) => Err(undo(context, job, reason, &version, false).await),
+        Some(version) => Err(undo(context, job, reason, &version, false, true).await),
         None => Err(Failure::NeedsAttention(format!(
             "{reason}; the run that installed it kept no earlier binary on {} to go back to: \
              TiUP's backup of bin is in {}",
@@ -204,18 +209,20 @@ pub async fn finish_earlier_run(
 }
 
 /// Undoes a failed attempt on an instance: the binary kept beside the staged one goes back in
-/// place and is started, healthy on `previous`; a leader eviction made for the attempt is
-/// cancelled. Returns the failure as the operator reads it.
+/// place (when the attempt got as far as the swap) and is started, healthy on `previous`; a
+/// leader eviction made for the attempt is cancelled. Returns the failure as the operator
+/// reads it.
 async fn undo(
     context: &RollContext<'_>,
     job: &Job<'_>,
     reason: StepError,
     previous: &VersionInfo,
     evicted: bool,
+    swapped: bool,
 ) -> Failure {
     let planned = job.planned;
     job.say(context, "failed: rolling back");
-    let restored = roll_back(context, job, previous).await;
+    let restored = roll_back(context, job, previous, swapped).await;
     // A restarted master forgets its evict flag; this covers a restart that did not happen,
     // so the cluster is never left with a master that refuses to lead.
     let evict_note = if evicted {
@@ -244,7 +251,7 @@ async fn undo(
             planned.service
         )),
         Err(RollBackError::NotHealthy(err)) => Failure::NeedsAttention(format!(
-            "{reason}; the previous binary ({}) is back in place at {} on {} and was started, \
+            "{reason}; the previous binary ({}) is in place at {} on {} and was started, \
              but it did not turn healthy: {err}. See its log in {}{evict_note}",
             previous.short(),
             planned.binary,
@@ -317,11 +324,54 @@ async fn swap_in(job: &Job<'_>) -> Result<(), StepError> {
     Ok(())
 }
 
-async fn stop(job: &Job<'_>) -> Result<(), StepError> {
-    let unit = &job.planned.service;
-    match job.remote.stop(unit).await? {
+/// Stops the instance's service and makes sure it is no longer active.
+async fn stop(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), StepError> {
+    match systemctl(context, job, Verb::Stop).await? {
         UnitState::NotActive => Ok(()),
-        UnitState::Active => Err(StepError::StillActive { unit: unit.clone() }),
+        UnitState::Active => Err(StepError::StillActive { unit: job.planned.service.clone() }),
+    }
+}
+
+async fn start(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), StepError> {
+    systemctl(context, job, Verb::Start).await.map(drop)
+}
+
+/// What [`systemctl`] does to a service.
+#[derive(Debug, Clone, Copy)]
+enum Verb {
+    Stop,
+    Start,
+}
+
+impl Verb {
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Stop => "stop",
+            Verb::Start => "start",
+        }
+    }
+}
+
+/// `systemctl stop` (then the unit's state) or `start` of the instance's service, within the
+/// wait timeout. systemd bounds both with the unit's own timeouts, but a unit told to wait
+/// forever, or a host that stops answering without closing the connection, must not hold the
+/// roll, and the operator, forever.
+async fn systemctl(
+    context: &RollContext<'_>,
+    job: &Job<'_>,
+    verb: Verb,
+) -> Result<UnitState, StepError> {
+    let unit = &job.planned.service;
+    let step = async {
+        match verb {
+            Verb::Stop => job.remote.stop(unit).await,
+            Verb::Start => job.remote.start(unit).await.map(|()| UnitState::Active),
+        }
+    };
+    let after = context.wait_timeout;
+    match tokio::time::timeout(after, step).await {
+        Ok(state) => Ok(state?),
+        Err(_) => Err(StepError::TimedOut { verb: verb.name(), unit: unit.clone(), after }),
     }
 }
 
@@ -383,24 +433,27 @@ async fn readiness(context: &RollContext<'_>, job: &Job<'_>, expected: &VersionI
     }
 }
 
-/// Puts the previous binary back, starts it, and waits until it is healthy on `previous`.
+/// Puts the previous binary back (if `swapped`: the attempt got as far as the swap), starts
+/// it, and waits until it is healthy on `previous`.
 async fn roll_back(
     context: &RollContext<'_>,
     job: &Job<'_>,
     previous: &VersionInfo,
+    swapped: bool,
 ) -> Result<(), RollBackError> {
-    let unit = &job.planned.service;
-    let command =
-        tree::restore_script(&job.bin_dir(), &job.planned.staging_dir, job.files, job.remove);
-    // It may be running (the new binary started but never turned healthy).
-    let restore = async {
-        job.remote.stop(unit).await?;
-        job.remote.run(&command).await?;
-        Ok::<(), StepError>(())
-    };
-    restore.await.map_err(RollBackError::NotRestored)?;
+    if swapped {
+        let command =
+            tree::restore_script(&job.bin_dir(), &job.planned.staging_dir, job.files, job.remove);
+        // It may be running (the new binary started but never turned healthy).
+        let restore = async {
+            systemctl(context, job, Verb::Stop).await?;
+            job.remote.run(&command).await?;
+            Ok::<(), StepError>(())
+        };
+        restore.await.map_err(RollBackError::NotRestored)?;
+    }
     let restart = async {
-        job.remote.start(unit).await?;
+        start(context, job).await?;
         wait_ready(context, job, previous, OnInterrupt::KeepWaiting).await?;
         wait_tasks(context, job, OnInterrupt::KeepWaiting).await
     };

@@ -225,6 +225,20 @@ fn ctrl_c_during_a_health_wait_undoes_the_instance_at_once() {
     assert!(cluster.patched_ids().is_empty());
 }
 
+/// Puts a script before the hosts' `systemctl`: `on_stop` runs for `systemctl stop`, every
+/// other call goes to the sandbox's own.
+fn on_systemctl_stop(cluster: &Cluster, on_stop: &str) {
+    let stand_in = cluster.sandbox.stand_in_dir().join("systemctl");
+    let real = cluster.sandbox.root().join("bin/systemctl.real");
+    std::fs::rename(&stand_in, &real).unwrap();
+    let wrapper = format!(
+        "#!/bin/sh\nif [ \"$1\" = stop ]; then {on_stop}; fi\nexec {} \"$@\"\n",
+        real.display()
+    );
+    std::fs::write(&stand_in, wrapper).unwrap();
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A `systemctl stop` that succeeds but leaves the unit running (as one whose stop does not
 /// reach the process would): the binary is not swapped under the running process; the
 /// instance goes on running what it ran and the roll stops there.
@@ -232,15 +246,7 @@ fn ctrl_c_during_a_health_wait_undoes_the_instance_at_once() {
 fn a_unit_still_active_after_stop_is_not_swapped() {
     let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
     let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
-    let stand_in = cluster.sandbox.stand_in_dir().join("systemctl");
-    let real = cluster.sandbox.root().join("bin/systemctl.real");
-    std::fs::rename(&stand_in, &real).unwrap();
-    let wrapper = format!(
-        "#!/bin/sh\nif [ \"$1\" = stop ]; then exit 0; fi\nexec {} \"$@\"\n",
-        real.display()
-    );
-    std::fs::write(&stand_in, wrapper).unwrap();
-    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    on_systemctl_stop(&cluster, "exit 0");
     let pids = cluster.pids();
 
     let run = cluster.patch(&pkg, &["-R", "dm-worker"]).code(1);
@@ -253,6 +259,26 @@ fn a_unit_still_active_after_stop_is_not_swapped() {
     let binary = cluster.deploy_dir(first).join("bin/dm-worker/dm-worker");
     let installed = std::fs::read(binary).unwrap();
     assert!(!installed.windows(6).any(|w| w == b"v8.5.2"), "the package was not swapped in");
+}
+
+/// A `systemctl stop` that never returns (a unit told to wait forever) holds the roll no
+/// longer than `--wait-timeout`: the instance, never stopped, goes on running what it ran, and
+/// the roll stops, saying which command did not finish.
+#[test]
+fn a_stop_that_never_returns_is_given_up_after_the_wait_timeout() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    on_systemctl_stop(&cluster, "sleep 20; exit 0");
+    let pids = cluster.pids();
+
+    let run = cluster.patch(&pkg, &["-R", "dm-worker", "--wait-timeout", "2"]).code(1);
+
+    assert_eq!(run.outcome_names(), ["rolled-back", "not-reached"], "{}", run.stdout);
+    let message = run.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("did not finish within 2s (--wait-timeout)"), "{message}");
+    assert!(message.contains("systemctl stop"), "{message}");
+    cluster.assert_untouched(&pids, pids.keys());
+    assert_eq!(cluster.version(&run.outcomes()[0].0).as_deref(), Some("v8.5.1"));
 }
 
 /// A host's SSH connection lost mid-roll (sshd restarted, a network blip) is made again by the
