@@ -43,10 +43,16 @@ where
     let deadline = Instant::now() + timeout;
     let mut interval = Duration::from_millis(50);
     loop {
-        let reason = match check().await {
-            Readiness::Ready => return Ok(()),
-            Readiness::Failed(reason) => return Err(WaitError::Failed(reason)),
-            Readiness::Waiting(reason) => reason,
+        // A look that hangs (a host that stops answering) ends with the deadline too.
+        let look = tokio::time::timeout_at(deadline, check());
+        let reason = match look.await {
+            Ok(Readiness::Ready) => return Ok(()),
+            Ok(Readiness::Failed(reason)) => return Err(WaitError::Failed(reason)),
+            Ok(Readiness::Waiting(reason)) => reason,
+            Err(_) => {
+                let reason = "the last look did not finish in time".to_owned();
+                return Err(WaitError::TimedOut { reason, timeout });
+            }
         };
         if Instant::now() + interval > deadline {
             return Err(WaitError::TimedOut { reason, timeout });
@@ -155,5 +161,15 @@ mod tests {
         .await;
         assert_eq!(timed_out.unwrap_err().to_string(), "still starting (gave up after 0s)");
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_look_that_never_answers_ends_at_the_deadline() {
+        let started = tokio::time::Instant::now();
+        let wait = wait_until(Duration::from_secs(30), std::future::pending::<Readiness>);
+        let hung = tokio::time::timeout(Duration::from_secs(60), wait).await.expect("it ends");
+        let message = hung.unwrap_err().to_string();
+        assert_eq!(message, "the last look did not finish in time (gave up after 30s)");
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
     }
 }
