@@ -165,7 +165,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_look_that_never_answers_ends_at_the_deadline() {
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
         let wait = wait_until(Duration::from_secs(30), std::future::pending::<Readiness>);
         let hung = tokio::time::timeout(Duration::from_secs(60), wait).await.expect("it ends");
         let message = hung.unwrap_err().to_string();
