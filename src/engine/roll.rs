@@ -326,52 +326,31 @@ async fn swap_in(job: &Job<'_>) -> Result<(), StepError> {
 
 /// Stops the instance's service and makes sure it is no longer active.
 async fn stop(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), StepError> {
-    match systemctl(context, job, Verb::Stop).await? {
+    let unit = &job.planned.service;
+    match within_wait_timeout(context, "stop", unit, job.remote.stop(unit)).await? {
         UnitState::NotActive => Ok(()),
-        UnitState::Active => Err(StepError::StillActive { unit: job.planned.service.clone() }),
+        UnitState::Active => Err(StepError::StillActive { unit: unit.clone() }),
     }
 }
 
 async fn start(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), StepError> {
-    systemctl(context, job, Verb::Start).await.map(drop)
-}
-
-/// What [`systemctl`] does to a service.
-#[derive(Debug, Clone, Copy)]
-enum Verb {
-    Stop,
-    Start,
-}
-
-impl Verb {
-    fn name(self) -> &'static str {
-        match self {
-            Verb::Stop => "stop",
-            Verb::Start => "start",
-        }
-    }
-}
-
-/// `systemctl stop` (then the unit's state) or `start` of the instance's service, within the
-/// wait timeout. systemd bounds both with the unit's own timeouts, but a unit told to wait
-/// forever, or a host that stops answering without closing the connection, must not hold the
-/// roll, and the operator, forever.
-async fn systemctl(
-    context: &RollContext<'_>,
-    job: &Job<'_>,
-    verb: Verb,
-) -> Result<UnitState, StepError> {
     let unit = &job.planned.service;
-    let step = async {
-        match verb {
-            Verb::Stop => job.remote.stop(unit).await,
-            Verb::Start => job.remote.start(unit).await.map(|()| UnitState::Active),
-        }
-    };
+    within_wait_timeout(context, "start", unit, job.remote.start(unit)).await
+}
+
+/// `systemctl <verb> <unit>` (the `step`), within the wait timeout. systemd bounds stop and
+/// start with the unit's own timeouts, but a unit told to wait forever, or a host that stops
+/// answering without closing the connection, must not hold the roll, and the operator, forever.
+async fn within_wait_timeout<T>(
+    context: &RollContext<'_>,
+    verb: &'static str,
+    unit: &str,
+    step: impl Future<Output = Result<T, SshError>>,
+) -> Result<T, StepError> {
     let after = context.wait_timeout;
     match tokio::time::timeout(after, step).await {
-        Ok(state) => Ok(state?),
-        Err(_) => Err(StepError::TimedOut { verb: verb.name(), unit: unit.clone(), after }),
+        Ok(done) => Ok(done?),
+        Err(_) => Err(StepError::TimedOut { verb, unit: unit.to_owned(), after }),
     }
 }
 
@@ -446,7 +425,7 @@ async fn roll_back(
             tree::restore_script(&job.bin_dir(), &job.planned.staging_dir, job.files, job.remove);
         // It may be running (the new binary started but never turned healthy).
         let restore = async {
-            systemctl(context, job, Verb::Stop).await?;
+            stop(context, job).await?;
             job.remote.run(&command).await?;
             Ok::<(), StepError>(())
         };
