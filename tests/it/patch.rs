@@ -268,10 +268,15 @@ fn a_unit_still_active_after_stop_is_not_swapped() {
 fn a_stop_that_never_returns_is_given_up_after_the_wait_timeout() {
     let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
     let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
-    on_systemctl_stop(&cluster, "sleep 20; exit 0");
+    // The hung stop is a `sleep` whose pid is kept, so that it does not outlive the test.
+    let hung = cluster.sandbox.root().join("hung-stop.pid");
+    on_systemctl_stop(&cluster, &format!("echo $$ > {}; exec sleep 10", hung.display()));
     let pids = cluster.pids();
 
     let run = cluster.patch(&pkg, &["-R", "dm-worker", "--wait-timeout", "2"]).code(1);
+    let pid: libc::pid_t = std::fs::read_to_string(&hung).unwrap().trim().parse().unwrap();
+    // SAFETY: kill(2) of the sleep this test's stand-in started (it may have exited already).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
 
     assert_eq!(run.outcome_names(), ["rolled-back", "not-reached"], "{}", run.stdout);
     let message = run.json()["message"].as_str().unwrap().to_owned();
