@@ -44,6 +44,13 @@ pub enum SshError {
         line: usize,
     },
 
+    #[error(
+        "the host key of {endpoint} ({fingerprint}) is REVOKED by {}:{line}; the host must \
+         be given a new key (and recorded) before dm-patch connects to it",
+        .known_hosts.display()
+    )]
+    HostKeyRevoked { endpoint: String, fingerprint: String, known_hosts: PathBuf, line: usize },
+
     #[error("cannot use the known hosts file {}: {source}", .path.display())]
     KnownHosts { path: PathBuf, source: std::io::Error },
 

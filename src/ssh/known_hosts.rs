@@ -1,9 +1,10 @@
 //! An OpenSSH-format known_hosts file: the cluster's own `ssh/known_hosts`.
 //!
-//! Entries name a host as `host` (port 22) or `[host]:port`, possibly several comma-separated
-//! on one line. Hashed names (`|1|...`), wildcard patterns and `@cert-authority`/`@revoked`
-//! markers are not matched: TiUP never writes them into a cluster's store, and skipping them
-//! can only make a key look unknown, never wrongly trusted.
+//! Entries name a host as `host` (port 22) or `[host]:port`, as OpenSSH does: plain, as a
+//! comma list of patterns (`*`, `?`; a matching `!pattern` excludes the line), or hashed
+//! (`|1|salt|hash`, as `ssh-keyscan -H` and `HashKnownHosts` write them). `@revoked` keys are
+//! refused for the hosts they name; `@cert-authority` lines are skipped (dm-patch does not
+//! take host certificates), which can only make a key look unknown, never wrongly trusted.
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
@@ -11,13 +12,20 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::{HashAlg, PublicKey};
+use sha1::Sha1;
+use wildmatch::WildMatch;
 
 /// One recorded key for a host, with its 1-based line number in the file.
 #[derive(Debug, Clone)]
 pub struct KnownKey {
     pub line: usize,
     pub key: PublicKey,
+    /// An `@revoked` line: this key must never be trusted for the host.
+    pub revoked: bool,
 }
 
 /// How a host's name is written in known_hosts.
@@ -30,29 +38,70 @@ pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
-/// The keys recorded for `host` on `port`. A missing file records nothing; lines that do not
-/// parse are skipped (OpenSSH skips them too).
+/// The keys recorded (or revoked) for `host` on `port`. A missing file records nothing; lines
+/// that do not parse are skipped (OpenSSH skips them too).
 pub fn recorded_keys(path: &Path, host: &str, port: u16) -> io::Result<Vec<KnownKey>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(err) => return Err(err),
     };
-    let name = host_entry_name(host, port);
+    // OpenSSH compares (and hashes) host names in lower case.
+    let name = host_entry_name(host, port).to_ascii_lowercase();
     Ok(text
         .lines()
         .enumerate()
         .filter_map(|(index, line)| {
             let mut fields = line.split_whitespace();
-            let names = fields.next().filter(|n| !n.starts_with('#') && !n.starts_with('@'))?;
+            let mut names = fields.next().filter(|n| !n.starts_with('#'))?;
+            let mut revoked = false;
+            if let Some(marker) = names.strip_prefix('@') {
+                // Anything but @revoked is a certificate authority: not used here.
+                revoked = marker == "revoked";
+                if !revoked {
+                    return None;
+                }
+                names = fields.next()?;
+            }
             let (algorithm, base64) = (fields.next()?, fields.next()?);
-            if !names.split(',').any(|candidate| candidate == name) {
+            if !names_match(names, &name) {
                 return None;
             }
             let key = PublicKey::from_openssh(&format!("{algorithm} {base64}")).ok()?;
-            Some(KnownKey { line: index + 1, key })
+            Some(KnownKey { line: index + 1, key, revoked })
         })
         .collect())
+}
+
+/// Whether a line's host field names `name` (lower case, `host` or `[host]:port`).
+fn names_match(field: &str, name: &str) -> bool {
+    if let Some(hashed) = field.strip_prefix("|1|") {
+        return hashed_name_is(hashed, name);
+    }
+    let mut matched = false;
+    for pattern in field.to_ascii_lowercase().split(',') {
+        match pattern.strip_prefix('!') {
+            Some(excluded) if WildMatch::new(excluded).matches(name) => return false,
+            Some(_) => {}
+            None => matched |= WildMatch::new(pattern).matches(name),
+        }
+    }
+    matched
+}
+
+/// `salt|hash` of a hashed name: the hash is HMAC-SHA1 of the name, keyed with the salt.
+fn hashed_name_is(hashed: &str, name: &str) -> bool {
+    let Some((salt, hash)) = hashed.split_once('|') else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (STANDARD.decode(salt), STANDARD.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(name.as_bytes());
+    mac.verify_slice(&hash).is_ok()
 }
 
 /// What the file says about a presented key.
@@ -64,13 +113,20 @@ pub enum Verdict {
     Unknown,
     /// Keys are recorded for this host, none of them this one; the first is reported.
     Changed(KnownKey),
+    /// The presented key is `@revoked` for this host.
+    Revoked(KnownKey),
 }
 
 pub fn judge(recorded: &[KnownKey], presented: &PublicKey) -> Verdict {
-    if recorded.iter().any(|known| known.key.key_data() == presented.key_data()) {
+    let is_presented = |known: &&KnownKey| known.key.key_data() == presented.key_data();
+    if let Some(revoked) = recorded.iter().filter(|known| known.revoked).find(is_presented) {
+        return Verdict::Revoked(revoked.clone());
+    }
+    let mut trusted = recorded.iter().filter(|known| !known.revoked);
+    if trusted.clone().any(|known| is_presented(&known)) {
         return Verdict::Known;
     }
-    match recorded.first() {
+    match trusted.next() {
         None => Verdict::Unknown,
         Some(first) => Verdict::Changed(first.clone()),
     }
@@ -132,28 +188,57 @@ mod tests {
 
     #[test]
     fn entries_use_bracketed_names_off_port_22() {
-        assert_eq!(host_entry_name("10.0.0.1", 22), "10.0.0.1");
-        assert_eq!(host_entry_name("10.0.0.1", 2222), "[10.0.0.1]:2222");
+        assert_eq!(host_entry_name("127.0.9.1", 22), "127.0.9.1");
+        assert_eq!(host_entry_name("127.0.9.1", 2222), "[127.0.9.1]:2222");
+    }
+
+    /// The lines of `text` as a known_hosts file, looked up for `host` on `port`: the line
+    /// numbers found, revoked ones marked with a minus sign.
+    fn lookup(text: &str, host: &str, port: u16) -> Vec<i64> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        std::fs::write(&path, text).unwrap();
+        let found = recorded_keys(&path, host, port).unwrap();
+        found.iter().map(|k| if k.revoked { -(k.line as i64) } else { k.line as i64 }).collect()
     }
 
     #[test]
     fn lookup_matches_exact_names_and_counts_every_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("known_hosts");
-        std::fs::write(
-            &path,
-            format!(
-                "# a comment\n\n10.0.0.1 {ED25519_A}\n[10.0.0.1]:2222,other\t{ED25519_B} comment\n\
-                 |1|c2FsdA==|aGFzaA== {ED25519_A}\n@revoked [10.0.0.1]:2222 {ED25519_A}\nbroken line\n"
-            ),
-        )
-        .unwrap();
-        let on_2222 = recorded_keys(&path, "10.0.0.1", 2222).unwrap();
-        assert_eq!(on_2222.len(), 1);
-        assert_eq!(on_2222[0].line, 4);
-        assert_eq!(on_2222[0].key.key_data(), key(ED25519_B).key_data());
-        assert_eq!(recorded_keys(&path, "10.0.0.1", 22).unwrap()[0].line, 3);
-        assert!(recorded_keys(&path, "10.0.0.2", 22).unwrap().is_empty());
+        let text = format!(
+            "# a comment\n\n127.0.9.1 {ED25519_A}\n[127.0.9.1]:2222,other\t{ED25519_B} comment\n\
+             @cert-authority [127.0.9.1]:2222 {ED25519_A}\nbroken line\n"
+        );
+        assert_eq!(lookup(&text, "127.0.9.1", 2222), [4]);
+        assert_eq!(lookup(&text, "127.0.9.1", 22), [3]);
+        assert_eq!(lookup(&text, "OTHER", 22), [4], "names are compared in lower case");
+        assert!(lookup(&text, "127.0.9.2", 22).is_empty());
+    }
+
+    /// What `ssh-keyscan -H` and `ssh-keygen -H` write (these lines are from ssh-keygen -H).
+    #[test]
+    fn hashed_names_match_their_host_and_port_only() {
+        let text = format!(
+            "|1|m8wnrUoiioWGBArN7A/Gjsu6slU=|N8nNGREB4AjcVL7btq0UutuL6RY= {ED25519_A}\n\
+             |1|nRhwqrPiqZakQNGRbZFa1n94fWY=|fsCSa3VWEc+fkzSk5VfMkZE43g8= {ED25519_B}\n\
+             |1|bm90IGJhc2U2NA|!!! {ED25519_B}\n"
+        );
+        assert_eq!(lookup(&text, "127.0.9.1", 2222), [1]);
+        assert_eq!(lookup(&text, "127.0.9.3", 22), [2]);
+        assert!(lookup(&text, "127.0.9.1", 22).is_empty());
+        assert!(lookup(&text, "127.0.9.3", 2222).is_empty());
+    }
+
+    #[test]
+    fn patterns_match_with_wildcards_and_negations_exclude() {
+        let text = format!(
+            "127.0.9.*,!127.0.9.7 {ED25519_A}\n[127.0.9.?]:2222 {ED25519_B}\n\
+             @revoked 127.0.9.5 {ED25519_A}\n"
+        );
+        assert_eq!(lookup(&text, "127.0.9.1", 22), [1]);
+        assert!(lookup(&text, "127.0.9.7", 22).is_empty(), "excluded by !127.0.9.7");
+        assert_eq!(lookup(&text, "127.0.9.4", 2222), [2]);
+        assert!(lookup(&text, "127.0.9.14", 2222).is_empty(), "? is one character");
+        assert_eq!(lookup(&text, "127.0.9.5", 22), [1, -3]);
     }
 
     #[test]
@@ -163,11 +248,19 @@ mod tests {
     }
 
     #[test]
-    fn judge_tells_known_unknown_and_changed() {
-        let recorded = vec![KnownKey { line: 7, key: key(ED25519_A) }];
+    fn judge_tells_known_unknown_changed_and_revoked() {
+        let recorded = vec![KnownKey { line: 7, key: key(ED25519_A), revoked: false }];
         assert!(matches!(judge(&recorded, &key(ED25519_A)), Verdict::Known));
         assert!(matches!(judge(&[], &key(ED25519_A)), Verdict::Unknown));
         assert!(matches!(judge(&recorded, &key(ED25519_B)), Verdict::Changed(k) if k.line == 7));
+
+        // A revoked key is refused even where the same key is also recorded as trusted; a
+        // host with only revoked entries has no trusted key (a new one is unknown).
+        let revoked = KnownKey { line: 9, key: key(ED25519_A), revoked: true };
+        let both = [recorded[0].clone(), revoked.clone()];
+        assert!(matches!(judge(&both, &key(ED25519_A)), Verdict::Revoked(k) if k.line == 9));
+        let only_revoked = [revoked];
+        assert!(matches!(judge(&only_revoked, &key(ED25519_B)), Verdict::Unknown));
     }
 
     #[test]
@@ -175,11 +268,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ssh/known_hosts");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, format!("10.0.0.9 {ED25519_B}")).unwrap();
-        record(&path, "10.0.0.1", 2222, &key(ED25519_A)).unwrap();
-        record(&path, "10.0.0.1", 2222, &key(ED25519_A)).unwrap();
+        std::fs::write(&path, format!("127.0.9.9 {ED25519_B}")).unwrap();
+        record(&path, "127.0.9.1", 2222, &key(ED25519_A)).unwrap();
+        record(&path, "127.0.9.1", 2222, &key(ED25519_A)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, format!("10.0.0.9 {ED25519_B}\n[10.0.0.1]:2222 {ED25519_A}\n"));
+        assert_eq!(text, format!("127.0.9.9 {ED25519_B}\n[127.0.9.1]:2222 {ED25519_A}\n"));
     }
 
     #[test]
@@ -190,12 +283,12 @@ mod tests {
             for i in 0..16 {
                 let path = &path;
                 scope.spawn(move || {
-                    record(path, &format!("10.0.0.{i}"), 22, &key(ED25519_A)).unwrap()
+                    record(path, &format!("127.0.9.{i}"), 22, &key(ED25519_A)).unwrap()
                 });
             }
         });
         for i in 0..16 {
-            assert_eq!(recorded_keys(&path, &format!("10.0.0.{i}"), 22).unwrap().len(), 1);
+            assert_eq!(recorded_keys(&path, &format!("127.0.9.{i}"), 22).unwrap().len(), 1);
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 16);
     }

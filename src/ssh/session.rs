@@ -351,7 +351,7 @@ const CIPHERS: &[russh::cipher::Name] = &[
 /// server for the kind of key known_hosts can confirm, rather than one it has never seen.
 fn host_key_order(defaults: &[Algorithm], recorded: &[KnownKey]) -> Vec<Algorithm> {
     let is_recorded = |algorithm: &Algorithm| {
-        recorded.iter().any(|known| {
+        recorded.iter().filter(|known| !known.revoked).any(|known| {
             let kind = known.key.algorithm();
             // A recorded RSA key can be proven with any RSA signature hash.
             kind == *algorithm || (is_rsa(&kind) && is_rsa(algorithm))
@@ -396,6 +396,12 @@ impl HostKeyCheck {
                 port: target.port,
                 presented: known_hosts::fingerprint(presented),
                 recorded: known_hosts::fingerprint(&known.key),
+                known_hosts: target.known_hosts.clone(),
+                line: known.line,
+            }),
+            (_, Verdict::Revoked(known)) => Err(SshError::HostKeyRevoked {
+                endpoint: target.endpoint(),
+                fingerprint: known_hosts::fingerprint(presented),
                 known_hosts: target.known_hosts.clone(),
                 line: known.line,
             }),
@@ -460,7 +466,7 @@ mod tests {
              M513pF+GfDiHtpkVtmpEDZHFtXX/ECURovDAPhOQ==",
         )
         .unwrap();
-        let recorded = [KnownKey { line: 1, key: rsa }];
+        let recorded = [KnownKey { line: 1, key: rsa, revoked: false }];
         let order = host_key_order(&Preferred::default().key, &recorded);
         assert!(is_rsa(&order[0]) && is_rsa(&order[1]));
         assert_eq!(order.len(), Preferred::default().key.len());

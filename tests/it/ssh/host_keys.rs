@@ -75,3 +75,37 @@ async fn a_changed_host_key_is_refused_naming_the_line_to_remove() {
     let off = with_policy(&sb, ip, HostKeyPolicy::Off);
     HostSession::connect(&off).await.unwrap();
 }
+
+/// A known_hosts file as `ssh-keyscan -H` writes it (hashed names) is read as OpenSSH reads
+/// it: strict connects, and accept-new records no second, plain line.
+#[tokio::test]
+async fn hashed_entries_are_known_hosts() {
+    let sb = hosts(1);
+    let ip = &sb.hosts()[0];
+    let file = known_hosts(&sb);
+    std::fs::write(&file, format!("[{ip}]:{SSH_PORT} {}\n", host_public_key(&sb, ip))).unwrap();
+    let hashed = std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&file).output();
+    assert!(hashed.unwrap().status.success());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("|1|") && !text.contains(ip.as_str()), "{text}");
+
+    HostSession::connect(&with_policy(&sb, ip, HostKeyPolicy::Strict)).await.unwrap();
+    HostSession::connect(&target(&sb, ip)).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "nothing more recorded");
+}
+
+/// `@revoked` refuses the host's key under every checking policy, even where another line
+/// trusts it.
+#[tokio::test]
+async fn a_revoked_host_key_is_refused() {
+    let sb = hosts(1);
+    let ip = &sb.hosts()[0];
+    let key = host_public_key(&sb, ip);
+    let entry = format!("[{ip}]:{SSH_PORT}");
+    std::fs::write(known_hosts(&sb), format!("{entry} {key}\n@revoked {entry} {key}\n")).unwrap();
+    for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
+        let err = refused(&with_policy(&sb, ip, policy)).await;
+        assert!(matches!(err, SshError::HostKeyRevoked { line: 2, .. }), "{err:?}");
+        assert!(err.to_string().contains("is REVOKED by"), "{err}");
+    }
+}
