@@ -137,6 +137,12 @@ fn a_client_certificate_from_another_ca_is_refused_and_named() {
     cluster.assert_untouched(&pids, pids.keys());
     assert!(cluster.patched_ids().is_empty());
 
+    // display still shows the cluster (exit 0, as TiUP's), and says why no master answered.
+    let name = cluster.sandbox.cluster_name();
+    let display = Run::of(cluster.dm_patch().args(["display", name])).success();
+    assert!(display.stderr.contains("no dm-master answered"), "{}", display.stderr);
+    assert!(display.stderr.contains(&client_crt), "names {client_crt}: {}", display.stderr);
+
     // The instance itself turned the handshake down (the simulator logs it, just after sending
     // the alert dm-patch read).
     let master = cluster.sandbox.instances().into_iter().find(|i| i.is_master()).unwrap();

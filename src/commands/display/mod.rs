@@ -24,7 +24,7 @@ use self::tasks::TaskRow;
 use self::uptime::Metrics;
 use super::reach;
 use crate::cli::{DisplayArgs, GlobalArgs};
-use crate::dm::client::{DmClient, MembersResponse};
+use crate::dm::client::{DmClient, DmError, MembersResponse};
 use crate::error::{ExitStatus, UsageError};
 use crate::output::table::tiup_table;
 use crate::output::{Printer, Style};
@@ -241,7 +241,8 @@ where
     answers.into_iter().map(|answer| answer.expect("every call answers")).collect()
 }
 
-/// Members from whichever dm-master answers first; `None` if none does.
+/// Members from whichever dm-master answers first; `None` if none does, after a warning that
+/// says why (a cluster that refuses TLS would otherwise just look down).
 async fn members_from_first(client: &DmClient, cluster: &Cluster) -> Option<MembersResponse> {
     let mut calls = JoinSet::new();
     for master in cluster.instances.iter().filter(|i| i.role == Role::Master) {
@@ -269,10 +270,26 @@ async fn members_from_first(client: &DmClient, cluster: &Cluster) -> Option<Memb
             answer
         });
     }
+    let mut first_failure = None;
     while let Some(answer) = calls.join_next().await {
-        if let Ok(Ok(members)) = answer {
-            return Some(members);
+        match answer {
+            Ok(Ok(members)) => return Some(members),
+            Ok(Err(err)) => first_failure = first_failure.or(Some(err)),
+            Err(_) => {}
         }
+    }
+    if let Some(err) = first_failure {
+        let hint = match err {
+            DmError::Tls { .. } => {
+                "; the store's tls/ files must be the cluster's own (as TiUP deployed them)"
+            }
+            _ => "",
+        };
+        tracing::warn!(
+            "no dm-master answered ({}){hint}: the DM instances' status comes from their own \
+             ports",
+            causes(&err)
+        );
     }
     None
 }
