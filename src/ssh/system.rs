@@ -116,7 +116,9 @@ pub(super) struct OpenSshMaster {
 }
 
 impl OpenSshMaster {
-    /// `ssh` running `line` over the master connection (never a connection of its own).
+    /// `ssh` running `line` over the master connection. Should that have been lost (the host's
+    /// sshd restarted, a network blip), `ssh` connects on its own for the command
+    /// (`ControlMaster=no`), with the same options, host key check included.
     pub(super) fn command(&self, line: &str) -> Command {
         let mut command = self.ssh();
         command.args(["-o", "ControlMaster=no", "--"]).arg(&self.host).arg(line);

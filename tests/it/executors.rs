@@ -72,6 +72,28 @@ fn the_clusters_ssh_type_system_patches_over_one_shared_connection_per_host() {
     assert!(leftover.is_empty(), "{leftover:?}");
 }
 
+/// With the system's ssh too, a host's connection lost mid-roll does not stop the roll.
+#[test]
+fn the_system_client_goes_on_after_a_lost_connection() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let workers = cluster.ids("dm-worker");
+    let second_host = workers[1].split(':').next().unwrap().to_owned();
+    let before = logins(&cluster, &second_host);
+
+    let args = ["-R", "dm-worker", "--ssh", "system"];
+    let run = cluster.patch_when(&pkg, &args, ": waiting until healthy", |_| {
+        cluster.sandbox.drop_ssh_connections(&second_host);
+    });
+
+    assert_eq!(run.success().outcome_names(), ["patched", "patched"]);
+    for id in &workers {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.2"), "{id}");
+    }
+    // Its master connection was lost: ssh connected on its own for what came after.
+    assert!(logins(&cluster, &second_host) > before + 1, "the connection was not lost");
+}
+
 #[test]
 fn ssh_none_patches_a_cluster_whose_host_is_this_machine_without_ssh() {
     let cluster = Cluster::start(Sandbox::builder().hosts(1).masters(1).workers(1));
