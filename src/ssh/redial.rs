@@ -54,8 +54,9 @@ impl Redial {
         let connection = self.live().await?;
         match kind.open_on(&connection.handle).await {
             Ok(channel) => Ok((channel, connection)),
-            // Lost since its last use: nothing ran on it, so the channel is opened again.
-            Err(_) if connection.handle.is_closed() => {
+            // Lost since its last use (the session's end may not have been seen yet): nothing
+            // ran on it, so the channel is opened again, on a new connection.
+            Err(err) if connection.handle.is_closed() || is_lost(&err) => {
                 let fresh = self.replace(&connection).await?;
                 let channel = kind.open_on(&fresh.handle).await?;
                 Ok((channel, fresh))
@@ -85,6 +86,13 @@ impl Redial {
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
         Ok(fresh)
     }
+}
+
+/// What opening a channel on a connection that is gone fails with: the request could not be
+/// sent, or the session ended before it was answered (a refusal by the server is
+/// `ChannelOpenFailure`).
+fn is_lost(err: &russh::Error) -> bool {
+    matches!(err, russh::Error::SendError | russh::Error::Disconnect)
 }
 
 /// The channels dm-patch opens.
