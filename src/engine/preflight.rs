@@ -128,7 +128,9 @@ fn shared_disk_problems(
             let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
             (free < needed).then(|| {
                 format!(
-                    "{}: their deploy dirs share one file system with only {} free, {} needed to                      stage them all (what the package unpacks to, and TiUP's backups of bin/                      still to be made); free some space, or patch them one run at a time with -N",
+                    "{}: their deploy dirs share one file system with only {} free, {} needed to \
+                     stage them all (what the package unpacks to, and TiUP's backups of bin/ \
+                     still to be made); free some space, or patch them one run at a time with -N",
                     ids.join(", "),
                     HumanBytes(free),
                     HumanBytes(needed)

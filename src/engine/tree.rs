@@ -49,13 +49,12 @@ pub fn unpack_script(staging: &str, reference: &str, entry: &str, wire: Wire) ->
 /// disk, a killed run) never passes for the backup, and what it left is removed.
 pub fn backup_script(bin: &str, backup: &str) -> String {
     format!(
-        "set -e
-if [ ! -d {backup} ]; then
-           rm -rf {partial}
-           if ! cp -rp {bin} {partial}; then
-             rm -rf {partial}; printf 'could not back up %s to %s\\n' {bin} {backup} >&2; exit 1
-           fi
-           mv -T {partial} {backup}
+        "set -e\nif [ ! -d {backup} ]; then\n\
+         \x20 rm -rf {partial}\n\
+         \x20 if ! cp -rp {bin} {partial}; then\n\
+         \x20   rm -rf {partial}; printf 'could not back up %s to %s\\n' {bin} {backup} >&2; exit 1\n\
+         \x20 fi\n\
+         \x20 mv -T {partial} {backup}\n\
          fi",
         bin = shell_quote(bin),
         backup = shell_quote(backup),
@@ -260,7 +259,7 @@ pub fn swap_script(bin: &str, staging: &str, files: &[PackageFile], remove: &[St
 }
 
 /// Puts back what [`swap_script`] replaced or deleted and removes what it added; does nothing
-/// when the swap never ran (the service would not stop).
+/// where the swap did not get to keep anything (no `previous/`).
 pub fn restore_script(
     bin: &str,
     staging: &str,
