@@ -53,7 +53,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     match result {
         Ok(status) => status,
         Err(err) => {
-            eprintln!("{} {}", printer.paint_stderr("error:"), one_line(&err));
+            output::err(&format!("{} {}", printer.paint_stderr("error:"), one_line(&err)));
             exit_status_of(&err)
         }
     }

@@ -179,7 +179,7 @@ fn confirm(config: &PatchConfig, printer: &Printer) -> anyhow::Result<bool> {
         )
         .into());
     }
-    eprintln!("{}", render_plan(&config.plan, printer));
+    output::err(&render_plan(&config.plan, printer));
     let answer = dialoguer::Confirm::new()
         .with_prompt(format!(
             "{} {} instance(s) of cluster '{}'?",

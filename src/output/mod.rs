@@ -43,28 +43,28 @@ impl Printer {
     /// A line of the human-readable result on stdout (nothing in JSON mode or with `-q`).
     pub fn info(&self, line: impl AsRef<str>) {
         if !self.quiet && !self.is_json() {
-            println!("{}", line.as_ref());
+            out(line.as_ref());
         }
     }
 
     /// A line that belongs to the result even with `-q` (text mode only).
     pub fn result(&self, line: impl AsRef<str>) {
         if !self.is_json() {
-            println!("{}", line.as_ref());
+            out(line.as_ref());
         }
     }
 
     /// A diagnostic for the operator (a problem, why a run stopped): always on stderr, in
     /// every format, so stdout holds nothing but the result.
     pub fn diagnostic(&self, line: impl AsRef<str>) {
-        eprintln!("{}", line.as_ref());
+        err(line.as_ref());
     }
 
     /// A warning for the operator on stderr, in every format (not with `-q`).
     pub fn warning(&self, line: impl AsRef<str>) {
         if !self.quiet {
             let label = Style::Warn.console().for_stderr().apply_to("warning:");
-            eprintln!("{label} {}", line.as_ref());
+            err(&format!("{label} {}", line.as_ref()));
         }
     }
 
@@ -107,4 +107,16 @@ impl Style {
             Style::Dim => style.dim(),
         }
     }
+}
+
+/// A line on stdout. A closed stdout or stderr (a pipe read by `head`, the terminal of an
+/// operator whose SSH session dropped) is no reason to panic: the exit status and the audit
+/// record still tell the story.
+pub fn out(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// A line on stderr; see [`out`].
+pub fn err(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

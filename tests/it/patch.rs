@@ -210,6 +210,40 @@ fn ctrl_c_puts_the_instance_in_flight_back_and_stops() {
     assert!(cluster.patched_ids().is_empty());
 }
 
+/// The operator's SSH session to the bastion drops mid-roll: dm-patch gets SIGHUP and its
+/// stdout and stderr go nowhere. It stops as on Ctrl-C (the instance in flight put back, never
+/// left stopped) and exits 130, instead of dying where it was or on its first write.
+#[test]
+fn a_hangup_with_the_terminal_gone_puts_the_instance_back_and_stops() {
+    use std::io::{BufRead, BufReader};
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let name = cluster.sandbox.cluster_name();
+    let args = ["patch", name, &pkg, "-R", "dm-worker", "--yes", "--format", "json"];
+    let mut child = cluster
+        .dm_patch()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let stopping = lines.by_ref().map_while(Result::ok).any(|line| line.contains(": stopping"));
+    assert!(stopping, "the roll never got to stop an instance");
+    // SAFETY: kill(2) of the child this test spawned and has not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+    drop(lines);
+    drop(child.stdout.take());
+
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    for (id, pid) in cluster.pids() {
+        assert!(pid.is_some(), "{id} was left stopped");
+        assert_eq!(cluster.version(&id).as_deref(), Some("v8.5.1"), "{id}");
+    }
+    assert!(cluster.patched_ids().is_empty());
+}
+
 /// A signal during the health wait of a hotfix that never turns healthy undoes that instance
 /// at once (not after --wait-timeout), and the run exits 130.
 #[test]

@@ -27,7 +27,7 @@ use crate::cli::{DisplayArgs, GlobalArgs};
 use crate::dm::client::{DmClient, DmError, MembersResponse};
 use crate::error::{ExitStatus, UsageError};
 use crate::output::table::tiup_table;
-use crate::output::{Printer, Style};
+use crate::output::{self, Printer, Style};
 use crate::ssh::{Executor, Reach};
 use crate::topology::store::Store;
 use crate::topology::tls::{CA_CERT, CLIENT_CERT, CLIENT_KEY, TLS_DIR};
@@ -117,7 +117,7 @@ pub async fn run(
     let jump = reach::jump_host(&args.proxy)?;
     if args.version_only {
         // TiUP prints the bare version, whatever the format.
-        println!("{}", cluster.version());
+        output::out(&cluster.version());
         return Ok(ExitStatus::Success);
     }
     let (instances, monitors) = select(&cluster, &args.filter.roles, &args.filter.nodes)?;
