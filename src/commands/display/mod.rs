@@ -117,7 +117,7 @@ pub async fn run(
     let jump = reach::jump_host(&args.proxy)?;
     if args.version_only {
         // TiUP prints the bare version, whatever the format.
-        output::out(&cluster.version());
+        output::out(cluster.version());
         return Ok(ExitStatus::Success);
     }
     let (instances, monitors) = select(&cluster, &args.filter.roles, &args.filter.nodes)?;
