@@ -58,8 +58,10 @@ pub async fn check(
         // what staging takes (the swap moves it into bin/).
         let unpacked = plan.package.unpacked_size;
         let entry_size = plan.package.entry_size;
+        // Offline, nothing is stopped or started: the service need not be known.
+        let needs_unit = !plan.offline;
         checks.spawn(async move {
-            let result = check_instance(&remote, &planned, unpacked, entry_size).await;
+            let result = check_instance(&remote, &planned, unpacked, entry_size, needs_unit).await;
             (planned.id, result)
         });
     }
@@ -147,6 +149,11 @@ enum InstanceProblem {
     NoDeployDir { dir: String, host: String },
     #[error("{binary} is missing; is this a TiUP-deployed DM instance?")]
     NoBinary { binary: String },
+    #[error(
+        "systemd does not know {unit} on {host} (`{systemctl} status` finds no such unit); \
+         is global.systemd_mode in meta.yaml right for this cluster?"
+    )]
+    NoUnit { unit: String, host: String, systemctl: String },
     #[error("{binary} -V failed: {output}")]
     VersionUnknown { binary: String, output: String },
     #[error(
@@ -187,10 +194,15 @@ fn rollback_note(bytes: u64) -> String {
 /// One round trip: the deploy dir, free space and its file system, what TiUP's backup of `bin/` will take if it is
 /// still to be made, what the rollback points take, the installed binary's size (its sha256
 /// only when the size is the package binary's) and its version.
-fn facts_script(planned: &PlannedInstance, entry_size: u64) -> String {
+fn facts_script(planned: &PlannedInstance, entry_size: u64, unit_status: Option<&str>) -> String {
+    // systemd's `status` exits 4 for a unit it does not know (3 for one that is not running).
+    let unit_check = unit_status.map_or(String::new(), |status| {
+        format!("{status} >/dev/null 2>&1; if [ $? -eq 4 ]; then echo nounit; fi\n")
+    });
     format!(
         "d={deploy}; b={binary}\n\
          if [ ! -d \"$d\" ]; then echo nodeploy; exit 0; fi\n\
+         {unit_check}\
          echo \"free $(df -Pk \"$d\" | awk 'NR==2 {{print $4}}')\"\n\
          echo \"fs $(stat -c %d \"$d\")\"\n\
          if [ ! -d {backup} ]; then echo \"backup $(du -sk \"$d/bin\" 2>/dev/null | cut -f1)\"; fi\n\
@@ -211,8 +223,12 @@ async fn check_instance(
     planned: &PlannedInstance,
     unpacked: u64,
     entry_size: u64,
+    needs_unit: bool,
 ) -> Result<(InstanceFacts, DiskUse), InstanceProblem> {
-    let stdout = remote.run(&facts_script(planned, entry_size)).await?;
+    // No journal lines: on a host with a large journal, reading them is what takes time.
+    let status = format!("status --no-pager --lines=0 {}", shell_quote(&planned.service));
+    let unit_status = needs_unit.then(|| remote.systemctl(&status));
+    let stdout = remote.run(&facts_script(planned, entry_size, unit_status.as_deref())).await?;
     let unreadable = || InstanceProblem::Unreadable {
         host: remote.label.clone(),
         dir: planned.deploy_dir.clone(),
@@ -230,6 +246,13 @@ async fn check_instance(
             }
             ("nobinary", _) => {
                 return Err(InstanceProblem::NoBinary { binary: planned.binary.clone() });
+            }
+            ("nounit", _) => {
+                return Err(InstanceProblem::NoUnit {
+                    unit: planned.service.clone(),
+                    host: remote.label.clone(),
+                    systemctl: remote.systemctl("").trim_end().to_owned(),
+                });
             }
             ("free", kib) => free = Some(kib.parse::<u64>().map_err(|_| unreadable())? * 1024),
             ("fs", device) => file_system = device.to_owned(),

@@ -28,7 +28,8 @@ impl Remote {
         self.session.run(command).await
     }
 
-    fn systemctl(&self, args: &str) -> String {
+    /// `systemctl <args>` as this host manages services (`--user` for user units).
+    pub fn systemctl(&self, args: &str) -> String {
         match self.systemd_mode {
             SystemdMode::System => format!("systemctl {args}"),
             SystemdMode::User => format!("systemctl --user {args}"),

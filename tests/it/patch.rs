@@ -273,6 +273,29 @@ fn on_systemctl_stop(cluster: &Cluster, on_stop: &str) {
     std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// An instance whose systemd unit the host does not know (a store whose `systemd_mode` is not
+/// the cluster's, a unit removed by hand) is refused in preflight, before any instance is
+/// stopped, naming the unit; `--offline`, which stops nothing, does not ask for it.
+#[test]
+fn an_instance_without_its_systemd_unit_is_refused_before_anything_changes() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let worker = cluster.ids("dm-worker")[1].clone();
+    let instance = cluster.sandbox.instances().into_iter().find(|i| i.id == worker).unwrap();
+    let unit = cluster.sandbox.host_dir(&instance.host).join("systemd").join(&instance.unit);
+    std::fs::remove_file(&unit).unwrap();
+    let pids = cluster.pids();
+
+    let run = cluster.patch(&pkg, &["-R", "dm-worker"]).code(1);
+
+    assert_eq!(run.json()["result"], "preflight-failed", "{}", run.stdout);
+    let problems = run.json()["problems"].to_string();
+    assert!(problems.contains(&format!("systemd does not know {}", instance.unit)), "{problems}");
+    cluster.assert_untouched(&pids, pids.keys());
+    let offline = cluster.patch(&pkg, &["-R", "dm-worker", "--offline"]).success();
+    assert_eq!(offline.outcome_names(), ["patched", "patched"]);
+}
+
 /// A `systemctl stop` that succeeds but leaves the unit running (as one whose stop does not
 /// reach the process would): the binary is not swapped under the running process; the
 /// instance goes on running what it ran and the roll stops there.

@@ -34,6 +34,8 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Invocation, String> {
             "--now" => invocation.now = true,
             // Accepted for compatibility; they change nothing here.
             "--no-pager" | "--no-block" | "--no-ask-password" | "-l" | "--full" => {}
+            // `status` prints no journal lines here anyway.
+            flag if flag.starts_with("--lines=") => {}
             flag if flag.starts_with('-') => return Err(format!("unrecognized option '{flag}'")),
             word if invocation.verb.is_empty() => invocation.verb = word.to_owned(),
             unit => invocation.units.push(unit.to_owned()),
