@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn a_changed_host_key_names_the_line_to_remove() {
         let err = SshError::HostKeyChanged {
-            host: "10.0.1.5".into(),
+            host: "127.0.9.5".into(),
             port: 22,
             presented: "SHA256:new".into(),
             recorded: "SHA256:old".into(),
@@ -145,7 +145,7 @@ mod tests {
         };
         let message = err.to_string();
         assert!(!message.contains('\n'));
-        assert!(message.contains("10.0.1.5 port 22"));
+        assert!(message.contains("127.0.9.5 port 22"));
         assert!(message.contains("SHA256:new") && message.contains("SHA256:old"));
         assert!(
             message

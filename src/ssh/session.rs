@@ -489,7 +489,7 @@ mod tests {
             privilege: Privilege::Sudo,
             transport: Transport::Direct,
         };
-        assert_eq!(target("10.0.0.1").endpoint(), "10.0.0.1:2222");
+        assert_eq!(target("127.0.9.1").endpoint(), "127.0.9.1:2222");
         assert_eq!(target("::1").endpoint(), "[::1]:2222");
     }
 }
