@@ -5,7 +5,7 @@ use std::fs::{self, File, TryLockError};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::meta::Meta;
+use super::meta::{InstanceSpec, Meta};
 use super::tls::TlsFileError;
 use super::{Cluster, Role, yaml_v3};
 
@@ -170,14 +170,19 @@ impl ClusterLock {
     }
 }
 
-/// Writes the cluster's meta.yaml atomically: a temporary file in the same directory, fsync,
-/// rename, fsync of the directory. A crash leaves either the old file or the new one.
+/// Writes the cluster's `patched` marks into its meta.yaml, atomically: a temporary file in the
+/// same directory, fsync, rename, fsync of the directory. A crash leaves either the old file or
+/// the new one.
+///
+/// The marks go into meta.yaml as it is on disk now, not as it was read at the start: during a
+/// long roll an operator may change the cluster with TiUP (`tiup dm edit-config`), which takes
+/// no lock of ours, and what TiUP wrote is kept. Only `patched` is dm-patch's to write.
 pub fn save(cluster: &Cluster, _lock: &ClusterLock) -> Result<(), StoreError> {
     let path = cluster.dir.join("meta.yaml");
     let write_error =
         |source: io::Error| StoreError::Write { path: path.display().to_string(), source };
-    let value =
-        yaml_serde::to_value(&cluster.meta).map_err(|err| write_error(io::Error::other(err)))?;
+    let meta = with_patched_marks(cluster, &path).map_err(write_error)?;
+    let value = yaml_serde::to_value(&meta).map_err(|err| write_error(io::Error::other(err)))?;
     let text = yaml_v3::to_string(&value).map_err(|err| write_error(io::Error::other(err)))?;
 
     let mut temp = tempfile::Builder::new()
@@ -193,6 +198,31 @@ pub fn save(cluster: &Cluster, _lock: &ClusterLock) -> Result<(), StoreError> {
     temp.as_file().sync_all().map_err(write_error)?;
     temp.persist(&path).map_err(|err| write_error(err.error))?;
     File::open(&cluster.dir).and_then(|dir| dir.sync_all()).map_err(write_error)
+}
+
+/// meta.yaml as it is on disk, with each of the cluster's instances marked `patched` (or not)
+/// as `cluster` says. Instances are matched by role, host and port; one that is no longer
+/// listed (scaled in meanwhile) has nothing to mark.
+fn with_patched_marks(cluster: &Cluster, path: &Path) -> io::Result<Meta> {
+    let text = read_meta(path)?;
+    let mut meta: Meta = yaml_serde::from_str(&text).map_err(|err| {
+        io::Error::other(format!("it changed on disk and no longer reads as meta.yaml: {err}"))
+    })?;
+    for instance in &cluster.instances {
+        let topology = &mut meta.topology;
+        let list = match instance.role {
+            Role::Master => topology.master_servers.as_mut(),
+            Role::Worker => topology.worker_servers.as_mut(),
+        };
+        let default_port = instance.role.default_port();
+        let same = |spec: &&mut InstanceSpec| {
+            spec.host == instance.host && spec.port.unwrap_or(default_port) == instance.port
+        };
+        if let Some(spec) = list.and_then(|list| list.iter_mut().find(same)) {
+            spec.patched = instance.patched.then_some(true);
+        }
+    }
+    Ok(meta)
 }
 
 /// Proves, before any host is touched, that meta.yaml can be saved (a file can be created

@@ -399,6 +399,33 @@ fn a_rerun_undoes_a_broken_instance_a_killed_run_left_behind() {
     assert!(cluster.patched_ids().is_empty());
 }
 
+/// meta.yaml changed by another tool during the roll (`tiup dm edit-config` takes no lock of
+/// dm-patch's): the `patched` marks are written into the file as it is then, and the change
+/// stays.
+#[test]
+fn a_change_made_to_meta_yaml_during_the_roll_is_kept() {
+    use dm_patch::topology::meta::Meta;
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let meta_path = cluster.cluster_dir().join("meta.yaml");
+    let edit_config = || {
+        let mut meta: Meta = yaml_serde::from_str(&std::fs::read_to_string(&meta_path).unwrap())
+            .expect("meta.yaml reads");
+        let configs = "worker:\n  log-level: debug\n";
+        meta.topology.server_configs = Some(yaml_serde::from_str(configs).unwrap());
+        std::fs::write(&meta_path, yaml_serde::to_string(&meta).unwrap()).unwrap();
+    };
+
+    let run = cluster.patch_when(&pkg, &["-R", "dm-worker"], ": waiting until healthy", |_| {
+        edit_config();
+    });
+
+    assert_eq!(run.success().outcome_names(), ["patched", "patched"]);
+    let text = std::fs::read_to_string(&meta_path).unwrap();
+    assert!(text.contains("log-level: debug"), "the edit was lost:\n{text}");
+    assert_eq!(cluster.patched_ids(), id_set(&cluster.ids("dm-worker")));
+}
+
 /// meta.yaml turning unwritable during the roll stops it after the instance in flight, which
 /// runs the package; the report says which instances are not marked and how to repair that.
 #[test]
