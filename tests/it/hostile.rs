@@ -28,6 +28,11 @@ fn one_worker() -> (Sandbox, PathBuf) {
     (sandbox, binary)
 }
 
+/// The deploy dir of the dm-worker whose binary is `binary` (`<deploy>/bin/dm-worker/dm-worker`).
+fn deploy_dir_of(binary: &Path) -> PathBuf {
+    binary.ancestors().nth(3).expect("a binary inside a deploy dir").to_owned()
+}
+
 /// Puts `script` first on `PATH` as `name` in every SSH session of the sandbox.
 fn stand_in(sandbox: &Sandbox, name: &str, script: &str) {
     let path = sandbox.root().join("bin/path").join(name);
@@ -122,7 +127,7 @@ fn a_dotted_entry_is_installed() {
 #[test]
 fn a_backup_cut_short_leaves_no_backup_and_installs_nothing() {
     let (sandbox, binary) = one_worker();
-    let deploy = binary.parent().unwrap().parent().unwrap().parent().unwrap().to_owned();
+    let deploy = deploy_dir_of(&binary);
     let cp = "#!/bin/sh\n/bin/cp \"$@\" || exit\n\
               case \"$*\" in *bin.old.*) echo 'cp: No space left on device' >&2; exit 1;; esac\n";
     stand_in(&sandbox, "cp", cp);
@@ -184,7 +189,7 @@ fn preflight_counts_every_entry_against_free_space() {
 #[test]
 fn preflight_counts_the_backup_still_to_be_made_against_free_space() {
     let (sandbox, binary) = one_worker();
-    let deploy = binary.parent().unwrap().parent().unwrap().parent().unwrap().to_owned();
+    let deploy = deploy_dir_of(&binary);
     fs::write(deploy.join("bin/dm-worker/data.bin"), vec![7; 3 << 20]).unwrap();
     df_with_free(&sandbox, 2048);
     let packages = Store::new();
