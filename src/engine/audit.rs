@@ -299,6 +299,7 @@ mod tests {
                 seconds: 3.0,
                 detail: None,
                 tasks: Vec::new(),
+                moved: Vec::new(),
             }],
             kept_package: None,
             phases: Vec::new(),

@@ -5,7 +5,9 @@
 pub mod audit;
 pub mod events;
 mod hosts;
+pub mod judge;
 mod preflight;
+mod put_back;
 mod remote;
 pub mod report;
 mod roll;
@@ -23,13 +25,15 @@ use futures_util::StreamExt;
 
 use self::events::{Event, Progress};
 use self::hosts::Hosts;
+use self::judge::SourceMove;
 use self::preflight::InstanceFacts;
+use self::put_back::PutBack;
 use self::report::{InstanceReport, Outcome, PackageReport, PhaseTime, Report, RunResult};
 use self::roll::{Failure, Job, RollContext};
 use self::signals::Interrupt;
 use self::stage::Staged;
 use self::tasks::TaskGate;
-use crate::dm::client::DmClient;
+use crate::dm::client::{DmClient, WorkerMember};
 use crate::dm::version::release_line;
 use crate::plan::{Plan, PlannedInstance};
 use crate::ssh::{HostKeyPolicy, Reach};
@@ -141,8 +145,9 @@ impl Run {
         }
         if !self.plan.offline {
             let workers = addrs_of(cluster, Role::Worker);
+            let component = self.plan.component;
             let (gate, paused) =
-                TaskGate::survey(&self.client, workers, self.masters.clone()).await;
+                TaskGate::survey(&self.client, workers, self.masters.clone(), component).await;
             if !paused.is_empty() && !settings.force {
                 let problems = paused
                     .iter()
@@ -259,6 +264,8 @@ impl Run {
         }
         let mut remaining: Vec<&PlannedInstance> = plan.instances.iter().collect();
         let mut done = Vec::new();
+        // Where each instance patched by this run keeps what it replaced: what a put-back uses.
+        let mut points = HashMap::new();
         while !remaining.is_empty() {
             if interrupt.requested() {
                 self.report.result = RunResult::Interrupted;
@@ -268,7 +275,7 @@ impl Run {
                 );
                 break;
             }
-            let planned = take_next(&mut remaining, &context).await;
+            let (planned, before) = take_next(&mut remaining, &context).await;
             done.push(planned.id.clone());
             let (installed, new) = (&facts[&planned.id], &staged[&planned.id]);
             let started = Instant::now();
@@ -284,6 +291,7 @@ impl Run {
                 Some(result) => result,
                 None => patch_or_finish(&context, &job, &plan).await,
             };
+            let moved = moves_since(&context, before).await;
             let mut unsaved = None;
             let (outcome, detail) = match result {
                 Ok(outcome) => {
@@ -292,8 +300,11 @@ impl Run {
                         // instance.
                         cluster.mark_patched(planned.role, planned.instance.index);
                         unsaved = store::save(cluster, lock).err();
-                        if outcome == Outcome::Patched {
-                            keep_rollback_point(&context, &job, settings, &plan).await;
+                        if outcome == Outcome::Patched
+                            && let Some(point) =
+                                keep_rollback_point(&context, &job, settings, &plan).await
+                        {
+                            points.insert(planned.id.clone(), point);
                         }
                     }
                     (outcome, None)
@@ -303,6 +314,11 @@ impl Run {
                 Err(Failure::NeedsAttention(reason)) => {
                     needs_operator.push(planned.id.clone());
                     (Outcome::NeedsAttention, Some(reason))
+                }
+                Err(Failure::Elsewhere(reason)) => {
+                    cluster.mark_patched(planned.role, planned.instance.index);
+                    unsaved = store::save(cluster, lock).err();
+                    (Outcome::Patched, Some(reason))
                 }
             };
             let record = row(&mut self.report, &planned.id);
@@ -314,6 +330,7 @@ impl Run {
             };
             record.detail = detail.clone();
             record.tasks = context.tasks.map(|gate| gate.checked(&planned.id)).unwrap_or_default();
+            record.moved = moved;
             context.progress.event(Event::InstanceFinished {
                 id: &planned.id,
                 outcome,
@@ -327,21 +344,26 @@ impl Run {
             if let Some(reason) = detail
                 && !plan.offline
             {
-                // A stop request made the instance give up and be undone: the run was
-                // interrupted, not failed (unless the undo itself failed).
-                let interrupted = interrupt.requested() && outcome != Outcome::NeedsAttention;
-                let (result, next) = if interrupted {
-                    (RunResult::Interrupted, "Run the same command again to finish")
-                } else {
-                    (RunResult::Failed, "Fix the cause, then run the same command again")
-                };
-                self.report.result = result;
-                self.report.message = Some(format!(
-                    "{}: {reason}. The roll stopped there; instances after it are untouched. \
-                     {next}: finished instances are skipped.",
-                    planned.id
-                ));
+                stopped_at(&mut self.report, planned, outcome, &reason, interrupt);
                 break;
+            }
+        }
+        if let Some(evidence) = context.tasks.and_then(TaskGate::proven_bad) {
+            let put_back = PutBack { context: &context, hosts, facts, staged, plan: &plan };
+            let unmarked = put_back.everywhere(&mut self.report, &points, &evidence).await;
+            needs_operator.extend(unmarked.needs_operator);
+            for id in &unmarked.put_back {
+                let planned = plan.instances.iter().find(|i| &i.id == id).expect("planned");
+                // Back to what it ran before: patched by an earlier run, or not.
+                cluster.set_patched(planned.role, planned.instance.index, planned.marked_patched);
+            }
+            if let Err(err) = store::save(cluster, lock) {
+                self.report.message = Some(format!(
+                    "{}; meta.yaml could not be saved ({err}): remove `patched: true` from {} \
+                     by hand",
+                    self.report.message.as_deref().unwrap_or_default(),
+                    unmarked.put_back.join(", ")
+                ));
             }
         }
         if let Some(err) = unsaved_offline {
@@ -466,42 +488,79 @@ async fn swap_offline(
         .await
 }
 
-/// After a patch: what it replaced becomes a rollback point. A failure here is told, not
-/// fatal: the instance is patched either way.
+/// After a patch: what it replaced becomes a rollback point; returns its dir. A failure here is
+/// told, not fatal: the instance is patched either way.
 async fn keep_rollback_point(
     context: &RollContext<'_>,
     job: &Job<'_>,
     settings: &Settings,
     plan: &Plan,
-) {
+) -> Option<String> {
     let (keep, sha) = (settings.keep_rollbacks, &plan.package.sha256);
-    if let Err(err) = roll::keep_rollback_point(job, keep, &rollback_stamp(sha), sha).await {
-        context.progress.event(Event::Note(&format!(
-            "{}: patched, but what it replaced could not be kept for `dm-patch rollback`: {err}",
-            job.planned.id
-        )));
+    match roll::keep_rollback_point(job, keep, &rollback_stamp(sha), sha).await {
+        Ok(point) => point,
+        Err(err) => {
+            context.progress.event(Event::Note(&format!(
+                "{}: patched, but what it replaced could not be kept for `dm-patch rollback`: \
+                 {err}",
+                job.planned.id
+            )));
+            None
+        }
     }
 }
 
-/// The next instance to patch. The plan's order stands, except that a dm-master which leads
-/// *now* goes after every other dm-master still to do: leadership can move during a roll, and
-/// the leader must be the last master restarted.
+/// The next instance to patch, and the workers as DM showed them just before (for the sources
+/// it moves). The plan's order stands, except that a dm-master which leads *now* goes after
+/// every other dm-master still to do (leadership can move during a roll, and the leader must be
+/// the last master restarted), and that a dm-worker which runs no source now goes first (see
+/// [`judge::next_worker`]: bindings change as the roll goes).
 async fn take_next<'p>(
     remaining: &mut Vec<&'p PlannedInstance>,
     context: &RollContext<'_>,
-) -> &'p PlannedInstance {
-    let masters_left = remaining.iter().filter(|i| i.role == Role::Master).count();
-    if !context.offline
-        && masters_left > 1
-        && let Ok(members) = context.client.members_from_any(context.masters).await
-    {
-        let leader = members.leader().map(|l| l.name.clone());
-        let first_follower = remaining.iter().position(|i| Some(&i.name) != leader.as_ref());
-        if let Some(index) = first_follower {
-            return remaining.remove(index);
-        }
+) -> (&'p PlannedInstance, Option<Vec<WorkerMember>>) {
+    if context.offline {
+        return (remaining.remove(0), None);
     }
-    remaining.remove(0)
+    let Ok(members) = context.client.members_from_any(context.masters).await else {
+        return (remaining.remove(0), None);
+    };
+    let index = match remaining[0].role {
+        Role::Master => {
+            let leader = members.leader().map(|l| l.name.as_str());
+            remaining.iter().position(|i| Some(i.name.as_str()) != leader).unwrap_or(0)
+        }
+        Role::Worker => {
+            let names: Vec<&str> = remaining.iter().map(|i| i.name.as_str()).collect();
+            judge::next_worker(&names, members.workers())
+        }
+    };
+    (remaining.remove(index), Some(members.workers().to_vec()))
+}
+
+/// The sources that changed workers since `before` (the workers as DM showed them before an
+/// instance's turn), each told as it is found.
+async fn moves_since(
+    context: &RollContext<'_>,
+    before: Option<Vec<WorkerMember>>,
+) -> Vec<SourceMove> {
+    let Some(before) = before else { return Vec::new() };
+    let Ok(after) = context.client.members_from_any(context.masters).await else {
+        return Vec::new();
+    };
+    let moved = judge::source_moves(&before, after.workers());
+    for change in &moved {
+        let place = |worker: &str| {
+            if worker.is_empty() { "no worker".to_owned() } else { format!("worker {worker}") }
+        };
+        context.progress.event(Event::Note(&format!(
+            "source {} moved from {} to {}",
+            change.source,
+            place(&change.from),
+            place(&change.to)
+        )));
+    }
+    moved
 }
 
 /// What to tell the operator when meta.yaml could not be saved after an instance was patched:
@@ -520,6 +579,29 @@ fn unsaved_message(report: &Report, cluster: &Cluster, err: &StoreError) -> Stri
         done.join(", "),
         cluster.dir.join("meta.yaml").display()
     )
+}
+
+/// The roll stops at `planned`, which ended with `outcome` for `reason`: the run failed,
+/// or was interrupted when a stop request made the instance give up and be undone.
+fn stopped_at(
+    report: &mut Report,
+    planned: &PlannedInstance,
+    outcome: Outcome,
+    reason: &str,
+    interrupt: &Interrupt,
+) {
+    let interrupted = interrupt.requested() && outcome != Outcome::NeedsAttention;
+    let (result, next) = if interrupted {
+        (RunResult::Interrupted, "Run the same command again to finish")
+    } else {
+        (RunResult::Failed, "Fix the cause, then run the same command again")
+    };
+    report.result = result;
+    report.message = Some(format!(
+        "{}: {reason}. The roll stopped there; instances after it are untouched. \
+         {next}: finished instances are skipped.",
+        planned.id
+    ));
 }
 
 /// The report row of instance `id`.
@@ -566,6 +648,7 @@ fn new_report(plan: &Plan, started_at: SystemTime) -> Report {
                 seconds: 0.0,
                 detail: None,
                 tasks: Vec::new(),
+                moved: Vec::new(),
             })
             .collect(),
         kept_package: None,

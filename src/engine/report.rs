@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::judge::SourceMove;
 use crate::dm::tasks::Subtask;
 use crate::dm::version::VersionInfo;
 use crate::plan::Action;
@@ -80,6 +81,9 @@ pub struct InstanceReport {
     pub detail: Option<String>,
     /// The migration tasks' subtasks seen running again after its restart.
     pub tasks: Vec<Subtask>,
+    /// The sources that changed workers during its turn (its own, moved to a free worker when
+    /// it stopped; or one that a put-back moved).
+    pub moved: Vec<SourceMove>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

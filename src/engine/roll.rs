@@ -6,12 +6,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::events::{Event, Progress};
+use super::judge::Judging;
 use super::preflight::InstanceFacts;
 use super::remote::{Remote, UnitState};
 use super::report::Outcome;
 use super::signals::Interrupt;
 use super::stage::Staged;
-use super::tasks::TaskGate;
+use super::tasks::{TaskFailure, TaskGate};
 use super::tree::{self, PICK_HASHER};
 use crate::dm::client::DmClient;
 use crate::dm::health::{Readiness, WaitError, master_readiness, wait_until, worker_readiness};
@@ -68,6 +69,9 @@ pub enum Failure {
     RolledBack(String),
     /// It failed and could not be brought back; the message says what to do.
     NeedsAttention(String),
+    /// It runs the package, healthy, but a subtask failed on a worker that does not run the
+    /// package: not the package's fault, and the roll stops for a person to look.
+    Elsewhere(String),
 }
 
 /// One instance and everything known about it.
@@ -111,6 +115,9 @@ enum StepError {
     Ssh(#[from] SshError),
     #[error(transparent)]
     Wait(#[from] WaitError),
+    /// A migration subtask failed (see [`TaskFailure::against_package`]).
+    #[error("{0}")]
+    Tasks(TaskFailure),
     #[error("{unit} is still active after `systemctl stop`")]
     StillActive { unit: String },
     #[error("`systemctl {verb} {unit}` did not finish within {}s (--wait-timeout)", .after.as_secs())]
@@ -151,16 +158,53 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
         job.say(context, "swapping the binary");
         swapped = true;
         swap_in(job).await?;
+        runs_package(context, job, true);
         job.say(context, "starting");
         start(context, job).await?;
         job.say(context, "waiting until healthy on the new version");
         wait_ready(context, job, &job.staged.version, OnInterrupt::GiveUp).await?;
-        wait_tasks(context, job, OnInterrupt::GiveUp).await
+        wait_tasks(context, job, OnInterrupt::GiveUp, Judging::Roll).await
     };
-    let Err(reason) = attempt.await else {
-        return Ok(());
-    };
-    Err(undo(context, job, reason, &job.installed.version, evicted, swapped).await)
+    match attempt.await {
+        Ok(()) => Ok(()),
+        Err(StepError::Tasks(failure)) if !failure.against_package => {
+            Err(Failure::Elsewhere(failure.to_string()))
+        }
+        Err(reason) => {
+            let reason = reason.to_string();
+            let kept = job.previous_dir();
+            let previous = &job.installed.version;
+            Err(undo(context, job, reason, previous, evicted, swapped, &kept).await)
+        }
+    }
+}
+
+/// Puts back what an instance ran before this run patched it, from the rollback point the
+/// patch left (`point`, a dir of `bin.rollback/`), once the package is proven bad elsewhere:
+/// stopped, restored, started and healthy again on its previous version. The point is used up.
+pub async fn put_back(context: &RollContext<'_>, job: &Job<'_>, point: &str, why: &str) -> Failure {
+    job.say(context, "putting back what it ran before");
+    let reason = format!("put back: {why}");
+    let previous = &job.installed.version;
+    let failure = undo(context, job, reason, previous, false, true, point).await;
+    if let Failure::RolledBack(_) = failure
+        && let Err(err) = job.remote.run(&format!("rm -rf {}", shell_quote(point))).await
+    {
+        tracing::warn!(
+            "{}: could not remove the used rollback point {point}: {err}",
+            job.remote.label
+        );
+    }
+    failure
+}
+
+/// Tells the task gate whether the worker of `job` runs the package from now on.
+fn runs_package(context: &RollContext<'_>, job: &Job<'_>, runs: bool) {
+    if let Some(gate) = context.tasks
+        && job.planned.role == Role::Worker
+    {
+        gate.runs_package(&job.planned.name, runs);
+    }
 }
 
 /// An instance whose installed binary already is the package's: an earlier run put it there.
@@ -173,6 +217,7 @@ pub async fn finish_earlier_run(
     job: &Job<'_>,
 ) -> Result<Outcome, Failure> {
     let expected = &job.staged.version;
+    runs_package(context, job, true);
     if context.offline || readiness(context, job, expected).await == Readiness::Ready {
         return Ok(Outcome::Skipped);
     }
@@ -188,10 +233,14 @@ pub async fn finish_earlier_run(
         }
         job.say(context, "waiting until healthy on the new version");
         wait_ready(context, job, expected, OnInterrupt::GiveUp).await?;
-        wait_tasks(context, job, OnInterrupt::GiveUp).await
+        wait_tasks(context, job, OnInterrupt::GiveUp, Judging::Roll).await
     };
-    let Err(reason) = attempt.await else {
-        return Ok(Outcome::Patched);
+    let reason = match attempt.await {
+        Ok(()) => return Ok(Outcome::Patched),
+        Err(StepError::Tasks(failure)) if !failure.against_package => {
+            return Err(Failure::Elsewhere(failure.to_string()));
+        }
+        Err(reason) => reason.to_string(),
     };
     let previous = job.previous_binary();
     let kept = match job.remote.is_file(&previous).await {
@@ -199,7 +248,9 @@ pub async fn finish_earlier_run(
         _ => None,
     };
     match kept {
-        Some(version) => Err(undo(context, job, reason, &version, false, true).await),
+        Some(version) => {
+            Err(undo(context, job, reason, &version, false, true, &job.previous_dir()).await)
+        }
         None => Err(Failure::NeedsAttention(format!(
             "{reason}; the run that installed it kept no earlier binary on {} to go back to: \
              TiUP's backup of bin is in {}",
@@ -208,21 +259,22 @@ pub async fn finish_earlier_run(
     }
 }
 
-/// Undoes a failed attempt on an instance: the binary kept beside the staged one goes back in
+/// Undoes a failed attempt on an instance: what the swap replaced, kept in `kept`, goes back in
 /// place (when the attempt got as far as the swap) and is started, healthy on `previous`; a
 /// leader eviction made for the attempt is cancelled. Returns the failure as the operator
 /// reads it.
 async fn undo(
     context: &RollContext<'_>,
     job: &Job<'_>,
-    reason: StepError,
+    reason: String,
     previous: &VersionInfo,
     evicted: bool,
     swapped: bool,
+    kept: &str,
 ) -> Failure {
     let planned = job.planned;
     job.say(context, "failed: rolling back");
-    let restored = roll_back(context, job, previous, swapped).await;
+    let restored = roll_back(context, job, previous, swapped, kept).await;
     // A restarted master forgets its evict flag; this covers a restart that did not happen,
     // so the cluster is never left with a master that refuses to lead.
     let evict_note = if evicted {
@@ -245,7 +297,7 @@ async fn undo(
             "{reason}; rolling back failed too: {err}. What the patch replaced in {} is kept \
              in {} on {}: copy it back over {}, then `systemctl start {}`{evict_note}",
             job.bin_dir(),
-            job.previous_dir(),
+            kept,
             job.remote.label,
             job.bin_dir(),
             planned.service
@@ -285,12 +337,13 @@ pub const ROLLBACK_DIR: &str = "bin.rollback";
 /// After a patch: what it replaced in `bin/` (the staging dir's `previous/`) becomes a rollback
 /// point, `<deploy>/bin.rollback/<stamp>/`, with a `.manifest` saying what ran before and after
 /// (and the sha256 of the binary that ran before); only the newest `keep` points are kept.
+/// Returns the point's dir, unless there was nothing to keep or it was not kept.
 pub async fn keep_rollback_point(
     job: &Job<'_>,
     keep: usize,
     stamp: &str,
     package_sha256: &str,
-) -> Result<(), SshError> {
+) -> Result<Option<String>, SshError> {
     let comp = job.planned.role.component();
     let points = format!("{}/{ROLLBACK_DIR}", job.planned.deploy_dir);
     let point = format!("{points}/{stamp}");
@@ -304,7 +357,8 @@ pub async fn keep_rollback_point(
         "set -e\nif [ ! -d {previous} ]; then exit 0; fi\nmkdir -p {points}\nmv {previous} {point}\n\
          {PICK_HASHER}\nprintf '%s' {manifest} > {point}/.manifest\n\
          if [ -f {binary} ]; then echo \"binary $($hash {binary} | cut -d' ' -f1)\" >> {point}/.manifest; fi\n\
-         ls -1 {points} | sort -r | tail -n +{first_dropped} | while IFS= read -r old; do rm -rf {points}/\"$old\"; done\n",
+         ls -1 {points} | sort -r | tail -n +{first_dropped} | while IFS= read -r old; do rm -rf {points}/\"$old\"; done\n\
+         if [ -d {point} ]; then echo kept; fi\n",
         previous = shell_quote(&job.previous_dir()),
         points = shell_quote(&points),
         point = shell_quote(&point),
@@ -312,7 +366,8 @@ pub async fn keep_rollback_point(
         binary = shell_quote(&format!("{point}/{comp}/{comp}")),
         first_dropped = keep + 1,
     );
-    job.remote.run(&command).await.map(drop)
+    let output = job.remote.run(&command).await?;
+    Ok(output.lines().any(|line| line == "kept").then_some(point))
 }
 
 /// Keeps what the package replaces in `bin/` (hard links) and moves the verified tree in: each
@@ -371,22 +426,27 @@ async fn wait_ready(
 }
 
 /// Waits until every migration task that ran before the roll runs again (see [`TaskGate`]);
-/// gives up at once if one is paused.
+/// gives up at once if one is paused, saying whether that proves the package bad.
 async fn wait_tasks(
     context: &RollContext<'_>,
     job: &Job<'_>,
     on_interrupt: OnInterrupt,
+    judging: Judging,
 ) -> Result<(), StepError> {
     let Some(gate) = context.tasks else {
         return Ok(());
     };
     job.say(context, "waiting until its migration tasks run again");
-    let look = || gate.look(context.client, &job.planned.id);
+    let look = || gate.look(context.client, &job.planned.id, judging);
     let ready = match on_interrupt {
         OnInterrupt::GiveUp => context.wait(look).await,
         OnInterrupt::KeepWaiting => wait_until(context.wait_timeout, look).await,
     };
-    Ok(ready?)
+    match (ready, gate.take_failure()) {
+        (Ok(()), _) => Ok(()),
+        (Err(WaitError::Failed(_)), Some(failure)) => Err(StepError::Tasks(failure)),
+        (Err(err), _) => Err(err.into()),
+    }
 }
 
 /// One look at the instance: running, healthy and on `expected`? Its service not running is
@@ -412,17 +472,18 @@ async fn readiness(context: &RollContext<'_>, job: &Job<'_>, expected: &VersionI
     }
 }
 
-/// Puts the previous binary back (if `swapped`: the attempt got as far as the swap), starts
-/// it, and waits until it is healthy on `previous`.
+/// Puts the previous binary back from `kept` (if `swapped`: the attempt got as far as the
+/// swap), starts it, and waits until it is healthy on `previous`, with every subtask that does
+/// not run on the package running.
 async fn roll_back(
     context: &RollContext<'_>,
     job: &Job<'_>,
     previous: &VersionInfo,
     swapped: bool,
+    kept: &str,
 ) -> Result<(), RollBackError> {
     if swapped {
-        let command =
-            tree::restore_script(&job.bin_dir(), &job.planned.staging_dir, job.files, job.remove);
+        let command = tree::restore_script(&job.bin_dir(), kept, job.files, job.remove);
         // It may be running (the new binary started but never turned healthy).
         let restore = async {
             stop(context, job).await?;
@@ -431,10 +492,11 @@ async fn roll_back(
         };
         restore.await.map_err(RollBackError::NotRestored)?;
     }
+    runs_package(context, job, false);
     let restart = async {
         start(context, job).await?;
         wait_ready(context, job, previous, OnInterrupt::KeepWaiting).await?;
-        wait_tasks(context, job, OnInterrupt::KeepWaiting).await
+        wait_tasks(context, job, OnInterrupt::KeepWaiting, Judging::PutBack).await
     };
     restart.await.map_err(RollBackError::NotHealthy)
 }

@@ -258,11 +258,12 @@ pub fn swap_script(bin: &str, staging: &str, files: &[PackageFile], remove: &[St
     )
 }
 
-/// Puts back what [`swap_script`] replaced or deleted and removes what it added; does nothing
-/// where the swap did not get to keep anything (no `previous/`).
+/// Puts back what [`swap_script`] replaced or deleted, kept in `previous` (the staging dir's
+/// `previous/`, or the rollback point it became), and removes what it added; does nothing
+/// where the swap did not get to keep anything (no `previous`).
 pub fn restore_script(
     bin: &str,
-    staging: &str,
+    previous: &str,
     files: &[PackageFile],
     remove: &[String],
 ) -> String {
@@ -273,7 +274,7 @@ pub fn restore_script(
          done\n\
          if [ -f \"$p/.added\" ]; then while IFS= read -r f; do rm -f \"$b/$f\"; done < \"$p/.added\"; fi\n",
         bin = shell_quote(bin),
-        previous = shell_quote(&format!("{staging}/previous")),
+        previous = shell_quote(previous),
         list = moved_paths(files).trim_end().replace('\n', " "),
         removed = quoted_list(remove),
     )
@@ -368,7 +369,7 @@ mod tests {
             swap.contains("for f in dm-worker/dm-worker dm-worker/conf/x.toml dm-worker/link;")
         );
         assert!(swap.contains("for f in 'dm-worker/old x'; do"), "{swap}");
-        let restore = restore_script("/d/bin", "/d/st", &files(), &[]);
+        let restore = restore_script("/d/bin", "/d/st/previous", &files(), &[]);
         assert!(restore.contains("p=/d/st/previous"), "{restore}");
     }
 }

@@ -15,6 +15,7 @@ mod offline;
 mod patch;
 mod preflight;
 mod rollback;
+mod spare_worker;
 mod ssh;
 mod summary;
 mod support;

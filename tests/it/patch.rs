@@ -373,8 +373,10 @@ fn a_connection_lost_mid_roll_is_made_again() {
 fn a_rerun_finishes_an_instance_a_killed_run_left_stopped() {
     let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
     let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
-    let first = cluster.ids("dm-worker")[0].clone();
-    cluster.patch_signalled(&pkg, &["-R", "dm-worker"], ": swapping the binary", "KILL");
+    let killed =
+        cluster.patch_signalled(&pkg, &["-R", "dm-worker"], ": swapping the binary", "KILL");
+    let line = killed.stderr.lines().find(|l| l.contains(": swapping the binary")).unwrap();
+    let first = cluster.ids("dm-worker").into_iter().find(|id| line.contains(id.as_str())).unwrap();
     assert_eq!(cluster.sandbox.pid(&first), None, "the killed run left {first} stopped");
     let run = cluster.patch(&pkg, &["-R", "dm-worker"]).success();
     assert_eq!(run.outcome_names(), ["patched", "patched"]);

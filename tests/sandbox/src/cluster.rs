@@ -228,6 +228,40 @@ impl Sandbox {
         subtasks
     }
 
+    /// Each source and the worker (member name) it is bound to now, from the members answer;
+    /// an unbound source is missing.
+    pub fn bindings(&self) -> std::collections::BTreeMap<String, String> {
+        let Some(members) = self.members_json() else { return Default::default() };
+        let workers = section(&members, "worker").and_then(|worker| worker["workers"].as_array());
+        workers
+            .into_iter()
+            .flatten()
+            .filter_map(|w| {
+                let source = w["source"].as_str().filter(|s| !s.is_empty())?;
+                Some((source.to_owned(), w["name"].as_str()?.to_owned()))
+            })
+            .collect()
+    }
+
+    /// Every `(source, worker)` binding the masters' schedulers made, in the order their logs
+    /// say (each master logs what it did while it led): how often each source moved.
+    pub fn bind_events(&self) -> Vec<(String, String)> {
+        let mut events: Vec<(String, String, String)> = Vec::new();
+        for master in self.masters() {
+            let log = std::fs::read_to_string(format!("{}/dm-master.log", master.log_dir));
+            for line in log.unwrap_or_default().lines() {
+                let Some((stamp, rest)) = line.split_once("] [") else { continue };
+                let Some(what) = rest.split_once("] ").map(|(_, what)| what) else { continue };
+                let Some(bound) = what.strip_prefix("source ") else { continue };
+                if let Some((source, worker)) = bound.split_once(" bound to worker ") {
+                    events.push((stamp.to_owned(), source.to_owned(), worker.to_owned()));
+                }
+            }
+        }
+        events.sort();
+        events.into_iter().map(|(_, source, worker)| (source, worker)).collect()
+    }
+
     /// query-status of `task` (`GET /apis/v1alpha1/status/{task}`) from the first master that
     /// answers it.
     pub fn query_status(&self, task: &str) -> Option<QueryStatusResponse> {

@@ -1,0 +1,80 @@
+//! The most common DM layout, one spare dm-worker (3 workers, 2 sources, 2 tasks), through real
+//! sshd: stopping a bound worker moves its source to the free worker at once, so a build is
+//! judged where its subtasks run, and the roll orders workers so that each source moves once,
+//! onto a worker that already runs the package.
+
+use std::collections::BTreeMap;
+
+use dm_sandbox::task_api::TaskStage;
+use dm_sandbox::{Fault, Sandbox};
+
+use crate::cluster::Cluster;
+
+pub fn one_spare_worker() -> Cluster {
+    Cluster::start(Sandbox::builder().hosts(4).masters(1).workers(3).sources(2).tasks(2))
+}
+
+/// Every subtask the workers report is Running, and there are `tasks x sources` of them.
+#[track_caller]
+pub fn assert_all_running(cluster: &Cluster) {
+    let subtasks = cluster.sandbox.subtasks();
+    assert_eq!(subtasks.len(), 4, "{subtasks:?}");
+    assert!(subtasks.iter().all(|(.., stage)| *stage == TaskStage::Running), "{subtasks:?}");
+}
+
+/// The worker IDs, keyed by member name.
+fn worker_ids(cluster: &Cluster) -> BTreeMap<String, String> {
+    let instances = cluster.sandbox.instances();
+    instances.into_iter().filter(|i| i.role == "dm-worker").map(|i| (i.name, i.id)).collect()
+}
+
+/// How many times each source was bound to a worker in the master's log since `before`
+/// events.
+fn moves_since(cluster: &Cluster, before: usize) -> BTreeMap<String, usize> {
+    let mut moves = BTreeMap::new();
+    for (source, _) in cluster.sandbox.bind_events().into_iter().skip(before) {
+        *moves.entry(source).or_default() += 1;
+    }
+    moves
+}
+
+#[test]
+fn a_hotfix_that_pauses_subtasks_on_the_spare_worker_is_put_back_everywhere() {
+    let cluster = one_spare_worker();
+    let ids = worker_ids(&cluster);
+    let bound = cluster.sandbox.bindings();
+    let spare: Vec<&String> =
+        ids.keys().filter(|name| !bound.values().any(|w| w == *name)).collect();
+    assert_eq!(spare.len(), 1, "one free worker: {bound:?}");
+    let (spare_name, spare_id) = (spare[0], &ids[spare[0]]);
+    let bad = cluster.package("dm-worker", "v8.5.2", &[Fault::PausedTasks]);
+
+    let run = cluster.patch(&bad, &["-R", "dm-worker"]).code(1);
+
+    let message = run.json()["message"].as_str().unwrap().to_owned();
+    let blamed = format!("worker {spare_name}, which runs the package");
+    assert!(message.contains(&blamed), "names the spare: {message}");
+    assert!(message.contains("failed to resume (paused-tasks)"), "DM's reason: {message}");
+    for id in ids.values() {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{id} runs the old build");
+        assert_eq!(cluster.installed_version(id), "v8.5.1", "{id} has the old build");
+    }
+    assert_all_running(&cluster);
+    assert_eq!(cluster.sandbox.bindings().len(), 2, "every source bound");
+    assert!(cluster.patched_ids().is_empty(), "{:?}", cluster.patched_ids());
+
+    // The same cluster takes a good hotfix: every worker, each source moved at most once.
+    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+    let before = cluster.sandbox.bind_events().len();
+    let run = cluster.patch(&good, &["-R", "dm-worker"]).success();
+
+    assert_eq!(run.outcome_names(), ["patched"; 3]);
+    assert_eq!(run.outcomes()[0].0, *spare_id, "the free worker goes first");
+    for id in ids.values() {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.2"), "{id}");
+    }
+    let moves = moves_since(&cluster, before);
+    assert!(moves.values().all(|count| *count <= 1), "each source moved at most once: {moves:?}");
+    assert_all_running(&cluster);
+    assert_eq!(cluster.sandbox.bindings().len(), 2, "every source bound");
+}
