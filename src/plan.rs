@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::dm::client::MembersResponse;
 use crate::dm::order::{Position, roll_order};
 use crate::package::Package;
 use crate::topology::{Cluster, Instance, Role};
@@ -89,6 +90,8 @@ pub struct PlannedInstance {
     pub reason: &'static str,
     /// meta.yaml already marks it `patched` (by an earlier patch, perhaps another package).
     pub marked_patched: bool,
+    /// The source bound to it when planned (a dm-worker's).
+    pub source: Option<String>,
     #[serde(skip)]
     pub instance: Instance,
 }
@@ -107,14 +110,17 @@ pub struct PlanOptions {
 }
 
 impl Plan {
-    /// Lays out the patch of `selected` (one role, meta.yaml order) with `package`.
+    /// Lays out the patch of `selected` (one role, meta.yaml order) with `package`, with what
+    /// the DM-masters said of the cluster (`None` when none answered, or with `--offline`).
     pub fn new(
         cluster: &Cluster,
         selected: &[&Instance],
         package: Package,
-        leader: Option<String>,
+        members: Option<&MembersResponse>,
         options: PlanOptions,
     ) -> Plan {
+        let leader = members.and_then(|m| m.leader()).map(|leader| leader.name.clone());
+        let workers = members.map(MembersResponse::workers).unwrap_or_default();
         let PlanOptions { action, offline, overwrite, allow_version_change } = options;
         let sha = package.short_sha().to_owned();
         let cluster_version = cluster.version().to_owned();
@@ -132,7 +138,7 @@ impl Plan {
             }
         }
 
-        let instances = roll_order(selected, leader.as_deref(), offline)
+        let instances = roll_order(selected, leader.as_deref(), workers, offline)
             .into_iter()
             .map(|(instance, position)| PlannedInstance {
                 id: instance.id(),
@@ -150,6 +156,10 @@ impl Plan {
                 position,
                 reason: position.reason(),
                 marked_patched: instance.patched,
+                source: workers
+                    .iter()
+                    .find(|w| w.name == instance.name && !w.source.is_empty())
+                    .map(|w| w.source.clone()),
                 instance: (*instance).clone(),
             })
             .collect();

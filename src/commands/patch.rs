@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use super::reach;
 use crate::cli::{GlobalArgs, PatchArgs};
-use crate::dm::client::DmClient;
+use crate::dm::client::{DmClient, MembersResponse};
 use crate::engine::report::RunResult;
 use crate::engine::{self, Settings, events::Event, signals::Interrupt};
 use crate::error::{ExitStatus, UsageError};
@@ -113,10 +113,10 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
     let reach = reach::open(&cluster, executor, jump, host_key_policy).await?;
 
     let ssh_timeout = Duration::from_secs(args.connection.ssh_timeout);
-    let leader = if role == Role::Master && !args.offline {
-        find_leader(&cluster, ssh_timeout, reach.http_proxy()).await
-    } else {
+    let members = if args.offline {
         None
+    } else {
+        find_members(&cluster, ssh_timeout, reach.http_proxy()).await
     };
     let options = PlanOptions {
         action: args.action,
@@ -124,7 +124,8 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
         overwrite: args.overwrite,
         allow_version_change: args.allow_version_change,
     };
-    let plan = Plan::new(&cluster, &selected, package, leader, options).removing(args.remove);
+    let plan =
+        Plan::new(&cluster, &selected, package, members.as_ref(), options).removing(args.remove);
 
     Ok(PatchConfig {
         cluster,
@@ -157,14 +158,18 @@ fn refuse_remote_hosts(selected: &[&Instance]) -> Result<(), UsageError> {
     }
 }
 
-/// The dm-master leader's member name, asked of any master; `None` when no master answers
-/// (planning goes on; the engine's preflight insists on a leader later).
-async fn find_leader(cluster: &Cluster, timeout: Duration, proxy: Option<&str>) -> Option<String> {
+/// The members list (the leader, and each worker's stage and source), asked of any master;
+/// `None` when no master answers (planning goes on; the engine's preflight insists on a leader
+/// later, and the roll looks again before each restart).
+async fn find_members(
+    cluster: &Cluster,
+    timeout: Duration,
+    proxy: Option<&str>,
+) -> Option<MembersResponse> {
     let client = DmClient::new(timeout, cluster.tls(), proxy);
     let masters: Vec<String> =
         cluster.instances.iter().filter(|i| i.role == Role::Master).map(|i| i.addr()).collect();
-    let members = client.members_from_any(&masters).await.ok()?;
-    members.leader().map(|leader| leader.name.clone())
+    client.members_from_any(&masters).await.ok()
 }
 
 /// Refuses to go on without an explicit yes: a prompt on a terminal, `--yes` elsewhere.

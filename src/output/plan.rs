@@ -46,13 +46,11 @@ pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
             } else {
                 step.role.to_string()
             };
-            vec![
-                (n + 1).to_string(),
-                step.id.clone(),
-                role,
-                step.deploy_dir.clone(),
-                step.reason.to_owned(),
-            ]
+            let order = match &step.source {
+                Some(source) => format!("{} [source {source}]", step.reason),
+                None => step.reason.to_owned(),
+            };
+            vec![(n + 1).to_string(), step.id.clone(), role, step.deploy_dir.clone(), order]
         })
         .collect();
     out.push_str(&tiup_table(&["#", "ID", "Role", "Deploy Dir", "Order"], &rows));
@@ -64,7 +62,9 @@ pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
     } else {
         out.push_str(
             "stop the service, swap the binary, start it, and wait until it is healthy on the new\n\
-             version; on failure the previous binary is put back and the roll stops.\n",
+             version and every migration subtask runs again; on failure the previous binary is\n\
+             put back and the roll stops. A subtask that fails on a worker running the package\n\
+             proves it bad: every instance this run patched is put back.\n",
         );
     }
     out

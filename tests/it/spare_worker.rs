@@ -49,6 +49,14 @@ fn a_hotfix_that_pauses_subtasks_on_the_spare_worker_is_put_back_everywhere() {
     let (spare_name, spare_id) = (spare[0], &ids[spare[0]]);
     let bad = cluster.package("dm-worker", "v8.5.2", &[Fault::PausedTasks]);
 
+    let plan = cluster.patch(&bad, &["-R", "dm-worker", "--dry-run"]).success().json();
+    let steps = plan["instances"].as_array().unwrap();
+    let positions: Vec<&str> = steps.iter().map(|s| s["position"].as_str().unwrap()).collect();
+    assert_eq!(positions, ["free-worker", "bound-worker", "bound-worker"], "{plan}");
+    assert_eq!(steps[0]["id"], spare_id.as_str(), "the plan puts the spare first");
+    let sources: Vec<&str> = steps[1..].iter().map(|s| s["source"].as_str().unwrap()).collect();
+    assert_eq!(sources.len(), 2, "the plan names each bound worker's source: {plan}");
+
     let run = cluster.patch(&bad, &["-R", "dm-worker"]).code(1);
 
     let message = run.json()["message"].as_str().unwrap().to_owned();
