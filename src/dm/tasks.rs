@@ -2,12 +2,18 @@
 //! it runs (`dm_worker_task_state{task,source_id,worker}` on `/metrics`), and DM-master's
 //! query-status (`GET /apis/v1alpha1/status/{task}`) says why a subtask is paused.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::client::{DmClient, DmError};
 
 /// The metric every dm-worker exports per subtask (tiflow `dm/worker/metrics.go`).
 const TASK_STATE_METRIC: &str = "dm_worker_task_state";
+/// The syncer's metrics (tiflow `dm/syncer/metrics`): binlog locations and lag.
+const BINLOG_FILE_METRIC: &str = "dm_syncer_binlog_file";
+const BINLOG_POS_METRIC: &str = "dm_syncer_binlog_pos";
+const LAG_METRIC: &str = "dm_syncer_replication_lag_gauge";
 
 /// A subtask's stage (DM's `pb.Stage`), by the gauge's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -67,6 +73,33 @@ pub struct Subtask {
     pub source: String,
     pub worker: String,
     pub stage: TaskStage,
+    /// How far it has replicated, when its worker exports the syncer's metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// How far a subtask has replicated: its checkpoint against the upstream's position
+/// (`dm_syncer_binlog_file`/`_pos`, `node="syncer"` and `node="master"`), and its lag
+/// (`dm_syncer_replication_lag_gauge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Progress {
+    pub checkpoint: Binlog,
+    pub upstream: Binlog,
+    pub lag_seconds: u64,
+}
+
+/// A binlog location: the file's index (`mysql-bin.000042` is 42) and the position in it.
+/// Ordered file first, as DM compares locations (a new file starts its positions again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Binlog {
+    pub file: u64,
+    pub pos: u64,
+}
+
+impl std::fmt::Display for Binlog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({:06}, {})", self.file, self.pos)
+    }
 }
 
 impl Subtask {
@@ -76,22 +109,82 @@ impl Subtask {
     }
 }
 
-/// The `dm_worker_task_state` samples of Prometheus text.
+/// The subtasks of Prometheus text: each `dm_worker_task_state` sample, with its progress when
+/// the syncer's metrics for the same (task, source) are there too.
 pub fn parse_task_metrics(text: &str) -> Vec<Subtask> {
-    text.lines()
-        .filter_map(|line| line.strip_prefix(TASK_STATE_METRIC)?.strip_prefix('{'))
-        .filter_map(|rest| {
-            let (labels, value) = rest.rsplit_once('}')?;
-            let label = |key: &str| label_value(labels, key);
-            let value: f64 = value.split_whitespace().next()?.parse().ok()?;
-            Some(Subtask {
-                task: label("task")?,
-                source: label("source_id")?,
-                worker: label("worker").unwrap_or_default(),
-                stage: TaskStage::from_metric(value),
-            })
+    let mut syncer: HashMap<(String, String), Syncer> = HashMap::new();
+    let mut subtasks = Vec::new();
+    for sample in text.lines().filter_map(Sample::parse) {
+        let (Some(task), Some(source)) = (sample.label("task"), sample.label("source_id")) else {
+            continue;
+        };
+        if sample.name == TASK_STATE_METRIC {
+            subtasks.push(Subtask {
+                worker: sample.label("worker").unwrap_or_default(),
+                stage: TaskStage::from_metric(sample.value),
+                progress: None,
+                task,
+                source,
+            });
+            continue;
+        }
+        let seen = syncer.entry((task, source)).or_default();
+        let whole = Some(sample.value.max(0.0).round() as u64);
+        match (sample.name, sample.label("node").as_deref()) {
+            (BINLOG_FILE_METRIC, Some("syncer")) => seen.checkpoint.0 = whole,
+            (BINLOG_POS_METRIC, Some("syncer")) => seen.checkpoint.1 = whole,
+            (BINLOG_FILE_METRIC, Some("master")) => seen.upstream.0 = whole,
+            (BINLOG_POS_METRIC, Some("master")) => seen.upstream.1 = whole,
+            (LAG_METRIC, _) => seen.lag_seconds = whole,
+            _ => {}
+        }
+    }
+    for subtask in &mut subtasks {
+        subtask.progress =
+            syncer.get(&(subtask.task.clone(), subtask.source.clone())).and_then(Syncer::progress);
+    }
+    subtasks
+}
+
+/// What the syncer's metrics said of one (task, source), as they are found.
+#[derive(Debug, Default)]
+struct Syncer {
+    checkpoint: (Option<u64>, Option<u64>),
+    upstream: (Option<u64>, Option<u64>),
+    lag_seconds: Option<u64>,
+}
+
+impl Syncer {
+    /// The progress, when both locations were given in full.
+    fn progress(&self) -> Option<Progress> {
+        let location =
+            |(file, pos): (Option<u64>, Option<u64>)| Some(Binlog { file: file?, pos: pos? });
+        Some(Progress {
+            checkpoint: location(self.checkpoint)?,
+            upstream: location(self.upstream)?,
+            lag_seconds: self.lag_seconds.unwrap_or_default(),
         })
-        .collect()
+    }
+}
+
+/// One sample of Prometheus text: `name{labels} value [timestamp]`.
+struct Sample<'t> {
+    name: &'t str,
+    labels: &'t str,
+    value: f64,
+}
+
+impl<'t> Sample<'t> {
+    fn parse(line: &'t str) -> Option<Sample<'t>> {
+        let (name, rest) = line.split_once('{')?;
+        let (labels, value) = rest.rsplit_once('}')?;
+        let value = value.split_whitespace().next()?.parse().ok()?;
+        Some(Sample { name, labels, value })
+    }
+
+    fn label(&self, key: &str) -> Option<String> {
+        label_value(self.labels, key)
+    }
 }
 
 /// The value of `key` in a Prometheus label set (`a="x",b="y"`), escapes undone.
@@ -223,12 +316,29 @@ mod tests {
             go_goroutines 12\n";
         let subtasks = parse_task_metrics(text);
         assert_eq!(subtasks.len(), 2, "{subtasks:?}");
+        assert_eq!(subtasks[0].progress, None, "no syncer metrics");
         assert_eq!(subtasks[0].task, "t,1");
         assert_eq!(subtasks[0].source, "mysql-replica-01");
         assert_eq!(subtasks[0].stage, TaskStage::Running);
         assert_eq!(subtasks[1].task, "q\"uote");
         assert_eq!(subtasks[1].stage, TaskStage::Paused);
         assert_eq!(TaskStage::from_metric(9.0), TaskStage::Invalid);
+    }
+
+    #[test]
+    fn progress_is_read_from_the_syncer_metrics() {
+        let text = "dm_worker_task_state{source_id=\"s1\",task=\"t1\",worker=\"w1\"} 2\n\
+            dm_syncer_binlog_file{node=\"master\",source_id=\"s1\",task=\"t1\"} 42\n\
+            dm_syncer_binlog_pos{node=\"master\",source_id=\"s1\",task=\"t1\"} 9000\n\
+            dm_syncer_binlog_file{node=\"syncer\",source_id=\"s1\",task=\"t1\"} 41\n\
+            dm_syncer_binlog_pos{node=\"syncer\",source_id=\"s1\",task=\"t1\"} 123456\n\
+            dm_syncer_replication_lag_gauge{source_id=\"s1\",task=\"t1\",worker=\"w1\"} 2.6\n";
+        let progress = parse_task_metrics(text)[0].progress.expect("progress");
+        assert_eq!(progress.checkpoint, Binlog { file: 41, pos: 123_456 });
+        assert_eq!(progress.upstream, Binlog { file: 42, pos: 9000 });
+        assert!(progress.checkpoint < progress.upstream, "file first");
+        assert_eq!(progress.lag_seconds, 3);
+        assert_eq!(progress.checkpoint.to_string(), "(000041, 123456)");
     }
 
     #[test]

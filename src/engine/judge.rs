@@ -4,10 +4,65 @@
 //! runs it now, since DM moves a stopped worker's source to a free worker at once
 //! (dm-master-api.md, "Migration tasks" and "Workers and sources").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::dm::client::WorkerMember;
-use crate::dm::tasks::{Subtask, TaskStage};
+use crate::dm::tasks::{Binlog, Subtask, TaskStage};
+
+/// How many seconds more than before the roll a subtask may lag once a step is over: a restart
+/// costs a subtask a few seconds, which it must make up within the wait.
+pub const LAG_MARGIN_SECONDS: u64 = 10;
+
+/// Each (task, source) that must run, with its lag before the roll when its worker said.
+pub type Expected = BTreeMap<(String, String), Option<u64>>;
+
+/// The first checkpoint seen of each (task, source, worker) since the step began: a subtask
+/// replicates when its checkpoint moves past it.
+pub type FirstSeen = BTreeMap<(String, String, String), Binlog>;
+
+/// Records in `first_seen` the checkpoint of each subtask of `now` not seen yet.
+pub fn note_first_seen(first_seen: &mut FirstSeen, now: &[Subtask]) {
+    for subtask in now {
+        if let Some(progress) = subtask.progress {
+            let key = (subtask.task.clone(), subtask.source.clone(), subtask.worker.clone());
+            first_seen.entry(key).or_insert(progress.checkpoint);
+        }
+    }
+}
+
+/// Whether a running subtask replicates: its checkpoint moved past the first one seen since
+/// the step began (or it has caught up with its upstream, which may simply be idle), and it
+/// lags no more than before the roll plus [`LAG_MARGIN_SECONDS`]. Says why not.
+fn replicating(
+    subtask: &Subtask,
+    first_seen: &FirstSeen,
+    lag_before: Option<u64>,
+) -> Result<(), String> {
+    let Some(progress) = subtask.progress else { return Ok(()) };
+    let key = (subtask.task.clone(), subtask.source.clone(), subtask.worker.clone());
+    let moved = first_seen.get(&key).is_some_and(|first| progress.checkpoint > *first);
+    if !moved && progress.checkpoint < progress.upstream {
+        return Err(format!(
+            "{} is Running on worker {} but its checkpoint {} has not moved while the upstream \
+             is at {} ({}s behind)",
+            subtask.name(),
+            subtask.worker,
+            progress.checkpoint,
+            progress.upstream,
+            progress.lag_seconds
+        ));
+    }
+    match lag_before {
+        Some(before) if progress.lag_seconds > before + LAG_MARGIN_SECONDS => Err(format!(
+            "{} is {}s behind its upstream on worker {}, more than before the roll ({before}s) \
+             plus {LAG_MARGIN_SECONDS}s",
+            subtask.name(),
+            progress.lag_seconds,
+            subtask.worker
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// Which of `remaining` (worker member names, in plan order) to restart next, given the workers
 /// as the members list shows them now: a free or offline one first, then the others in plan
@@ -102,30 +157,37 @@ pub enum Verdict {
     Elsewhere(Subtask),
 }
 
-/// Judges the subtasks seen `now` against the (task, source) pairs `expected` to run.
+/// Judges the subtasks seen `now` against the (task, source) pairs `expected` to run: each
+/// must run (or have finished) and replicate (see [`replicating`]).
 pub fn judge(
-    expected: &BTreeSet<(String, String)>,
+    expected: &Expected,
+    first_seen: &FirstSeen,
     now: &[Subtask],
     suspects: Suspects<'_>,
     judging: Judging,
 ) -> Verdict {
     let mut waiting = Vec::new();
     let mut elsewhere = None;
-    for (task, source) in expected {
+    for ((task, source), lag_before) in expected {
         let mine: Vec<&Subtask> =
             now.iter().filter(|s| &s.task == task && &s.source == source).collect();
-        if mine.iter().any(|s| s.stage.is_healthy()) {
+        let on_suspect = mine.iter().any(|s| suspects.include(&s.worker));
+        if judging == Judging::PutBack && on_suspect {
+            // Its worker runs the package and is put back in turn.
+            continue;
+        }
+        if let Some(healthy) = mine.iter().find(|s| s.stage.is_healthy()) {
+            if let Err(why) = replicating(healthy, first_seen, *lag_before) {
+                waiting.push(why);
+            }
             continue;
         }
         if let Some(paused) = mine.iter().find(|s| s.stage == TaskStage::Paused) {
-            match (suspects.include(&paused.worker), judging) {
-                (true, Judging::Roll) => return Verdict::AgainstPackage((*paused).clone()),
-                (true, Judging::PutBack) => continue,
-                (false, _) => {
-                    elsewhere.get_or_insert_with(|| (*paused).clone());
-                    continue;
-                }
+            if suspects.include(&paused.worker) {
+                return Verdict::AgainstPackage((*paused).clone());
             }
+            elsewhere.get_or_insert_with(|| (*paused).clone());
+            continue;
         }
         waiting.push(match mine.first() {
             Some(s) => format!("{} is {} on worker {}", s.name(), s.stage.word(), s.worker),
@@ -141,9 +203,31 @@ pub fn judge(
     }
 }
 
+/// At the end of a wait: the first subtask that runs but does not replicate (stalled, or
+/// lagging), with why. Such a subtask is as bad as a paused one.
+pub fn stalled(
+    expected: &Expected,
+    first_seen: &FirstSeen,
+    now: &[Subtask],
+) -> Option<(Subtask, String)> {
+    expected.iter().find_map(|((task, source), lag_before)| {
+        let running = now
+            .iter()
+            .find(|s| &s.task == task && &s.source == source && s.stage == TaskStage::Running)?;
+        let why = replicating(running, first_seen, *lag_before).err()?;
+        Some((running.clone(), why))
+    })
+}
+
+/// Whom a subtask failing on `worker` blames: the package when `worker` runs it.
+pub fn blames_package(worker: &str, suspects: Suspects<'_>) -> bool {
+    suspects.include(worker)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dm::tasks::Progress;
 
     fn worker(name: &str, stage: &str, source: &str) -> WorkerMember {
         WorkerMember {
@@ -155,11 +239,27 @@ mod tests {
     }
 
     fn subtask(task: &str, source: &str, worker: &str, stage: TaskStage) -> Subtask {
-        Subtask { task: task.into(), source: source.into(), worker: worker.into(), stage }
+        let (task, source, worker) = (task.into(), source.into(), worker.into());
+        Subtask { task, source, worker, stage, progress: None }
     }
 
-    fn expected() -> BTreeSet<(String, String)> {
-        [("t1", "s1"), ("t1", "s2")].iter().map(|(t, s)| (t.to_string(), s.to_string())).collect()
+    /// A running subtask at `checkpoint`, its upstream at `upstream`, `lag` seconds behind.
+    fn replicating(worker: &str, checkpoint: u64, upstream: u64, lag: u64) -> Subtask {
+        let at = |pos| Binlog { file: 7, pos };
+        let progress =
+            Progress { checkpoint: at(checkpoint), upstream: at(upstream), lag_seconds: lag };
+        Subtask { progress: Some(progress), ..subtask("t1", "s1", worker, TaskStage::Running) }
+    }
+
+    fn expected() -> Expected {
+        [("t1", "s1"), ("t1", "s2")]
+            .iter()
+            .map(|(t, s)| ((t.to_string(), s.to_string()), None))
+            .collect()
+    }
+
+    fn just(subtask: &Subtask) -> Expected {
+        [((subtask.task.clone(), subtask.source.clone()), Some(1))].into()
     }
 
     #[test]
@@ -253,14 +353,17 @@ mod tests {
         ];
         let suspects = Suspects::Workers(&on_package);
         assert_eq!(
-            judge(&expected(), &now, suspects, Judging::Roll),
+            judge(&expected(), &FirstSeen::new(), &now, suspects, Judging::Roll),
             Verdict::AgainstPackage(now[0].clone())
         );
         // Putting back: w3 is put back in turn; nothing else is failing.
-        assert_eq!(judge(&expected(), &now, suspects, Judging::PutBack), Verdict::Healthy);
+        assert_eq!(
+            judge(&expected(), &FirstSeen::new(), &now, suspects, Judging::PutBack),
+            Verdict::Healthy
+        );
         // Masters schedule every subtask: any failing one counts against their build.
         assert_eq!(
-            judge(&expected(), &now, Suspects::Everyone, Judging::Roll),
+            judge(&expected(), &FirstSeen::new(), &now, Suspects::Everyone, Judging::Roll),
             Verdict::AgainstPackage(now[0].clone())
         );
     }
@@ -275,7 +378,7 @@ mod tests {
         let suspects = Suspects::Workers(&on_package);
         for judging in [Judging::Roll, Judging::PutBack] {
             assert_eq!(
-                judge(&expected(), &now, suspects, judging),
+                judge(&expected(), &FirstSeen::new(), &now, suspects, judging),
                 Verdict::Elsewhere(now[0].clone())
             );
         }
@@ -286,7 +389,7 @@ mod tests {
         let none = BTreeSet::new();
         let now = [subtask("t1", "s2", "w2", TaskStage::New)];
         let Verdict::Waiting(why) =
-            judge(&expected(), &now, Suspects::Workers(&none), Judging::Roll)
+            judge(&expected(), &FirstSeen::new(), &now, Suspects::Workers(&none), Judging::Roll)
         else {
             panic!("waits")
         };
@@ -296,7 +399,54 @@ mod tests {
             subtask("t1", "s1", "w1", TaskStage::Finished),
             subtask("t1", "s2", "w2", TaskStage::Running),
         ];
-        let verdict = judge(&expected(), &finished, Suspects::Workers(&none), Judging::Roll);
+        let verdict = judge(
+            &expected(),
+            &FirstSeen::new(),
+            &finished,
+            Suspects::Workers(&none),
+            Judging::Roll,
+        );
         assert_eq!(verdict, Verdict::Healthy);
+    }
+
+    #[test]
+    fn a_running_subtask_must_be_seen_to_replicate() {
+        let none = BTreeSet::new();
+        let suspects = Suspects::Workers(&none);
+        let first = replicating("w1", 100, 500, 1);
+        let mut first_seen = FirstSeen::new();
+        note_first_seen(&mut first_seen, std::slice::from_ref(&first));
+        let expected = just(&first);
+        let verdict = |now: &Subtask| {
+            judge(&expected, &first_seen, std::slice::from_ref(now), suspects, Judging::Roll)
+        };
+
+        let Verdict::Waiting(why) = verdict(&first) else { panic!("not seen to move yet") };
+        assert!(why.contains("checkpoint (000007, 100) has not moved"), "{why}");
+        assert_eq!(verdict(&replicating("w1", 150, 600, 1)), Verdict::Healthy, "it moved");
+        assert_eq!(verdict(&replicating("w1", 100, 100, 0)), Verdict::Healthy, "caught up");
+        let Verdict::Waiting(why) = verdict(&replicating("w1", 150, 600, 12)) else {
+            panic!("lagging")
+        };
+        assert!(why.contains("12s behind"), "{why}");
+        // On another worker (the source moved): it must be seen to move there.
+        let moved = replicating("w2", 900, 1000, 1);
+        assert!(matches!(verdict(&moved), Verdict::Waiting(_)));
+    }
+
+    #[test]
+    fn at_the_deadline_a_subtask_that_does_not_replicate_is_stalled() {
+        let stuck = replicating("w3", 100, 900, 8);
+        let mut first_seen = FirstSeen::new();
+        note_first_seen(&mut first_seen, std::slice::from_ref(&stuck));
+        let expected = just(&stuck);
+        let (subtask, why) = stalled(&expected, &first_seen, std::slice::from_ref(&stuck)).unwrap();
+        assert_eq!(subtask.worker, "w3");
+        assert!(why.contains("has not moved while the upstream is at (000007, 900)"), "{why}");
+        let moving = replicating("w3", 200, 900, 1);
+        assert_eq!(stalled(&expected, &first_seen, &[moving]), None);
+        let on_package: BTreeSet<String> = ["w3".to_owned()].into();
+        assert!(blames_package("w3", Suspects::Workers(&on_package)));
+        assert!(!blames_package("w1", Suspects::Workers(&on_package)));
     }
 }

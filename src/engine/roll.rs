@@ -436,7 +436,8 @@ async fn wait_tasks(
     let Some(gate) = context.tasks else {
         return Ok(());
     };
-    job.say(context, "waiting until its migration tasks run again");
+    job.say(context, "waiting until its migration tasks run and replicate again");
+    gate.begin_watch();
     let look = || gate.look(context.client, &job.planned.id, judging);
     let ready = match on_interrupt {
         OnInterrupt::GiveUp => context.wait(look).await,
@@ -445,6 +446,12 @@ async fn wait_tasks(
     match (ready, gate.take_failure()) {
         (Ok(()), _) => Ok(()),
         (Err(WaitError::Failed(_)), Some(failure)) => Err(StepError::Tasks(failure)),
+        (Err(err @ WaitError::TimedOut { .. }), _) => {
+            match gate.stalled(context.client, judging).await {
+                Some(failure) => Err(StepError::Tasks(failure)),
+                None => Err(err.into()),
+            }
+        }
         (Err(err), _) => Err(err.into()),
     }
 }

@@ -9,11 +9,12 @@
 //! runs the package, it proves the package bad.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fmt;
 use std::sync::Mutex;
 
 use futures_util::future::join_all;
 
-use super::judge::{self, Judging, Suspects, Verdict};
+use super::judge::{self, Expected, FirstSeen, Judging, Suspects, Verdict};
 use crate::dm::client::DmClient;
 use crate::dm::health::Readiness;
 use crate::dm::tasks::{Subtask, TaskStage};
@@ -28,8 +29,10 @@ pub struct TaskGate {
     /// What the roll restarts: a worker's build runs the subtasks of its source; a master's
     /// build schedules them all.
     component: Role,
-    /// (task, source) running (or finished) before the roll.
-    expected: BTreeSet<(String, String)>,
+    /// (task, source) running (or finished) before the roll, with its lag then.
+    expected: Expected,
+    /// The first checkpoint of each subtask seen since the current wait began.
+    first_seen: Mutex<FirstSeen>,
     /// Per instance ID, the subtasks seen once the gate passed after its restart.
     checked: Mutex<HashMap<String, Vec<Subtask>>>,
     /// The workers (member names) that run the package now.
@@ -60,13 +63,27 @@ impl PausedSubtask {
     }
 }
 
-/// A subtask that failed during the roll, and whether that proves the package bad.
+/// A subtask that failed during the roll (paused, or running without replicating), and
+/// whether that proves the package bad.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{}", .paused.describe_with(if *.against_package { ", which runs the package" } else { ", which does not run the package" }))]
 pub struct TaskFailure {
     pub paused: PausedSubtask,
+    /// Why a subtask that still says Running failed: it stalled, or lags too far.
+    pub stalled: Option<String>,
     /// It failed on a worker that runs the package (or under a master on it).
     pub against_package: bool,
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let runs = if self.against_package { "runs" } else { "does not run" };
+        match &self.stalled {
+            None => f.write_str(&self.paused.describe_with(&format!(", which {runs} the package"))),
+            Some(why) => {
+                write!(f, "{why}; worker {} {runs} the package", self.paused.subtask.worker)
+            }
+        }
+    }
 }
 
 impl TaskGate {
@@ -78,10 +95,13 @@ impl TaskGate {
         component: Role,
     ) -> (TaskGate, Vec<PausedSubtask>) {
         let now = all_subtasks(client, &workers).await;
-        let expected =
-            now.iter().filter(|s| s.stage.is_healthy()).map(|s| (s.task.clone(), s.source.clone()));
+        let expected = now.iter().filter(|s| s.stage.is_healthy()).map(|s| {
+            let lag = s.progress.map(|p| p.lag_seconds);
+            ((s.task.clone(), s.source.clone()), lag)
+        });
         let gate = TaskGate {
             expected: expected.collect(),
+            first_seen: Mutex::new(FirstSeen::new()),
             workers,
             masters,
             component,
@@ -113,22 +133,29 @@ impl TaskGate {
         }
     }
 
-    /// One look after `id` restarted: ready when every expected subtask runs again (recorded
-    /// for `id`); failed as soon as one is paused (see [`judge::judge`] for whom it blames,
-    /// and [`TaskGate::take_failure`]).
+    /// A wait on the subtasks begins: each must be seen to replicate from now on.
+    pub fn begin_watch(&self) {
+        self.first_seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// One look after `id` restarted: ready when every expected subtask runs again and
+    /// replicates (recorded for `id`); failed as soon as one is paused (see [`judge::judge`]
+    /// for whom it blames, and [`TaskGate::take_failure`]).
     pub async fn look(&self, client: &DmClient, id: &str, judging: Judging) -> Readiness {
         let now = all_subtasks(client, &self.workers).await;
-        let on_package = self.on_package.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let suspects = match self.component {
-            Role::Master => Suspects::Everyone,
-            Role::Worker => Suspects::Workers(&on_package),
+        let first_seen = {
+            let mut first_seen = self.first_seen.lock().unwrap_or_else(|p| p.into_inner());
+            judge::note_first_seen(&mut first_seen, &now);
+            first_seen.clone()
         };
-        let (subtask, against_package) = match judge::judge(&self.expected, &now, suspects, judging)
-        {
+        let on_package = self.on_package.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let suspects = self.suspects(&on_package);
+        let verdict = judge::judge(&self.expected, &first_seen, &now, suspects, judging);
+        let (subtask, against_package) = match verdict {
             Verdict::Healthy => {
                 let seen: Vec<Subtask> = now
                     .into_iter()
-                    .filter(|s| self.expected.contains(&(s.task.clone(), s.source.clone())))
+                    .filter(|s| self.expected.contains_key(&(s.task.clone(), s.source.clone())))
                     .collect();
                 let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
                 checked.insert(id.to_owned(), seen);
@@ -139,14 +166,44 @@ impl TaskGate {
             Verdict::Elsewhere(subtask) => (subtask, false),
         };
         let error = client.subtask_error(&self.masters, &subtask.task, &subtask.source).await;
-        let failure = TaskFailure { paused: PausedSubtask { subtask, error }, against_package };
+        let paused = PausedSubtask { subtask, error };
+        let failure = TaskFailure { paused, stalled: None, against_package };
         let said = failure.to_string();
-        if against_package {
+        self.note_evidence(&failure);
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
+        Readiness::Failed(said)
+    }
+
+    /// At the end of a wait that ran out: a subtask that runs but does not replicate (see
+    /// [`judge::stalled`]), as a failure (when putting back, only one off the package counts).
+    pub async fn stalled(&self, client: &DmClient, judging: Judging) -> Option<TaskFailure> {
+        let now = all_subtasks(client, &self.workers).await;
+        let first_seen = self.first_seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (subtask, why) = judge::stalled(&self.expected, &first_seen, &now)?;
+        let on_package = self.on_package.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let against_package = judge::blames_package(&subtask.worker, self.suspects(&on_package));
+        if against_package && judging == Judging::PutBack {
+            return None;
+        }
+        let paused = PausedSubtask { subtask, error: None };
+        let failure = TaskFailure { paused, stalled: Some(why), against_package };
+        self.note_evidence(&failure);
+        Some(failure)
+    }
+
+    fn suspects<'a>(&self, on_package: &'a BTreeSet<String>) -> Suspects<'a> {
+        match self.component {
+            Role::Master => Suspects::Everyone,
+            Role::Worker => Suspects::Workers(on_package),
+        }
+    }
+
+    /// A failure against the package proves it bad (the first one is kept, to be told).
+    fn note_evidence(&self, failure: &TaskFailure) {
+        if failure.against_package {
             let mut proven_bad = self.proven_bad.lock().unwrap_or_else(|p| p.into_inner());
             proven_bad.get_or_insert_with(|| failure.clone());
         }
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
-        Readiness::Failed(said)
     }
 
     /// The failure that ended the last wait on [`TaskGate::look`], if one did.

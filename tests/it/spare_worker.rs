@@ -86,3 +86,43 @@ fn a_hotfix_that_pauses_subtasks_on_the_spare_worker_is_put_back_everywhere() {
     assert_all_running(&cluster);
     assert_eq!(cluster.sandbox.bindings().len(), 2, "every source bound");
 }
+
+/// Every subtask's checkpoint moves forward from `before` (the simulated upstream never rests).
+#[track_caller]
+fn assert_checkpoints_advance(cluster: &Cluster, before: &BTreeMap<(String, String), (u64, u64)>) {
+    let after = cluster.sandbox.checkpoints();
+    assert_eq!(after.len(), 4, "{after:?}");
+    for (subtask, at) in &after {
+        assert!(
+            before.get(subtask).is_some_and(|was| at > was),
+            "{subtask:?}: {before:?} -> {at:?}"
+        );
+    }
+}
+
+#[test]
+fn a_hotfix_whose_subtasks_stall_fails_within_the_wait_and_runs_nowhere() {
+    let cluster = one_spare_worker();
+    let ids = worker_ids(&cluster);
+    let stalled = cluster.package("dm-worker", "v8.5.2", &[Fault::StalledTasks]);
+    let before = cluster.sandbox.checkpoints();
+
+    let run = cluster.patch(&stalled, &["-R", "dm-worker", "--wait-timeout", "4"]).code(1);
+
+    let message = run.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("is Running on worker"), "{message}");
+    assert!(message.contains("has not moved while the upstream is at"), "{message}");
+    assert!(message.contains("runs the package"), "{message}");
+    for id in ids.values() {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{id} runs the old build");
+    }
+    assert_all_running(&cluster);
+    assert_checkpoints_advance(&cluster, &before);
+
+    // A good build keeps every checkpoint moving.
+    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+    let before = cluster.sandbox.checkpoints();
+    let run = cluster.patch(&good, &["-R", "dm-worker", "--wait-timeout", "4"]).success();
+    assert_eq!(run.outcome_names(), ["patched"; 3]);
+    assert_checkpoints_advance(&cluster, &before);
+}

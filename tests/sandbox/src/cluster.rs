@@ -262,6 +262,52 @@ impl Sandbox {
         events.into_iter().map(|(_, source, worker)| (source, worker)).collect()
     }
 
+    /// Holds a shard DDL lock of `task` on `source` (`locked`), or resolves it, through the
+    /// leader (any master forwards the call).
+    pub fn shard_ddl_lock(&self, task: &str, source: &str, locked: bool) {
+        let client = self.http_client();
+        let path = format!("/sim/v1/shard-ddl/{task}/{source}");
+        let done = self.masters().iter().any(|master| {
+            let url = format!("{}{path}", master.url_for(self.tls));
+            let request = if locked { client.post(url) } else { client.delete(url) };
+            request.send().is_ok_and(|answer| answer.status().is_success())
+        });
+        assert!(done, "no master took {path}");
+    }
+
+    /// Each subtask's checkpoint, `(task, source) -> (file, pos)`, from the running workers'
+    /// `/metrics` (`dm_syncer_binlog_*{node="syncer"}`).
+    pub fn checkpoints(&self) -> std::collections::BTreeMap<(String, String), (u64, u64)> {
+        let client = self.http_client();
+        let mut checkpoints = std::collections::BTreeMap::new();
+        for worker in self.instances.iter().filter(|i| !i.is_master()) {
+            let Some(text) = get_text(&client, &format!("{}/metrics", self.url(&worker.id))) else {
+                continue;
+            };
+            for line in text.lines().filter(|line| line.contains("node=\"syncer\"")) {
+                let Some((name, rest)) = line.split_once('{') else { continue };
+                let Some((labels, value)) = rest.split_once("} ") else { continue };
+                let label = |key: &str| {
+                    labels.split(',').find_map(|pair| {
+                        let (k, v) = pair.split_once('=')?;
+                        (k == key).then(|| v.trim_matches('"').to_owned())
+                    })
+                };
+                let (Some(task), Some(source)) = (label("task"), label("source_id")) else {
+                    continue;
+                };
+                let value: u64 = value.trim().parse().unwrap_or_default();
+                let entry = checkpoints.entry((task, source)).or_insert((0, 0));
+                match name {
+                    crate::task_api::BINLOG_FILE_METRIC => entry.0 = value,
+                    crate::task_api::BINLOG_POS_METRIC => entry.1 = value,
+                    _ => {}
+                }
+            }
+        }
+        checkpoints
+    }
+
     /// query-status of `task` (`GET /apis/v1alpha1/status/{task}`) from the first master that
     /// answers it.
     pub fn query_status(&self, task: &str) -> Option<QueryStatusResponse> {

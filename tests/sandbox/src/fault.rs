@@ -22,16 +22,24 @@ pub enum Fault {
     /// A worker registers and comes back bound, but every subtask it runs is Paused with an
     /// error, as with a hotfix whose sync unit is broken.
     PausedTasks,
+    /// Every subtask a worker takes says Running, but its checkpoint never moves while the
+    /// upstream's does: a hotfix whose syncer is stuck.
+    StalledTasks,
+    /// Every subtask a worker takes runs, and replicates, for some seconds
+    /// (`DM_SIM_LATE_PAUSE_MS`, 3 s), then pauses with an error.
+    LatePause,
 }
 
 impl Fault {
     /// Every fault the simulator knows.
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 7] = [
         Fault::ExitAtStart,
         Fault::NeverHealthy,
         Fault::WrongVersion,
         Fault::IgnoreEvict,
         Fault::PausedTasks,
+        Fault::StalledTasks,
+        Fault::LatePause,
     ];
 
     /// The name in `DM_SIM_FAULT`, package file names and `sandbox package --fault`.
@@ -42,6 +50,8 @@ impl Fault {
             Fault::WrongVersion => "wrong-version",
             Fault::IgnoreEvict => "ignore-evict",
             Fault::PausedTasks => "paused-tasks",
+            Fault::StalledTasks => "stalled-tasks",
+            Fault::LatePause => "late-pause",
         }
     }
 
@@ -99,7 +109,7 @@ mod tests {
         let err = Fault::parse("exit-at-stat").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown fault \"exit-at-stat\" (known: exit-at-start, never-healthy, wrong-version, ignore-evict, paused-tasks)"
+            "unknown fault \"exit-at-stat\" (known: exit-at-start, never-healthy, wrong-version, ignore-evict, paused-tasks, stalled-tasks, late-pause)"
         );
     }
 }

@@ -110,6 +110,37 @@ pub struct SubTaskStatus {
     pub stage: TaskStage,
     pub unit: String,
     pub result: Option<ProcessResult>,
+    /// The shard DDL lock this subtask waits in; empty when none.
+    #[serde(rename = "unresolvedDDLLockID", default)]
+    pub unresolved_ddl_lock_id: String,
+    /// The sync unit's progress (DM's `SyncStatus`), for a subtask in the Sync unit.
+    #[serde(default)]
+    pub sync: Option<SyncStatus>,
+}
+
+/// DM's `pb.SyncStatus`, as the gateway writes it (int64 as strings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// The upstream's position, `(mysql-bin.000001, 4586)`.
+    pub master_binlog: String,
+    /// The subtask's checkpoint, in the same form.
+    pub syncer_binlog: String,
+    pub seconds_behind_master: String,
+    pub synced: bool,
+    pub blocking_ddls: Vec<String>,
+    pub unresolved_groups: Vec<ShardingGroup>,
+}
+
+/// DM's `pb.ShardingGroup`: a shard DDL waiting until every upstream table has run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardingGroup {
+    pub target: String,
+    #[serde(rename = "DDLs")]
+    pub ddls: Vec<String>,
+    pub synced: Vec<String>,
+    pub unsynced: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,8 +161,8 @@ pub struct ProcessError {
     pub raw_cause: String,
 }
 
-/// One subtask as its worker runs it: what the worker reports to the leader with each
-/// keepalive, and serves on `/metrics`.
+/// One subtask as its worker runs it: what the worker reports to the leader when asked, and
+/// serves on `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubtaskReport {
     pub task: String,
@@ -140,6 +171,49 @@ pub struct SubtaskReport {
     /// Why it is paused, empty otherwise.
     #[serde(default)]
     pub error: String,
+    /// Its checkpoint: how far it has replicated.
+    #[serde(default)]
+    pub syncer: Binlog,
+    /// The upstream's position now.
+    #[serde(default)]
+    pub master: Binlog,
+    /// How far behind the upstream it is, in seconds.
+    #[serde(default)]
+    pub lag_seconds: u64,
+}
+
+/// A binlog position: the file's index (`mysql-bin.000042` is 42) and the position in it.
+/// Ordered as DM compares locations: file first.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Binlog {
+    pub file: u64,
+    pub pos: u64,
+}
+
+impl Binlog {
+    /// How fast the simulated upstream writes, and how often its binlog rotates.
+    const BYTES_PER_MS: u64 = 1_000;
+    const FILE_MS: u64 = 60_000;
+    /// Simulated time starts here (2026-01-01), so that file indexes stay short.
+    const EPOCH_MS: u64 = 1_767_225_600_000;
+
+    /// Where every simulated upstream MySQL is at `at`: writes arrive at a steady rate and the
+    /// binlog rotates every minute. A function of the clock, so that every process agrees.
+    pub fn upstream_at(at: std::time::SystemTime) -> Binlog {
+        let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let ms = (since_epoch.as_millis() as u64).saturating_sub(Binlog::EPOCH_MS);
+        Binlog {
+            file: 1 + ms / Binlog::FILE_MS,
+            pos: 4 + (ms % Binlog::FILE_MS) * Binlog::BYTES_PER_MS,
+        }
+    }
+
+    /// DM's text form, `(mysql-bin.000042, 4586)`.
+    pub fn location(&self) -> String {
+        format!("(mysql-bin.{:06}, {})", self.file, self.pos)
+    }
 }
 
 /// The leader's answer to a worker's keepalive: the source bound to it and that source's tasks.
@@ -149,18 +223,33 @@ pub struct Assignment {
     pub tasks: Vec<String>,
 }
 
-/// `dm_worker_task_state` lines of Prometheus text for `worker`'s subtasks.
+/// Each subtask's checkpoint and the upstream's position (`node="syncer"` and `node="master"`),
+/// and its lag, as DM's syncer exports them (tiflow `dm/syncer/metrics`).
+pub const BINLOG_FILE_METRIC: &str = "dm_syncer_binlog_file";
+pub const BINLOG_POS_METRIC: &str = "dm_syncer_binlog_pos";
+pub const LAG_METRIC: &str = "dm_syncer_replication_lag_gauge";
+
+/// The Prometheus text of `worker`'s `/metrics` for its subtasks: `dm_worker_task_state`, and
+/// the syncer's binlog positions and lag.
 pub fn render_task_metrics(worker: &str, subtasks: &[SubtaskReport]) -> String {
     let mut text = format!(
         "# HELP {TASK_STATE_METRIC} state of task, 0 - invalidStage, 1 - New, 2 - Running, 3 - \
          Paused, 4 - Stopped, 5 - Finished\n# TYPE {TASK_STATE_METRIC} gauge\n"
     );
-    for subtask in subtasks {
+    for s in subtasks {
+        let (source, task) = (&s.source, &s.task);
         text.push_str(&format!(
-            "{TASK_STATE_METRIC}{{source_id=\"{}\",task=\"{}\",worker=\"{worker}\"}} {}\n",
-            subtask.source,
-            subtask.task,
-            subtask.stage.metric_value()
+            "{TASK_STATE_METRIC}{{source_id=\"{source}\",task=\"{task}\",worker=\"{worker}\"}} {}\n",
+            s.stage.metric_value()
+        ));
+        for (node, at) in [("master", s.master), ("syncer", s.syncer)] {
+            let labels = format!("node=\"{node}\",source_id=\"{source}\",task=\"{task}\"");
+            text.push_str(&format!("{BINLOG_FILE_METRIC}{{{labels}}} {}\n", at.file));
+            text.push_str(&format!("{BINLOG_POS_METRIC}{{{labels}}} {}\n", at.pos));
+        }
+        text.push_str(&format!(
+            "{LAG_METRIC}{{source_id=\"{source}\",task=\"{task}\",worker=\"{worker}\"}} {}\n",
+            s.lag_seconds
         ));
     }
     text

@@ -53,6 +53,8 @@ pub struct Timings {
     pub worker_lease: Duration,
     pub scheduler_delay: Duration,
     pub forward_delay: Duration,
+    /// How long a subtask replicates before it pauses, under the `late-pause` fault.
+    pub late_pause: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +99,7 @@ pub fn settings_from_env(args: &[String]) -> Result<Settings, String> {
             worker_lease: millis("DM_SIM_WORKER_LEASE_MS", 60_000)?,
             scheduler_delay: millis("DM_SIM_SCHEDULER_DELAY_MS", 1_000)?,
             forward_delay: millis("DM_SIM_FORWARD_DELAY_MS", 100)?,
+            late_pause: millis("DM_SIM_LATE_PAUSE_MS", 3_000)?,
         },
         tls,
     })

@@ -13,6 +13,7 @@ mod master_api;
 mod peer;
 mod scheduler;
 mod state;
+mod subtasks;
 mod tasks;
 mod tls;
 mod worker;

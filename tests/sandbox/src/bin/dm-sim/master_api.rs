@@ -46,6 +46,7 @@ pub fn router(master: Arc<Master>) -> Router {
         .route("/apis/v1alpha1/status/{task}", get(query_status))
         .route("/sim/v1/workers/keepalive", post(worker_keepalive))
         .route("/sim/v1/workers/offline", post(worker_goodbye))
+        .route("/sim/v1/shard-ddl/{task}/{source}", post(lock_ddl).delete(resolve_ddl))
         .route_layer(middleware::from_fn_with_state(master.clone(), leader_only));
     Router::new()
         .route("/health", get(health))
@@ -321,6 +322,32 @@ async fn query_status(State(master): Shared, Path(task): Path<String>) -> Respon
         }
     }
     Json(tasks::query_status(&state, &reports, &task)).into_response()
+}
+
+/// `POST /sim/v1/shard-ddl/{task}/{source}`: a shard DDL lock waits on the source.
+async fn lock_ddl(State(master): Shared, Path((task, source)): Path<(String, String)>) -> Response {
+    match with_scheduler(&master, |_, state| tasks::lock_ddl(state, &task, &source)).await {
+        Err(refusal) => refusal,
+        Ok(Err(message)) => gateway_error(StatusCode::BAD_REQUEST, message),
+        Ok(Ok(events)) => {
+            events.into_iter().for_each(|event| master.log.event(event));
+            Json(CommonResponse::ok()).into_response()
+        }
+    }
+}
+
+/// `DELETE /sim/v1/shard-ddl/{task}/{source}`: the lock is resolved.
+async fn resolve_ddl(
+    State(master): Shared,
+    Path((task, source)): Path<(String, String)>,
+) -> Response {
+    match with_scheduler(&master, |_, state| tasks::resolve_ddl(state, &task, &source)).await {
+        Err(refusal) => refusal,
+        Ok(events) => {
+            events.into_iter().for_each(|event| master.log.event(event));
+            Json(CommonResponse::ok()).into_response()
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

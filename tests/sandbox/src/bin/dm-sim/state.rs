@@ -21,6 +21,19 @@ pub struct ClusterState {
     /// Migration tasks and the sources each replicates from.
     #[serde(default)]
     pub tasks: BTreeMap<String, BTreeSet<String>>,
+    /// Shard DDL locks not yet resolved: a task's DDL that waits on a source until every
+    /// upstream table of its shard group has run it.
+    #[serde(default)]
+    pub ddl_locks: Vec<DdlLock>,
+}
+
+/// A pessimistic shard DDL lock of `task`, held on `source`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DdlLock {
+    pub task: String,
+    pub source: String,
+    /// DM's lock ID: the task and the shard group's target table.
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

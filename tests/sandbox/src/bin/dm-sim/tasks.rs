@@ -6,12 +6,15 @@
 use std::collections::{BTreeSet, HashMap};
 
 use dm_sandbox::task_api::{
-    Assignment, ProcessError, ProcessResult, QueryStatusResponse, SourceStatus, SourceTaskStatus,
-    SubTaskStatus, SubtaskReport, TaskStage,
+    Assignment, ProcessError, ProcessResult, QueryStatusResponse, ShardingGroup, SourceStatus,
+    SourceTaskStatus, SubTaskStatus, SubtaskReport, SyncStatus, TaskStage,
 };
 
 use crate::scheduler::Events;
-use crate::state::ClusterState;
+use crate::state::{ClusterState, DdlLock};
+
+/// The table every simulated shard group merges into.
+const SHARD_TARGET: &str = "`shard_db`.`shard_table`";
 
 /// DM's error code for a subtask the sync unit stopped (`codeSyncerUnitPanic`'s neighbourhood;
 /// any code serves, the simulator only has to give one).
@@ -67,6 +70,7 @@ pub fn query_status(
                 worker.as_ref().and_then(|worker| reports.get(worker)).and_then(|subtasks| {
                     subtasks.iter().find(|s| s.task == task && &s.source == source)
                 });
+            let lock = state.ddl_locks.iter().find(|l| l.task == task && &l.source == source);
             let sub_task_status = reported.map(|subtask| SubTaskStatus {
                 name: task.to_owned(),
                 stage: subtask.stage,
@@ -79,6 +83,8 @@ pub fn query_status(
                         raw_cause: String::new(),
                     }],
                 }),
+                unresolved_ddl_lock_id: lock.map(|l| l.id.clone()).unwrap_or_default(),
+                sync: Some(sync_status(subtask, lock)),
             });
             let msg = match (&worker, &sub_task_status) {
                 (None, _) => format!("source {source} is not bound to any worker"),
@@ -97,6 +103,51 @@ pub fn query_status(
         })
         .collect();
     QueryStatusResponse { result: true, msg: String::new(), sources }
+}
+
+/// The `sync` block of a subtask's status: its progress, and the shard DDL it waits on.
+fn sync_status(subtask: &SubtaskReport, lock: Option<&DdlLock>) -> SyncStatus {
+    let group = |lock: &DdlLock| ShardingGroup {
+        target: SHARD_TARGET.to_owned(),
+        ddls: vec![format!("ALTER TABLE {SHARD_TARGET} ADD COLUMN `c` INT")],
+        synced: vec![format!("`{}`.`shard_table`", lock.source)],
+        unsynced: vec!["`another_source`.`shard_table`".to_owned()],
+    };
+    SyncStatus {
+        master_binlog: subtask.master.location(),
+        syncer_binlog: subtask.syncer.location(),
+        seconds_behind_master: subtask.lag_seconds.to_string(),
+        synced: subtask.syncer == subtask.master,
+        blocking_ddls: Vec::new(),
+        unresolved_groups: lock.map(group).into_iter().collect(),
+    }
+}
+
+/// `POST /sim/v1/shard-ddl/{task}/{source}`: a shard DDL of `task` now waits on `source`.
+pub fn lock_ddl(state: &mut ClusterState, task: &str, source: &str) -> Result<Events, String> {
+    if !state.tasks.get(task).is_some_and(|sources| sources.contains(source)) {
+        return Err(format!("task {task} does not replicate from source {source}"));
+    }
+    if state.ddl_locks.iter().any(|l| l.task == task && l.source == source) {
+        return Ok(Events::new());
+    }
+    let id = format!("{task}-{SHARD_TARGET}");
+    state.ddl_locks.push(DdlLock {
+        task: task.to_owned(),
+        source: source.to_owned(),
+        id: id.clone(),
+    });
+    Ok(vec![format!("shard DDL lock {id} waits on source {source}")])
+}
+
+/// `DELETE /sim/v1/shard-ddl/{task}/{source}`: the lock is resolved.
+pub fn resolve_ddl(state: &mut ClusterState, task: &str, source: &str) -> Events {
+    let before = state.ddl_locks.len();
+    state.ddl_locks.retain(|l| !(l.task == task && l.source == source));
+    if state.ddl_locks.len() == before {
+        return Events::new();
+    }
+    vec![format!("shard DDL lock of task {task} on source {source} resolved")]
 }
 
 #[cfg(test)]
@@ -134,6 +185,9 @@ mod tests {
             source: "s1".into(),
             stage: TaskStage::Paused,
             error: "sync unit failed".into(),
+            syncer: Default::default(),
+            master: Default::default(),
+            lag_seconds: 0,
         };
         let reports = HashMap::from([("w1".to_owned(), vec![paused])]);
         let status = query_status(&state, &reports, "t1");
@@ -145,5 +199,29 @@ mod tests {
         assert_eq!(errors[0].message, "sync unit failed");
         assert!(!status.sources[1].result, "s2 has no worker");
         assert!(!query_status(&state, &reports, "nope").result);
+    }
+
+    #[test]
+    fn a_shard_ddl_lock_shows_on_its_sources_subtask_until_resolved() {
+        let mut state = state();
+        create(&mut state, "t1", &["s1".into()]).unwrap();
+        assert!(lock_ddl(&mut state, "t1", "s2").is_err(), "t1 has no s2");
+        lock_ddl(&mut state, "t1", "s1").unwrap();
+        let running = SubtaskReport {
+            task: "t1".into(),
+            source: "s1".into(),
+            stage: TaskStage::Running,
+            error: String::new(),
+            syncer: Default::default(),
+            master: Default::default(),
+            lag_seconds: 0,
+        };
+        let reports = HashMap::from([("w1".to_owned(), vec![running])]);
+        let subtask = &query_status(&state, &reports, "t1").sources[0].sub_task_status[0];
+        assert_eq!(subtask.unresolved_ddl_lock_id, "t1-`shard_db`.`shard_table`");
+        assert_eq!(subtask.sync.as_ref().unwrap().unresolved_groups.len(), 1);
+        resolve_ddl(&mut state, "t1", "s1");
+        let subtask = &query_status(&state, &reports, "t1").sources[0].sub_task_status[0];
+        assert_eq!(subtask.unresolved_ddl_lock_id, "");
     }
 }

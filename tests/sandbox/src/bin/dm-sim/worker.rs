@@ -4,23 +4,25 @@
 //! start exits 2, as DM's does.
 //!
 //! The keepalive answer names the source bound to it and that source's tasks, whose subtasks it
-//! then (re)starts: Running, or Paused with an error under the `paused-tasks` fault. `/metrics`
-//! serves their `dm_worker_task_state`; `/sim/v1/subtasks` lists them for the leader's
-//! query-status (DM's master asks its workers over gRPC).
+//! then (re)starts (see [`crate::subtasks`] for how they replicate, or fail to). `/metrics`
+//! serves their `dm_worker_task_state` and the syncer's binlog positions and lag;
+//! `/sim/v1/subtasks` lists them for the leader's query-status (DM's master asks its workers
+//! over gRPC).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::routing::get;
 use dm_sandbox::Fault;
-use dm_sandbox::task_api::{Assignment, SubtaskReport, TaskStage, render_task_metrics};
+use dm_sandbox::task_api::render_task_metrics;
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::Settings;
 use crate::events::EventLog;
 use crate::http;
+use crate::subtasks::{Behaviour, Subtasks};
 
 const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a starting worker looks for a master before giving up.
@@ -58,42 +60,7 @@ impl Masters {
 }
 
 /// The subtasks this worker runs, shared with `/metrics`.
-type Subtasks = Arc<Mutex<Vec<SubtaskReport>>>;
-
-/// Starts the subtasks of `assignment`, unless they already run: Running, or Paused under the
-/// `paused-tasks` fault. Returns what changed, for the event log.
-fn follow(assignment: &Assignment, subtasks: &Subtasks, paused: bool) -> Option<String> {
-    let mut running = subtasks.lock().expect("subtasks lock");
-    let source = assignment.source.clone().unwrap_or_default();
-    let unchanged = running.len() == assignment.tasks.len()
-        && running.iter().zip(&assignment.tasks).all(|(s, t)| &s.task == t && s.source == source);
-    if unchanged {
-        return None;
-    }
-    *running = assignment
-        .tasks
-        .iter()
-        .map(|task| SubtaskReport {
-            task: task.clone(),
-            source: source.clone(),
-            stage: if paused { TaskStage::Paused } else { TaskStage::Running },
-            error: if paused {
-                format!(
-                    "[code=36069] sync unit of {task} on {source} failed to resume (paused-tasks)"
-                )
-            } else {
-                String::new()
-            },
-        })
-        .collect();
-    Some(if running.is_empty() {
-        "runs no subtask".to_owned()
-    } else {
-        let names: Vec<String> =
-            running.iter().map(|s| format!("{}/{} {:?}", s.task, s.source, s.stage)).collect();
-        format!("runs subtasks {}", names.join(", "))
-    })
-}
+type Shared = Arc<Mutex<Subtasks>>;
 
 /// Runs a dm-worker until SIGTERM (or SIGINT); returns the exit code.
 pub async fn run(settings: Settings) -> Result<i32, String> {
@@ -111,15 +78,16 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
         .map(str::to_owned)
         .collect();
     let log = EventLog::new(settings.log_file(), &name);
-    let subtasks = Subtasks::default();
-    let metrics = {
-        let (subtasks, name) = (subtasks.clone(), name.clone());
-        move || async move { render_task_metrics(&name, &subtasks.lock().expect("subtasks lock")) }
-    };
-    let listing = {
+    let subtasks: Shared = Arc::new(Mutex::new(Subtasks::new(Behaviour::of(&settings))));
+    let reports = {
         let subtasks = subtasks.clone();
-        move || async move { axum::Json(subtasks.lock().expect("subtasks lock").clone()) }
+        move || subtasks.lock().expect("subtasks lock").reports(SystemTime::now())
     };
+    let metrics = {
+        let (reports, name) = (reports.clone(), name.clone());
+        move || async move { render_task_metrics(&name, &reports()) }
+    };
+    let listing = move || async move { axum::Json(reports()) };
     let router = Router::new()
         .merge(http::status_route(&settings))
         .route("/metrics", get(metrics))
@@ -153,7 +121,6 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
         http: http::client(call_timeout, settings.tls.as_deref()),
         scheme: settings.scheme(),
     };
-    let paused = settings.has(Fault::PausedTasks);
     let started = Instant::now();
     let mut registered = false;
     let mut connected = false;
@@ -166,7 +133,8 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
         };
         let answered = answer.is_some();
         if let Some(assignment) = answer.and_then(|text| serde_json::from_str(&text).ok())
-            && let Some(change) = follow(&assignment, &subtasks, paused)
+            && let Some(change) =
+                subtasks.lock().expect("subtasks lock").follow(&assignment, SystemTime::now())
         {
             log.event(change);
         }
