@@ -243,6 +243,45 @@ struct SubTaskStatus {
     name: String,
     #[serde(default)]
     result: Option<ProcessResult>,
+    /// The shard DDL lock the subtask waits in; empty when none.
+    #[serde(default, rename = "unresolvedDDLLockID")]
+    unresolved_ddl_lock_id: String,
+    #[serde(default)]
+    sync: Option<SyncStatus>,
+}
+
+/// The part of DM's `SyncStatus` that tells of shard DDL: groups not yet resolved.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SyncStatus {
+    #[serde(default)]
+    unresolved_groups: Vec<ShardingGroup>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ShardingGroup {
+    #[serde(default)]
+    target: String,
+}
+
+/// A shard DDL that waits on a source: DM's guide says not to restart the source's worker
+/// then (it can be left blocked at the DDL, to be repaired by hand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DdlLock {
+    pub task: String,
+    pub source: String,
+    /// DM's lock ID (`unresolvedDDLLockID`), or the unresolved group's target table.
+    pub lock: String,
+}
+
+impl std::fmt::Display for DdlLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "task '{}' on source '{}' holds the unresolved shard DDL lock {}",
+            self.task, self.source, self.lock
+        )
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -261,6 +300,39 @@ struct ProcessError {
 }
 
 impl DmClient {
+    /// The unresolved shard DDL locks of `task`, per source, from query-status (any master
+    /// forwards it to the leader); none when no master answers.
+    pub async fn ddl_locks(&self, masters: &[String], task: &str) -> Vec<DdlLock> {
+        let Some(status) = self.query_status(masters, task).await else { return Vec::new() };
+        let mut locks = Vec::new();
+        for source in &status.sources {
+            for subtask in source.sub_task_status.iter().filter(|s| s.name == task) {
+                let groups = subtask.sync.as_ref().map(|s| s.unresolved_groups.as_slice());
+                let lock = match (subtask.unresolved_ddl_lock_id.as_str(), groups) {
+                    ("", Some([group, ..])) => format!("on {}", group.target),
+                    ("", _) => continue,
+                    (id, _) => id.to_owned(),
+                };
+                let (task, source) = (task.to_owned(), source.source_status.source.clone());
+                locks.push(DdlLock { task, source, lock });
+            }
+        }
+        locks
+    }
+
+    /// query-status of `task` from the first master that answers it.
+    async fn query_status(&self, masters: &[String], task: &str) -> Option<QueryStatus> {
+        for master in masters {
+            let Ok(body) = self.get(master, &format!("/apis/v1alpha1/status/{task}")).await else {
+                continue;
+            };
+            if let Ok(status) = serde_json::from_str::<QueryStatus>(&body) {
+                return Some(status);
+            }
+        }
+        None
+    }
+
     /// The subtasks the dm-worker at `addr` runs, from its `/metrics`.
     pub async fn worker_subtasks(&self, addr: &str) -> Result<Vec<Subtask>, DmError> {
         Ok(parse_task_metrics(&self.get(addr, "/metrics").await?))
@@ -274,32 +346,26 @@ impl DmClient {
         task: &str,
         source: &str,
     ) -> Option<String> {
-        for master in masters {
-            let Ok(body) = self.get(master, &format!("/apis/v1alpha1/status/{task}")).await else {
-                continue;
-            };
-            let Ok(status) = serde_json::from_str::<QueryStatus>(&body) else { continue };
-            if !status.result {
-                return (!status.msg.is_empty()).then_some(status.msg);
-            }
-            let errors: Vec<String> = status
-                .sources
-                .iter()
-                .filter(|s| s.source_status.source == source)
-                .flat_map(|s| &s.sub_task_status)
-                .filter(|subtask| subtask.name == task)
-                .flat_map(|subtask| subtask.result.iter().flat_map(|r| &r.errors))
-                .map(|error| {
-                    if error.raw_cause.is_empty() {
-                        error.message.clone()
-                    } else {
-                        format!("{}: {}", error.message, error.raw_cause)
-                    }
-                })
-                .collect();
-            return (!errors.is_empty()).then(|| errors.join("; "));
+        let status = self.query_status(masters, task).await?;
+        if !status.result {
+            return (!status.msg.is_empty()).then_some(status.msg);
         }
-        None
+        let errors: Vec<String> = status
+            .sources
+            .iter()
+            .filter(|s| s.source_status.source == source)
+            .flat_map(|s| &s.sub_task_status)
+            .filter(|subtask| subtask.name == task)
+            .flat_map(|subtask| subtask.result.iter().flat_map(|r| &r.errors))
+            .map(|error| {
+                if error.raw_cause.is_empty() {
+                    error.message.clone()
+                } else {
+                    format!("{}: {}", error.message, error.raw_cause)
+                }
+            })
+            .collect();
+        (!errors.is_empty()).then(|| errors.join("; "))
     }
 }
 
@@ -353,5 +419,18 @@ mod tests {
             (error.message.as_str(), error.raw_cause.as_str()),
             ("sync unit failed", "bad DDL")
         );
+    }
+
+    #[test]
+    fn shard_ddl_locks_are_read_from_query_status() {
+        let body = r#"{"result":true,"msg":"","sources":[{"result":true,"msg":"",
+            "sourceStatus":{"source":"s1","worker":"w1"},"subTaskStatus":[{"name":"t1",
+            "stage":"Running","unit":"Sync","unresolvedDDLLockID":"t1-`db`.`tbl`",
+            "sync":{"unresolvedGroups":[{"target":"`db`.`tbl`","DDLs":[],"synced":[],
+            "unsynced":[]}]}}]}]}"#;
+        let status: QueryStatus = serde_json::from_str(body).unwrap();
+        let subtask = &status.sources[0].sub_task_status[0];
+        assert_eq!(subtask.unresolved_ddl_lock_id, "t1-`db`.`tbl`");
+        assert_eq!(subtask.sync.as_ref().unwrap().unresolved_groups[0].target, "`db`.`tbl`");
     }
 }

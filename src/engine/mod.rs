@@ -168,6 +168,9 @@ impl Run {
                 )));
             }
             self.report.paused_before = paused.into_iter().map(|p| p.subtask).collect();
+            if let Err(problems) = self.no_shard_ddl_pending(&gate, settings).await {
+                return self.stop_before_roll(problems);
+            }
             self.tasks = Some(gate);
         }
         if interrupt.requested() {
@@ -244,6 +247,7 @@ impl Run {
             progress: self.progress.as_ref(),
             interrupt,
             tasks: self.tasks.as_ref().filter(|gate| !gate.is_empty()),
+            force: settings.force,
         };
         // `--offline` restarts nothing, so the swaps run side by side, `--concurrency` at a
         // time, each keeping its rollback point; every swapped instance is then marked in one
@@ -410,6 +414,38 @@ impl Run {
             cluster.0,
             cluster.1
         ))
+    }
+
+    /// A worker roll does not start while a shard DDL lock is pending on a source: DM's guide
+    /// says not to restart a worker during a shard DDL migration (it can be left blocked at
+    /// the DDL). `--force` goes ahead, and says so.
+    async fn no_shard_ddl_pending(
+        &self,
+        gate: &TaskGate,
+        settings: &Settings,
+    ) -> Result<(), Vec<String>> {
+        if self.plan.component != Role::Worker {
+            return Ok(());
+        }
+        let locks = gate.ddl_locks(&self.client, None).await;
+        if settings.force {
+            for lock in &locks {
+                self.progress.event(Event::Note(&format!(
+                    "--force: {lock}; patching anyway, its worker may be restarted mid-DDL"
+                )));
+            }
+            return Ok(());
+        }
+        let problems: Vec<String> = locks
+            .iter()
+            .map(|lock| {
+                format!(
+                    "{lock}: a worker restarted during a shard DDL migration can be left blocked \
+                     at the DDL; let it resolve first (or pass --force to patch anyway)"
+                )
+            })
+            .collect();
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
     /// Ends the run before any service was touched: the problems go into the report.

@@ -34,6 +34,8 @@ pub struct RollContext<'a> {
     pub interrupt: &'a Interrupt,
     /// The migration tasks that must run again after each restart; `None` when there are none.
     pub tasks: Option<&'a TaskGate>,
+    /// `--force`: a worker is restarted even while a shard DDL lock waits on its source.
+    pub force: bool,
 }
 
 impl RollContext<'_> {
@@ -143,6 +145,9 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
         Role::Worker => {
             job.say(context, "checking for a dm-master leader");
             require_leader(context).await.map_err(|err| Failure::Unchanged(err.to_string()))?;
+            wait_for_shard_ddl(context, job)
+                .await
+                .map_err(|err| Failure::Unchanged(err.to_string()))?;
             false
         }
     };
@@ -586,6 +591,36 @@ async fn make_way_for_master(context: &RollContext<'_>, job: &Job<'_>) -> Result
         )));
     }
     Ok(true)
+}
+
+/// A worker is not stopped while a shard DDL lock waits on its source (see
+/// `Run::no_shard_ddl_pending`): the roll waits for it to resolve, within the wait timeout.
+async fn wait_for_shard_ddl(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), WaitError> {
+    let Some(gate) = context.tasks else { return Ok(()) };
+    let name = &job.planned.name;
+    let members = context.client.members_from_any(context.masters).await;
+    let source = members.ok().and_then(|members| {
+        let worker = members.workers().iter().find(|w| &w.name == name)?;
+        (!worker.source.is_empty()).then(|| worker.source.clone())
+    });
+    let Some(source) = source else { return Ok(()) };
+    if context.force {
+        for lock in gate.ddl_locks(context.client, Some(&source)).await {
+            context
+                .progress
+                .event(Event::Note(&format!("--force: {lock}; restarting {name} anyway")));
+        }
+        return Ok(());
+    }
+    job.say(context, "checking that no shard DDL lock waits on its source");
+    context
+        .wait(|| async {
+            match gate.ddl_locks(context.client, Some(&source)).await.first() {
+                None => Readiness::Ready,
+                Some(lock) => Readiness::Waiting(format!("{lock}; waiting for it to resolve")),
+            }
+        })
+        .await
 }
 
 /// Workers are restarted only while a leader can rebind their sources.

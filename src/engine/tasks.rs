@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 use super::judge::{self, Expected, FirstSeen, Judging, Suspects, Verdict};
 use crate::dm::client::DmClient;
 use crate::dm::health::Readiness;
-use crate::dm::tasks::{Subtask, TaskStage};
+use crate::dm::tasks::{DdlLock, Subtask, TaskStage};
 use crate::topology::Role;
 
 /// What the roll must keep true of the cluster's tasks, and what it saw after each instance.
@@ -116,6 +116,20 @@ impl TaskGate {
             paused.push(PausedSubtask { subtask, error });
         }
         (gate, paused)
+    }
+
+    /// The unresolved shard DDL locks of the watched tasks on `source` (on any source when
+    /// `None`).
+    pub async fn ddl_locks(&self, client: &DmClient, source: Option<&str>) -> Vec<DdlLock> {
+        let on_source = |s: &str| source.is_none_or(|wanted| wanted == s);
+        let tasks: BTreeSet<&String> =
+            self.expected.keys().filter(|(_, s)| on_source(s)).map(|(task, _)| task).collect();
+        let mut locks = Vec::new();
+        for task in tasks {
+            let found = client.ddl_locks(&self.masters, task).await;
+            locks.extend(found.into_iter().filter(|lock| on_source(&lock.source)));
+        }
+        locks
     }
 
     /// Whether it has anything to watch.

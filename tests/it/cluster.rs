@@ -85,6 +85,24 @@ impl Cluster {
         when: &str,
         action: impl FnOnce(u32),
     ) -> Run {
+        let mut action = Some(action);
+        self.patch_watching(package, args, |line, pid| {
+            if line.contains(when)
+                && let Some(action) = action.take()
+            {
+                action(pid);
+            }
+        })
+    }
+
+    /// Like [`Cluster::patch`], calling `watch` with each line of stderr as it comes (and
+    /// dm-patch's pid).
+    pub fn patch_watching(
+        &self,
+        package: &str,
+        args: &[&str],
+        mut watch: impl FnMut(&str, u32),
+    ) -> Run {
         let mut child = self
             .dm_patch()
             .args(self.patch_args(package, args))
@@ -93,17 +111,12 @@ impl Cluster {
             .spawn()
             .unwrap();
         let mut stderr = String::new();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut action = Some(action);
-        for line in lines.by_ref().map_while(Result::ok) {
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines.map_while(Result::ok) {
+            watch(&line, child.id());
             stderr.push_str(&line);
             stderr.push('\n');
-            if line.contains(when) {
-                (action.take().unwrap())(child.id());
-                break;
-            }
         }
-        lines.map_while(Result::ok).for_each(|line| stderr.push_str(&(line + "\n")));
         let output = child.wait_with_output().unwrap();
         let stdout = String::from_utf8(output.stdout).unwrap();
         Run { code: output.status.code(), stdout, stderr }

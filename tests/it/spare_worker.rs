@@ -126,3 +126,68 @@ fn a_hotfix_whose_subtasks_stall_fails_within_the_wait_and_runs_nowhere() {
     assert_eq!(run.outcome_names(), ["patched"; 3]);
     assert_checkpoints_advance(&cluster, &before);
 }
+
+#[test]
+fn a_pending_shard_ddl_lock_refuses_the_roll_until_it_resolves() {
+    let cluster = one_spare_worker();
+    let source = "mysql-replica-02";
+    cluster.sandbox.shard_ddl_lock("task-2", source, true);
+    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+    let pids = cluster.pids();
+
+    let refused = cluster.patch(&good, &["-R", "dm-worker"]).code(1);
+
+    assert_eq!(refused.json()["result"], "preflight-failed");
+    let problems = refused.json()["problems"].to_string();
+    assert!(problems.contains(&format!("task 'task-2' on source '{source}'")), "{problems}");
+    assert!(problems.contains("unresolved shard DDL lock task-2-"), "{problems}");
+    cluster.assert_untouched(&pids, &cluster.ids("dm-worker"));
+
+    cluster.sandbox.shard_ddl_lock("task-2", source, false);
+    let run = cluster.patch(&good, &["-R", "dm-worker"]).success();
+    assert_eq!(run.outcome_names(), ["patched"; 3]);
+    assert_all_running(&cluster);
+}
+
+/// A lock that appears mid-roll holds the worker of its source until it resolves.
+#[test]
+fn a_shard_ddl_lock_met_mid_roll_is_waited_for() {
+    let cluster = one_spare_worker();
+    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+    let (source, worker) = cluster.sandbox.bindings().into_iter().next().unwrap();
+    let id = worker_ids(&cluster)[&worker].clone();
+    let checking = format!("{id}: checking that no shard DDL lock waits on its source");
+    let sandbox = cluster.sandbox.clone();
+    let mut resolver = None;
+
+    let run = cluster.patch_watching(&good, &["-R", "dm-worker"], |line, pid| {
+        if line.contains("Uploading the package") {
+            // After the run's survey (which would refuse it), before its roll, a shard DDL
+            // starts; dm-patch is held still meanwhile, so that it meets the lock in its roll.
+            let signal = |name: &str| {
+                let kill =
+                    std::process::Command::new("kill").args([name, &pid.to_string()]).status();
+                assert!(kill.unwrap().success());
+            };
+            signal("-STOP");
+            sandbox.shard_ddl_lock("task-1", &source, true);
+            signal("-CONT");
+        } else if line.contains(&checking) && resolver.is_none() {
+            let (sandbox, source) = (sandbox.clone(), source.clone());
+            resolver = Some(std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                sandbox.shard_ddl_lock("task-1", &source, false);
+            }));
+        }
+    });
+    resolver.expect("the roll checked for the lock").join().unwrap();
+
+    let run = run.success();
+    assert_eq!(run.outcome_names(), ["patched"; 3]);
+    let events = cluster.sandbox.master_events();
+    let at = |what: &str| events.iter().position(|e| e.starts_with(what));
+    let resolved = at(&format!("shard DDL lock of task task-1 on source {source} resolved"));
+    let stopped = at(&format!("worker {worker} is offline"));
+    assert!(resolved.is_some() && stopped > resolved, "{worker} stopped after: {events:#?}");
+    assert_all_running(&cluster);
+}

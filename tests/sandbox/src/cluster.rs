@@ -243,23 +243,31 @@ impl Sandbox {
             .collect()
     }
 
-    /// Every `(source, worker)` binding the masters' schedulers made, in the order their logs
-    /// say (each master logs what it did while it led): how often each source moved.
-    pub fn bind_events(&self) -> Vec<(String, String)> {
-        let mut events: Vec<(String, String, String)> = Vec::new();
+    /// What the masters did (their event logs: each logs what it did while it led), in time
+    /// order, without the time and the master's name.
+    pub fn master_events(&self) -> Vec<String> {
+        let mut events: Vec<(String, String)> = Vec::new();
         for master in self.masters() {
             let log = std::fs::read_to_string(format!("{}/dm-master.log", master.log_dir));
             for line in log.unwrap_or_default().lines() {
                 let Some((stamp, rest)) = line.split_once("] [") else { continue };
-                let Some(what) = rest.split_once("] ").map(|(_, what)| what) else { continue };
-                let Some(bound) = what.strip_prefix("source ") else { continue };
-                if let Some((source, worker)) = bound.split_once(" bound to worker ") {
-                    events.push((stamp.to_owned(), source.to_owned(), worker.to_owned()));
-                }
+                let Some((_, what)) = rest.split_once("] ") else { continue };
+                events.push((stamp.to_owned(), what.to_owned()));
             }
         }
         events.sort();
-        events.into_iter().map(|(_, source, worker)| (source, worker)).collect()
+        events.into_iter().map(|(_, what)| what).collect()
+    }
+
+    /// Every `(source, worker)` binding the masters' schedulers made, in time order: how often
+    /// each source moved.
+    pub fn bind_events(&self) -> Vec<(String, String)> {
+        let events = self.master_events();
+        let bindings = events.iter().filter_map(|what| {
+            let (source, worker) = what.strip_prefix("source ")?.split_once(" bound to worker ")?;
+            Some((source.to_owned(), worker.to_owned()))
+        });
+        bindings.collect()
     }
 
     /// Holds a shard DDL lock of `task` on `source` (`locked`), or resolves it, through the

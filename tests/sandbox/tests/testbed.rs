@@ -369,7 +369,7 @@ fn the_cli_brings_hosts_up_builds_packages_and_tears_down() {
     assert!(!typo.status.success());
     let message = String::from_utf8_lossy(&typo.stderr);
     assert!(
-        message.contains("unknown fault \"never-heathy\" (known: exit-at-start, never-healthy, wrong-version, ignore-evict, paused-tasks)"),
+        message.contains("unknown fault \"never-heathy\" (known: exit-at-start, never-healthy, wrong-version, ignore-evict, paused-tasks, stalled-tasks, late-pause)"),
         "{message}"
     );
     let listing = std::process::Command::new("tar").args(["tzvf", &package]).output().unwrap();
