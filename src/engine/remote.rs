@@ -62,13 +62,6 @@ impl Remote {
         })
     }
 
-    /// Whether `path` is a regular file (not a link to one).
-    pub async fn is_file(&self, path: &str) -> Result<bool, SshError> {
-        let quoted = shell_quote(path);
-        let output = self.session.exec(&format!("test -f {quoted} && ! test -L {quoted}")).await?;
-        Ok(output.exit_status == 0)
-    }
-
     /// `<binary> -V`, parsed.
     pub async fn binary_version(&self, binary: &str) -> Result<VersionInfo, SshError> {
         let block = self.run(&format!("{} -V", shell_quote(binary))).await?;

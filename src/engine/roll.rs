@@ -231,8 +231,14 @@ pub async fn finish_earlier_run(
     if planned.role == Role::Worker {
         require_leader(context).await.map_err(|err| Failure::Unchanged(err.to_string()))?;
     }
+    let restart = runs_an_older_binary(context, job).await;
     let attempt = async {
-        if job.remote.unit_state(&planned.service).await? == UnitState::NotActive {
+        if restart {
+            // Swapped with `--offline` while it ran: it still runs what it had before.
+            job.say(context, "restarting onto the package (swapped while it ran)");
+            stop(context, job).await?;
+            start(context, job).await?;
+        } else if job.remote.unit_state(&planned.service).await? == UnitState::NotActive {
             job.say(context, "starting");
             start(context, job).await?;
         }
@@ -247,14 +253,16 @@ pub async fn finish_earlier_run(
         }
         Err(reason) => reason.to_string(),
     };
-    let previous = job.previous_binary();
-    let kept = match job.remote.is_file(&previous).await {
-        Ok(true) => job.remote.binary_version(&previous).await.ok(),
-        _ => None,
-    };
-    match kept {
-        Some(version) => {
-            Err(undo(context, job, reason, &version, false, true, &job.previous_dir()).await)
+    match kept_by_earlier_run(job).await {
+        Some((kept, version)) => {
+            let failure = undo(context, job, reason, &version, false, true, &kept).await;
+            if kept != job.previous_dir()
+                && let Failure::RolledBack(_) = failure
+            {
+                // A rollback point, used up: `dm-patch rollback` must not find it again.
+                let _ = job.remote.run(&format!("rm -rf {}", shell_quote(&kept))).await;
+            }
+            Err(failure)
         }
         None => Err(Failure::NeedsAttention(format!(
             "{reason}; the run that installed it kept no earlier binary on {} to go back to: \
@@ -262,6 +270,39 @@ pub async fn finish_earlier_run(
             job.remote.label, planned.backup_dir
         ))),
     }
+}
+
+/// Whether the instance runs, but another binary than the package's (its `/status` says so):
+/// an `--offline` run swapped the package in while it ran.
+async fn runs_an_older_binary(context: &RollContext<'_>, job: &Job<'_>) -> bool {
+    match context.client.status(&job.planned.instance.addr()).await {
+        Ok(running) => !running.matches(&job.staged.version),
+        Err(_) => false,
+    }
+}
+
+/// What the run that installed the package kept of what it replaced, and its version: the
+/// staging dir's `previous/` (a run cut short), or else the newest rollback point of this
+/// package (an `--offline` run, which keeps one at once).
+async fn kept_by_earlier_run(job: &Job<'_>) -> Option<(String, VersionInfo)> {
+    let comp = job.planned.role.component();
+    let previous = job.previous_dir();
+    let points = format!("{}/{ROLLBACK_DIR}", job.planned.deploy_dir);
+    let sha7 = job.planned.staging_dir.rsplit('-').next().unwrap_or_default();
+    let command = format!(
+        "if [ -f {binary} ] && [ ! -L {binary} ]; then echo {previous}; exit 0; fi\n\
+         ls -1d {points}/*-{sha7} 2>/dev/null | sort | tail -n 1",
+        binary = shell_quote(&job.previous_binary()),
+        previous = shell_quote(&previous),
+        points = shell_quote(&points),
+        sha7 = shell_quote(sha7),
+    );
+    let kept = job.remote.run(&command).await.ok()?.trim().to_owned();
+    if kept.is_empty() {
+        return None;
+    }
+    let version = job.remote.binary_version(&format!("{kept}/{comp}/{comp}")).await.ok()?;
+    (!version.release.is_empty()).then_some((kept, version))
 }
 
 /// Undoes a failed attempt on an instance: what the swap replaced, kept in `kept`, goes back in

@@ -113,6 +113,27 @@ fn offline_swaps_binaries_of_a_stopped_cluster() {
     assert_eq!(cluster.patched_ids(), id_set(&workers));
 }
 
+/// `--offline` over running workers swaps their binaries and leaves them running the old ones;
+/// the same package online then restarts each onto it.
+#[test]
+fn an_online_run_after_offline_restarts_the_running_workers_onto_the_package() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let workers = cluster.ids("dm-worker");
+    cluster.patch(&pkg, &["-R", "dm-worker", "--offline"]).success();
+    for id in &workers {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{id} still runs the old one");
+        assert_eq!(cluster.installed_version(id), "v8.5.2");
+    }
+
+    let run = cluster.patch(&pkg, &["-R", "dm-worker", "--wait-timeout", "20"]).success();
+
+    assert_eq!(run.outcome_names(), ["patched"; 2], "{}", run.stderr);
+    for id in &workers {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.2"), "{id} serves the package");
+    }
+}
+
 #[test]
 fn overwrite_keeps_the_package_as_tiup_does() {
     let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
