@@ -12,6 +12,7 @@ mod remote;
 pub mod report;
 mod roll;
 pub mod roll_points;
+mod rolling;
 pub mod signals;
 mod stage;
 mod tasks;
@@ -21,23 +22,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::StreamExt;
-
 use self::events::{Event, Progress};
 use self::hosts::Hosts;
-use self::judge::SourceMove;
 use self::preflight::InstanceFacts;
-use self::put_back::PutBack;
 use self::report::{InstanceReport, Outcome, PackageReport, PhaseTime, Report, RunResult};
-use self::roll::{Failure, Job, RollContext};
+use self::roll::RollContext;
+use self::rolling::Roll;
 use self::signals::Interrupt;
 use self::stage::Staged;
 use self::tasks::TaskGate;
-use crate::dm::client::{DmClient, WorkerMember};
+use crate::dm::client::DmClient;
 use crate::dm::version::release_line;
-use crate::plan::{Plan, PlannedInstance};
+use crate::plan::Plan;
 use crate::ssh::{HostKeyPolicy, Reach};
-use crate::topology::store::{self, ClusterLock, StoreError};
+use crate::topology::store::{self, ClusterLock};
 use crate::topology::{Cluster, Role};
 
 /// How the engine goes about its work, whatever the plan: timeouts, fan-out, trust.
@@ -143,98 +141,21 @@ impl Run {
             row.old_version = Some(installed.version.clone());
             row.old_binary_sha256.clone_from(&installed.sha256);
         }
-        if !self.plan.offline {
-            let workers = addrs_of(cluster, Role::Worker);
-            let component = self.plan.component;
-            let (gate, paused) =
-                TaskGate::survey(&self.client, workers, self.masters.clone(), component).await;
-            if !paused.is_empty() && !settings.force {
-                let problems = paused
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{}; resume or fix it first (or pass --force to patch anyway, \
-                             leaving it as it is)",
-                            p.describe()
-                        )
-                    })
-                    .collect();
-                return self.stop_before_roll(problems);
-            }
-            for paused in &paused {
-                self.progress.event(Event::Note(&format!(
-                    "--force: {}; patching anyway, it is left as it is",
-                    paused.describe()
-                )));
-            }
-            self.report.paused_before = paused.into_iter().map(|p| p.subtask).collect();
-            if let Err(problems) = self.no_shard_ddl_pending(&gate, settings).await {
-                return self.stop_before_roll(problems);
-            }
-            self.tasks = Some(gate);
-        }
-        if interrupt.requested() {
-            return self.interrupted_before_roll(&hosts).await;
-        }
-
-        let to_stage = stage::hosts_to_stage(&self.plan, &facts).len();
-        self.phase(&format!("Uploading the package to {to_stage} host(s)"));
-        let (staged, problems) =
-            stage::stage_all(&self.plan, &hosts, &facts, &self.progress, settings.concurrency)
-                .await;
-        if !problems.is_empty() {
-            stage::cleanup(&self.plan, &hosts, &[]).await;
+        if !self.plan.offline
+            && let Err(problems) = self.survey_tasks(cluster, settings).await
+        {
             return self.stop_before_roll(problems);
         }
-        self.report.package.version = staged.values().next().map(|s| s.version.clone());
-        if let Some(message) = self.other_release_line() {
-            stage::cleanup(&self.plan, &hosts, &[]).await;
-            self.report.result = RunResult::PackageRefused;
-            self.report.message = Some(message);
-            return;
-        }
         if interrupt.requested() {
             return self.interrupted_before_roll(&hosts).await;
         }
 
-        let needs_operator =
-            self.roll(cluster, settings, lock, &hosts, &facts, &staged, interrupt).await;
-        stage::cleanup(&self.plan, &hosts, &needs_operator).await;
-        hosts.close().await;
-
-        if self.report.result == RunResult::Success && self.plan.overwrite {
-            let package = &self.plan.package;
-            let (role, sha) = (package.component, package.sha256.as_str());
-            match store::keep_package(cluster, role, &package.path, sha) {
-                Ok(kept) => self.report.kept_package = Some(kept.display().to_string()),
-                Err(err) => {
-                    self.report.result = RunResult::Failed;
-                    self.report.message = Some(format!(
-                        "every instance was patched, but the package could not be kept for \
-                         --overwrite: {err}; run the same command again once the store is \
-                         writable (patched instances are skipped)"
-                    ));
-                }
-            }
+        let Some(staged) = self.stage(&hosts, &facts, settings).await else { return };
+        if interrupt.requested() {
+            return self.interrupted_before_roll(&hosts).await;
         }
-    }
 
-    /// The roll itself: one instance at a time, in plan order. Returns the instances whose
-    /// staging dir must be kept for the operator.
-    #[allow(clippy::too_many_arguments)]
-    async fn roll(
-        &mut self,
-        cluster: &mut Cluster,
-        settings: &Settings,
-        lock: &ClusterLock,
-        hosts: &Hosts,
-        facts: &HashMap<String, InstanceFacts>,
-        staged: &HashMap<String, Staged>,
-        interrupt: &Interrupt,
-    ) -> Vec<String> {
-        let plan = self.plan.clone();
-        let mut needs_operator = Vec::new();
-        self.phase(if plan.offline {
+        self.phase(if self.plan.offline {
             "Swapping binaries (offline)"
         } else {
             "Rolling, one instance at a time"
@@ -243,154 +164,109 @@ impl Run {
             client: &self.client,
             masters: &self.masters,
             wait_timeout: settings.wait_timeout,
-            offline: plan.offline,
+            offline: self.plan.offline,
             progress: self.progress.as_ref(),
             interrupt,
             tasks: self.tasks.as_ref().filter(|gate| !gate.is_empty()),
             force: settings.force,
         };
-        // `--offline` restarts nothing, so the swaps run side by side, `--concurrency` at a
-        // time, each keeping its rollback point; every swapped instance is then marked in one
-        // save of meta.yaml. The loop below records them in plan order as if they had run one
-        // by one.
-        let mut swapped = HashMap::new();
-        let mut unsaved_offline = None;
-        if plan.offline {
-            swapped = swap_offline(&context, hosts, facts, staged, &plan, settings).await;
-            for planned in &plan.instances {
-                if let Some(Ok(_)) = swapped.get(&planned.id) {
-                    cluster.mark_patched(planned.role, planned.instance.index);
-                }
-            }
-            if swapped.values().any(Result::is_ok) {
-                unsaved_offline = store::save(cluster, lock).err();
-            }
+        let roll = Roll {
+            context,
+            hosts: &hosts,
+            facts: &facts,
+            staged: &staged,
+            plan: &self.plan,
+            settings,
+            cluster,
+            lock,
+            report: &mut self.report,
+        };
+        let needs_operator = roll.run().await;
+        stage::cleanup(&self.plan, &hosts, &needs_operator).await;
+        hosts.close().await;
+
+        if self.report.result == RunResult::Success && self.plan.overwrite {
+            self.keep_for_overwrite(cluster);
         }
-        let mut remaining: Vec<&PlannedInstance> = plan.instances.iter().collect();
-        let mut done = Vec::new();
-        // Where each instance patched by this run keeps what it replaced: what a put-back uses.
-        let mut points = HashMap::new();
-        while !remaining.is_empty() {
-            if interrupt.requested() {
-                self.report.result = RunResult::Interrupted;
-                self.report.message = Some(
-                    "interrupted: instances not reached are untouched; run the same command again to finish"
-                        .to_owned(),
-                );
-                break;
-            }
-            let (planned, before) = take_next(&mut remaining, &context).await;
-            done.push(planned.id.clone());
-            let (installed, new) = (&facts[&planned.id], &staged[&planned.id]);
-            let started = Instant::now();
-            let job = Job {
-                planned,
-                remote: hosts.get(&planned.ssh_host, planned.ssh_port),
-                installed,
-                staged: new,
-                files: &plan.package.files,
-                remove: &plan.remove,
-            };
-            let result = match swapped.remove(&planned.id) {
-                Some(result) => result,
-                None => patch_or_finish(&context, &job, &plan).await,
-            };
-            let moved = moves_since(&context, before).await;
-            let mut unsaved = None;
-            let (outcome, detail) = match result {
-                Ok(outcome) => {
-                    if !plan.offline {
-                        // Saved at once: a crash or Ctrl-C later never loses a finished
-                        // instance.
-                        cluster.mark_patched(planned.role, planned.instance.index);
-                        unsaved = store::save(cluster, lock).err();
-                        if outcome == Outcome::Patched
-                            && let Some(point) =
-                                keep_rollback_point(&context, &job, settings, &plan).await
-                        {
-                            points.insert(planned.id.clone(), point);
-                        }
-                    }
-                    (outcome, None)
-                }
-                Err(Failure::Unchanged(reason)) => (Outcome::FailedUnchanged, Some(reason)),
-                Err(Failure::RolledBack(reason)) => (Outcome::RolledBack, Some(reason)),
-                Err(Failure::NeedsAttention(reason)) => {
-                    needs_operator.push(planned.id.clone());
-                    (Outcome::NeedsAttention, Some(reason))
-                }
-                Err(Failure::Elsewhere(reason)) => {
-                    cluster.mark_patched(planned.role, planned.instance.index);
-                    unsaved = store::save(cluster, lock).err();
-                    (Outcome::Patched, Some(reason))
-                }
-            };
-            let record = row(&mut self.report, &planned.id);
-            record.outcome = outcome;
-            record.seconds = started.elapsed().as_secs_f64();
-            record.new_version = match outcome {
-                Outcome::Patched | Outcome::Skipped => Some(new.version.clone()),
-                _ => None,
-            };
-            record.detail = detail.clone();
-            record.tasks = context.tasks.map(|gate| gate.checked(&planned.id)).unwrap_or_default();
-            record.moved = moved;
-            context.progress.event(Event::InstanceFinished {
-                id: &planned.id,
-                outcome,
-                detail: detail.as_deref(),
-            });
-            if let Some(err) = unsaved {
+    }
+
+    /// Stages the package on every host that needs it; `None` when the run stops there (the
+    /// report says why, and what was staged is removed).
+    async fn stage(
+        &mut self,
+        hosts: &Hosts,
+        facts: &HashMap<String, InstanceFacts>,
+        settings: &Settings,
+    ) -> Option<HashMap<String, Staged>> {
+        let to_stage = stage::hosts_to_stage(&self.plan, facts).len();
+        self.phase(&format!("Uploading the package to {to_stage} host(s)"));
+        let (staged, problems) =
+            stage::stage_all(&self.plan, hosts, facts, &self.progress, settings.concurrency).await;
+        if !problems.is_empty() {
+            stage::cleanup(&self.plan, hosts, &[]).await;
+            self.stop_before_roll(problems);
+            return None;
+        }
+        self.report.package.version = staged.values().next().map(|s| s.version.clone());
+        if let Some(message) = self.other_release_line() {
+            stage::cleanup(&self.plan, hosts, &[]).await;
+            self.report.result = RunResult::PackageRefused;
+            self.report.message = Some(message);
+            return None;
+        }
+        Some(staged)
+    }
+
+    /// Every dm-worker's subtasks before the roll: the task gate, unless a subtask is already
+    /// paused or a shard DDL lock is pending (the problems; `--force` goes ahead, saying so).
+    async fn survey_tasks(
+        &mut self,
+        cluster: &Cluster,
+        settings: &Settings,
+    ) -> Result<(), Vec<String>> {
+        let workers = addrs_of(cluster, Role::Worker);
+        let component = self.plan.component;
+        let (gate, paused) =
+            TaskGate::survey(&self.client, workers, self.masters.clone(), component).await;
+        if !paused.is_empty() && !settings.force {
+            return Err(paused
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}; resume or fix it first (or pass --force to patch anyway, leaving \
+                         it as it is)",
+                        p.describe()
+                    )
+                })
+                .collect());
+        }
+        for paused in &paused {
+            self.progress.event(Event::Note(&format!(
+                "--force: {}; patching anyway, it is left as it is",
+                paused.describe()
+            )));
+        }
+        self.report.paused_before = paused.into_iter().map(|p| p.subtask).collect();
+        self.no_shard_ddl_pending(&gate, settings).await?;
+        self.tasks = Some(gate);
+        Ok(())
+    }
+
+    /// `--overwrite`: the package becomes the cluster's permanent patch in the store.
+    fn keep_for_overwrite(&mut self, cluster: &Cluster) {
+        let package = &self.plan.package;
+        let (role, sha) = (package.component, package.sha256.as_str());
+        match store::keep_package(cluster, role, &package.path, sha) {
+            Ok(kept) => self.report.kept_package = Some(kept.display().to_string()),
+            Err(err) => {
                 self.report.result = RunResult::Failed;
-                self.report.message = Some(unsaved_message(&self.report, cluster, &err));
-                break;
-            }
-            if let Some(reason) = detail
-                && !plan.offline
-            {
-                stopped_at(&mut self.report, planned, outcome, &reason, interrupt);
-                break;
-            }
-        }
-        if let Some(evidence) = context.tasks.and_then(TaskGate::proven_bad) {
-            let put_back = PutBack { context: &context, hosts, facts, staged, plan: &plan };
-            let unmarked = put_back.everywhere(&mut self.report, &points, &evidence).await;
-            needs_operator.extend(unmarked.needs_operator);
-            for id in &unmarked.put_back {
-                let planned = plan.instances.iter().find(|i| &i.id == id).expect("planned");
-                // Back to what it ran before: patched by an earlier run, or not.
-                cluster.set_patched(planned.role, planned.instance.index, planned.marked_patched);
-            }
-            if let Err(err) = store::save(cluster, lock) {
                 self.report.message = Some(format!(
-                    "{}; meta.yaml could not be saved ({err}): remove `patched: true` from {} \
-                     by hand",
-                    self.report.message.as_deref().unwrap_or_default(),
-                    unmarked.put_back.join(", ")
+                    "every instance was patched, but the package could not be kept for \
+                     --overwrite: {err}; run the same command again once the store is writable \
+                     (patched instances are skipped)"
                 ));
             }
         }
-        if let Some(err) = unsaved_offline {
-            self.report.result = RunResult::Failed;
-            self.report.message = Some(unsaved_message(&self.report, cluster, &err));
-        }
-        // Offline swaps all ran: every failure is in its row, and the run failed.
-        if let Some(failed) = self.report.instances.iter().find(|i| i.detail.is_some())
-            && plan.offline
-            && self.report.result == RunResult::Success
-        {
-            self.report.result = RunResult::Failed;
-            self.report.message = Some(format!(
-                "{}: {}. Fix the cause, then run the same command again: finished instances are \
-                 skipped.",
-                failed.id,
-                failed.detail.as_deref().unwrap_or_default()
-            ));
-        }
-        // The report lists instances in the order they were visited, those not reached last.
-        let position = |id: &str| done.iter().position(|d| d == id).unwrap_or(usize::MAX);
-        self.report.instances.sort_by_key(|row| position(&row.id));
-        needs_operator
     }
 
     /// Why the staged binary may not be used, when it reports another release line than the
@@ -477,167 +353,6 @@ impl Run {
             last.seconds = self.phase_started.elapsed().as_secs_f64();
         }
     }
-}
-
-/// An instance already on the package is done only if it runs it (an earlier run may have been
-/// cut short); any other is patched.
-async fn patch_or_finish(
-    context: &RollContext<'_>,
-    job: &Job<'_>,
-    plan: &Plan,
-) -> Result<Outcome, Failure> {
-    if job.installed.on_package(&plan.package) {
-        roll::finish_earlier_run(context, job).await
-    } else {
-        roll::patch_instance(context, job).await.map(|()| Outcome::Patched)
-    }
-}
-
-/// `--offline`: every instance's swap (and then its rollback point), `--concurrency` at a
-/// time, by instance ID.
-async fn swap_offline(
-    context: &RollContext<'_>,
-    hosts: &Hosts,
-    facts: &HashMap<String, InstanceFacts>,
-    staged: &HashMap<String, Staged>,
-    plan: &Plan,
-    settings: &Settings,
-) -> HashMap<String, Result<Outcome, Failure>> {
-    futures_util::stream::iter(&plan.instances)
-        .map(|planned| async move {
-            let job = Job {
-                planned,
-                remote: hosts.get(&planned.ssh_host, planned.ssh_port),
-                installed: &facts[&planned.id],
-                staged: &staged[&planned.id],
-                files: &plan.package.files,
-                remove: &plan.remove,
-            };
-            let result = patch_or_finish(context, &job, plan).await;
-            if let Ok(Outcome::Patched) = result {
-                keep_rollback_point(context, &job, settings, plan).await;
-            }
-            (planned.id.clone(), result)
-        })
-        .buffer_unordered(settings.concurrency)
-        .collect()
-        .await
-}
-
-/// After a patch: what it replaced becomes a rollback point; returns its dir. A failure here is
-/// told, not fatal: the instance is patched either way.
-async fn keep_rollback_point(
-    context: &RollContext<'_>,
-    job: &Job<'_>,
-    settings: &Settings,
-    plan: &Plan,
-) -> Option<String> {
-    let (keep, sha) = (settings.keep_rollbacks, &plan.package.sha256);
-    match roll::keep_rollback_point(job, keep, &rollback_stamp(sha), sha).await {
-        Ok(point) => point,
-        Err(err) => {
-            context.progress.event(Event::Note(&format!(
-                "{}: patched, but what it replaced could not be kept for `dm-patch rollback`: \
-                 {err}",
-                job.planned.id
-            )));
-            None
-        }
-    }
-}
-
-/// The next instance to patch, and the workers as DM showed them just before (for the sources
-/// it moves). The plan's order stands, except that a dm-master which leads *now* goes after
-/// every other dm-master still to do (leadership can move during a roll, and the leader must be
-/// the last master restarted), and that a dm-worker which runs no source now goes first (see
-/// [`judge::next_worker`]: bindings change as the roll goes).
-async fn take_next<'p>(
-    remaining: &mut Vec<&'p PlannedInstance>,
-    context: &RollContext<'_>,
-) -> (&'p PlannedInstance, Option<Vec<WorkerMember>>) {
-    if context.offline {
-        return (remaining.remove(0), None);
-    }
-    let Ok(members) = context.client.members_from_any(context.masters).await else {
-        return (remaining.remove(0), None);
-    };
-    let index = match remaining[0].role {
-        Role::Master => {
-            let leader = members.leader().map(|l| l.name.as_str());
-            remaining.iter().position(|i| Some(i.name.as_str()) != leader).unwrap_or(0)
-        }
-        Role::Worker => {
-            let names: Vec<&str> = remaining.iter().map(|i| i.name.as_str()).collect();
-            judge::next_worker(&names, members.workers())
-        }
-    };
-    (remaining.remove(index), Some(members.workers().to_vec()))
-}
-
-/// The sources that changed workers since `before` (the workers as DM showed them before an
-/// instance's turn), each told as it is found.
-async fn moves_since(
-    context: &RollContext<'_>,
-    before: Option<Vec<WorkerMember>>,
-) -> Vec<SourceMove> {
-    let Some(before) = before else { return Vec::new() };
-    let Ok(after) = context.client.members_from_any(context.masters).await else {
-        return Vec::new();
-    };
-    let moved = judge::source_moves(&before, after.workers());
-    for change in &moved {
-        let place = |worker: &str| {
-            if worker.is_empty() { "no worker".to_owned() } else { format!("worker {worker}") }
-        };
-        context.progress.event(Event::Note(&format!(
-            "source {} moved from {} to {}",
-            change.source,
-            place(&change.from),
-            place(&change.to)
-        )));
-    }
-    moved
-}
-
-/// What to tell the operator when meta.yaml could not be saved after an instance was patched:
-/// the roll stopped, which instances run the package but are not marked, and how to repair it.
-fn unsaved_message(report: &Report, cluster: &Cluster, err: &StoreError) -> String {
-    let done: Vec<&str> = report
-        .instances
-        .iter()
-        .filter(|i| matches!(i.outcome, Outcome::Patched | Outcome::Skipped))
-        .map(|i| i.id.as_str())
-        .collect();
-    format!(
-        "meta.yaml could not be saved ({err}); the roll stopped there. These instances run the \
-         package but may not be marked patched: {}. Add `patched: true` to them in {} by hand, \
-         or make the store writable and run the same command again (they are skipped)",
-        done.join(", "),
-        cluster.dir.join("meta.yaml").display()
-    )
-}
-
-/// The roll stops at `planned`, which ended with `outcome` for `reason`: the run failed,
-/// or was interrupted when a stop request made the instance give up and be undone.
-fn stopped_at(
-    report: &mut Report,
-    planned: &PlannedInstance,
-    outcome: Outcome,
-    reason: &str,
-    interrupt: &Interrupt,
-) {
-    let interrupted = interrupt.requested() && outcome != Outcome::NeedsAttention;
-    let (result, next) = if interrupted {
-        (RunResult::Interrupted, "Run the same command again to finish")
-    } else {
-        (RunResult::Failed, "Fix the cause, then run the same command again")
-    };
-    report.result = result;
-    report.message = Some(format!(
-        "{}: {reason}. The roll stopped there; instances after it are untouched. \
-         {next}: finished instances are skipped.",
-        planned.id
-    ));
 }
 
 /// The report row of instance `id`.

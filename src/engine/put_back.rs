@@ -13,7 +13,6 @@ use super::preflight::InstanceFacts;
 use super::report::{Outcome, Report};
 use super::roll::{self, Failure, Job, RollContext};
 use super::stage::Staged;
-use super::tasks::TaskFailure;
 use crate::plan::{Plan, PlannedInstance};
 use crate::topology::Role;
 
@@ -37,12 +36,13 @@ pub struct PutBackDone {
 
 impl PutBack<'_> {
     /// Puts back every instance the report shows patched by this run, with the rollback point
-    /// each left (`points`, by instance ID); the report's rows and message say what happened.
+    /// each left (`points`, by instance ID), because of `why`; the report's rows and message
+    /// say what happened.
     pub async fn everywhere(
         &self,
         report: &mut Report,
         points: &HashMap<String, String>,
-        evidence: &TaskFailure,
+        why: &str,
     ) -> PutBackDone {
         let mut remaining: Vec<&PlannedInstance> = self
             .plan
@@ -52,7 +52,6 @@ impl PutBack<'_> {
                 report.instances.iter().any(|r| r.id == i.id && r.outcome == Outcome::Patched)
             })
             .collect();
-        let why = format!("the package is proven bad: {evidence}");
         let mut done = PutBackDone::default();
         while !remaining.is_empty() {
             let planned = self.take_next(&mut remaining).await;
@@ -65,7 +64,7 @@ impl PutBack<'_> {
                 remove: &self.plan.remove,
             };
             let failure = match points.get(&planned.id) {
-                Some(point) => roll::put_back(self.context, &job, point, &why).await,
+                Some(point) => roll::put_back(self.context, &job, point, why).await,
                 None => Failure::NeedsAttention(format!(
                     "{why}; it still runs the package: no rollback point was kept for it \
                      (see --keep-rollbacks); put it back with `dm-patch rollback -N {}` or \
@@ -95,7 +94,7 @@ impl PutBack<'_> {
             });
         }
         report.result = super::report::RunResult::Failed;
-        report.message = Some(self.message(&why, &done));
+        report.message = Some(self.message(why, &done));
         done
     }
 

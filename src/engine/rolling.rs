@@ -1,0 +1,400 @@
+//! The roll of a staged plan: one instance at a time, in the order the cluster calls for at each
+//! step (see [`take_next`]), each instance's result recorded and its `patched` mark saved as it
+//! finishes; a package proven bad put back everywhere this run put it. With `--offline`,
+//! nothing restarts, so every swap runs side by side instead.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+
+use super::events::Event;
+use super::hosts::Hosts;
+use super::judge::{self, SourceMove};
+use super::preflight::InstanceFacts;
+use super::put_back::PutBack;
+use super::report::{Outcome, Report, RunResult};
+use super::roll::{self, Failure, Job, RollContext};
+use super::signals::Interrupt;
+use super::stage::Staged;
+use super::tasks::TaskGate;
+use super::{Settings, rollback_stamp};
+use crate::dm::client::WorkerMember;
+use crate::plan::{Plan, PlannedInstance};
+use crate::topology::store::{self, ClusterLock, StoreError};
+use crate::topology::{Cluster, Role};
+
+/// Everything the roll works with, for its whole length.
+pub struct Roll<'r> {
+    pub context: RollContext<'r>,
+    pub hosts: &'r Hosts,
+    pub facts: &'r HashMap<String, InstanceFacts>,
+    pub staged: &'r HashMap<String, Staged>,
+    pub plan: &'r Plan,
+    pub settings: &'r Settings,
+    pub cluster: &'r mut Cluster,
+    pub lock: &'r ClusterLock,
+    pub report: &'r mut Report,
+}
+
+/// What the roll keeps track of as it goes.
+#[derive(Default)]
+struct Tally {
+    /// Where each instance patched by this run keeps what it replaced: what a put-back uses.
+    points: HashMap<String, String>,
+    /// Instances whose staging dir holds the only copy of what an operator still needs.
+    needs_operator: Vec<String>,
+    /// Instance IDs in the order they were visited.
+    visited: Vec<String>,
+}
+
+/// Whether the roll goes on after an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Continue,
+    Stop,
+}
+
+impl Roll<'_> {
+    /// Runs the roll to its end; the report says what happened. Returns the instances whose
+    /// staging dir must be kept for the operator.
+    pub async fn run(mut self) -> Vec<String> {
+        let mut tally = Tally::default();
+        if self.plan.offline {
+            self.offline(&mut tally).await;
+        } else {
+            self.online(&mut tally).await;
+        }
+        // The report lists instances in the order they were visited, those not reached last.
+        let position = |id: &str| tally.visited.iter().position(|v| v == id).unwrap_or(usize::MAX);
+        self.report.instances.sort_by_key(|row| position(&row.id));
+        tally.needs_operator
+    }
+
+    /// One instance at a time; each marked as soon as it is done, so that a crash or Ctrl-C
+    /// later never loses a finished instance.
+    async fn online(&mut self, tally: &mut Tally) {
+        let mut remaining: Vec<&PlannedInstance> = self.plan.instances.iter().collect();
+        while !remaining.is_empty() {
+            if self.context.interrupt.requested() {
+                self.report.result = RunResult::Interrupted;
+                self.report.message = Some(
+                    "interrupted: instances not reached are untouched; run the same command \
+                     again to finish"
+                        .to_owned(),
+                );
+                break;
+            }
+            let (planned, before) = take_next(&mut remaining, &self.context).await;
+            tally.visited.push(planned.id.clone());
+            let started = Instant::now();
+            let result = patch_or_finish(&self.context, &self.job(planned), self.plan).await;
+            let moved = moves_since(&self.context, before).await;
+            if self.record(tally, planned, result, started, moved).await == Next::Stop {
+                break;
+            }
+        }
+        if let Some(evidence) = self.context.tasks.and_then(TaskGate::proven_bad) {
+            self.put_back_everywhere(tally, &format!("the package is proven bad: {evidence}"))
+                .await;
+        }
+    }
+
+    /// Records how `planned` ended (its row, its mark, its rollback point); says whether the
+    /// roll goes on.
+    async fn record(
+        &mut self,
+        tally: &mut Tally,
+        planned: &PlannedInstance,
+        result: Result<Outcome, Failure>,
+        started: Instant,
+        moved: Vec<SourceMove>,
+    ) -> Next {
+        let runs_package = matches!(result, Ok(_) | Err(Failure::Elsewhere(_)));
+        let patched = matches!(result, Ok(Outcome::Patched));
+        let (outcome, detail) = outcome_of(tally, planned, result);
+        let unsaved = if runs_package { self.save_mark(planned, true).err() } else { None };
+        if patched && let Some(point) = self.keep_rollback_point(planned).await {
+            tally.points.insert(planned.id.clone(), point);
+        }
+        self.write_row(planned, outcome, detail.clone(), started, moved);
+        if let Some(err) = unsaved {
+            self.report.result = RunResult::Failed;
+            self.report.message = Some(unsaved_message(self.report, self.cluster, &err));
+            return Next::Stop;
+        }
+        match detail {
+            Some(reason) => {
+                stopped_at(self.report, planned, outcome, &reason, self.context.interrupt);
+                Next::Stop
+            }
+            None => Next::Continue,
+        }
+    }
+
+    /// `--offline`: every swap (and its rollback point), `--concurrency` at a time; every
+    /// swapped instance is then marked in one save of meta.yaml, and recorded in plan order.
+    async fn offline(&mut self, tally: &mut Tally) {
+        let mut swapped = self.swap_all().await;
+        for planned in &self.plan.instances {
+            if let Some(Ok(_)) = swapped.get(&planned.id) {
+                self.cluster.mark_patched(planned.role, planned.instance.index);
+            }
+        }
+        let unsaved = match swapped.values().any(Result::is_ok) {
+            true => store::save(self.cluster, self.lock).err(),
+            false => None,
+        };
+        for planned in &self.plan.instances {
+            tally.visited.push(planned.id.clone());
+            let result = swapped.remove(&planned.id).expect("every instance was swapped");
+            let (outcome, detail) = outcome_of(tally, planned, result);
+            self.write_row(planned, outcome, detail, Instant::now(), Vec::new());
+        }
+        if let Some(err) = unsaved {
+            self.report.result = RunResult::Failed;
+            self.report.message = Some(unsaved_message(self.report, self.cluster, &err));
+        } else if let Some(failed) = self.report.instances.iter().find(|i| i.detail.is_some()) {
+            // Every swap ran: each failure is in its row, and the run failed.
+            self.report.result = RunResult::Failed;
+            self.report.message = Some(format!(
+                "{}: {}. Fix the cause, then run the same command again: finished instances \
+                 are skipped.",
+                failed.id,
+                failed.detail.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+
+    /// Each instance's swap (then its rollback point), `--concurrency` at a time.
+    async fn swap_all(&self) -> HashMap<String, Result<Outcome, Failure>> {
+        futures_util::stream::iter(&self.plan.instances)
+            .map(|planned| async move {
+                let result = patch_or_finish(&self.context, &self.job(planned), self.plan).await;
+                if let Ok(Outcome::Patched) = result {
+                    self.keep_rollback_point(planned).await;
+                }
+                (planned.id.clone(), result)
+            })
+            .buffer_unordered(self.settings.concurrency)
+            .collect()
+            .await
+    }
+
+    /// Puts back every instance this run patched (see [`PutBack`]), and their marks.
+    async fn put_back_everywhere(&mut self, tally: &mut Tally, why: &str) {
+        let put_back = PutBack {
+            context: &self.context,
+            hosts: self.hosts,
+            facts: self.facts,
+            staged: self.staged,
+            plan: self.plan,
+        };
+        let done = put_back.everywhere(self.report, &tally.points, why).await;
+        tally.needs_operator.extend(done.needs_operator);
+        for id in &done.put_back {
+            let planned = self.plan.instances.iter().find(|i| &i.id == id).expect("planned");
+            // Back to what it ran before: patched by an earlier run, or not.
+            let index = planned.instance.index;
+            self.cluster.set_patched(planned.role, index, planned.marked_patched);
+        }
+        if let Err(err) = store::save(self.cluster, self.lock) {
+            self.report.message = Some(format!(
+                "{}; meta.yaml could not be saved ({err}): remove `patched: true` from {} by \
+                 hand",
+                self.report.message.as_deref().unwrap_or_default(),
+                done.put_back.join(", ")
+            ));
+        }
+    }
+
+    fn job<'j>(&'j self, planned: &'j PlannedInstance) -> Job<'j> {
+        Job {
+            planned,
+            remote: self.hosts.get(&planned.ssh_host, planned.ssh_port),
+            installed: &self.facts[&planned.id],
+            staged: &self.staged[&planned.id],
+            files: &self.plan.package.files,
+            remove: &self.plan.remove,
+        }
+    }
+
+    /// Marks `planned` in meta.yaml and saves it at once.
+    fn save_mark(&mut self, planned: &PlannedInstance, patched: bool) -> Result<(), StoreError> {
+        self.cluster.set_patched(planned.role, planned.instance.index, patched);
+        store::save(self.cluster, self.lock)
+    }
+
+    fn write_row(
+        &mut self,
+        planned: &PlannedInstance,
+        outcome: Outcome,
+        detail: Option<String>,
+        started: Instant,
+        moved: Vec<SourceMove>,
+    ) {
+        let new = &self.staged[&planned.id];
+        let row = self
+            .report
+            .instances
+            .iter_mut()
+            .find(|i| i.id == planned.id)
+            .expect("every planned instance has a report row");
+        row.outcome = outcome;
+        row.seconds = started.elapsed().as_secs_f64();
+        row.new_version = match outcome {
+            Outcome::Patched | Outcome::Skipped => Some(new.version.clone()),
+            _ => None,
+        };
+        row.tasks = self.context.tasks.map(|gate| gate.checked(&planned.id)).unwrap_or_default();
+        row.moved = moved;
+        self.context.progress.event(Event::InstanceFinished {
+            id: &planned.id,
+            outcome,
+            detail: detail.as_deref(),
+        });
+        row.detail = detail;
+    }
+
+    /// After a patch: what it replaced becomes a rollback point; returns its dir. A failure
+    /// here is told, not fatal: the instance is patched either way.
+    async fn keep_rollback_point(&self, planned: &PlannedInstance) -> Option<String> {
+        let (keep, sha) = (self.settings.keep_rollbacks, &self.plan.package.sha256);
+        let job = self.job(planned);
+        match roll::keep_rollback_point(&job, keep, &rollback_stamp(sha), sha).await {
+            Ok(point) => point,
+            Err(err) => {
+                self.context.progress.event(Event::Note(&format!(
+                    "{}: patched, but what it replaced could not be kept for `dm-patch \
+                     rollback`: {err}",
+                    planned.id
+                )));
+                None
+            }
+        }
+    }
+}
+
+/// The outcome and detail of an instance's result; one that needs the operator is noted.
+fn outcome_of(
+    tally: &mut Tally,
+    planned: &PlannedInstance,
+    result: Result<Outcome, Failure>,
+) -> (Outcome, Option<String>) {
+    match result {
+        Ok(outcome) => (outcome, None),
+        Err(Failure::Unchanged(reason)) => (Outcome::FailedUnchanged, Some(reason)),
+        Err(Failure::RolledBack(reason)) => (Outcome::RolledBack, Some(reason)),
+        Err(Failure::NeedsAttention(reason)) => {
+            tally.needs_operator.push(planned.id.clone());
+            (Outcome::NeedsAttention, Some(reason))
+        }
+        // It runs the package, healthy; what failed is elsewhere.
+        Err(Failure::Elsewhere(reason)) => (Outcome::Patched, Some(reason)),
+    }
+}
+
+/// An instance already on the package is done only if it runs it (an earlier run may have been
+/// cut short, or swapped it `--offline` while it ran); any other is patched.
+async fn patch_or_finish(
+    context: &RollContext<'_>,
+    job: &Job<'_>,
+    plan: &Plan,
+) -> Result<Outcome, Failure> {
+    if job.installed.on_package(&plan.package) {
+        roll::finish_earlier_run(context, job).await
+    } else {
+        roll::patch_instance(context, job).await.map(|()| Outcome::Patched)
+    }
+}
+
+/// The next instance to patch, and the workers as DM showed them just before (for the sources
+/// it moves). The plan's order stands, except that a dm-master which leads *now* goes after
+/// every other dm-master still to do (leadership can move during a roll, and the leader must be
+/// the last master restarted), and that a dm-worker which runs no source now goes first (see
+/// [`judge::next_worker`]: bindings change as the roll goes).
+async fn take_next<'p>(
+    remaining: &mut Vec<&'p PlannedInstance>,
+    context: &RollContext<'_>,
+) -> (&'p PlannedInstance, Option<Vec<WorkerMember>>) {
+    let Ok(members) = context.client.members_from_any(context.masters).await else {
+        return (remaining.remove(0), None);
+    };
+    let index = match remaining[0].role {
+        Role::Master => {
+            let leader = members.leader().map(|l| l.name.as_str());
+            remaining.iter().position(|i| Some(i.name.as_str()) != leader).unwrap_or(0)
+        }
+        Role::Worker => {
+            let names: Vec<&str> = remaining.iter().map(|i| i.name.as_str()).collect();
+            judge::next_worker(&names, members.workers())
+        }
+    };
+    (remaining.remove(index), Some(members.workers().to_vec()))
+}
+
+/// The sources that changed workers since `before` (the workers as DM showed them before an
+/// instance's turn), each told as it is found.
+async fn moves_since(
+    context: &RollContext<'_>,
+    before: Option<Vec<WorkerMember>>,
+) -> Vec<SourceMove> {
+    let Some(before) = before else { return Vec::new() };
+    let Ok(after) = context.client.members_from_any(context.masters).await else {
+        return Vec::new();
+    };
+    let moved = judge::source_moves(&before, after.workers());
+    for change in &moved {
+        let place = |worker: &str| {
+            if worker.is_empty() { "no worker".to_owned() } else { format!("worker {worker}") }
+        };
+        context.progress.event(Event::Note(&format!(
+            "source {} moved from {} to {}",
+            change.source,
+            place(&change.from),
+            place(&change.to)
+        )));
+    }
+    moved
+}
+
+/// The roll stops at `planned`, which ended with `outcome` for `reason`: the run failed, or
+/// was interrupted when a stop request made the instance give up and be undone.
+fn stopped_at(
+    report: &mut Report,
+    planned: &PlannedInstance,
+    outcome: Outcome,
+    reason: &str,
+    interrupt: &Interrupt,
+) {
+    let interrupted = interrupt.requested() && outcome != Outcome::NeedsAttention;
+    let (result, next) = if interrupted {
+        (RunResult::Interrupted, "Run the same command again to finish")
+    } else {
+        (RunResult::Failed, "Fix the cause, then run the same command again")
+    };
+    report.result = result;
+    report.message = Some(format!(
+        "{}: {reason}. The roll stopped there; instances after it are untouched. {next}: \
+         finished instances are skipped.",
+        planned.id
+    ));
+}
+
+/// What to tell the operator when meta.yaml could not be saved after an instance was patched:
+/// the roll stopped, which instances run the package but are not marked, and how to repair it.
+fn unsaved_message(report: &Report, cluster: &Cluster, err: &StoreError) -> String {
+    let done: Vec<&str> = report
+        .instances
+        .iter()
+        .filter(|i| matches!(i.outcome, Outcome::Patched | Outcome::Skipped))
+        .map(|i| i.id.as_str())
+        .collect();
+    format!(
+        "meta.yaml could not be saved ({err}); the roll stopped there. These instances run the \
+         package but may not be marked patched: {}. Add `patched: true` to them in {} by hand, \
+         or make the store writable and run the same command again (they are skipped)",
+        done.join(", "),
+        cluster.dir.join("meta.yaml").display()
+    )
+}
