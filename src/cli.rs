@@ -28,6 +28,21 @@ pub const LONG_VERSION: &str = concat!(
     ")"
 );
 
+/// clap's rendering of a usage error as one line: its first line and the indented lines right
+/// under it, which name what is missing or allowed (`<PACKAGE>`, `[possible values: ...]`).
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("error: invalid usage").trim_end();
+    let details: Vec<&str> = lines
+        .take_while(|line| line.starts_with(char::is_whitespace) && !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    match details.as_slice() {
+        [] => first.to_owned(),
+        details => format!("{first} {}", details.join(", ")),
+    }
+}
+
 impl Cli {
     /// Parses the process's arguments. Help and `--version` print as clap prints them and exit
     /// 0; a usage error is one line on stderr and exit 2, like every other bad input.
@@ -36,15 +51,7 @@ impl Cli {
             Ok(cli) => cli,
             Err(err) if !err.use_stderr() => err.exit(),
             Err(err) => {
-                let rendered = err.render().to_string();
-                let first = rendered.lines().next().unwrap_or("error: invalid usage");
-                // The values an enumerated option takes, when that is what was wrong.
-                let values =
-                    rendered.lines().map(str::trim).find(|l| l.starts_with("[possible values:"));
-                match values {
-                    Some(values) => eprintln!("{first} {values}; see `dm-patch --help`"),
-                    None => eprintln!("{first}; see `dm-patch --help`"),
-                }
+                eprintln!("{}; see `dm-patch --help`", one_line(&err.render().to_string()));
                 std::process::exit(i32::from(crate::error::ExitStatus::BadInput.code()));
             }
         }
@@ -342,6 +349,8 @@ pub struct PatchArgs {
     pub allow_version_change: bool,
     #[command(flatten)]
     pub change: ChangeArgs,
+    #[command(flatten)]
+    pub proving: ProvingArgs,
     /// Check everything and print the plan; connect to no host, change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -397,6 +406,24 @@ pub struct ChangeArgs {
     /// Do not ask for confirmation
     #[arg(short, long)]
     pub yes: bool,
+}
+
+/// Proving a build under real traffic before the whole cluster runs it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProvingArgs {
+    /// Patch the first N instances of the roll, watch them for --soak, then go on. A dm-worker
+    /// proves nothing without subtasks: the canary phase goes on until N workers on the package
+    /// run a source (with a free worker, that is the free one and the worker whose source moves
+    /// onto it); the plan says which instances it touches
+    #[arg(long, value_name = "N", requires = "soak", conflicts_with = "offline",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub canary: Option<u16>,
+    /// How long to watch before going on (e.g. 30s, 10m): after the canaries with --canary,
+    /// else after each instance. They must stay healthy and not restart, and every migration
+    /// subtask must keep running and replicating; a failure puts the canaries back
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+          conflicts_with = "offline")]
+    pub soak: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

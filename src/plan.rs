@@ -1,6 +1,8 @@
 //! What a patch will do, as a plain value: printable (`--dry-run`), testable without a network,
 //! and the only input of the engine.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::dm::client::MembersResponse;
@@ -22,6 +24,9 @@ pub struct Plan {
     pub allow_version_change: bool,
     /// The dm-master leader's member name when it was learned while planning.
     pub leader: Option<String>,
+    /// `--soak`, in seconds: how long the build is watched, after the canaries (those
+    /// instances marked `canary`) or, without `--canary`, after each instance.
+    pub soak_seconds: Option<u64>,
     /// One upload per host, shared by every selected instance on it.
     pub hosts: Vec<HostStaging>,
     /// The instances in the order they will be patched.
@@ -92,6 +97,8 @@ pub struct PlannedInstance {
     pub marked_patched: bool,
     /// The source bound to it when planned (a dm-worker's).
     pub source: Option<String>,
+    /// Patched in the canary phase, before the build is watched (`--canary`).
+    pub canary: bool,
     #[serde(skip)]
     pub instance: Instance,
 }
@@ -107,6 +114,29 @@ pub struct PlanOptions {
     pub overwrite: bool,
     /// `--allow-version-change`: the package may move the cluster to another release line.
     pub allow_version_change: bool,
+    /// `--canary N`: the build is watched once N instances run it (see [`canary_phase`]).
+    pub canaries: Option<usize>,
+    /// `--soak`: how long each watch lasts.
+    pub soak: Option<Duration>,
+}
+
+/// How many of `instances` (in roll order) the canary phase touches for `canaries`: dm-masters,
+/// the first `canaries`; dm-workers, up to the one after which `canaries` workers on the
+/// package run a source. A free worker runs none until a bound worker's source moves onto it,
+/// and each bound worker patched leaves one patched worker bound (itself, or the free one that
+/// took its source).
+pub fn canary_phase(instances: &[PlannedInstance], canaries: usize) -> usize {
+    let mut bound = 0;
+    for (index, planned) in instances.iter().enumerate() {
+        bound += match planned.position {
+            Position::FreeWorker => 0,
+            _ => 1,
+        };
+        if bound >= canaries {
+            return index + 1;
+        }
+    }
+    instances.len()
 }
 
 impl Plan {
@@ -121,7 +151,8 @@ impl Plan {
     ) -> Plan {
         let leader = members.and_then(|m| m.leader()).map(|leader| leader.name.clone());
         let workers = members.map(MembersResponse::workers).unwrap_or_default();
-        let PlanOptions { action, offline, overwrite, allow_version_change } = options;
+        let PlanOptions { action, offline, overwrite, allow_version_change, canaries, soak } =
+            options;
         let sha = package.short_sha().to_owned();
         let cluster_version = cluster.version().to_owned();
 
@@ -138,31 +169,37 @@ impl Plan {
             }
         }
 
-        let instances = roll_order(selected, leader.as_deref(), workers, offline)
-            .into_iter()
-            .map(|(instance, position)| PlannedInstance {
-                id: instance.id(),
-                role: instance.role,
-                name: instance.name.clone(),
-                host: instance.host.clone(),
-                port: instance.port,
-                ssh_host: instance.ssh_host.clone(),
-                ssh_port: instance.ssh_port,
-                deploy_dir: instance.deploy_dir.clone(),
-                service: instance.service(),
-                binary: instance.binary_path(),
-                backup_dir: format!("{}/bin.old.{cluster_version}", instance.deploy_dir),
-                staging_dir: format!("{}/bin.patch-{sha}", instance.deploy_dir),
-                position,
-                reason: position.reason(),
-                marked_patched: instance.patched,
-                source: workers
-                    .iter()
-                    .find(|w| w.name == instance.name && !w.source.is_empty())
-                    .map(|w| w.source.clone()),
-                instance: (*instance).clone(),
-            })
-            .collect();
+        let mut instances: Vec<PlannedInstance> =
+            roll_order(selected, leader.as_deref(), workers, offline)
+                .into_iter()
+                .map(|(instance, position)| PlannedInstance {
+                    id: instance.id(),
+                    role: instance.role,
+                    name: instance.name.clone(),
+                    host: instance.host.clone(),
+                    port: instance.port,
+                    ssh_host: instance.ssh_host.clone(),
+                    ssh_port: instance.ssh_port,
+                    deploy_dir: instance.deploy_dir.clone(),
+                    service: instance.service(),
+                    binary: instance.binary_path(),
+                    backup_dir: format!("{}/bin.old.{cluster_version}", instance.deploy_dir),
+                    staging_dir: format!("{}/bin.patch-{sha}", instance.deploy_dir),
+                    position,
+                    reason: position.reason(),
+                    marked_patched: instance.patched,
+                    source: workers
+                        .iter()
+                        .find(|w| w.name == instance.name && !w.source.is_empty())
+                        .map(|w| w.source.clone()),
+                    canary: false,
+                    instance: (*instance).clone(),
+                })
+                .collect();
+        if let Some(canaries) = canaries {
+            let touched = canary_phase(&instances, canaries);
+            instances.iter_mut().take(touched).for_each(|planned| planned.canary = true);
+        }
 
         Plan {
             action,
@@ -174,6 +211,7 @@ impl Plan {
             overwrite,
             allow_version_change,
             leader,
+            soak_seconds: soak.map(|soak| soak.as_secs()),
             hosts,
             instances,
             remove: Vec::new(),

@@ -123,6 +123,8 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
         offline: args.offline,
         overwrite: args.overwrite,
         allow_version_change: args.allow_version_change,
+        canaries: args.proving.canary.map(usize::from),
+        soak: args.proving.soak,
     };
     let plan =
         Plan::new(&cluster, &selected, package, members.as_ref(), options).removing(args.remove);
@@ -137,6 +139,10 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
             host_key_policy,
             force: args.change.force,
             keep_rollbacks: usize::from(args.change.keep_rollbacks),
+            proving: engine::Proving {
+                canaries: args.proving.canary.map(usize::from),
+                soak: args.proving.soak,
+            },
             reach,
             command_line: std::env::args().collect(),
         },

@@ -104,6 +104,7 @@ pub async fn run(
         // It ran on this cluster before: another release line is no reason to refuse it.
         allow_version_change: true,
         change: args.change.clone(),
+        proving: crate::cli::ProvingArgs::default(),
         dry_run: false,
         connection: args.connection.clone(),
         action: crate::plan::Action::Rollback,

@@ -244,6 +244,16 @@ impl DmClient {
         Ok(VersionInfo::parse(&body))
     }
 
+    /// When the process at `addr` started (`process_start_time_seconds` on its `/metrics`, as
+    /// Prometheus' process collector exports it); `None` when it does not say.
+    pub async fn process_start(&self, addr: &str) -> Option<f64> {
+        let metrics = self.get(addr, "/metrics").await.ok()?;
+        metrics.lines().find_map(|line| {
+            let value = line.strip_prefix("process_start_time_seconds ")?;
+            value.split_whitespace().next()?.parse().ok()
+        })
+    }
+
     pub async fn health(&self, addr: &str) -> Result<Health, DmError> {
         let response = self.send(self.http.get(self.url(addr, "/health")), addr).await?;
         Ok(if response.status().is_success() { Health::Healthy } else { Health::Unhealthy })

@@ -301,6 +301,7 @@ mod tests {
                 tasks: Vec::new(),
                 moved: Vec::new(),
             }],
+            soaks: Vec::new(),
             kept_package: None,
             phases: Vec::new(),
         }

@@ -14,6 +14,7 @@ mod roll;
 pub mod roll_points;
 mod rolling;
 pub mod signals;
+pub mod soak;
 mod stage;
 mod tasks;
 mod tree;
@@ -52,10 +53,21 @@ pub struct Settings {
     pub force: bool,
     /// Rollback points kept per instance (what each patch replaced), newest first.
     pub keep_rollbacks: usize,
+    /// `--canary`/`--soak`: when and how long to watch the build under real traffic.
+    pub proving: Proving,
     /// The executor, and the jump host that carries SSH and the DM API, if any.
     pub reach: Reach,
     /// The command line as typed, for the audit record.
     pub command_line: Vec<String>,
+}
+
+/// When the roll stops to watch the build under real traffic (see [`soak`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Proving {
+    /// Watch once, after this many instances run the package (workers: run a source on it).
+    pub canaries: Option<usize>,
+    /// How long each watch lasts; without `canaries`, one follows every instance.
+    pub soak: Option<Duration>,
 }
 
 /// Runs a confirmed plan on `cluster` to its end. Everything that goes wrong, on the hosts or
@@ -402,6 +414,7 @@ fn new_report(plan: &Plan, started_at: SystemTime) -> Report {
                 moved: Vec::new(),
             })
             .collect(),
+        soaks: Vec::new(),
         kept_package: None,
         phases: Vec::new(),
     }

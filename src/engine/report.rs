@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::judge::SourceMove;
+use super::soak::SoakReport;
 use crate::dm::tasks::Subtask;
 use crate::dm::version::VersionInfo;
 use crate::plan::Action;
@@ -27,6 +28,8 @@ pub struct Report {
     /// Subtasks already paused before the roll, patched around with `--force`.
     pub paused_before: Vec<Subtask>,
     pub instances: Vec<InstanceReport>,
+    /// What each soak (`--soak`) watched, and how it ended.
+    pub soaks: Vec<SoakReport>,
     /// With `--overwrite`: where the package was kept in the store.
     pub kept_package: Option<String>,
     /// How long each phase of the run took, in order: where the time goes.

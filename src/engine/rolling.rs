@@ -1,6 +1,7 @@
 //! The roll of a staged plan: one instance at a time, in the order the cluster calls for at each
 //! step (see [`take_next`]), each instance's result recorded and its `patched` mark saved as it
-//! finishes; a package proven bad put back everywhere this run put it. With `--offline`,
+//! finishes; the build watched under real traffic where `--canary`/`--soak` ask (see
+//! [`soak`]); a package proven bad put back everywhere this run put it. With `--offline`,
 //! nothing restarts, so every swap runs side by side instead.
 
 use std::collections::HashMap;
@@ -16,10 +17,12 @@ use super::put_back::PutBack;
 use super::report::{Outcome, Report, RunResult};
 use super::roll::{self, Failure, Job, RollContext};
 use super::signals::Interrupt;
+use super::soak::{self, SoakEnd};
 use super::stage::Staged;
 use super::tasks::TaskGate;
 use super::{Settings, rollback_stamp};
 use crate::dm::client::WorkerMember;
+use crate::dm::version::VersionInfo;
 use crate::plan::{Plan, PlannedInstance};
 use crate::topology::store::{self, ClusterLock, StoreError};
 use crate::topology::{Cluster, Role};
@@ -46,6 +49,12 @@ struct Tally {
     needs_operator: Vec<String>,
     /// Instance IDs in the order they were visited.
     visited: Vec<String>,
+    /// Instances this run left on the package (patched, or found on it), in that order.
+    on_package: Vec<String>,
+    /// The canaries were watched (`--canary`).
+    soaked: bool,
+    /// What this run patched was put back.
+    put_back: bool,
 }
 
 /// Whether the roll goes on after an instance.
@@ -90,11 +99,19 @@ impl Roll<'_> {
             let started = Instant::now();
             let result = patch_or_finish(&self.context, &self.job(planned), self.plan).await;
             let moved = moves_since(&self.context, before).await;
+            let patched = matches!(result, Ok(Outcome::Patched));
             if self.record(tally, planned, result, started, moved).await == Next::Stop {
                 break;
             }
+            if self.soak_due(tally, patched, remaining.len()).await
+                && self.soak(tally).await == Next::Stop
+            {
+                break;
+            }
         }
-        if let Some(evidence) = self.context.tasks.and_then(TaskGate::proven_bad) {
+        if !tally.put_back
+            && let Some(evidence) = self.context.tasks.and_then(TaskGate::proven_bad)
+        {
             self.put_back_everywhere(tally, &format!("the package is proven bad: {evidence}"))
                 .await;
         }
@@ -113,7 +130,12 @@ impl Roll<'_> {
         let runs_package = matches!(result, Ok(_) | Err(Failure::Elsewhere(_)));
         let patched = matches!(result, Ok(Outcome::Patched));
         let (outcome, detail) = outcome_of(tally, planned, result);
-        let unsaved = if runs_package { self.save_mark(planned, true).err() } else { None };
+        let unsaved = if runs_package {
+            tally.on_package.push(planned.id.clone());
+            self.save_mark(planned, true).err()
+        } else {
+            None
+        };
         if patched && let Some(point) = self.keep_rollback_point(planned).await {
             tally.points.insert(planned.id.clone(), point);
         }
@@ -130,6 +152,76 @@ impl Roll<'_> {
             }
             None => Next::Continue,
         }
+    }
+
+    /// Whether the roll stops now to watch the build (see [`soak`]): with `--soak` alone, after
+    /// each instance it patched; with `--canary N`, once, when N instances run the package (for
+    /// dm-workers: N workers on it run a source), if any are left to do.
+    async fn soak_due(&self, tally: &Tally, patched: bool, remaining: usize) -> bool {
+        let proving = self.settings.proving;
+        if proving.soak.is_none() {
+            return false;
+        }
+        let Some(canaries) = proving.canaries else { return patched };
+        if tally.soaked || remaining == 0 || tally.on_package.len() < canaries {
+            return false;
+        }
+        if self.plan.component == Role::Master {
+            return true;
+        }
+        let Ok(members) = self.context.client.members_from_any(self.context.masters).await else {
+            return true;
+        };
+        let names: Vec<&str> = tally
+            .on_package
+            .iter()
+            .filter_map(|id| self.plan.instances.iter().find(|i| &i.id == id))
+            .map(|planned| planned.name.as_str())
+            .collect();
+        let bound = |w: &&WorkerMember| w.stage == "bound";
+        let running =
+            members.workers().iter().filter(bound).filter(|w| names.contains(&w.name.as_str()));
+        // A cluster with no bound worker at all (no source) has nothing more to wait for.
+        running.count() >= canaries || !members.workers().iter().any(|w| bound(&w))
+    }
+
+    /// Watches what runs the package for `--soak`; a failure that proves the package bad puts
+    /// back everything this run patched. Says whether the roll goes on.
+    async fn soak(&mut self, tally: &mut Tally) -> Next {
+        let length = self.settings.proving.soak.expect("a soak is due only with --soak");
+        tally.soaked = true;
+        let (plan, staged) = (self.plan, self.staged);
+        let canaries: Vec<(&PlannedInstance, &VersionInfo)> = tally
+            .on_package
+            .iter()
+            .filter_map(|id| plan.instances.iter().find(|i| &i.id == id))
+            .map(|planned| (planned, &staged[&planned.id].version))
+            .collect();
+        let (end, seen) = soak::soak(&self.context, &canaries, length).await;
+        self.report.soaks.push(seen);
+        let patched = tally.on_package.join(", ");
+        match end {
+            SoakEnd::Passed => return Next::Continue,
+            SoakEnd::Interrupted => {
+                self.report.result = RunResult::Interrupted;
+                self.report.message = Some(format!(
+                    "interrupted during the soak: {patched} run the package; instances after \
+                     them are untouched. Run the same command again to finish"
+                ));
+            }
+            SoakEnd::Failed { why, against_package: true } => {
+                self.put_back_everywhere(tally, &format!("the soak failed: {why}")).await;
+            }
+            SoakEnd::Failed { why, against_package: false } => {
+                self.report.result = RunResult::Failed;
+                self.report.message = Some(format!(
+                    "during the soak: {why}; that is not the package's doing, so {patched} stay \
+                     on it. The roll stopped; instances after them are untouched. Fix the \
+                     cause, then run the same command again: finished instances are skipped."
+                ));
+            }
+        }
+        Next::Stop
     }
 
     /// `--offline`: every swap (and its rollback point), `--concurrency` at a time; every
@@ -190,6 +282,7 @@ impl Roll<'_> {
             staged: self.staged,
             plan: self.plan,
         };
+        tally.put_back = true;
         let done = put_back.everywhere(self.report, &tally.points, why).await;
         tally.needs_operator.extend(done.needs_operator);
         for id in &done.put_back {

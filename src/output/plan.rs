@@ -28,6 +28,18 @@ pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
         (false, None) => "rolling, one instance at a time".to_owned(),
     };
     out.push_str(&format!("Mode:     {mode}\n"));
+    if let Some(soak) = plan.soak_seconds {
+        let canaries: Vec<&str> =
+            plan.instances.iter().filter(|i| i.canary).map(|i| i.id.as_str()).collect();
+        let when = match canaries.as_slice() {
+            [] => "after each instance".to_owned(),
+            ids => format!("after the canary phase ({}), before the rest", ids.join(", ")),
+        };
+        out.push_str(&format!(
+            "Soak:     {soak}s {when}: the instances on the package stay healthy and every \
+             subtask keeps replicating, or what this run patched is put back\n"
+        ));
+    }
     if plan.overwrite {
         out.push_str(&format!(
             "Keep:     patch/{comp}-<sha1[:7]>.tar.gz, linked as patch/{comp}.tar.gz \
@@ -46,10 +58,13 @@ pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
             } else {
                 step.role.to_string()
             };
-            let order = match &step.source {
+            let mut order = match &step.source {
                 Some(source) => format!("{} [source {source}]", step.reason),
                 None => step.reason.to_owned(),
             };
+            if step.canary {
+                order.insert_str(0, "canary; ");
+            }
             vec![(n + 1).to_string(), step.id.clone(), role, step.deploy_dir.clone(), order]
         })
         .collect();

@@ -69,6 +69,16 @@ pub fn render(report: &Report, cluster: &Cluster, printer: &Printer) {
     // Offline, the versions are those of the binaries installed, not of what runs.
     let version = if report.offline { "Binary" } else { "Version" };
     printer.result(tiup_table(&["Instance", "Role", version, "Result", "Time"], &rows));
+    for soak in &report.soaks {
+        let failure = soak.failure.as_deref().map(|f| format!(": {f}")).unwrap_or_default();
+        printer.info(format!(
+            "Soak of {} ({} look(s) over {:.0}s): {}{failure}",
+            soak.canaries.join(", "),
+            soak.looks,
+            soak.watched_seconds,
+            soak.result
+        ));
+    }
     if let Some(kept) = &report.kept_package {
         printer.info(format!("Package kept as {kept}"));
     }

@@ -449,3 +449,36 @@ fn a_cluster_set_to_an_unknown_ssh_type() {
     let builtin = ["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run", "--ssh", "builtin"];
     store.run(builtin).success();
 }
+
+#[test]
+fn canary_without_soak() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    let refused = store.refused(&["patch", "demo", &pkg, "-R", "dm-worker", "--canary", "1"]);
+    assert!(refused.contains("--soak"), "{refused}");
+}
+
+#[test]
+fn soak_with_offline() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    let args = ["patch", "demo", &pkg, "-R", "dm-worker", "--offline", "--soak", "5m"];
+    let refused = store.refused(&args);
+    assert!(refused.contains("--offline"), "{refused}");
+}
+
+#[test]
+fn soak_that_is_not_a_duration() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    let refused = store.refused(&["patch", "demo", &pkg, "-R", "dm-worker", "--soak", "soon"]);
+    assert!(refused.contains("--soak"), "{refused}");
+}
+
+/// clap says which argument is missing; the one line keeps it.
+#[test]
+fn patch_without_a_package_names_it() {
+    let store = Store::demo();
+    let refused = store.refused(&["patch", "demo"]);
+    assert!(refused.contains("not provided: <PACKAGE>"), "{refused}");
+}

@@ -191,3 +191,113 @@ fn a_shard_ddl_lock_met_mid_roll_is_waited_for() {
     assert!(resolved.is_some() && stopped > resolved, "{worker} stopped after: {events:#?}");
     assert_all_running(&cluster);
 }
+
+/// `--canary 1` on the spare-worker layout: the free worker alone runs nothing, so the canary
+/// phase also takes the first bound worker (whose source moves onto the free one); then the
+/// soak watches them under traffic before the rest.
+#[test]
+fn a_good_build_passes_its_canary_soak_and_the_roll_goes_on() {
+    let cluster = one_spare_worker();
+    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+    let args = ["-R", "dm-worker", "--canary", "1", "--soak", "6s"];
+
+    let plan = cluster.patch(&good, &[&args[..], &["--dry-run"]].concat()).success().json();
+    let canaries: Vec<bool> = plan["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["canary"].as_bool().unwrap())
+        .collect();
+    assert_eq!(canaries, [true, true, false], "the free worker and one bound worker: {plan}");
+    assert_eq!(plan["soak_seconds"], 6);
+
+    let started = std::time::Instant::now();
+    let run = cluster.patch(&good, &args).success();
+
+    assert!(started.elapsed().as_secs_f64() >= 6.0, "the run lasts at least the soak");
+    assert_eq!(run.outcome_names(), ["patched"; 3]);
+    let soaks = run.json()["soaks"].as_array().unwrap().clone();
+    assert_eq!(soaks.len(), 1, "{soaks:?}");
+    assert_eq!(soaks[0]["result"], "passed");
+    assert_eq!(soaks[0]["canaries"].as_array().unwrap().len(), 2);
+    assert!(soaks[0]["watched_seconds"].as_f64().unwrap() >= 6.0, "{soaks:?}");
+    assert!(run.stderr.contains("soak: watching 2 instance(s) on the package"), "{}", run.stderr);
+    assert_all_running(&cluster);
+}
+
+/// A build whose subtasks pause some seconds after taking a source passes each step's gate,
+/// but not the soak: the canaries are put back, the rest never touched. (The pause comes 8 s
+/// after the source moves, so that even a slow restart of the worker it left passes its gate
+/// first.)
+#[test]
+fn a_build_that_pauses_during_the_soak_is_put_back_and_the_rest_is_untouched() {
+    let cluster = Cluster::start(
+        Sandbox::builder()
+            .hosts(4)
+            .masters(1)
+            .workers(3)
+            .sources(2)
+            .tasks(2)
+            .sim_env("DM_SIM_LATE_PAUSE_MS", "8000"),
+    );
+    let late = cluster.package("dm-worker", "v8.5.2", &[Fault::LatePause]);
+    let ids = worker_ids(&cluster);
+    let pids = cluster.pids();
+
+    let run = cluster.patch(&late, &["-R", "dm-worker", "--canary", "1", "--soak", "30s"]).code(1);
+
+    let report = run.json();
+    assert_eq!(report["soaks"][0]["result"], "failed", "{report}");
+    let message = report["message"].as_str().unwrap();
+    assert!(message.contains("the soak failed"), "{message}");
+    assert!(message.contains("failed to resume (late-pause)"), "{message}");
+    for id in ids.values() {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{id} runs the old build");
+    }
+    let untouched: Vec<&String> =
+        ids.values().filter(|id| cluster.sandbox.pid(id) == pids[*id]).collect();
+    assert_eq!(untouched.len(), 1, "the worker after the canaries never restarted");
+    assert_eq!(run.outcomes().iter().filter(|(_, o)| o == "not-reached").count(), 1);
+    assert_all_running(&cluster);
+    assert!(cluster.patched_ids().is_empty(), "{:?}", cluster.patched_ids());
+}
+
+/// A canary restarted behind dm-patch's back during the soak fails it: the build is put back.
+#[test]
+fn a_canary_restarted_during_the_soak_fails_it() {
+    let cluster = one_spare_worker();
+    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+    let ids = worker_ids(&cluster);
+    let bound = cluster.sandbox.bindings();
+    let spare = ids.iter().find(|(name, _)| !bound.values().any(|w| w == *name)).unwrap().1;
+    let host = spare.split(':').next().unwrap().to_owned();
+    let args = ["-R", "dm-worker", "--canary", "1", "--soak", "30s"];
+
+    let run = cluster.patch_when(&good, &args, "soak: watching", |_| {
+        let restart = cluster.sandbox.ssh(&host, "systemctl restart dm-worker-8262.service");
+        assert!(restart.status.success(), "{restart:?}");
+    });
+
+    let run = run.code(1);
+    let message = run.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(&format!("{spare} restarted during the soak")), "{message}");
+    for id in ids.values() {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{id} put back");
+    }
+    assert_all_running(&cluster);
+}
+
+/// `--soak` alone watches after every instance.
+#[test]
+fn soak_alone_watches_after_each_instance() {
+    let cluster =
+        Cluster::start(Sandbox::builder().hosts(3).masters(1).workers(2).sources(2).tasks(1));
+    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+
+    let run = cluster.patch(&good, &["-R", "dm-worker", "--soak", "1s"]).success();
+
+    let soaks = run.json()["soaks"].as_array().unwrap().clone();
+    assert_eq!(soaks.len(), 2, "{soaks:?}");
+    assert!(soaks.iter().all(|soak| soak["result"] == "passed"), "{soaks:?}");
+    assert_eq!(soaks[1]["canaries"].as_array().unwrap().len(), 2, "everything on the package");
+}

@@ -42,6 +42,26 @@ pub async fn serve(addr: SocketAddr, router: Router, tls: Option<&Tls>) -> Resul
     Ok(())
 }
 
+/// When this process started (read first at start by `main`).
+static STARTED: std::sync::LazyLock<std::time::SystemTime> =
+    std::sync::LazyLock::new(std::time::SystemTime::now);
+
+/// Notes when this process started, for `process_start_time_seconds`.
+pub fn note_start() {
+    std::sync::LazyLock::force(&STARTED);
+}
+
+/// The process collector's `process_start_time_seconds`, as every DM process exports it: tells
+/// a restart apart from a process that kept running.
+pub fn process_metrics() -> String {
+    let started = STARTED.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!(
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in \
+         seconds.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {:.2}\n",
+        started.as_secs_f64()
+    )
+}
+
 /// `GET /status`: the running binary's version block, as text.
 pub fn status_route(settings: &Settings) -> Router {
     let block = settings.running_version().to_string();

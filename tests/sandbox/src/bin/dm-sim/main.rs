@@ -25,6 +25,7 @@ use dm_sandbox::Fault;
 const EXIT_FAILURE: i32 = 1;
 
 fn main() {
+    http::note_start();
     let args: Vec<String> = std::env::args().collect();
     let settings = match cli::settings_from_env(&args) {
         Ok(settings) => settings,

@@ -50,6 +50,7 @@ pub fn router(master: Arc<Master>) -> Router {
         .route_layer(middleware::from_fn_with_state(master.clone(), leader_only));
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(|| async { http::process_metrics() }))
         .route("/apis/v1alpha1/leader/{op}", put(operate_leader))
         .merge(served_by_leader)
         .with_state(master.clone())

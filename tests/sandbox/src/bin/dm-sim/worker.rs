@@ -85,7 +85,7 @@ pub async fn run(settings: Settings) -> Result<i32, String> {
     };
     let metrics = {
         let (reports, name) = (reports.clone(), name.clone());
-        move || async move { render_task_metrics(&name, &reports()) }
+        move || async move { http::process_metrics() + &render_task_metrics(&name, &reports()) }
     };
     let listing = move || async move { axum::Json(reports()) };
     let router = Router::new()
