@@ -27,6 +27,8 @@ pub struct Plan {
     /// `--soak`, in seconds: how long the build is watched, after the canaries (those
     /// instances marked `canary`) or, without `--canary`, after each instance.
     pub soak_seconds: Option<u64>,
+    /// The masters serve DM's OpenAPI: a worker roll moves each source on purpose.
+    pub openapi: bool,
     /// One upload per host, shared by every selected instance on it.
     pub hosts: Vec<HostStaging>,
     /// The instances in the order they will be patched.
@@ -118,17 +120,25 @@ pub struct PlanOptions {
     pub canaries: Option<usize>,
     /// `--soak`: how long each watch lasts.
     pub soak: Option<Duration>,
+    /// The masters serve DM's OpenAPI: a source can be moved on purpose.
+    pub openapi: bool,
 }
 
 /// How many of `instances` (in roll order) the canary phase touches for `canaries`: dm-masters,
 /// the first `canaries`; dm-workers, up to the one after which `canaries` workers on the
-/// package run a source. A free worker runs none until a bound worker's source moves onto it,
-/// and each bound worker patched leaves one patched worker bound (itself, or the free one that
-/// took its source).
-pub fn canary_phase(instances: &[PlannedInstance], canaries: usize) -> usize {
+/// package run a source. A free worker runs none until a source moves onto it: with DM's
+/// OpenAPI (`openapi`) one is moved there on purpose from a bound worker, without stopping it;
+/// without, only when a bound worker stops, and each bound worker patched leaves one patched
+/// worker bound (itself, or the free one that took its source).
+pub fn canary_phase(instances: &[PlannedInstance], canaries: usize, openapi: bool) -> usize {
+    let mut donors = instances.iter().filter(|i| i.position == Position::BoundWorker).count();
     let mut bound = 0;
     for (index, planned) in instances.iter().enumerate() {
         bound += match planned.position {
+            Position::FreeWorker if openapi && donors > 0 => {
+                donors -= 1;
+                1
+            }
             Position::FreeWorker => 0,
             _ => 1,
         };
@@ -151,8 +161,15 @@ impl Plan {
     ) -> Plan {
         let leader = members.and_then(|m| m.leader()).map(|leader| leader.name.clone());
         let workers = members.map(MembersResponse::workers).unwrap_or_default();
-        let PlanOptions { action, offline, overwrite, allow_version_change, canaries, soak } =
-            options;
+        let PlanOptions {
+            action,
+            offline,
+            overwrite,
+            allow_version_change,
+            canaries,
+            soak,
+            openapi,
+        } = options;
         let sha = package.short_sha().to_owned();
         let cluster_version = cluster.version().to_owned();
 
@@ -197,7 +214,7 @@ impl Plan {
                 })
                 .collect();
         if let Some(canaries) = canaries {
-            let touched = canary_phase(&instances, canaries);
+            let touched = canary_phase(&instances, canaries, openapi);
             instances.iter_mut().take(touched).for_each(|planned| planned.canary = true);
         }
 
@@ -212,6 +229,7 @@ impl Plan {
             allow_version_change,
             leader,
             soak_seconds: soak.map(|soak| soak.as_secs()),
+            openapi,
             hosts,
             instances,
             remove: Vec::new(),

@@ -78,9 +78,9 @@ pub fn run(
 
 /// What each patched instance of `cluster` would go back to with `dm-patch rollback`: the
 /// version it ran before the newest run that installed something on it (by instance ID).
-pub fn rollback_versions(store: &Store, cluster: &str) -> HashMap<String, String> {
+pub fn rollback_versions(runs: &[Run]) -> HashMap<String, String> {
     let mut versions = HashMap::new();
-    for run in read_runs(store, cluster) {
+    for run in runs {
         for instance in &run.instances {
             let Some(rest) = instance.outcome.strip_prefix("patched; version ") else {
                 continue;
@@ -94,8 +94,33 @@ pub fn rollback_versions(store: &Store, cluster: &str) -> HashMap<String, String
     versions
 }
 
+/// The binary dm-patch last left installed on each instance of `cluster` (its `short()`
+/// version, by instance ID), from the newest record that changed or checked it: what an
+/// `--offline` swap put in place, for instance, which runs only from the next restart.
+pub fn installed_versions(runs: &[Run]) -> HashMap<String, String> {
+    const INSTALLED: [&str; 3] =
+        ["patched; version ", "swapped (takes effect at restart); version ", "skipped"];
+    let mut versions: HashMap<String, Option<String>> = HashMap::new();
+    for run in runs {
+        for instance in &run.instances {
+            if instance.outcome.starts_with("not ") || versions.contains_key(&instance.id) {
+                continue;
+            }
+            let installed = INSTALLED
+                .iter()
+                .any(|prefix| instance.outcome.starts_with(prefix))
+                .then(|| instance.outcome.split(" -> ").nth(1))
+                .flatten()
+                .map(|after| after.split(';').next().unwrap_or(after).trim().to_owned())
+                .filter(|after| after != "-");
+            versions.insert(instance.id.clone(), installed);
+        }
+    }
+    versions.into_iter().filter_map(|(id, version)| Some((id, version?))).collect()
+}
+
 /// Every record of `cluster`, newest first.
-fn read_runs(store: &Store, cluster: &str) -> Vec<Run> {
+pub fn read_runs(store: &Store, cluster: &str) -> Vec<Run> {
     let Ok(entries) = fs::read_dir(store.audit_dir()) else {
         return Vec::new();
     };

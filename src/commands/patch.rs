@@ -113,10 +113,10 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
     let reach = reach::open(&cluster, executor, jump, host_key_policy).await?;
 
     let ssh_timeout = Duration::from_secs(args.connection.ssh_timeout);
-    let members = if args.offline {
-        None
+    let (members, openapi) = if args.offline {
+        (None, false)
     } else {
-        find_members(&cluster, ssh_timeout, reach.http_proxy()).await
+        find_members(&cluster, role, ssh_timeout, reach.http_proxy()).await
     };
     let options = PlanOptions {
         action: args.action,
@@ -125,6 +125,7 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
         allow_version_change: args.allow_version_change,
         canaries: args.proving.canary.map(usize::from),
         soak: args.proving.soak,
+        openapi,
     };
     let plan =
         Plan::new(&cluster, &selected, package, members.as_ref(), options).removing(args.remove);
@@ -166,16 +167,21 @@ fn refuse_remote_hosts(selected: &[&Instance]) -> Result<(), UsageError> {
 
 /// The members list (the leader, and each worker's stage and source), asked of any master;
 /// `None` when no master answers (planning goes on; the engine's preflight insists on a leader
-/// later, and the roll looks again before each restart).
+/// later, and the roll looks again before each restart). For a worker roll, also whether the
+/// masters serve DM's OpenAPI (sources can then be moved on purpose).
 async fn find_members(
     cluster: &Cluster,
+    role: Role,
     timeout: Duration,
     proxy: Option<&str>,
-) -> Option<MembersResponse> {
+) -> (Option<MembersResponse>, bool) {
     let client = DmClient::new(timeout, cluster.tls(), proxy);
     let masters: Vec<String> =
         cluster.instances.iter().filter(|i| i.role == Role::Master).map(|i| i.addr()).collect();
-    client.members_from_any(&masters).await.ok()
+    let members = client.members_from_any(&masters).await.ok();
+    let openapi =
+        members.is_some() && role == Role::Worker && client.serves_openapi(&masters).await;
+    (members, openapi)
 }
 
 /// Refuses to go on without an explicit yes: a prompt on a terminal, `--yes` elsewhere.

@@ -244,6 +244,53 @@ impl DmClient {
         Ok(VersionInfo::parse(&body))
     }
 
+    /// Whether the masters serve DM's OpenAPI (`openapi = true` in their config), asked of any
+    /// of them: only then can a source be moved on purpose.
+    pub async fn serves_openapi(&self, masters: &[String]) -> bool {
+        for master in masters {
+            match self.get(master, "/api/v1/cluster/workers").await {
+                Ok(_) => return true,
+                Err(DmError::Status { status: 404, .. }) => return false,
+                Err(_) => continue,
+            }
+        }
+        false
+    }
+
+    /// `POST /api/v1/sources/{source}/transfer` (DM's OpenAPI; any master passes it on to the
+    /// leader): `source` moves to `worker`, which must be free. Its subtasks resume there from
+    /// the checkpoint they had.
+    pub async fn transfer_source(
+        &self,
+        masters: &[String],
+        source: &str,
+        worker: &str,
+    ) -> Result<(), DmError> {
+        let mut last = DmError::NoMaster { tried: masters.join(", ") };
+        for master in masters {
+            let path = format!("/api/v1/sources/{source}/transfer");
+            let body = serde_json::json!({ "worker_name": worker });
+            let request = self.http.post(self.url(master, &path)).json(&body);
+            let response = match self.send(request, master).await {
+                Ok(response) => response,
+                Err(err) => {
+                    last = err;
+                    continue;
+                }
+            };
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let body = response.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<OpenApiError>(&body)
+                .map(|err| err.error_msg)
+                .unwrap_or_else(|_| format!("HTTP {status}: {}", body.trim()));
+            return Err(DmError::Refused { addr: master.clone(), message });
+        }
+        Err(last)
+    }
+
     /// When the process at `addr` started (`process_start_time_seconds` on its `/metrics`, as
     /// Prometheus' process collector exports it); `None` when it does not say.
     pub async fn process_start(&self, addr: &str) -> Option<f64> {
@@ -319,6 +366,13 @@ impl DmClient {
             .unwrap_or_else(|_| body.trim().to_owned());
         Err(DmError::Status { addr: addr.to_owned(), status: status.as_u16(), message })
     }
+}
+
+/// An error of DM's OpenAPI: HTTP 400 `{"error_code": N, "error_msg": "..."}`.
+#[derive(Debug, Deserialize)]
+struct OpenApiError {
+    #[serde(default)]
+    error_msg: String,
 }
 
 #[cfg(test)]

@@ -222,6 +222,29 @@ struct QueryStatus {
     sources: Vec<SourceTaskStatus>,
 }
 
+impl QueryStatus {
+    /// The errors of `task`'s subtask on `source` (each `message: raw cause`), when it has a
+    /// result to say; empty when that result has none.
+    fn errors(&self, task: &str, source: &str) -> Option<Vec<String>> {
+        let result = self
+            .sources
+            .iter()
+            .filter(|s| s.source_status.source == source)
+            .flat_map(|s| &s.sub_task_status)
+            .find(|subtask| subtask.name == task)?
+            .result
+            .as_ref()?;
+        let said = |error: &ProcessError| {
+            if error.raw_cause.is_empty() {
+                error.message.clone()
+            } else {
+                format!("{}: {}", error.message, error.raw_cause)
+            }
+        };
+        Some(result.errors.iter().map(said).collect())
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SourceTaskStatus {
@@ -262,6 +285,18 @@ struct SyncStatus {
 struct ShardingGroup {
     #[serde(default)]
     target: String,
+}
+
+/// Why a subtask is paused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PauseCause {
+    /// It failed: DM's errors.
+    Error(String),
+    /// An operation paused it, without an error (DM filters out the cancel): a source moved on
+    /// purpose resumes its subtasks on the new worker a moment later.
+    Operation,
+    /// No master said.
+    Unknown,
 }
 
 /// A shard DDL that waits on a source: DM's guide says not to restart the source's worker
@@ -338,6 +373,20 @@ impl DmClient {
         Ok(parse_task_metrics(&self.get(addr, "/metrics").await?))
     }
 
+    /// Why `task`'s subtask on `source` is paused, as query-status tells it: DM's errors, or
+    /// none when an operation paused it (a transfer resuming it elsewhere, `pause-task`).
+    pub async fn pause_cause(&self, masters: &[String], task: &str, source: &str) -> PauseCause {
+        let Some(status) = self.query_status(masters, task).await else {
+            return PauseCause::Unknown;
+        };
+        match status.errors(task, source) {
+            Some(errors) if errors.is_empty() => PauseCause::Operation,
+            Some(errors) => PauseCause::Error(errors.join("; ")),
+            None if !status.result && !status.msg.is_empty() => PauseCause::Error(status.msg),
+            None => PauseCause::Unknown,
+        }
+    }
+
     /// Why `task`'s subtask on `source` stopped, as query-status tells it (any master
     /// forwards it to the leader); `None` when no master says.
     pub async fn subtask_error(
@@ -346,26 +395,10 @@ impl DmClient {
         task: &str,
         source: &str,
     ) -> Option<String> {
-        let status = self.query_status(masters, task).await?;
-        if !status.result {
-            return (!status.msg.is_empty()).then_some(status.msg);
+        match self.pause_cause(masters, task, source).await {
+            PauseCause::Error(error) => Some(error),
+            PauseCause::Operation | PauseCause::Unknown => None,
         }
-        let errors: Vec<String> = status
-            .sources
-            .iter()
-            .filter(|s| s.source_status.source == source)
-            .flat_map(|s| &s.sub_task_status)
-            .filter(|subtask| subtask.name == task)
-            .flat_map(|subtask| subtask.result.iter().flat_map(|r| &r.errors))
-            .map(|error| {
-                if error.raw_cause.is_empty() {
-                    error.message.clone()
-                } else {
-                    format!("{}: {}", error.message, error.raw_cause)
-                }
-            })
-            .collect();
-        (!errors.is_empty()).then(|| errors.join("; "))
     }
 }
 

@@ -91,6 +91,7 @@ pub async fn execute(
         client: DmClient::new(settings.ssh_timeout, cluster.tls(), settings.reach.http_proxy()),
         masters: addrs_of(cluster, Role::Master),
         tasks: None,
+        openapi: false,
     };
     let audit = audit::Audit::start(&lock.store().audit_dir(), &settings.command_line);
 
@@ -111,6 +112,8 @@ struct Run {
     masters: Vec<String>,
     /// The migration tasks the roll must keep running (none with `--offline`).
     tasks: Option<TaskGate>,
+    /// The masters serve DM's OpenAPI (a worker roll moves sources on purpose then).
+    openapi: bool,
     /// When the current phase began.
     phase_started: Instant,
 }
@@ -181,6 +184,7 @@ impl Run {
             interrupt,
             tasks: self.tasks.as_ref().filter(|gate| !gate.is_empty()),
             force: settings.force,
+            openapi: self.openapi,
         };
         let roll = Roll {
             context,
@@ -261,6 +265,7 @@ impl Run {
         self.report.paused_before = paused.into_iter().map(|p| p.subtask).collect();
         self.no_shard_ddl_pending(&gate, settings).await?;
         self.tasks = Some(gate);
+        self.openapi = component == Role::Worker && self.client.serves_openapi(&self.masters).await;
         Ok(())
     }
 

@@ -36,6 +36,9 @@ pub struct RollContext<'a> {
     pub tasks: Option<&'a TaskGate>,
     /// `--force`: a worker is restarted even while a shard DDL lock waits on its source.
     pub force: bool,
+    /// The masters serve DM's OpenAPI: a source can be moved on purpose before its worker
+    /// stops.
+    pub openapi: bool,
 }
 
 impl RollContext<'_> {
@@ -148,6 +151,7 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
             wait_for_shard_ddl(context, job)
                 .await
                 .map_err(|err| Failure::Unchanged(err.to_string()))?;
+            move_source_first(context, job).await?;
             false
         }
     };
@@ -662,6 +666,42 @@ async fn wait_for_shard_ddl(context: &RollContext<'_>, job: &Job<'_>) -> Result<
             }
         })
         .await
+}
+
+/// Before a bound worker stops: with DM's OpenAPI, its source moves on purpose to a free worker
+/// that already runs the package, and its subtasks must run and replicate there before anything
+/// stops (a failure there proves the package bad). Without it, or with no such free worker, DM
+/// moves the source when the worker stops (see `judge::next_worker`).
+async fn move_source_first(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), Failure> {
+    let Some(gate) = context.tasks.filter(|_| context.openapi) else { return Ok(()) };
+    let Ok(members) = context.client.members_from_any(context.masters).await else {
+        return Ok(());
+    };
+    let workers = members.workers();
+    let name = &job.planned.name;
+    let Some(source) = workers.iter().find(|w| &w.name == name).map(|w| &w.source) else {
+        return Ok(());
+    };
+    let on_package = gate.on_package();
+    let target = workers.iter().find(|w| w.stage == "free" && on_package.contains(&w.name));
+    let (Some(target), false) = (target, source.is_empty()) else { return Ok(()) };
+    let target = &target.name;
+    job.say(context, &format!("moving source {source} to worker {target}, on the package"));
+    if let Err(err) = context.client.transfer_source(context.masters, source, target).await {
+        context.progress.event(Event::Note(&format!(
+            "{}: source {source} could not be moved on purpose ({err}); DM moves it when the \
+             worker stops",
+            job.planned.id
+        )));
+        return Ok(());
+    }
+    let moved = async {
+        context.wait(|| gate.runs_on(context.client, source, target)).await?;
+        wait_tasks(context, job, OnInterrupt::GiveUp, Judging::Roll).await
+    };
+    moved.await.map_err(|err: StepError| {
+        Failure::Unchanged(format!("after source {source} moved to worker {target}: {err}"))
+    })
 }
 
 /// Workers are restarted only while a leader can rebind their sources.

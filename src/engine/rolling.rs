@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 
 use super::events::Event;
 use super::hosts::Hosts;
-use super::judge::{self, SourceMove};
+use super::judge::{self, Judging, SourceMove};
 use super::preflight::InstanceFacts;
 use super::put_back::PutBack;
 use super::report::{Outcome, Report, RunResult};
@@ -22,6 +22,7 @@ use super::stage::Staged;
 use super::tasks::TaskGate;
 use super::{Settings, rollback_stamp};
 use crate::dm::client::WorkerMember;
+use crate::dm::health::wait_until;
 use crate::dm::version::VersionInfo;
 use crate::plan::{Plan, PlannedInstance};
 use crate::topology::store::{self, ClusterLock, StoreError};
@@ -101,6 +102,10 @@ impl Roll<'_> {
             let moved = moves_since(&self.context, before).await;
             let patched = matches!(result, Ok(Outcome::Patched));
             if self.record(tally, planned, result, started, moved).await == Next::Stop {
+                break;
+            }
+            self.feed_canaries(tally, remaining.len()).await;
+            if self.context.tasks.and_then(TaskGate::proven_bad).is_some() {
                 break;
             }
             if self.soak_due(tally, patched, remaining.len()).await
@@ -183,6 +188,57 @@ impl Roll<'_> {
             members.workers().iter().filter(bound).filter(|w| names.contains(&w.name.as_str()));
         // A cluster with no bound worker at all (no source) has nothing more to wait for.
         running.count() >= canaries || !members.workers().iter().any(|w| bound(&w))
+    }
+
+    /// `--canary N` with DM's OpenAPI: once N instances run the package, each free one among
+    /// them gets a source moved onto it on purpose (from a worker not on the package yet), so
+    /// that N workers on the package run subtasks without stopping another; then those subtasks
+    /// must run and replicate there (a failure proves the package bad).
+    async fn feed_canaries(&self, tally: &Tally, remaining: usize) {
+        let (Some(canaries), Some(gate)) = (self.settings.proving.canaries, self.context.tasks)
+        else {
+            return;
+        };
+        if !self.context.openapi || tally.soaked || remaining == 0 {
+            return;
+        }
+        let (client, masters) = (self.context.client, self.context.masters);
+        let Ok(members) = client.members_from_any(masters).await else { return };
+        let on_package = gate.on_package();
+        let workers = members.workers();
+        let running = workers.iter().filter(|w| w.stage == "bound" && on_package.contains(&w.name));
+        let wanted = canaries.saturating_sub(running.count());
+        let free = workers.iter().filter(|w| w.stage == "free" && on_package.contains(&w.name));
+        let donors = workers.iter().filter(|w| w.stage == "bound" && !on_package.contains(&w.name));
+        let mut moved = Vec::new();
+        for (target, donor) in free.zip(donors).take(wanted) {
+            let (source, target) = (&donor.source, &target.name);
+            match client.transfer_source(masters, source, target).await {
+                Ok(()) => {
+                    self.context.progress.event(Event::Note(&format!(
+                        "canary: source {source} moved on purpose from worker {} to worker \
+                         {target}, on the package",
+                        donor.name
+                    )));
+                    moved.push((source.clone(), target.clone()));
+                }
+                Err(err) => self.context.progress.event(Event::Note(&format!(
+                    "canary: source {source} could not be moved to worker {target}: {err}"
+                ))),
+            }
+        }
+        for (source, target) in &moved {
+            let _ = wait_until(self.context.wait_timeout, || gate.runs_on(client, source, target))
+                .await;
+        }
+        if !moved.is_empty() {
+            gate.begin_watch();
+            let canary = || gate.look(client, "canaries", Judging::Roll);
+            // A failure on the package proves it bad (the gate keeps that); any other, or a
+            // subtask still settling, is the soak's to judge.
+            let _ = wait_until(self.context.wait_timeout, canary).await;
+            gate.take_failure();
+        }
     }
 
     /// Watches what runs the package for `--soak`; a failure that proves the package bad puts

@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 use super::judge::{self, Expected, FirstSeen, Judging, Suspects, Verdict};
 use crate::dm::client::DmClient;
 use crate::dm::health::Readiness;
-use crate::dm::tasks::{DdlLock, Subtask, TaskStage};
+use crate::dm::tasks::{DdlLock, PauseCause, Subtask, TaskStage};
 use crate::topology::Role;
 
 /// What the roll must keep true of the cluster's tasks, and what it saw after each instance.
@@ -137,6 +137,32 @@ impl TaskGate {
         self.expected.is_empty()
     }
 
+    /// Whether the subtasks of `source` run on `worker` (member name) alone now, as the workers
+    /// report them: after a source was moved, the worker that had it may still report them
+    /// for a moment.
+    pub async fn runs_on(&self, client: &DmClient, source: &str, worker: &str) -> Readiness {
+        let now = all_subtasks(client, &self.workers).await;
+        let expected = self.expected.keys().filter(|(_, s)| s == source);
+        let elsewhere = now.iter().find(|s| s.source == source && s.worker != worker);
+        let missing = expected.clone().find(|(task, _)| {
+            !now.iter().any(|s| &s.task == task && s.source == source && s.worker == worker)
+        });
+        match (missing, elsewhere) {
+            (None, None) => Readiness::Ready,
+            (Some((task, _)), _) => Readiness::Waiting(format!(
+                "task '{task}' on source '{source}' does not run on worker {worker} yet"
+            )),
+            (None, Some(s)) => {
+                Readiness::Waiting(format!("{} still runs on worker {} too", s.name(), s.worker))
+            }
+        }
+    }
+
+    /// The workers (member names) that run the package now.
+    pub fn on_package(&self) -> BTreeSet<String> {
+        self.on_package.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The worker `name` runs the package from now on (or, `false`, no longer does).
     pub fn runs_package(&self, name: &str, runs: bool) {
         let mut on_package = self.on_package.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,7 +205,20 @@ impl TaskGate {
             Verdict::AgainstPackage(subtask) => (subtask, true),
             Verdict::Elsewhere(subtask) => (subtask, false),
         };
-        let error = client.subtask_error(&self.masters, &subtask.task, &subtask.source).await;
+        let error = match client.pause_cause(&self.masters, &subtask.task, &subtask.source).await {
+            PauseCause::Error(error) => Some(error),
+            PauseCause::Unknown => None,
+            // Not a failure: a source moved on purpose resumes its subtasks a moment later (an
+            // operator's pause-task would be waited for until the deadline, then named).
+            PauseCause::Operation => {
+                return Readiness::Waiting(format!(
+                    "{} is Paused without an error on worker {}: paused by an operation, such \
+                     as a source moved on purpose that resumes there",
+                    subtask.name(),
+                    subtask.worker
+                ));
+            }
+        };
         let paused = PausedSubtask { subtask, error };
         let failure = TaskFailure { paused, stalled: None, against_package };
         let said = failure.to_string();

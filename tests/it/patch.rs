@@ -125,6 +125,10 @@ fn an_online_run_after_offline_restarts_the_running_workers_onto_the_package() {
         assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{id} still runs the old one");
         assert_eq!(cluster.installed_version(id), "v8.5.2");
     }
+    assert_eq!(worker_statuses(&cluster).len(), 2);
+    for status in worker_statuses(&cluster) {
+        assert!(status.ends_with(" (restart pending)"), "display says so: {status}");
+    }
 
     let run = cluster.patch(&pkg, &["-R", "dm-worker", "--wait-timeout", "20"]).success();
 
@@ -132,6 +136,19 @@ fn an_online_run_after_offline_restarts_the_running_workers_onto_the_package() {
     for id in &workers {
         assert_eq!(cluster.version(id).as_deref(), Some("v8.5.2"), "{id} serves the package");
     }
+    for status in worker_statuses(&cluster) {
+        assert!(!status.contains("restart pending"), "{status}");
+    }
+}
+
+/// The Status `display --format json` gives each dm-worker.
+fn worker_statuses(cluster: &Cluster) -> Vec<String> {
+    let name = cluster.sandbox.cluster_name();
+    let display = cluster.dm_patch().args(["display", name, "--format", "json"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&display.stdout).unwrap();
+    let instances = json["instances"].as_array().unwrap();
+    let workers = instances.iter().filter(|i| i["component"] == "dm-worker");
+    workers.map(|i| i["status"].as_str().unwrap().to_owned()).collect()
 }
 
 #[test]

@@ -301,3 +301,106 @@ fn soak_alone_watches_after_each_instance() {
     assert!(soaks.iter().all(|soak| soak["result"] == "passed"), "{soaks:?}");
     assert_eq!(soaks[1]["canaries"].as_array().unwrap().len(), 2, "everything on the package");
 }
+
+fn one_spare_worker_with_openapi() -> Cluster {
+    Cluster::start(
+        Sandbox::builder().hosts(4).masters(1).workers(3).sources(2).tasks(2).openapi(true),
+    )
+}
+
+/// With DM's OpenAPI each bound worker's source is moved on purpose onto a free worker already
+/// on the package, and proven there, before the bound worker stops.
+#[test]
+fn with_the_openapi_sources_move_on_purpose_before_their_worker_stops() {
+    let cluster = one_spare_worker_with_openapi();
+    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+    let before = cluster.sandbox.bind_events().len();
+
+    let run = cluster.patch(&good, &["-R", "dm-worker"]).success();
+
+    assert_eq!(run.outcome_names(), ["patched"; 3]);
+    let moves = moves_since(&cluster, before);
+    assert_eq!(moves.values().copied().collect::<Vec<_>>(), [1, 1], "each source once: {moves:?}");
+    let events = cluster.sandbox.master_events();
+    let transferred = events.iter().filter(|e| e.contains(" transferred from ")).count();
+    assert_eq!(transferred, 2, "moved on purpose, not by a stop: {events:#?}");
+    assert!(run.stderr.contains(", on the package"), "{}", run.stderr);
+    let report = run.json();
+    let moved: Vec<&serde_json::Value> = report["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["moved"].as_array().unwrap())
+        .collect();
+    assert_eq!(moved.len(), 2, "the report says where each source went: {moved:?}");
+    assert_all_running(&cluster);
+}
+
+/// With DM's OpenAPI a hotfix that pauses subtasks is caught on the free worker a source was
+/// moved to, before the worker that held it is ever stopped.
+#[test]
+fn with_the_openapi_a_bad_hotfix_is_caught_before_a_bound_worker_stops() {
+    let cluster = one_spare_worker_with_openapi();
+    let bad = cluster.package("dm-worker", "v8.5.2", &[Fault::PausedTasks]);
+    let ids = worker_ids(&cluster);
+    let bound = cluster.sandbox.bindings();
+    let pids = cluster.pids();
+
+    let run = cluster.patch(&bad, &["-R", "dm-worker"]).code(1);
+
+    let message = run.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("proven bad"), "{message}");
+    for worker in bound.values() {
+        let id = &ids[worker];
+        assert_eq!(
+            cluster.sandbox.pid(id),
+            pids[id],
+            "{id}, bound, was never stopped: {}",
+            run.stderr
+        );
+    }
+    for id in ids.values() {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{id}");
+    }
+    assert_all_running(&cluster);
+    assert_eq!(cluster.sandbox.bindings().len(), 2, "every source bound");
+}
+
+/// With DM's OpenAPI the canary phase is the free worker alone: a source is moved onto it on
+/// purpose, and a build that fails the soak is put back with both bound workers never stopped.
+#[test]
+fn with_the_openapi_the_free_worker_alone_is_the_canary() {
+    let cluster = Cluster::start(
+        Sandbox::builder()
+            .hosts(4)
+            .masters(1)
+            .workers(3)
+            .sources(2)
+            .tasks(2)
+            .openapi(true)
+            .sim_env("DM_SIM_LATE_PAUSE_MS", "8000"),
+    );
+    let late = cluster.package("dm-worker", "v8.5.2", &[Fault::LatePause]);
+    let args = ["-R", "dm-worker", "--canary", "1", "--soak", "30s"];
+    let plan = cluster.patch(&late, &[&args[..], &["--dry-run"]].concat()).success().json();
+    let canaries: Vec<bool> =
+        plan["instances"].as_array().unwrap().iter().map(|i| i["canary"] == true).collect();
+    assert_eq!(canaries, [true, false, false], "{plan}");
+    let ids = worker_ids(&cluster);
+    let bound = cluster.sandbox.bindings();
+    let pids = cluster.pids();
+
+    let run = cluster.patch(&late, &args).code(1);
+
+    let report = run.json();
+    assert_eq!(report["soaks"][0]["result"], "failed", "{report}");
+    assert_eq!(report["soaks"][0]["canaries"].as_array().unwrap().len(), 1, "{report}");
+    for worker in bound.values() {
+        let id = &ids[worker];
+        assert_eq!(cluster.sandbox.pid(id), pids[id], "{id} was never stopped: {}", run.stderr);
+    }
+    for id in ids.values() {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{id}");
+    }
+    assert_all_running(&cluster);
+}

@@ -25,6 +25,7 @@ use self::uptime::Metrics;
 use super::reach;
 use crate::cli::{DisplayArgs, GlobalArgs};
 use crate::dm::client::{DmClient, DmError, MembersResponse};
+use crate::dm::version::VersionInfo;
 use crate::error::{ExitStatus, UsageError};
 use crate::output::table::tiup_table;
 use crate::output::{self, Printer, Style};
@@ -157,14 +158,23 @@ pub async fn run(
     );
 
     let mut rows: Vec<Row> = Vec::new();
-    // The audit records are read only when what they give is shown.
-    let rollback_versions = if printer.is_json() || args.rollback_info {
-        super::history::rollback_versions(&store, &cluster.name)
-    } else {
-        Default::default()
-    };
+    // The audit records say what each patched instance goes back to, and what dm-patch last
+    // installed on each.
+    let runs = super::history::read_runs(&store, &cluster.name);
+    let rollback_versions = super::history::rollback_versions(&runs);
+    // What dm-patch last installed, to tell a binary on disk that is not the one running.
+    let installed = super::history::installed_versions(&runs);
     for (instance, (version, since, tasks)) in instances.iter().zip(dm_facts) {
-        let mut row = dm_row(&cluster, instance, members.as_ref(), version, since);
+        let pending = match (&version, installed.get(&instance.id())) {
+            (Some(running), Some(on_disk)) => running.short() != *on_disk,
+            _ => false,
+        };
+        let release = version.map(|v| v.release);
+        let mut row = dm_row(&cluster, instance, members.as_ref(), release, since);
+        if pending {
+            // An `--offline` swap while it ran: it runs its old binary until restarted.
+            row.status.push_str(" (restart pending)");
+        }
         row.tasks = tasks;
         if instance.patched {
             row.rollback_to = rollback_versions.get(&instance.id()).cloned();
@@ -294,15 +304,15 @@ async fn members_from_first(client: &DmClient, cluster: &Cluster) -> Option<Memb
     None
 }
 
-/// The Release Version a DM instance reports on `/status`; `None` when it does not answer.
-async fn running_version(client: &DmClient, addr: &str) -> Option<String> {
+/// The version a DM instance reports on `/status`; `None` when it does not answer.
+async fn running_version(client: &DmClient, addr: &str) -> Option<VersionInfo> {
     let started = Instant::now();
     let answer = client.status(addr).await;
     let ms = started.elapsed().as_millis();
     match answer {
         Ok(version) => {
             tracing::info!("GET /status on {addr}: {} ({ms} ms)", version.short());
-            Some(version.release)
+            Some(version)
         }
         Err(err) => {
             tracing::info!("GET /status on {addr}: {} ({ms} ms)", causes(&err));

@@ -36,6 +36,7 @@ pub struct SandboxBuilder {
     root: Option<PathBuf>,
     sim_env: Vec<(String, String)>,
     tls: bool,
+    openapi: bool,
 }
 
 impl Default for SandboxBuilder {
@@ -52,6 +53,7 @@ impl Default for SandboxBuilder {
             root: None,
             sim_env: DEFAULT_SIM_ENV.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec(),
             tls: false,
+            openapi: false,
         }
     }
 }
@@ -119,6 +121,13 @@ impl SandboxBuilder {
     pub fn sim_env(mut self, name: &str, value: &str) -> Self {
         self.sim_env.retain(|(existing, _)| existing != name);
         self.sim_env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Masters that serve DM's OpenAPI (`server_configs: master: openapi: true`, rendered into
+    /// each master's `conf/dm-master.toml` as TiUP does), which can move a source on purpose.
+    pub fn openapi(mut self, enabled: bool) -> Self {
+        self.openapi = enabled;
         self
     }
 
@@ -247,6 +256,7 @@ impl Sandbox {
                 version: &self.version,
                 ssh_port: SSH_PORT,
                 enable_tls: self.tls,
+                openapi: spec.openapi,
             },
             &self.instances,
         );
@@ -260,6 +270,7 @@ impl Sandbox {
                 dm_sim: &dm_sim,
                 sim_env: &spec.sim_env,
                 tls: ca.as_ref(),
+                openapi: spec.openapi,
             },
             &self.root.join("hosts"),
         )?;

@@ -38,6 +38,8 @@ pub struct DeploySpec<'a> {
     /// The cluster's CA when TLS is enabled: each instance gets its certificate in
     /// `<deploy_dir>/tls/`, `ssl-*` in its config, and https peer URLs.
     pub tls: Option<&'a ClusterCa>,
+    /// Masters serve DM's OpenAPI (`openapi = true` in their config).
+    pub openapi: bool,
 }
 
 impl DeploySpec<'_> {
@@ -76,7 +78,7 @@ fn deploy_instance(spec: &DeploySpec, instance: &Instance, hosts_dir: &Path) -> 
         let identity = ca.instance_identity(role, &instance.host)?;
         ca.write_instance_files(&tls_dir, role, &identity)?;
     }
-    let config = config_toml(role, spec.tls.is_some().then_some(tls_dir.as_path()));
+    let config = config_toml(role, spec.tls.is_some().then_some(tls_dir.as_path()), spec.openapi);
     fs::write(deploy.join("conf").join(format!("{role}.toml")), config)?;
     let units_dir = hosts_dir.join(&instance.host).join("systemd");
     fs::create_dir_all(&units_dir)?;
@@ -162,9 +164,10 @@ fn master_addresses(instances: &[Instance]) -> String {
     masters.join(",")
 }
 
-/// The config TiUP renders from `server_configs` (meta.yaml sets `log-level: info` for both),
-/// with TiUP's `ssl-ca`, `ssl-cert`, `ssl-key` (its `setTLSConfig`) on a TLS cluster.
-fn config_toml(role: &str, tls_dir: Option<&Path>) -> String {
+/// The config TiUP renders from `server_configs` (meta.yaml sets `log-level: info` for both,
+/// and `openapi: true` for masters when asked), with TiUP's `ssl-ca`, `ssl-cert`, `ssl-key` (its
+/// `setTLSConfig`) on a TLS cluster.
+fn config_toml(role: &str, tls_dir: Option<&Path>, openapi: bool) -> String {
     let section = if role == DM_WORKER { "worker" } else { "master" };
     let mut config = format!(
         "# WARNING: This file is auto-generated. Do not edit! All your modification will be overwritten!\n\
@@ -176,6 +179,9 @@ fn config_toml(role: &str, tls_dir: Option<&Path>) -> String {
          #     aa.b2.c4: value\n\
          log-level = \"info\"\n"
     );
+    if openapi && role == DM_MASTER {
+        config.push_str("openapi = true\n");
+    }
     if let Some(dir) = tls_dir {
         let dir = dir.display();
         let _ = writeln!(config, "ssl-ca = \"{dir}/ca.crt\"");

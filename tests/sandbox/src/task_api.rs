@@ -221,6 +221,10 @@ impl Binlog {
 pub struct Assignment {
     pub source: Option<String>,
     pub tasks: Vec<String>,
+    /// When the source was moved here on purpose (ms since the epoch): its subtasks resume a
+    /// moment later, Paused without an error until then.
+    #[serde(default)]
+    pub transferred_at_ms: Option<u64>,
 }
 
 /// Each subtask's checkpoint and the upstream's position (`node="syncer"` and `node="master"`),

@@ -96,6 +96,8 @@ pub struct MetaSpec<'a> {
     pub ssh_port: u16,
     /// `global.enable_tls`.
     pub enable_tls: bool,
+    /// `server_configs: master: openapi: true`.
+    pub openapi: bool,
 }
 
 /// meta.yaml as current TiUP writes it after a deploy: yaml.v3 with 4-space indents, list
@@ -118,7 +120,7 @@ topology:
     server_configs:
         master:
             log-level: info
-        worker:
+{openapi}        worker:
             log-level: info
         grafana: {{}}
 ",
@@ -126,6 +128,7 @@ topology:
         version = spec.version,
         ssh_port = spec.ssh_port,
         tls = if spec.enable_tls { "        enable_tls: true\n" } else { "" },
+        openapi = if spec.openapi { "            openapi: true\n" } else { "" },
     );
     for (key, role) in [("master_servers", DM_MASTER), ("worker_servers", DM_WORKER)] {
         let of_role: Vec<&Instance> = instances.iter().filter(|i| i.role == role).collect();
@@ -183,8 +186,13 @@ mod tests {
     #[test]
     fn meta_yaml_has_tiups_shape() {
         let placed = place(&hosts(2), 1, 1, Path::new("/r"));
-        let spec =
-            MetaSpec { ssh_user: "tidb", version: "v8.5.1", ssh_port: 2222, enable_tls: false };
+        let spec = MetaSpec {
+            ssh_user: "tidb",
+            version: "v8.5.1",
+            ssh_port: 2222,
+            enable_tls: false,
+            openapi: false,
+        };
         let yaml = render_meta(&spec, &placed);
         let parsed: yaml_serde::Value = yaml_serde::from_str(&yaml).unwrap();
         let topology = &parsed["topology"];

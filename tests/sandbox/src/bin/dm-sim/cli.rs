@@ -68,6 +68,8 @@ pub struct Settings {
     pub timings: Timings,
     /// Mutual TLS, when `--config` sets `ssl-ca`, `ssl-cert` and `ssl-key`.
     pub tls: Option<Arc<Tls>>,
+    /// `openapi = true` in `--config`: DM's OpenAPI under `/api/v1/` (a master's).
+    pub openapi: bool,
 }
 
 /// Reads the command line and environment; `Err` carries the message for stderr.
@@ -84,10 +86,17 @@ pub fn settings_from_env(args: &[String]) -> Result<Settings, String> {
         }
     };
     let flags = parse_flags(args.get(1..).unwrap_or_default());
-    let tls = match flags.get("config").filter(|path| !path.is_empty()) {
-        Some(config) => Tls::from_config(Path::new(config))?.map(Arc::new),
+    let config = flags.get("config").filter(|path| !path.is_empty()).map(Path::new);
+    let tls = match config {
+        Some(config) => Tls::from_config(config)?.map(Arc::new),
         None => None,
     };
+    // DM's OpenAPI is served only when the master's config says `openapi = true`.
+    let openapi = config.and_then(|path| std::fs::read_to_string(path).ok()).is_some_and(|text| {
+        text.lines().any(|line| {
+            line.split_once('=').is_some_and(|(k, v)| k.trim() == "openapi" && v.trim() == "true")
+        })
+    });
     Ok(Settings {
         role: Role::detect(var("DM_SIM_ROLE"), argv0)?,
         flags,
@@ -102,6 +111,7 @@ pub fn settings_from_env(args: &[String]) -> Result<Settings, String> {
             late_pause: millis("DM_SIM_LATE_PAUSE_MS", 3_000)?,
         },
         tls,
+        openapi,
     })
 }
 

@@ -24,6 +24,7 @@ use dm_sandbox::dm_api::{
 };
 use dm_sandbox::task_api::{CreateTaskRequest, SubtaskReport};
 use serde::Deserialize;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::http::{self, FORWARDED_BY, gateway_error, no_leader};
@@ -47,6 +48,8 @@ pub fn router(master: Arc<Master>) -> Router {
         .route("/sim/v1/workers/keepalive", post(worker_keepalive))
         .route("/sim/v1/workers/offline", post(worker_goodbye))
         .route("/sim/v1/shard-ddl/{task}/{source}", post(lock_ddl).delete(resolve_ddl))
+        .route("/api/v1/cluster/workers", get(openapi_workers))
+        .route("/api/v1/sources/{source}/transfer", post(transfer_source))
         .route_layer(middleware::from_fn_with_state(master.clone(), leader_only));
     Router::new()
         .route("/health", get(health))
@@ -323,6 +326,70 @@ async fn query_status(State(master): Shared, Path(task): Path<String>) -> Respon
         }
     }
     Json(tasks::query_status(&state, &reports, &task)).into_response()
+}
+
+/// An OpenAPI error: HTTP 400 `{"error_code": N, "error_msg": "..."}`.
+fn openapi_error(message: String) -> Response {
+    const TRANSFER_REFUSED: i32 = 46_004;
+    let body = json!({ "error_code": TRANSFER_REFUSED, "error_msg": message });
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// `GET /api/v1/cluster/workers` (DM's OpenAPI, only with `openapi = true`).
+async fn openapi_workers(State(master): Shared) -> Response {
+    if !master.settings.openapi {
+        return http::not_found().await;
+    }
+    let state = match with_scheduler(&master, |_, state| state.clone()).await {
+        Ok(state) => state,
+        Err(refusal) => return refusal,
+    };
+    let data: Vec<serde_json::Value> = state
+        .workers
+        .iter()
+        .map(|(name, worker)| {
+            json!({
+                "name": name,
+                "addr": worker.addr,
+                "bound_stage": worker.stage.to_string(),
+                "bound_source_name": state.source_of(name).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Json(json!({ "total": data.len(), "data": data })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct TransferRequest {
+    worker_name: String,
+}
+
+/// `POST /api/v1/sources/{source}/transfer` (DM's OpenAPI, only with `openapi = true`): the
+/// source moves to a free worker; 200 with an empty body.
+async fn transfer_source(
+    State(master): Shared,
+    Path(source): Path<String>,
+    Json(request): Json<TransferRequest>,
+) -> Response {
+    if !master.settings.openapi {
+        return http::not_found().await;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_millis() as u64)
+        .unwrap_or_default();
+    let worker = &request.worker_name;
+    let moved = with_scheduler(&master, |scheduler, state| {
+        scheduler.transfer_source(state, &source, worker, now_ms)
+    });
+    match moved.await {
+        Err(refusal) => refusal,
+        Ok(Err(message)) => openapi_error(message),
+        Ok(Ok(events)) => {
+            events.into_iter().for_each(|event| master.log.event(event));
+            StatusCode::OK.into_response()
+        }
+    }
 }
 
 /// `POST /sim/v1/shard-ddl/{task}/{source}`: a shard DDL lock waits on the source.

@@ -97,6 +97,44 @@ impl Scheduler {
         Ok(events)
     }
 
+    /// `POST /api/v1/sources/{source}/transfer` (DM's `TransferSource`): the source moves to
+    /// `worker`, which must be free; its old worker is free then. Moving it to the worker it
+    /// is bound to does nothing.
+    pub fn transfer_source(
+        &mut self,
+        state: &mut ClusterState,
+        source: &str,
+        worker: &str,
+        now_ms: u64,
+    ) -> Result<Events, String> {
+        let Some(current) = state.sources.get(source).map(|s| s.bound_to.clone()) else {
+            return Err(format!("source {source} not exists"));
+        };
+        if current.as_deref() == Some(worker) {
+            return Ok(Events::new());
+        }
+        match state.workers.get(worker) {
+            None => return Err(format!("dm-worker with name {worker} not exists")),
+            Some(target) if target.stage != WorkerStage::Free => {
+                return Err(format!("dm-worker {worker} is {}, not free", target.stage));
+            }
+            Some(_) => {}
+        }
+        if let Some(old) = current.as_ref().and_then(|old| state.workers.get_mut(old)) {
+            old.stage = WorkerStage::Free;
+        }
+        state.workers.get_mut(worker).expect("checked above").stage = WorkerStage::Bound;
+        let moved = state.sources.get_mut(source).expect("checked above");
+        moved.bound_to = Some(worker.to_owned());
+        moved.previous_worker = Some(worker.to_owned());
+        moved.transferred_at_ms = Some(now_ms);
+        let from = current.unwrap_or_else(|| "no worker".to_owned());
+        Ok(vec![
+            format!("source {source} transferred from {from} to worker {worker}"),
+            format!("source {source} bound to worker {worker}"),
+        ])
+    }
+
     /// `DELETE /apis/v1alpha1/members/worker/{name}`: only an offline worker can go.
     pub fn remove_worker(
         &mut self,
@@ -241,6 +279,28 @@ mod tests {
         assert_eq!(stage(&state, "w1"), WorkerStage::Free);
         scheduler.expire_leases(&mut state, start + LEASE);
         assert_eq!(stage(&state, "w1"), WorkerStage::Offline);
+    }
+
+    #[test]
+    fn a_transfer_moves_a_source_to_a_free_worker_only() {
+        let now = Instant::now();
+        let mut state = ClusterState::default();
+        let mut scheduler = Scheduler::start(LEASE, &state, now);
+        scheduler.create_source(&mut state, "s1").unwrap();
+        for worker in ["w1", "w2"] {
+            scheduler.keepalive(&mut state, worker, "addr", now);
+        }
+        assert!(scheduler.transfer_source(&mut state, "s1", "w9", 0).is_err());
+        assert!(scheduler.transfer_source(&mut state, "s1", "w1", 0).unwrap().is_empty());
+        scheduler.transfer_source(&mut state, "s1", "w2", 7).unwrap();
+        assert_eq!(state.source_of("w2"), Some("s1"));
+        assert_eq!(stage(&state, "w1"), WorkerStage::Free);
+        assert_eq!(state.sources["s1"].transferred_at_ms, Some(7));
+        let err = scheduler.transfer_source(&mut state, "s1", "w1", 8);
+        assert!(err.is_ok(), "w1 is free again: {err:?}");
+        scheduler.create_source(&mut state, "s2").unwrap();
+        assert_eq!(state.source_of("w2"), Some("s2"));
+        assert!(scheduler.transfer_source(&mut state, "s1", "w2", 9).is_err(), "w2 is bound");
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct Source {
     pub bound_to: Option<String>,
     /// The worker it was bound to last, preferred when the source is bound again.
     pub previous_worker: Option<String>,
+    /// When it was last moved on purpose (OpenAPI transfer), in ms since the epoch: its
+    /// subtasks show Paused, without an error, until they resume on the new worker.
+    #[serde(default)]
+    pub transferred_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,9 @@ use crate::cli::Settings;
 
 /// How far behind the upstream a healthy subtask's checkpoint is.
 const HEALTHY_LAG: Duration = Duration::from_millis(200);
+/// How long after a source is moved on purpose its subtasks resume on the new worker (DM
+/// resumes them from a goroutine after answering the transfer).
+const RESUME_AFTER_TRANSFER: Duration = Duration::from_millis(500);
 
 /// How this worker's build runs the subtasks it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +56,9 @@ impl Behaviour {
 struct Subtask {
     task: String,
     source: String,
-    taken: SystemTime,
+    /// When it runs here: when the worker took the source, or a moment after, when the source
+    /// was moved here on purpose (Paused, without an error, until then).
+    runs_from: SystemTime,
 }
 
 /// The subtasks of the source bound to this worker.
@@ -81,10 +86,14 @@ impl Subtasks {
         if unchanged {
             return None;
         }
+        let transferred = assignment
+            .transferred_at_ms
+            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms) + RESUME_AFTER_TRANSFER);
+        let runs_from = transferred.filter(|resume| *resume > now).unwrap_or(now);
         self.running = assignment
             .tasks
             .iter()
-            .map(|task| Subtask { task: task.clone(), source: source.clone(), taken: now })
+            .map(|task| Subtask { task: task.clone(), source: source.clone(), runs_from })
             .collect();
         Some(if self.running.is_empty() {
             "runs no subtask".to_owned()
@@ -102,23 +111,28 @@ impl Subtasks {
 }
 
 fn report(subtask: &Subtask, behaviour: Behaviour, now: SystemTime) -> SubtaskReport {
+    let from = subtask.runs_from;
     // Where its checkpoint stopped, and whether it is paused there.
     let stuck = match behaviour {
+        // Moved on purpose: paused where the transfer stopped it, until it resumes.
+        _ if now < from => Some((from - RESUME_AFTER_TRANSFER, true)),
         Behaviour::Replicates => None,
-        Behaviour::PausesAtOnce => Some((subtask.taken, true)),
-        Behaviour::Stalls => Some((subtask.taken, false)),
+        Behaviour::PausesAtOnce => Some((from, true)),
+        Behaviour::Stalls => Some((from, false)),
         Behaviour::PausesAfter(after) => {
-            let pause = subtask.taken + after;
+            let pause = from + after;
             (now >= pause).then_some((pause, true))
         }
     };
     let (checkpoint_at, paused) = stuck.unwrap_or((now - HEALTHY_LAG, false));
+    // Paused until it resumes after a transfer: by an operation, so without an error.
+    let failed = paused && now >= from;
     let lag = now.duration_since(checkpoint_at).unwrap_or_default();
     SubtaskReport {
         task: subtask.task.clone(),
         source: subtask.source.clone(),
         stage: if paused { TaskStage::Paused } else { TaskStage::Running },
-        error: if paused {
+        error: if failed {
             format!(
                 "[code=36069] sync unit of {} on {} failed to resume ({})",
                 subtask.task,
@@ -140,7 +154,11 @@ mod tests {
 
     fn taken(behaviour: Behaviour, at: SystemTime) -> Subtasks {
         let mut subtasks = Subtasks::new(behaviour);
-        let assignment = Assignment { source: Some("s1".into()), tasks: vec!["t1".into()] };
+        let assignment = Assignment {
+            source: Some("s1".into()),
+            tasks: vec!["t1".into()],
+            transferred_at_ms: None,
+        };
         assert!(subtasks.follow(&assignment, at).is_some());
         assert!(subtasks.follow(&assignment, at).is_none(), "already runs them");
         subtasks
@@ -156,6 +174,23 @@ mod tests {
         assert!(late[0].syncer > early[0].syncer, "advances");
         assert!(late[0].syncer < late[0].master, "a moment behind");
         assert_eq!(late[0].lag_seconds, 0);
+    }
+
+    #[test]
+    fn a_source_moved_on_purpose_resumes_a_moment_later() {
+        let start = SystemTime::now();
+        let mut subtasks = Subtasks::new(Behaviour::Replicates);
+        let since_epoch = start.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        let assignment = Assignment {
+            source: Some("s1".into()),
+            tasks: vec!["t1".into()],
+            transferred_at_ms: Some(since_epoch.as_millis() as u64),
+        };
+        subtasks.follow(&assignment, start);
+        let resuming = subtasks.reports(start + Duration::from_millis(100));
+        assert_eq!((resuming[0].stage, resuming[0].error.as_str()), (TaskStage::Paused, ""));
+        let resumed = subtasks.reports(start + Duration::from_secs(1));
+        assert_eq!(resumed[0].stage, TaskStage::Running);
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub fn assignment(state: &ClusterState, worker: &str) -> Assignment {
         .filter(|(_, sources)| sources.contains(source))
         .map(|(task, _)| task.clone())
         .collect();
-    Assignment { source: Some(source.to_owned()), tasks }
+    let transferred_at_ms = state.sources.get(source).and_then(|s| s.transferred_at_ms);
+    Assignment { source: Some(source.to_owned()), tasks, transferred_at_ms }
 }
 
 /// `GET /apis/v1alpha1/status/{task}`: per source, its worker and the subtask it reported.
@@ -75,13 +76,18 @@ pub fn query_status(
                 name: task.to_owned(),
                 stage: subtask.stage,
                 unit: "Sync".to_owned(),
+                // Paused by an operation (a transfer), it has no error: DM filters out the
+                // cancel (dm/syncer/syncer.go).
                 result: (subtask.stage == TaskStage::Paused).then(|| ProcessResult {
-                    is_canceled: false,
-                    errors: vec![ProcessError {
-                        err_code: PAUSED_ERROR_CODE,
-                        message: subtask.error.clone(),
-                        raw_cause: String::new(),
-                    }],
+                    is_canceled: subtask.error.is_empty(),
+                    errors: (!subtask.error.is_empty())
+                        .then(|| ProcessError {
+                            err_code: PAUSED_ERROR_CODE,
+                            message: subtask.error.clone(),
+                            raw_cause: String::new(),
+                        })
+                        .into_iter()
+                        .collect(),
                 }),
                 unresolved_ddl_lock_id: lock.map(|l| l.id.clone()).unwrap_or_default(),
                 sync: Some(sync_status(subtask, lock)),
