@@ -219,6 +219,42 @@ pub fn stalled(
     })
 }
 
+/// Looks in a row an instance on the package may be unhealthy during a soak before it counts as
+/// failed: one look can miss a busy instance.
+pub const UNHEALTHY_LOOKS: u32 = 2;
+
+/// What one look during a soak says of an instance on the package (a canary), given when its
+/// process started at the soak's start and now (`process_start_time_seconds`), whether it is
+/// healthy on the package (`Err` says why not), and how many looks in a row it was unhealthy
+/// before this one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CanaryLook {
+    Fine,
+    /// Unhealthy at this many looks in a row: not yet a failure.
+    Unsure(u32),
+    /// It failed the soak: restarted behind dm-patch's back, or unhealthy too long.
+    Failed(String),
+}
+
+pub fn canary_look(
+    started: (Option<f64>, Option<f64>),
+    healthy: Result<(), String>,
+    unhealthy_before: u32,
+) -> CanaryLook {
+    if let (Some(before), Some(now)) = started
+        && now != before
+    {
+        return CanaryLook::Failed("restarted during the soak, behind dm-patch's back".to_owned());
+    }
+    match healthy {
+        Ok(()) => CanaryLook::Fine,
+        Err(_) if unhealthy_before + 1 < UNHEALTHY_LOOKS => {
+            CanaryLook::Unsure(unhealthy_before + 1)
+        }
+        Err(why) => CanaryLook::Failed(format!("not healthy during the soak: {why}")),
+    }
+}
+
 /// Whom a subtask failing on `worker` blames: the package when `worker` runs it.
 pub fn blames_package(worker: &str, suspects: Suspects<'_>) -> bool {
     suspects.include(worker)
@@ -407,6 +443,20 @@ mod tests {
             Judging::Roll,
         );
         assert_eq!(verdict, Verdict::Healthy);
+    }
+
+    #[test]
+    fn a_canary_fails_its_soak_when_restarted_or_unhealthy_twice() {
+        let same = (Some(100.0), Some(100.0));
+        assert_eq!(canary_look(same, Ok(()), 1), CanaryLook::Fine);
+        assert_eq!(canary_look(same, Err("503".into()), 0), CanaryLook::Unsure(1));
+        let CanaryLook::Failed(why) = canary_look(same, Err("503".into()), 1) else {
+            panic!("twice unhealthy")
+        };
+        assert!(why.contains("503"), "{why}");
+        let restarted = canary_look((Some(100.0), Some(160.5)), Ok(()), 0);
+        assert!(matches!(restarted, CanaryLook::Failed(why) if why.contains("restarted")));
+        assert_eq!(canary_look((None, Some(1.0)), Ok(()), 0), CanaryLook::Fine, "not known then");
     }
 
     #[test]

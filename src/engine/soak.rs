@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::time::{Instant, sleep};
 
 use super::events::Event;
-use super::judge::Judging;
+use super::judge::{self, CanaryLook, Judging};
 use super::roll::RollContext;
 use crate::dm::health::{Readiness, master_readiness, wait_until, worker_readiness};
 use crate::dm::tasks::Subtask;
@@ -23,9 +23,6 @@ use crate::topology::Role;
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// How often the soak tells its progress.
 const TELL_EVERY: Duration = Duration::from_secs(5);
-/// Looks in a row a canary may be unhealthy before it counts as failed: one look can miss a
-/// busy instance.
-const UNHEALTHY_LOOKS: u32 = 2;
 /// The id progress events of the soak carry.
 const SOAK: &str = "soak";
 
@@ -109,13 +106,15 @@ async fn watch(
             return SoakEnd::Interrupted;
         }
         for (n, (planned, version)) in canaries.iter().enumerate() {
-            if let Some(why) = canary_problem(context, planned, version, starts[n]).await {
-                unhealthy[n] += 1;
-                if unhealthy[n] >= UNHEALTHY_LOOKS || why.contains("restarted") {
+            let started = (starts[n], context.client.process_start(&planned.instance.addr()).await);
+            let healthy = healthy_on(context, planned, version).await;
+            match judge::canary_look(started, healthy, unhealthy[n]) {
+                CanaryLook::Fine => unhealthy[n] = 0,
+                CanaryLook::Unsure(looks) => unhealthy[n] = looks,
+                CanaryLook::Failed(why) => {
+                    let why = format!("{} {why}", planned.id);
                     return SoakEnd::Failed { why, against_package: true };
                 }
-            } else {
-                unhealthy[n] = 0;
             }
         }
         if let Some(end) = look_at_subtasks(context, report).await {
@@ -141,30 +140,20 @@ async fn watch(
     finish(context, report).await
 }
 
-/// Why a canary is not as it must be: restarted since the soak began, or not healthy on the
-/// package.
-async fn canary_problem(
+/// Whether `planned` is healthy on `version`, as DM says (no SSH during a soak).
+async fn healthy_on(
     context: &RollContext<'_>,
     planned: &PlannedInstance,
     version: &VersionInfo,
-    started: Option<f64>,
-) -> Option<String> {
-    let (client, addr) = (context.client, planned.instance.addr());
-    if let (Some(before), Some(now)) = (started, client.process_start(&addr).await)
-        && now != before
-    {
-        return Some(format!("{} restarted during the soak, behind dm-patch's back", planned.id));
-    }
-    let name = &planned.instance.name;
+) -> Result<(), String> {
+    let (client, addr, name) = (context.client, planned.instance.addr(), &planned.instance.name);
     let readiness = match planned.role {
         Role::Master => master_readiness(client, &addr, name, version).await,
         Role::Worker => worker_readiness(client, &addr, name, context.masters, version).await,
     };
     match readiness {
-        Readiness::Ready => None,
-        Readiness::Waiting(why) | Readiness::Failed(why) => {
-            Some(format!("{} is not healthy during the soak: {why}", planned.id))
-        }
+        Readiness::Ready => Ok(()),
+        Readiness::Waiting(why) | Readiness::Failed(why) => Err(why),
     }
 }
 
