@@ -55,14 +55,7 @@ impl PutBack<'_> {
         let mut done = PutBackDone::default();
         while !remaining.is_empty() {
             let planned = self.take_next(&mut remaining).await;
-            let job = Job {
-                planned,
-                remote: self.hosts.get(&planned.ssh_host, planned.ssh_port),
-                installed: &self.facts[&planned.id],
-                staged: &self.staged[&planned.id],
-                files: &self.plan.package.files,
-                remove: &self.plan.remove,
-            };
+            let job = Job::of(planned, self.plan, self.hosts, self.facts, self.staged);
             let failure = match points.get(&planned.id) {
                 Some(point) => roll::put_back(self.context, &job, point, why).await,
                 None => Failure::NeedsAttention(format!(

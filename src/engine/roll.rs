@@ -92,7 +92,25 @@ pub struct Job<'a> {
     pub remove: &'a [String],
 }
 
-impl Job<'_> {
+impl<'a> Job<'a> {
+    /// The job of `planned` in a run of `plan`, with what was learned of it and staged for it.
+    pub fn of(
+        planned: &'a PlannedInstance,
+        plan: &'a crate::plan::Plan,
+        hosts: &'a super::hosts::Hosts,
+        facts: &'a std::collections::HashMap<String, InstanceFacts>,
+        staged: &'a std::collections::HashMap<String, Staged>,
+    ) -> Job<'a> {
+        Job {
+            planned,
+            remote: hosts.get(&planned.ssh_host, planned.ssh_port),
+            installed: &facts[&planned.id],
+            staged: &staged[&planned.id],
+            files: &plan.package.files,
+            remove: &plan.remove,
+        }
+    }
+
     /// Where what the swap replaced in `bin/` is kept until the instance is done.
     fn previous_dir(&self) -> String {
         format!("{}/previous", self.planned.staging_dir)

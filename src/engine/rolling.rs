@@ -358,14 +358,7 @@ impl Roll<'_> {
     }
 
     fn job<'j>(&'j self, planned: &'j PlannedInstance) -> Job<'j> {
-        Job {
-            planned,
-            remote: self.hosts.get(&planned.ssh_host, planned.ssh_port),
-            installed: &self.facts[&planned.id],
-            staged: &self.staged[&planned.id],
-            files: &self.plan.package.files,
-            remove: &self.plan.remove,
-        }
+        Job::of(planned, self.plan, self.hosts, self.facts, self.staged)
     }
 
     /// Marks `planned` in meta.yaml and saves it at once.

@@ -6,12 +6,17 @@
 use std::collections::BTreeMap;
 
 use dm_sandbox::task_api::TaskStage;
-use dm_sandbox::{Fault, Sandbox};
+use dm_sandbox::{Fault, Sandbox, SandboxBuilder};
 
 use crate::cluster::Cluster;
 
+/// 3 workers, 2 sources and 2 tasks over both: one worker is free.
+fn spare_layout() -> SandboxBuilder {
+    Sandbox::builder().hosts(4).masters(1).workers(3).sources(2).tasks(2)
+}
+
 pub fn one_spare_worker() -> Cluster {
-    Cluster::start(Sandbox::builder().hosts(4).masters(1).workers(3).sources(2).tasks(2))
+    Cluster::start(spare_layout())
 }
 
 /// Every subtask the workers report is Running, and there are `tasks x sources` of them.
@@ -231,15 +236,7 @@ fn a_good_build_passes_its_canary_soak_and_the_roll_goes_on() {
 /// first.)
 #[test]
 fn a_build_that_pauses_during_the_soak_is_put_back_and_the_rest_is_untouched() {
-    let cluster = Cluster::start(
-        Sandbox::builder()
-            .hosts(4)
-            .masters(1)
-            .workers(3)
-            .sources(2)
-            .tasks(2)
-            .sim_env("DM_SIM_LATE_PAUSE_MS", "8000"),
-    );
+    let cluster = Cluster::start(spare_layout().sim_env("DM_SIM_LATE_PAUSE_MS", "8000"));
     let late = cluster.package("dm-worker", "v8.5.2", &[Fault::LatePause]);
     let ids = worker_ids(&cluster);
     let pids = cluster.pids();
@@ -303,9 +300,7 @@ fn soak_alone_watches_after_each_instance() {
 }
 
 fn one_spare_worker_with_openapi() -> Cluster {
-    Cluster::start(
-        Sandbox::builder().hosts(4).masters(1).workers(3).sources(2).tasks(2).openapi(true),
-    )
+    Cluster::start(spare_layout().openapi(true))
 }
 
 /// With DM's OpenAPI each bound worker's source is moved on purpose onto a free worker already
@@ -370,16 +365,8 @@ fn with_the_openapi_a_bad_hotfix_is_caught_before_a_bound_worker_stops() {
 /// purpose, and a build that fails the soak is put back with both bound workers never stopped.
 #[test]
 fn with_the_openapi_the_free_worker_alone_is_the_canary() {
-    let cluster = Cluster::start(
-        Sandbox::builder()
-            .hosts(4)
-            .masters(1)
-            .workers(3)
-            .sources(2)
-            .tasks(2)
-            .openapi(true)
-            .sim_env("DM_SIM_LATE_PAUSE_MS", "8000"),
-    );
+    let cluster =
+        Cluster::start(spare_layout().openapi(true).sim_env("DM_SIM_LATE_PAUSE_MS", "8000"));
     let late = cluster.package("dm-worker", "v8.5.2", &[Fault::LatePause]);
     let args = ["-R", "dm-worker", "--canary", "1", "--soak", "30s"];
     let plan = cluster.patch(&late, &[&args[..], &["--dry-run"]].concat()).success().json();
