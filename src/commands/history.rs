@@ -119,6 +119,9 @@ pub fn installed_versions(runs: &[Run]) -> HashMap<String, String> {
     versions.into_iter().filter_map(|(id, version)| Some((id, version?))).collect()
 }
 
+/// More than any audit record holds (a record is some lines per instance).
+const RECORD_MAX_BYTES: u64 = 4 << 20;
+
 /// Every record of `cluster`, newest first.
 pub fn read_runs(store: &Store, cluster: &str) -> Vec<Run> {
     let Ok(entries) = fs::read_dir(store.audit_dir()) else {
@@ -133,7 +136,10 @@ pub fn read_runs(store: &Store, cluster: &str) -> Vec<Run> {
     names
         .into_iter()
         .filter_map(|name| {
-            let text = fs::read_to_string(store.audit_dir().join(&name)).ok()?;
+            // Only regular files, and none larger than a record ever is: a FIFO or a link to
+            // /dev/zero dropped in the audit dir must not hold `history` (or `display`).
+            let path = store.audit_dir().join(&name);
+            let text = crate::topology::store::read_small_file(&path, RECORD_MAX_BYTES).ok()?;
             let run = parse(name.trim_end_matches(RECORD_SUFFIX), &text)?;
             (text.lines().any(|line| line == format!("cluster: {cluster}"))).then_some(run)
         })

@@ -264,6 +264,7 @@ impl Run {
         }
         self.report.paused_before = paused.into_iter().map(|p| p.subtask).collect();
         self.no_shard_ddl_pending(&gate, settings).await?;
+        self.no_worker_down_outside_the_roll(settings).await?;
         self.tasks = Some(gate);
         self.openapi = component == Role::Worker && self.client.serves_openapi(&self.masters).await;
         Ok(())
@@ -339,6 +340,42 @@ impl Run {
             })
             .collect();
         if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
+    /// A worker roll never has two workers down at once: a worker already offline that the run
+    /// does not select would be down beside each one the roll stops (a selected one goes first,
+    /// and comes back patched). `--force` goes ahead, and says so.
+    async fn no_worker_down_outside_the_roll(
+        &self,
+        settings: &Settings,
+    ) -> Result<(), Vec<String>> {
+        if self.plan.component != Role::Worker {
+            return Ok(());
+        }
+        let Ok(members) = self.client.members_from_any(&self.masters).await else {
+            return Ok(());
+        };
+        let selected = |name: &str| self.plan.instances.iter().any(|i| i.name == name);
+        let down: Vec<&str> = members
+            .workers()
+            .iter()
+            .filter(|w| w.stage == "offline" && !selected(&w.name))
+            .map(|w| w.name.as_str())
+            .collect();
+        let said = |name: &str| {
+            format!(
+                "dm-worker {name} is offline and not selected: stopping another worker would \
+                 leave two down at once; start it, or select it too (it is then brought back \
+                 first), or pass --force"
+            )
+        };
+        if settings.force {
+            for name in &down {
+                self.progress.event(Event::Note(&format!("--force: {}", said(name))));
+            }
+            return Ok(());
+        }
+        if down.is_empty() { Ok(()) } else { Err(down.into_iter().map(said).collect()) }
     }
 
     /// Ends the run before any service was touched: the problems go into the report.

@@ -9,10 +9,10 @@ use tokio::task::JoinSet;
 use super::hosts::Hosts;
 use super::remote::Remote;
 use super::roll::ROLLBACK_DIR;
-use super::tree::{PICK_HASHER, VERSION};
+use super::tree::{self, PICK_HASHER, VERSION};
 use crate::dm::client::{DmClient, DmError};
 use crate::dm::version::VersionInfo;
-use crate::package::Package;
+use crate::package::{FileKind, Package, PackageFile};
 use crate::plan::{Plan, PlannedInstance};
 use crate::ssh::{SshError, shell_quote};
 
@@ -24,6 +24,9 @@ pub struct InstanceFacts {
     /// Its sha256, to recognise instances already on the package; only asked for when its
     /// size is the package binary's (`None` otherwise).
     pub sha256: Option<String>,
+    /// When the binary is the package's: the package's other files and links that `bin/` does
+    /// not hold as the package has them (a repack of the same binary with a changed config).
+    pub other_files_differ: Vec<String>,
 }
 
 /// What staging an instance takes on its host's disk, and what that disk has.
@@ -37,9 +40,11 @@ struct DiskUse {
 }
 
 impl InstanceFacts {
-    /// Whether the installed binary already is the package's (an earlier run put it there).
+    /// Whether `bin/` already holds the package, every file of it (an earlier run put it
+    /// there).
     pub fn on_package(&self, package: &Package) -> bool {
         self.sha256.as_deref() == Some(package.entry_sha256.as_str())
+            && self.other_files_differ.is_empty()
     }
 }
 
@@ -57,11 +62,14 @@ pub async fn check(
         // The package itself is streamed, never stored on the host: what it unpacks to is
         // what staging takes (the swap moves it into bin/).
         let unpacked = plan.package.unpacked_size;
-        let entry_size = plan.package.entry_size;
+        let (entry, entry_size) = (plan.package.entry(), plan.package.entry_size);
+        let others: Vec<PackageFile> =
+            plan.package.files.iter().filter(|f| f.path != entry).cloned().collect();
         // Offline, nothing is stopped or started: the service need not be known.
         let needs_unit = !plan.offline;
         checks.spawn(async move {
-            let result = check_instance(&remote, &planned, unpacked, entry_size, needs_unit).await;
+            let script = FactsScript { planned: &planned, entry_size, others: &others };
+            let result = check_instance(&remote, &script, unpacked, needs_unit).await;
             (planned.id, result)
         });
     }
@@ -191,44 +199,82 @@ fn rollback_note(bytes: u64) -> String {
     )
 }
 
-/// One round trip: the deploy dir, free space and its file system, what TiUP's backup of `bin/` will take if it is
-/// still to be made, what the rollback points take, the installed binary's size (its sha256
-/// only when the size is the package binary's) and its version.
-fn facts_script(planned: &PlannedInstance, entry_size: u64, unit_status: Option<&str>) -> String {
-    // systemd's `status` exits 4 for a unit it does not know (3 for one that is not running).
-    let unit_check = unit_status.map_or(String::new(), |status| {
-        format!("{status} >/dev/null 2>&1; if [ $? -eq 4 ]; then echo nounit; fi\n")
-    });
-    format!(
-        "d={deploy}; b={binary}\n\
-         if [ ! -d \"$d\" ]; then echo nodeploy; exit 0; fi\n\
-         {unit_check}\
-         echo \"free $(df -Pk \"$d\" | awk 'NR==2 {{print $4}}')\"\n\
-         echo \"fs $(stat -c %d \"$d\")\"\n\
-         if [ ! -d {backup} ]; then echo \"backup $(du -sk \"$d/bin\" 2>/dev/null | cut -f1)\"; fi\n\
-         echo \"rollbacks $(du -sk \"$d/{ROLLBACK_DIR}\" 2>/dev/null | cut -f1)\"\n\
-         if [ ! -f \"$b\" ]; then echo nobinary; exit 0; fi\n\
-         size=$(stat -c %s \"$b\"); echo \"size $size\"\n\
-         if [ \"$size\" = {entry_size} ]; then {PICK_HASHER}; \
-         echo \"sha256 $($hash \"$b\" | cut -d' ' -f1)\"; fi\n\
-         echo {VERSION}\n\"$b\" -V 2>&1 || echo \"exit status $?\"\n",
-        deploy = shell_quote(&planned.deploy_dir),
-        binary = shell_quote(&planned.binary),
-        backup = shell_quote(&planned.backup_dir),
-    )
+/// What the facts of an instance are asked with.
+struct FactsScript<'a> {
+    planned: &'a PlannedInstance,
+    /// The size of the package's binary: the installed one is hashed only when it has it.
+    entry_size: u64,
+    /// The package's other files and links, compared with `bin/` when the binary is the same.
+    others: &'a [PackageFile],
+}
+
+impl FactsScript<'_> {
+    /// One round trip: the deploy dir, free space and its file system, what TiUP's backup of
+    /// `bin/` will take if it is still to be made, what the rollback points take, the installed
+    /// binary's size (its sha256 only when the size is the package binary's, and then how the
+    /// package's other files compare) and its version.
+    fn render(&self, unit_status: Option<&str>) -> String {
+        let planned = self.planned;
+        // systemd's `status` exits 4 for a unit it does not know (3 for one not running).
+        let unit_check = unit_status.map_or(String::new(), |status| {
+            format!("{status} >/dev/null 2>&1; if [ $? -eq 4 ]; then echo nounit; fi\n")
+        });
+        format!(
+            "d={deploy}; b={binary}\n\
+             if [ ! -d \"$d\" ]; then echo nodeploy; exit 0; fi\n\
+             {unit_check}\
+             echo \"free $(df -Pk \"$d\" | awk 'NR==2 {{print $4}}')\"\n\
+             echo \"fs $(stat -c %d \"$d\")\"\n\
+             if [ ! -d {backup} ]; then echo \"backup $(du -sk \"$d/bin\" 2>/dev/null | cut -f1)\"; fi\n\
+             echo \"rollbacks $(du -sk \"$d/{ROLLBACK_DIR}\" 2>/dev/null | cut -f1)\"\n\
+             if [ ! -f \"$b\" ]; then echo nobinary; exit 0; fi\n\
+             size=$(stat -c %s \"$b\"); echo \"size $size\"\n\
+             if [ \"$size\" = {entry_size} ]; then {PICK_HASHER}; \
+             echo \"sha256 $($hash \"$b\" | cut -d' ' -f1)\"\n{others}fi\n\
+             echo {VERSION}\n{probe}\n",
+            deploy = shell_quote(&planned.deploy_dir),
+            binary = shell_quote(&planned.binary),
+            backup = shell_quote(&planned.backup_dir),
+            entry_size = self.entry_size,
+            others = self.compare_others(),
+            probe = tree::version_probe(&planned.binary),
+        )
+    }
+
+    /// Lines that print `differs <path>` for each other file or link of the package that
+    /// `bin/` does not hold as the package has it.
+    fn compare_others(&self) -> String {
+        let mut lines = String::new();
+        for file in self.others {
+            let path = shell_quote(&file.path);
+            let same = match &file.kind {
+                FileKind::File { sha256, .. } => format!(
+                    "[ -f \"$d/bin/\"{path} ] && [ ! -L \"$d/bin/\"{path} ] && \
+                     [ \"$($hash \"$d/bin/\"{path} | cut -d' ' -f1)\" = {sha256} ]"
+                ),
+                FileKind::Symlink { target } => format!(
+                    "[ -L \"$d/bin/\"{path} ] && [ \"$(readlink \"$d/bin/\"{path})\" = {} ]",
+                    shell_quote(target)
+                ),
+                FileKind::Dir => format!("[ -d \"$d/bin/\"{path} ]"),
+            };
+            lines.push_str(&format!("  {same} || echo differs {path}\n"));
+        }
+        lines
+    }
 }
 
 async fn check_instance(
     remote: &Remote,
-    planned: &PlannedInstance,
+    script: &FactsScript<'_>,
     unpacked: u64,
-    entry_size: u64,
     needs_unit: bool,
 ) -> Result<(InstanceFacts, DiskUse), InstanceProblem> {
+    let planned = script.planned;
     // No journal lines: on a host with a large journal, reading them is what takes time.
     let status = format!("status --no-pager --lines=0 {}", shell_quote(&planned.service));
     let unit_status = needs_unit.then(|| remote.systemctl(&status));
-    let stdout = remote.run(&facts_script(planned, entry_size, unit_status.as_deref())).await?;
+    let stdout = remote.run(&script.render(unit_status.as_deref())).await?;
     let unreadable = || InstanceProblem::Unreadable {
         host: remote.label.clone(),
         dir: planned.deploy_dir.clone(),
@@ -238,6 +284,7 @@ async fn check_instance(
     let (mut free, mut file_system) = (None, String::new());
     let (mut backup, mut rollbacks) = (0, 0);
     let mut sha256 = None;
+    let mut other_files_differ = Vec::new();
     for line in facts.lines() {
         match line.split_once(' ').unwrap_or((line, "")) {
             ("nodeploy", _) => {
@@ -259,6 +306,7 @@ async fn check_instance(
             ("backup", kib) => backup = kib.trim().parse::<u64>().unwrap_or(0) * 1024,
             ("rollbacks", kib) => rollbacks = kib.trim().parse::<u64>().unwrap_or(0) * 1024,
             ("sha256", hex) if hex.len() == 64 => sha256 = Some(hex.to_owned()),
+            ("differs", path) => other_files_differ.push(path.to_owned()),
             ("size", _) => {}
             _ => return Err(unreadable()),
         }
@@ -275,5 +323,5 @@ async fn check_instance(
         return Err(InstanceProblem::LowDisk { dir, free, needed, backup, rollbacks });
     }
     let disk = DiskUse { file_system, free, needed };
-    Ok((InstanceFacts { version: parsed, sha256 }, disk))
+    Ok((InstanceFacts { version: parsed, sha256, other_files_differ }, disk))
 }

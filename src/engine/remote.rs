@@ -1,6 +1,7 @@
 //! What the engine does on a host, as named operations over one SSH session. Every value that
 //! goes into a remote command passes through `shell_quote`.
 
+use super::tree;
 use crate::dm::version::VersionInfo;
 use crate::ssh::{HostSession, SshError, shell_quote};
 use crate::topology::SystemdMode;
@@ -62,9 +63,9 @@ impl Remote {
         })
     }
 
-    /// `<binary> -V`, parsed.
+    /// `<binary> -V`, parsed; bounded in time and size (see [`tree::version_probe`]).
     pub async fn binary_version(&self, binary: &str) -> Result<VersionInfo, SshError> {
-        let block = self.run(&format!("{} -V", shell_quote(binary))).await?;
+        let block = self.run(&tree::version_probe(binary)).await?;
         Ok(VersionInfo::parse(&block))
     }
 }

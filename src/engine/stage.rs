@@ -146,8 +146,7 @@ async fn stage_host<'p>(
     let block = listing.version.unwrap_or_default();
     let version = VersionInfo::parse(&block);
     if version.release.is_empty() {
-        let output = block.lines().map(str::trim).collect::<Vec<_>>().join(" / ");
-        return Err(StageError::DoesNotRun { id: first.id.clone(), output });
+        return Err(StageError::DoesNotRun { id: first.id.clone(), output: probe_said(&block) });
     }
 
     let mut staged = vec![(first.id.clone(), Staged { version: version.clone() })];
@@ -165,6 +164,19 @@ async fn stage_host<'p>(
         staged.push((planned.id.clone(), Staged { version: version.clone() }));
     }
     Ok(staged)
+}
+
+/// What a `-V` that gave no version said, on one short line.
+fn probe_said(block: &str) -> String {
+    if block.lines().any(|line| line.trim() == "exit status 124") {
+        return format!("it did not answer `-V` within {}s", tree::VERSION_PROBE_SECONDS);
+    }
+    let said = block.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>();
+    let said = said.join(" / ");
+    match said.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &said[..cut]),
+        None => said,
+    }
 }
 
 /// TiUP's backup of the instance's `bin` (see [`tree::backup_script`]). It is made here,

@@ -23,6 +23,25 @@ use crate::ssh::shell_quote;
 pub(super) const PICK_HASHER: &str = "if command -v openssl >/dev/null 2>&1; \
      then hash='openssl dgst -sha256 -r'; else hash=sha256sum; fi";
 
+/// How long a binary of the package may take to answer `-V` on a host (a DM binary answers at
+/// once), and how much of its answer is read: a binary that hangs or floods must hold up
+/// nothing.
+pub(super) const VERSION_PROBE_SECONDS: u64 = 10;
+const VERSION_PROBE_BYTES: u64 = 4096;
+
+/// Prints what `binary -V` says, at most [`VERSION_PROBE_BYTES`] of it, then `exit status N`
+/// (also under `set -e`: the status is caught, not fatal).
+/// A binary still running after [`VERSION_PROBE_SECONDS`] is killed with every process of its
+/// group (`timeout` leads one; whatever survived a TERM gets a KILL a second later), and says
+/// `exit status 124`.
+pub fn version_probe(binary: &str) -> String {
+    format!(
+        "{{ timeout -k 1 {VERSION_PROBE_SECONDS} {binary} -V 2>&1 < /dev/null && s=0 || s=$?; \
+         echo \"exit status $s\"; }} | head -c {VERSION_PROBE_BYTES}",
+        binary = shell_quote(binary),
+    )
+}
+
 /// The markers between the sections of a script's output.
 const LIST: &str = "@@list";
 const SHA: &str = "@@sha";
@@ -36,10 +55,10 @@ pub fn unpack_script(staging: &str, reference: &str, entry: &str, wire: Wire) ->
     format!(
         "set -e\nrm -rf {tree}\nmkdir -p {tree}\n\
          tar --no-same-owner {flags} - -C {tree}\n{}\n\
-         echo {VERSION}\n{binary} -V 2>&1 || echo \"exit status $?\"\n",
+         echo {VERSION}\n{probe}\n",
         verify_script(&tree, reference),
         tree = shell_quote(&tree),
-        binary = shell_quote(&format!("{tree}/{entry}")),
+        probe = version_probe(&format!("{tree}/{entry}")),
         flags = wire.tar_flags(),
     )
 }

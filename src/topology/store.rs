@@ -137,22 +137,24 @@ impl Store {
 /// The largest meta.yaml read: TiUP's are a few KiB; anything near this is not one.
 const META_MAX_BYTES: u64 = 16 << 20;
 
-/// Reads meta.yaml, refusing what is not a regular file of sane size (a FIFO would block, a
-/// link to /dev/zero would never end).
+/// Reads meta.yaml, refusing what is not a regular file of sane size (see [`read_small_file`]).
 fn read_meta(path: &Path) -> io::Result<String> {
-    let file = File::open(path)?;
-    let metadata = file.metadata()?;
+    read_small_file(path, META_MAX_BYTES)
+}
+
+/// Reads a file of the store that is at most `max` bytes, refusing what is not a regular file:
+/// a FIFO would block even the open, a link to /dev/zero would never end. It is looked at
+/// before it is opened, and read no further than `max` whatever it grows to.
+pub fn read_small_file(path: &Path, max: u64) -> io::Result<String> {
+    let metadata = fs::metadata(path)?;
     if !metadata.is_file() {
         return Err(io::Error::other("not a regular file"));
     }
-    if metadata.len() > META_MAX_BYTES {
-        return Err(io::Error::other(format!(
-            "{} bytes, more than a meta.yaml ever holds",
-            metadata.len()
-        )));
+    if metadata.len() > max {
+        return Err(io::Error::other(format!("{} bytes, more than it ever holds", metadata.len())));
     }
     let mut text = String::new();
-    file.take(META_MAX_BYTES).read_to_string(&mut text)?;
+    File::open(path)?.take(max).read_to_string(&mut text)?;
     Ok(text)
 }
 

@@ -47,3 +47,21 @@ fn history_lists_a_clusters_runs_newest_first_and_shows_one_in_full() {
     let nothing = store.run(["history", "demo", "--format", "json"]);
     assert!(nothing.stderr.is_empty(), "{}", nothing.stderr);
 }
+
+/// Something that is not a record in the audit dir (a FIFO, a link to /dev/zero) is passed
+/// over: `history` neither blocks nor reads forever.
+#[test]
+fn a_fifo_or_an_endless_file_in_the_audit_dir_is_passed_over() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    store.refused(&["patch", "demo", &pkg, "-R", "tikv", "--yes"]);
+    let audit = store.home().join("storage/dm/audit");
+    let fifo = audit.join("fQ9xzzzzzz_dm-patch");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("/dev/zero", audit.join("fQ9yzzzzzz_dm-patch")).unwrap();
+
+    let list = store.run(["history", "demo", "--format", "json"]).success().json();
+
+    assert_eq!(list.as_array().unwrap().len(), 1, "the one real record: {list}");
+}

@@ -274,3 +274,44 @@ fn an_entry_that_tar_names_differently_is_not_installed() {
     one_problem(&report, "sha256");
     assert_eq!(fs::read_to_string(&binary).unwrap(), version_script("v8.5.1"));
 }
+
+/// The package's binary is asked its version on the host: one that never answers is given up
+/// after the probe's time, killed with every process it started, and nothing is installed.
+#[test]
+fn a_binary_that_hangs_on_dash_v_is_given_up_and_killed() {
+    let (sandbox, binary) = one_worker();
+    let packages = Store::new();
+    // It starts a child that also holds its output open, as a daemonising binary might.
+    let hangs = "#!/bin/sh\nsleep 613 &\nexec sleep 613\n";
+    let package = packages.package(
+        "dm-worker-hangs.tar.gz",
+        &[Entry::file("dm-worker/dm-worker", 0o755, hangs.as_bytes())],
+    );
+
+    let started = std::time::Instant::now();
+    let report = patch_offline(&sandbox, &package, 1);
+
+    assert!(started.elapsed().as_secs() < 60, "given up, not waited for");
+    one_problem(&report, "did not answer `-V` within 10s");
+    assert_eq!(fs::read_to_string(&binary).unwrap(), version_script("v8.5.1"));
+    let left = std::process::Command::new("pgrep").args(["-f", "sleep 613"]).output().unwrap();
+    assert!(left.stdout.is_empty(), "the probe's processes are gone: {left:?}");
+}
+
+/// One that prints without end is read no further than a few KiB.
+#[test]
+fn a_binary_that_floods_dash_v_is_cut_short() {
+    let (sandbox, binary) = one_worker();
+    let packages = Store::new();
+    let floods = "#!/bin/sh\nexec yes 'a great deal of output'\n";
+    let package = packages.package(
+        "dm-worker-floods.tar.gz",
+        &[Entry::file("dm-worker/dm-worker", 0o755, floods.as_bytes())],
+    );
+
+    let run = run_offline(&sandbox, &package).code(1);
+
+    let problem = one_problem(&run.json(), "the new binary does not run on this host");
+    assert!(problem.len() < 1_000, "the message stays short: {} bytes", problem.len());
+    assert_eq!(fs::read_to_string(&binary).unwrap(), version_script("v8.5.1"));
+}

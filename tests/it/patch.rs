@@ -545,3 +545,23 @@ fn the_whole_package_is_installed_and_an_undo_takes_all_of_it_back() {
     assert_eq!(std::fs::read_to_string(bin.join("worker.toml")).unwrap(), "new");
     assert_eq!(std::fs::read_to_string(bin.join("notes/hotfix.txt")).unwrap(), "added");
 }
+
+/// A repack of the same binary with a file added is another package: "already on it" compares
+/// every file, so the second run installs the file (TiUP would too).
+#[test]
+fn the_same_binary_in_another_package_is_installed() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
+    let plain = cluster.package("dm-worker", "v8.5.2", &[]);
+    cluster.patch(&plain, &["-R", "dm-worker"]).success();
+    let fix = Entry::file("dm-worker/fix.toml", 0o644, b"level = 1\n");
+    let repack = cluster.package_with("dm-worker", "v8.5.2", &[], &[fix]);
+
+    let run = cluster.patch(&repack, &["-R", "dm-worker"]).success();
+
+    assert_eq!(run.outcome_names(), ["patched"], "not skipped: {}", run.stderr);
+    let id = &cluster.ids("dm-worker")[0];
+    let installed = cluster.deploy_dir(id).join("bin/dm-worker/fix.toml");
+    assert_eq!(std::fs::read_to_string(installed).unwrap(), "level = 1\n");
+    let again = cluster.patch(&repack, &["-R", "dm-worker"]).success();
+    assert_eq!(again.outcome_names(), ["skipped"], "now it is on it");
+}

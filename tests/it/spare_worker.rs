@@ -391,3 +391,33 @@ fn with_the_openapi_the_free_worker_alone_is_the_canary() {
     }
     assert_all_running(&cluster);
 }
+
+/// A worker stopped by hand: selected, it is brought back (patched) before any other stops;
+/// not selected, the roll is refused, since stopping another would leave two down at once.
+#[test]
+fn a_worker_already_offline_goes_first_or_refuses_the_roll() {
+    let cluster = one_spare_worker();
+    let ids = worker_ids(&cluster);
+    let (_, stopped_worker) = cluster.sandbox.bindings().into_iter().next().unwrap();
+    let stopped = ids[&stopped_worker].clone();
+    cluster.sandbox.stop_service(&stopped);
+    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+    let other = ids.values().find(|id| **id != stopped).unwrap().clone();
+    let pids = cluster.pids();
+
+    let refused = cluster.patch(&good, &["-N", &other]).code(1);
+    assert!(
+        refused.stderr.contains(&format!("dm-worker {stopped_worker} is offline")),
+        "{}",
+        refused.stderr
+    );
+    cluster.assert_untouched(&pids, ids.values());
+
+    let run = cluster.patch(&good, &["-R", "dm-worker"]).success();
+    assert_eq!(run.outcomes()[0].0, stopped, "the stopped worker first");
+    assert_eq!(run.outcome_names(), ["patched"; 3]);
+    for id in ids.values() {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.2"), "{id} runs the hotfix");
+    }
+    assert_all_running(&cluster);
+}
