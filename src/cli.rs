@@ -362,6 +362,10 @@ pub struct PatchArgs {
     /// Set by `rollback`: what the patch it takes back added to `bin/`.
     #[arg(skip)]
     pub remove: Vec<String>,
+    /// Set by `rollback --to-original`: a finished instance runs the original binary again, so
+    /// it is no longer marked patched.
+    #[arg(skip)]
+    pub unpatches: bool,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,8 @@ pub struct Plan {
     pub soak_seconds: Option<u64>,
     /// The masters serve DM's OpenAPI: a worker roll moves each source on purpose.
     pub openapi: bool,
+    /// The `patched` mark each finished instance gets (see [`PlanOptions::finished_mark`]).
+    pub finished_mark: bool,
     /// One upload per host, shared by every selected instance on it.
     pub hosts: Vec<HostStaging>,
     /// The instances in the order they will be patched.
@@ -55,6 +57,14 @@ impl Action {
         match self {
             Action::Patch => "Patch",
             Action::Rollback => "Roll back",
+        }
+    }
+
+    /// One word for it, as rollback points record it: `patch`, `rollback`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Action::Patch => "patch",
+            Action::Rollback => "rollback",
         }
     }
 
@@ -106,7 +116,7 @@ pub struct PlannedInstance {
 }
 
 /// What the operator asked for beyond the instances and the package.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct PlanOptions {
     /// What the run is for, as it is told.
     pub action: Action,
@@ -122,6 +132,9 @@ pub struct PlanOptions {
     pub soak: Option<Duration>,
     /// The masters serve DM's OpenAPI: a source can be moved on purpose.
     pub openapi: bool,
+    /// The `patched` mark a finished instance gets: `false` when it runs the cluster's
+    /// original binary again (`rollback --to-original`).
+    pub finished_mark: bool,
 }
 
 /// How many of `instances` (in roll order) the canary phase touches for `canaries`: dm-masters,
@@ -169,6 +182,7 @@ impl Plan {
             canaries,
             soak,
             openapi,
+            finished_mark,
         } = options;
         let sha = package.short_sha().to_owned();
         let cluster_version = cluster.version().to_owned();
@@ -230,6 +244,7 @@ impl Plan {
             leader,
             soak_seconds: soak.map(|soak| soak.as_secs()),
             openapi,
+            finished_mark,
             hosts,
             instances,
             remove: Vec::new(),

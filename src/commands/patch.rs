@@ -126,6 +126,7 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
         canaries: args.proving.canary.map(usize::from),
         soak: args.proving.soak,
         openapi,
+        finished_mark: !args.unpatches,
     };
     let plan =
         Plan::new(&cluster, &selected, package, members.as_ref(), options).removing(args.remove);

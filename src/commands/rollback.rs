@@ -19,12 +19,12 @@ use serde::Serialize;
 
 use super::reach;
 use crate::cli::{GlobalArgs, PatchArgs, RollbackArgs};
-use crate::engine::roll_points::{RollbackTarget, TargetKind, find_targets};
+use crate::engine::roll_points::{RollbackTarget, TargetKind, find_targets, resume_interrupted};
 use crate::error::{ExitStatus, UsageError};
 use crate::output::Printer;
 use crate::output::table::tiup_table;
 use crate::topology::select::Filter;
-use crate::topology::store::{self, Store};
+use crate::topology::store::Store;
 
 pub async fn run(
     args: RollbackArgs,
@@ -43,8 +43,9 @@ pub async fn run(
     let kind = if args.to_original { TargetKind::Original } else { TargetKind::LastPatch };
     let timeout = Duration::from_secs(connection.ssh_timeout);
     let concurrency = usize::from(connection.concurrency);
-    let targets =
+    let mut targets =
         find_targets(&cluster, &selected, &reach, policy, timeout, concurrency, kind).await?;
+    resume_interrupted(&mut targets);
 
     let missing: Vec<&str> =
         targets.iter().filter(|t| t.source.is_none()).map(|t| t.id.as_str()).collect();
@@ -89,7 +90,8 @@ pub async fn run(
         .into());
     }
     let group = groups.into_values().next().expect("at least one instance is selected");
-    let target = group[0];
+    // The tree is fetched from an instance whose own point it is.
+    let target = group.iter().find(|t| !t.already_there).copied().unwrap_or(group[0]);
     let scratch = tempfile::Builder::new().prefix("dm-patch-rollback-").tempdir()?;
     let package = fetch_package(&cluster, target, scratch.path(), &reach, policy, timeout).await?;
     reach.close().await;
@@ -109,12 +111,11 @@ pub async fn run(
         connection: args.connection.clone(),
         action: crate::plan::Action::Rollback,
         remove: target.added.clone(),
+        // Each instance's mark changes as it finishes, so that a rollback cut short leaves
+        // marks that are true.
+        unpatches: target.is_original,
     };
-    let status = super::audit::patch(patch, global, printer).await?;
-    if status == ExitStatus::Success && target.is_original {
-        unmark_patched(&store, &args.cluster, &ids)?;
-    }
-    Ok(status)
+    super::audit::patch(patch, global, printer).await
 }
 
 /// The instances by the binary they go back to (and the files that go with their patch).
@@ -203,21 +204,4 @@ async fn fetch_package(
         );
     }
     Ok(path)
-}
-
-/// `--to-original`: the instances run the cluster's original binary again.
-fn unmark_patched(store: &Store, cluster: &str, ids: &[String]) -> anyhow::Result<()> {
-    let lock = store.lock(cluster)?;
-    let mut cluster = store.load(cluster)?;
-    let found: Vec<(crate::topology::Role, usize)> = cluster
-        .instances
-        .iter()
-        .filter(|i| ids.contains(&i.id()))
-        .map(|i| (i.role, i.index))
-        .collect();
-    for (role, index) in found {
-        cluster.set_patched(role, index, false);
-    }
-    store::save(&cluster, &lock)?;
-    Ok(())
 }

@@ -161,6 +161,9 @@ impl Run {
         {
             return self.stop_before_roll(problems);
         }
+        if !self.plan.offline && self.plan.component == Role::Master {
+            self.let_every_master_lead().await;
+        }
         if interrupt.requested() {
             return self.interrupted_before_roll(&hosts).await;
         }
@@ -376,6 +379,17 @@ impl Run {
             return Ok(());
         }
         if down.is_empty() { Ok(()) } else { Err(down.into_iter().map(said).collect()) }
+    }
+
+    /// A master roll begins by letting every dm-master run for leader again: a run cut short
+    /// between a leader's eviction and its restart leaves it refusing to lead (the flag lives in
+    /// its memory until cancelled or restarted). A master that does not answer is passed over.
+    async fn let_every_master_lead(&self) {
+        for addr in &self.masters {
+            if let Err(err) = self.client.cancel_evict_leader(addr).await {
+                tracing::info!("cancelling any eviction of {addr}: {err}");
+            }
+        }
     }
 
     /// Ends the run before any service was touched: the problems go into the report.

@@ -411,15 +411,19 @@ pub async fn keep_rollback_point(
     keep: usize,
     stamp: &str,
     package_sha256: &str,
+    action: crate::plan::Action,
 ) -> Result<Option<String>, SshError> {
     let comp = job.planned.role.component();
     let points = format!("{}/{ROLLBACK_DIR}", job.planned.deploy_dir);
     let point = format!("{points}/{stamp}");
+    // `action` tells a point a rollback left (what it took back) from one a patch left: a
+    // rollback cut short is finished by finding it.
     let manifest = format!(
-        "from {}\nto {}\npackage {}\n",
+        "from {}\nto {}\npackage {}\naction {}\n",
         job.installed.version.short(),
         job.staged.version.short(),
         package_sha256,
+        action.word(),
     );
     let command = format!(
         "set -e\nif [ ! -d {previous} ]; then exit 0; fi\nmkdir -p {points}\nmv {previous} {point}\n\

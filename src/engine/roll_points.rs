@@ -35,6 +35,14 @@ pub struct RollbackTarget {
     pub ssh_port: u16,
     /// What its installed binary says it is now.
     pub running: String,
+    /// The sha256 of its installed binary.
+    pub running_sha256: String,
+    /// Its newest rollback point was left by a rollback (what that rollback took back), not
+    /// by a patch.
+    pub point_left_by_rollback: bool,
+    /// A rollback cut short already brought it to this target (see [`resume_interrupted`]):
+    /// the target's tree is on another instance's host.
+    pub already_there: bool,
     /// The directory on the host to go back to; `None` when there is nothing.
     pub source: Option<String>,
     /// What the target binary is (`v8.5.1 (1a2b3c4)`).
@@ -46,6 +54,32 @@ pub struct RollbackTarget {
     /// `.added` lists (what the patch being taken back added), or, going back to the original,
     /// every file in `bin/` that TiUP's backup does not have (what patches added since).
     pub added: Vec<String>,
+}
+
+/// A rollback cut short (Ctrl-C, a dropped session, a kill) left the instances it finished on
+/// their target, each with a new rollback point holding what it took back: their newest point
+/// is no longer the way back. Such an instance, running the very binary another selected
+/// instance goes back to, is already there: it takes that target (and the roll, finding it on
+/// the package, skips it), so the same `rollback` command finishes the job.
+pub fn resume_interrupted(targets: &mut [RollbackTarget]) {
+    let goals: Vec<RollbackTarget> = targets
+        .iter()
+        .filter(|t| !t.point_left_by_rollback && t.source.is_some())
+        .cloned()
+        .collect();
+    for target in targets.iter_mut().filter(|t| t.point_left_by_rollback) {
+        let reached = goals.iter().find(|goal| {
+            !goal.binary_sha256.is_empty() && goal.binary_sha256 == target.running_sha256
+        });
+        if let Some(goal) = reached {
+            target.source.clone_from(&goal.source);
+            target.version.clone_from(&goal.version);
+            target.binary_sha256.clone_from(&goal.binary_sha256);
+            target.is_original = goal.is_original;
+            target.added.clone_from(&goal.added);
+            target.already_there = true;
+        }
+    }
 }
 
 impl RollbackTarget {
@@ -149,23 +183,26 @@ fn survey_script(cluster: &Cluster, instance: &Instance) -> String {
     let deploy = &instance.deploy_dir;
     let version_of = |binary: &str| {
         format!(
-            "{b} -V 2>/dev/null | sed -n -e 's/^Release Version: */release /p' -e 's/^Git Commit \
-             Hash: */hash /p'",
-            b = shell_quote(binary)
+            "{} | sed -n -e 's/^Release Version: */release /p' -e 's/^Git Commit Hash: */hash /p'",
+            super::tree::version_probe(binary)
         )
     };
+    let installed = format!("{deploy}/bin/{comp}/{comp}");
     let points = format!("{deploy}/{ROLLBACK_DIR}");
     let original_dir = format!("{deploy}/bin.old.{}", cluster.version());
     let original = format!("{original_dir}/{comp}/{comp}");
     format!(
-        "{PICK_HASHER}\necho @@running\n{running}\necho @@point\n\
+        "{PICK_HASHER}\necho @@running\n{running}\n\
+         if [ -f {installed} ]; then echo \"binary $($hash {installed} | cut -d' ' -f1)\"; fi\n\
+         echo @@point\n\
          newest=$(ls -1 {points} 2>/dev/null | sort -r | head -n 1)\n\
          if [ -n \"$newest\" ] && [ -f {points}/\"$newest\"/.manifest ]; then printf 'dir %s/%s\\n' {points} \"$newest\"; cat {points}/\"$newest\"/.manifest; \
          echo @@added; if [ -f {points}/\"$newest\"/.added ]; then sed 's/^/added /' {points}/\"$newest\"/.added; fi; fi\n\
          echo @@original\nif [ -f {original} ]; then echo \"binary $($hash {original} | cut -d' ' -f1)\"; {original_version}; fi\n\
          echo @@extra\no={original_dir}\nif [ -d \"$o\" ]; then (cd {bin} && find . -mindepth 1 ! -type d -printf '%P\\n') | \
          while IFS= read -r f; do [ -e \"$o/$f\" ] || [ -L \"$o/$f\" ] || printf 'extra %s\\n' \"$f\"; done; fi\n",
-        running = version_of(&format!("{deploy}/bin/{comp}/{comp}")),
+        running = version_of(&installed),
+        installed = shell_quote(&installed),
         bin = shell_quote(&format!("{deploy}/bin")),
         original_dir = shell_quote(&original_dir),
         points = shell_quote(&points),
@@ -240,6 +277,10 @@ fn target_from(
         ssh_host: instance.ssh_host.clone(),
         ssh_port: instance.ssh_port,
         running: version("running"),
+        running_sha256: field("running", "binary").unwrap_or_default(),
+        already_there: false,
+        point_left_by_rollback: kind == TargetKind::LastPatch
+            && field("point", "action").as_deref() == Some("rollback"),
         source: source.filter(|_| !binary_sha256.is_empty()),
         version: target_version,
         is_original: original_sha.as_deref() == Some(binary_sha256.as_str()),

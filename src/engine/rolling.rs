@@ -137,7 +137,7 @@ impl Roll<'_> {
         let (outcome, detail) = outcome_of(tally, planned, result);
         let unsaved = if runs_package {
             tally.on_package.push(planned.id.clone());
-            self.save_mark(planned, true).err()
+            self.save_mark(planned, self.plan.finished_mark).err()
         } else {
             None
         };
@@ -286,7 +286,8 @@ impl Roll<'_> {
         let mut swapped = self.swap_all().await;
         for planned in &self.plan.instances {
             if let Some(Ok(_)) = swapped.get(&planned.id) {
-                self.cluster.mark_patched(planned.role, planned.instance.index);
+                let (role, index) = (planned.role, planned.instance.index);
+                self.cluster.set_patched(role, index, self.plan.finished_mark);
             }
         }
         let unsaved = match swapped.values().any(Result::is_ok) {
@@ -403,7 +404,8 @@ impl Roll<'_> {
     async fn keep_rollback_point(&self, planned: &PlannedInstance) -> Option<String> {
         let (keep, sha) = (self.settings.keep_rollbacks, &self.plan.package.sha256);
         let job = self.job(planned);
-        match roll::keep_rollback_point(&job, keep, &rollback_stamp(sha), sha).await {
+        let (stamp, action) = (rollback_stamp(sha), self.plan.action);
+        match roll::keep_rollback_point(&job, keep, &stamp, sha, action).await {
             Ok(point) => point,
             Err(err) => {
                 self.context.progress.event(Event::Note(&format!(

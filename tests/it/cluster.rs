@@ -101,11 +101,17 @@ impl Cluster {
         &self,
         package: &str,
         args: &[&str],
-        mut watch: impl FnMut(&str, u32),
+        watch: impl FnMut(&str, u32),
     ) -> Run {
+        self.run_watching(&self.patch_args(package, args), watch)
+    }
+
+    /// `dm-patch <args>`, calling `watch` with each line of stderr as it comes (and
+    /// dm-patch's pid).
+    pub fn run_watching(&self, args: &[&str], mut watch: impl FnMut(&str, u32)) -> Run {
         let mut child = self
             .dm_patch()
-            .args(self.patch_args(package, args))
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -565,3 +565,27 @@ fn the_same_binary_in_another_package_is_installed() {
     let again = cluster.patch(&repack, &["-R", "dm-worker"]).success();
     assert_eq!(again.outcome_names(), ["skipped"], "now it is on it");
 }
+
+/// A run cut short between a leader's eviction and its restart leaves that master refusing to
+/// lead; the next master roll lets it lead again, even one that restarts nothing.
+#[test]
+fn a_master_left_evicted_is_let_lead_again_by_the_next_master_roll() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(4).masters(3).workers(1).sources(1));
+    let pkg = cluster.package("dm-master", "v8.5.2", &[]);
+    let follower = cluster.ids("dm-master").into_iter().find(|id| *id != cluster.leader_id());
+    let follower = follower.unwrap();
+    cluster.patch(&pkg, &["-N", &follower]).success();
+    cluster.sandbox.evict_leader();
+    cluster.sandbox.wait_until("the eviction to take", Duration::from_secs(10), || {
+        !cluster.sandbox.ineligible_masters().is_empty()
+    });
+
+    let run = cluster.patch(&pkg, &["-N", &follower]).success();
+
+    assert_eq!(run.outcome_names(), ["skipped"], "nothing restarted");
+    assert!(
+        cluster.sandbox.ineligible_masters().is_empty(),
+        "{:?}",
+        cluster.sandbox.ineligible_masters()
+    );
+}

@@ -283,3 +283,44 @@ fn a_rollback_point_listing_a_path_outside_bin_is_refused() {
     cluster.assert_untouched(&pids, pids.keys());
     assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.2"));
 }
+
+/// A rollback cut short (SIGINT, or SIGKILL) while it stops its second worker is finished by
+/// the same command: the first worker, already back, is recognised as there (its newest point
+/// is the one the cut-short rollback left), and marks are true at every moment.
+#[test]
+fn a_rollback_cut_short_is_finished_by_the_same_command() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(3).masters(1).workers(2).sources(2));
+    let workers = cluster.ids("dm-worker");
+    let original: Vec<String> = workers.iter().map(|id| installed_sha256(&cluster, id)).collect();
+    let hotfix = cluster.package("dm-worker", "v8.5.2", &[]);
+    let name = cluster.sandbox.cluster_name().to_owned();
+    let args = ["rollback", &name, "-R", "dm-worker", "--yes", "--format", "json"];
+    for signal in ["-INT", "-KILL"] {
+        cluster.patch(&hotfix, &["-R", "dm-worker"]).success();
+        let mut stops = 0;
+        let cut = cluster.run_watching(&args, |line, pid| {
+            stops += usize::from(line.contains(": stopping"));
+            if stops == 2 && line.contains(": stopping") {
+                let kill =
+                    std::process::Command::new("kill").args([signal, &pid.to_string()]).status();
+                assert!(kill.unwrap().success());
+            }
+        });
+        assert_ne!(cut.code, Some(0), "{signal}: cut short: {}", cut.stderr);
+        let back: Vec<&String> =
+            workers.iter().filter(|id| cluster.version(id).as_deref() == Some("v8.5.1")).collect();
+        let marked = cluster.patched_ids();
+        assert!(back.iter().all(|id| !marked.contains(*id)), "{signal}: marks true: {marked:?}");
+
+        let finished = Run::of(cluster.dm_patch().args(args)).success();
+
+        assert!(finished.outcome_names().contains(&"skipped".to_owned()), "{}", finished.stdout);
+        for (id, sha) in workers.iter().zip(&original) {
+            assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{signal}: {id}");
+            assert_eq!(&installed_sha256(&cluster, id), sha, "{signal}: {id}");
+        }
+        assert!(cluster.patched_ids().is_empty(), "{signal}: {:?}", cluster.patched_ids());
+        let members = cluster.members();
+        assert!(members.workers().iter().all(|w| w.stage == "bound"), "{members:?}");
+    }
+}

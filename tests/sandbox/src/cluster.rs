@@ -270,6 +270,34 @@ impl Sandbox {
         bindings.collect()
     }
 
+    /// The masters that will not run for leader now (evicted, and not restarted since), as
+    /// each says of itself on its peer port (`GET /sim/peer/state`).
+    pub fn ineligible_masters(&self) -> Vec<String> {
+        let client = self.http_client();
+        let scheme = if self.tls { "https" } else { "http" };
+        let masters = self.masters();
+        let ineligible = masters.iter().filter(|master| {
+            let url = format!(
+                "{scheme}://{}:{}/sim/peer/state",
+                master.host,
+                master.peer_port.unwrap_or_default()
+            );
+            let state =
+                get_text(&client, &url).and_then(|text| serde_json::from_str::<Value>(&text).ok());
+            state.is_some_and(|state| state["eligible"] == false)
+        });
+        ineligible.map(|master| master.name.clone()).collect()
+    }
+
+    /// Evicts the leader (`PUT /apis/v1alpha1/leader/1` on the leader itself), as a run cut
+    /// short after that step leaves it.
+    pub fn evict_leader(&self) {
+        let leader = self.leader().expect("a leader to evict");
+        let url = format!("{}/apis/v1alpha1/leader/1", leader.url_for(self.tls));
+        let answer = self.http_client().put(url).send();
+        assert!(answer.is_ok_and(|a| a.status().is_success()), "the leader took the eviction");
+    }
+
     /// Holds a shard DDL lock of `task` on `source` (`locked`), or resolves it, through the
     /// leader (any master forwards the call).
     pub fn shard_ddl_lock(&self, task: &str, source: &str, locked: bool) {
