@@ -170,6 +170,9 @@ pub struct Cluster {
     /// The client identity for DM's API; set by [`store::Store::load`] when meta.yaml enables
     /// TLS.
     tls: Option<ClientTls>,
+    /// The instances whose `patched` mark this process set: each must still be in meta.yaml
+    /// when it is saved (see [`store::save`]).
+    marked: Vec<(Role, usize)>,
 }
 
 impl Cluster {
@@ -196,6 +199,7 @@ impl Cluster {
             instances,
             monitors,
             tls: None,
+            marked: Vec::new(),
         })
     }
 
@@ -249,6 +253,11 @@ impl Cluster {
         self.dir.join("patch")
     }
 
+    /// Whether this process set the `patched` mark of `instance`.
+    pub fn marked(&self, instance: &Instance) -> bool {
+        self.marked.contains(&(instance.role, instance.index))
+    }
+
     /// The meta.yaml entry an instance was resolved from.
     pub fn spec_of(&self, instance: &Instance) -> Option<&InstanceSpec> {
         let topology = &self.meta.topology;
@@ -278,6 +287,9 @@ impl Cluster {
             self.instances.iter_mut().find(|i| i.role == role && i.index == index)
         {
             instance.patched = patched;
+        }
+        if !self.marked.contains(&(role, index)) {
+            self.marked.push((role, index));
         }
     }
 }

@@ -204,12 +204,15 @@ pub fn save(cluster: &Cluster, _lock: &ClusterLock) -> Result<(), StoreError> {
 
 /// meta.yaml as it is on disk, with each of the cluster's instances marked `patched` (or not)
 /// as `cluster` says. Instances are matched by role, host and port; one that is no longer
-/// listed (scaled in meanwhile) has nothing to mark.
+/// listed (scaled in meanwhile) has nothing to mark, unless this process marked it: a
+/// meta.yaml that lost an instance the run changed (emptied, or its port changed) is not the
+/// cluster the run patched, and is never written (the marks are said to be missing instead).
 fn with_patched_marks(cluster: &Cluster, path: &Path) -> io::Result<Meta> {
     let text = read_meta(path)?;
     let mut meta: Meta = yaml_serde::from_str(&text).map_err(|err| {
         io::Error::other(format!("it changed on disk and no longer reads as meta.yaml: {err}"))
     })?;
+    let mut lost = Vec::new();
     for instance in &cluster.instances {
         let topology = &mut meta.topology;
         let list = match instance.role {
@@ -220,9 +223,18 @@ fn with_patched_marks(cluster: &Cluster, path: &Path) -> io::Result<Meta> {
         let same = |spec: &&mut InstanceSpec| {
             spec.host == instance.host && spec.port.unwrap_or(default_port) == instance.port
         };
-        if let Some(spec) = list.and_then(|list| list.iter_mut().find(same)) {
-            spec.patched = instance.patched.then_some(true);
+        match list.and_then(|list| list.iter_mut().find(same)) {
+            Some(spec) => spec.patched = instance.patched.then_some(true),
+            None if cluster.marked(instance) => lost.push(instance.id()),
+            None => {}
         }
+    }
+    if !lost.is_empty() {
+        return Err(io::Error::other(format!(
+            "it changed on disk and no longer lists {} (emptied, or edited meanwhile), so it \
+             was left as it is",
+            lost.join(", ")
+        )));
     }
     Ok(meta)
 }

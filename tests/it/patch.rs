@@ -589,3 +589,28 @@ fn a_master_left_evicted_is_let_lead_again_by_the_next_master_roll() {
         cluster.sandbox.ineligible_masters()
     );
 }
+
+/// meta.yaml emptied while the roll runs (after the first worker was marked) is never written
+/// over with an empty topology: the run stops and says which marks it could not record.
+#[test]
+fn a_meta_yaml_emptied_mid_roll_is_never_written() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(3).masters(1).workers(2).sources(2));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let meta = cluster.cluster_dir().join("meta.yaml");
+
+    let run = cluster.patch_when(&pkg, &["-R", "dm-worker"], ": patched", |pid| {
+        let signal = |name: &str| {
+            let kill = std::process::Command::new("kill").args([name, &pid.to_string()]).status();
+            assert!(kill.unwrap().success());
+        };
+        signal("-STOP");
+        std::fs::write(&meta, "").unwrap();
+        signal("-CONT");
+    });
+
+    let run = run.code(1);
+    assert_eq!(std::fs::read_to_string(&meta).unwrap(), "", "left as it was found");
+    let message = run.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("no longer lists"), "{message}");
+    assert!(message.contains("may not be marked patched"), "{message}");
+}
