@@ -31,7 +31,8 @@ pub enum StoreError {
     Write { path: String, source: io::Error },
     #[error(
         "cannot write {path} ({source}); dm-patch saves meta.yaml as each instance finishes, so it \
-         touches no host until the store is writable: check its permissions, `lsattr` and mounts"
+         touches no host until the store is writable: check its permissions, free space, `lsattr` and \
+         mounts"
     )]
     NotWritable { path: String, source: io::Error },
     #[error(
@@ -244,30 +245,46 @@ fn with_patched_marks(cluster: &Cluster, path: &Path) -> io::Result<Meta> {
 /// and, when `patch_dir` is asked for, that the package can be kept in `patch/`.
 pub fn check_writable(
     cluster: &Cluster,
-    _lock: &ClusterLock,
+    lock: &ClusterLock,
     patch_dir: bool,
 ) -> Result<(), StoreError> {
     let not_writable = |path: &Path, source: io::Error| StoreError::NotWritable {
         path: path.display().to_string(),
         source,
     };
-    let mut dirs = vec![cluster.dir.clone()];
-    if patch_dir && cluster.patch_dir().is_dir() {
-        dirs.push(cluster.patch_dir());
-    }
-    for dir in dirs {
-        // Created new (never through an existing name) and removed at once.
-        let probe = dir.join(format!(".dm-patch-probe.{}", std::process::id()));
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&probe)
-            .and_then(|_| fs::remove_file(&probe))
-            .map_err(|err| not_writable(&dir, err))?;
-    }
     let meta = cluster.dir.join("meta.yaml");
+    // Room for what the run writes, not only the right to: meta.yaml saved again beside itself
+    // (a temporary copy, renamed), and the audit record.
+    let meta_size = fs::metadata(&meta).map(|m| m.len()).unwrap_or(0);
+    let mut probes = vec![(cluster.dir.clone(), meta_size + WRITE_ROOM)];
+    let audit = lock.store().audit_dir();
+    let audit = if audit.is_dir() { audit } else { audit.parent().unwrap_or(&audit).to_owned() };
+    if audit.is_dir() {
+        probes.push((audit, WRITE_ROOM));
+    }
+    if patch_dir && cluster.patch_dir().is_dir() {
+        probes.push((cluster.patch_dir(), 0));
+    }
+    for (dir, bytes) in probes {
+        probe(&dir, bytes).map_err(|err| not_writable(&dir, err))?;
+    }
     fs::OpenOptions::new().write(true).open(&meta).map_err(|err| not_writable(&meta, err))?;
     Ok(())
+}
+
+/// What a run writes to the store beyond meta.yaml's own size, at the most: an audit record,
+/// a meta.yaml grown by the marks.
+const WRITE_ROOM: u64 = 64 << 10;
+
+/// Creates a file in `dir` (new, never through an existing name), writes `bytes` to it and
+/// syncs them to disk (a full file system fails here), then removes it.
+fn probe(dir: &Path, bytes: u64) -> io::Result<()> {
+    let path = dir.join(format!(".dm-patch-probe.{}", std::process::id()));
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+    let written = io::copy(&mut io::repeat(0).take(bytes), &mut file).and_then(|_| file.sync_all());
+    drop(file);
+    let removed = fs::remove_file(&path);
+    written.and(removed)
 }
 
 /// `--overwrite`: keeps the package as `patch/<comp>-<sha1[:7]>.tar.gz` with the relative

@@ -482,3 +482,38 @@ fn patch_without_a_package_names_it() {
     let refused = store.refused(&["patch", "demo"]);
     assert!(refused.contains("not provided: <PACKAGE>"), "{refused}");
 }
+
+/// A store on a full file system: refused before any host is contacted (a write of what the
+/// run will write is tried, not only the right to write), with nothing changed.
+#[test]
+fn a_store_on_a_full_file_system() {
+    let demo = Store::demo();
+    let pkg = demo.good_package("dm-worker");
+    let small = crate::support::SmallFileSystem::mount("512k");
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(demo.home().join("storage"))
+        .arg(small.path())
+        .status();
+    assert!(copy.unwrap().success());
+    let meta = small.path().join("storage/dm/clusters/demo/meta.yaml");
+    let before = std::fs::read_to_string(&meta).unwrap();
+    small.fill();
+
+    let run = crate::support::Run::of(crate::support::dm_patch(small.path()).args([
+        "patch",
+        "demo",
+        &pkg,
+        "-R",
+        "dm-worker",
+        "--yes",
+    ]));
+
+    let run = run.code(2);
+    assert!(
+        run.stderr.contains("not writable") || run.stderr.contains("No space left"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&meta).unwrap(), before);
+}

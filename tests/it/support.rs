@@ -289,6 +289,42 @@ impl Drop for Immutable {
     }
 }
 
+/// A small tmpfs mounted on a new temp dir for as long as it lives (a file system a test can
+/// fill); unmounted and removed when it is dropped, whatever the test did.
+pub struct SmallFileSystem {
+    dir: TempDir,
+}
+
+impl SmallFileSystem {
+    pub fn mount(size: &str) -> SmallFileSystem {
+        let dir = tempfile::Builder::new().prefix("dm-patch-small-fs-").tempdir().unwrap();
+        let options = format!("size={size}");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+            .arg(dir.path())
+            .status();
+        assert!(status.expect("mount runs").success(), "mount a tmpfs (as root)");
+        SmallFileSystem { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes zeros to a file in it until the file system is full.
+    pub fn fill(&self) {
+        let mut file = fs::File::create(self.path().join("filler")).unwrap();
+        let chunk = vec![0u8; 4096];
+        while file.write_all(&chunk).is_ok() {}
+    }
+}
+
+impl Drop for SmallFileSystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
 /// Runs the ignored test `name` of this test binary in a process of its own, with `env`, and
 /// returns the number it printed as `<key>=<number>`. Memory is measured that way: the kernel
 /// counts the peak of whatever process starts a program in that program's peak, and this
