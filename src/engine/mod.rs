@@ -201,7 +201,14 @@ impl Run {
             report: &mut self.report,
         };
         let needs_operator = roll.run().await;
-        stage::cleanup(&self.plan, &hosts, &needs_operator).await;
+        let finished: Vec<String> = self
+            .report
+            .instances
+            .iter()
+            .filter(|i| matches!(i.outcome, Outcome::Patched | Outcome::Skipped))
+            .map(|i| i.id.clone())
+            .collect();
+        stage::cleanup(&self.plan, &hosts, &needs_operator, &finished).await;
         hosts.close().await;
 
         if self.report.result == RunResult::Success && self.plan.overwrite {
@@ -222,13 +229,13 @@ impl Run {
         let (staged, problems) =
             stage::stage_all(&self.plan, hosts, facts, &self.progress, settings.concurrency).await;
         if !problems.is_empty() {
-            stage::cleanup(&self.plan, hosts, &[]).await;
+            stage::cleanup(&self.plan, hosts, &[], &[]).await;
             self.stop_before_roll(problems);
             return None;
         }
         self.report.package.version = staged.values().next().map(|s| s.version.clone());
         if let Some(message) = self.other_release_line() {
-            stage::cleanup(&self.plan, hosts, &[]).await;
+            stage::cleanup(&self.plan, hosts, &[], &[]).await;
             self.report.result = RunResult::PackageRefused;
             self.report.message = Some(message);
             return None;
@@ -403,7 +410,7 @@ impl Run {
     }
 
     async fn interrupted_before_roll(&mut self, hosts: &Hosts) {
-        stage::cleanup(&self.plan, hosts, &[]).await;
+        stage::cleanup(&self.plan, hosts, &[], &[]).await;
         self.report.result = RunResult::Interrupted;
         self.report.message = Some("interrupted before any service was touched".to_owned());
     }

@@ -176,17 +176,19 @@ pub async fn download(
     Ok(())
 }
 
-/// Prints what the instance runs, its newest rollback point's manifest, TiUP's backup, and the
-/// files in `bin/` that the backup does not have.
+/// Prints what the instance runs, its newest rollback point's manifest, TiUP's backup, the
+/// files in `bin/` that the backup does not have, and what a run cut short left: the binary its
+/// swap replaced (its staging dir's `previous/`), or, with no swap made, what `bin/` has.
 fn survey_script(cluster: &Cluster, instance: &Instance) -> String {
     let comp = instance.role.component();
     let deploy = &instance.deploy_dir;
-    let version_of = |binary: &str| {
+    let version_of_word = |word: &str| {
         format!(
             "{} | sed -n -e 's/^Release Version: */release /p' -e 's/^Git Commit Hash: */hash /p'",
-            super::tree::version_probe(binary)
+            super::tree::version_probe_of(word)
         )
     };
+    let version_of = |binary: &str| version_of_word(&shell_quote(binary));
     let installed = format!("{deploy}/bin/{comp}/{comp}");
     let points = format!("{deploy}/{ROLLBACK_DIR}");
     let original_dir = format!("{deploy}/bin.old.{}", cluster.version());
@@ -200,9 +202,24 @@ fn survey_script(cluster: &Cluster, instance: &Instance) -> String {
          echo @@added; if [ -f {points}/\"$newest\"/.added ]; then sed 's/^/added /' {points}/\"$newest\"/.added; fi; fi\n\
          echo @@original\nif [ -f {original} ]; then echo \"binary $($hash {original} | cut -d' ' -f1)\"; {original_version}; fi\n\
          echo @@extra\no={original_dir}\nif [ -d \"$o\" ]; then (cd {bin} && find . -mindepth 1 ! -type d -printf '%P\\n') | \
-         while IFS= read -r f; do [ -e \"$o/$f\" ] || [ -L \"$o/$f\" ] || printf 'extra %s\\n' \"$f\"; done; fi\n",
+         while IFS= read -r f; do [ -e \"$o/$f\" ] || [ -L \"$o/$f\" ] || printf 'extra %s\\n' \"$f\"; done; fi\n\
+         echo @@cutshort\nfound=; patches=\n\
+         for s in {deploy_q}/bin.patch-*; do\n\
+         \x20 [ -d \"$s\" ] && [ \"$(cat \"$s/action\" 2>/dev/null || echo patch)\" = patch ] || continue\n\
+         \x20 patches=1\n\
+         \x20 [ -z \"$found\" ] && [ -f \"$s/previous/{comp}/{comp}\" ] || continue\n\
+         \x20 found=1; p=\"$s/previous\"; echo \"dir $p\"; \
+         echo \"binary $($hash \"$p/{comp}/{comp}\" | cut -d' ' -f1)\"; {cut_short_version}\n\
+         \x20 if [ -f \"$p/.added\" ]; then sed 's/^/added /' \"$p/.added\"; fi\n\
+         done\n\
+         if [ -z \"$found\" ] && [ -n \"$patches\" ]; then \
+         echo dir {deploy_bin}; echo \"binary $($hash {installed} | cut -d' ' -f1)\"; {running_again}; fi\n",
         running = version_of(&installed),
         installed = shell_quote(&installed),
+        deploy_q = shell_quote(deploy),
+        deploy_bin = shell_quote(&format!("{deploy}/bin")),
+        cut_short_version = version_of_word(&format!("\"$p\"/{comp}/{comp}")),
+        running_again = version_of(&installed),
         bin = shell_quote(&format!("{deploy}/bin")),
         original_dir = shell_quote(&original_dir),
         points = shell_quote(&points),
@@ -219,7 +236,7 @@ fn target_from(
     kind: TargetKind,
 ) -> RollbackTarget {
     let mut sections: HashMap<&str, HashMap<&str, String>> = HashMap::new();
-    let (mut added, mut extra) = (Vec::new(), Vec::new());
+    let (mut added, mut extra, mut cut_added) = (Vec::new(), Vec::new(), Vec::new());
     let mut current = "";
     for line in facts.lines() {
         if let Some(name) = line.strip_prefix("@@") {
@@ -229,6 +246,7 @@ fn target_from(
         let list = match current {
             "added" => Some((&mut added, "added ")),
             "extra" => Some((&mut extra, "extra ")),
+            "cutshort" if line.starts_with("added ") => Some((&mut cut_added, "added ")),
             _ => None,
         };
         if let Some((list, prefix)) = list {
@@ -246,7 +264,15 @@ fn target_from(
         crate::dm::version::VersionInfo { release, git_hash: hash }.short()
     };
     let original_sha = field("original", "binary");
+    // A run cut short left its staging dir: what it left is the newest change, and going back
+    // means undoing it (the binary its swap replaced), or, cut short before its swap, starting
+    // the instance again on what it has.
+    let cut_short = kind == TargetKind::LastPatch && field("cutshort", "dir").is_some();
     let (source, target_version, binary) = match kind {
+        TargetKind::LastPatch if cut_short => {
+            added = cut_added;
+            (field("cutshort", "dir"), version("cutshort"), field("cutshort", "binary"))
+        }
         TargetKind::LastPatch => (
             field("point", "dir"),
             field("point", "from").unwrap_or_default(),
@@ -280,6 +306,7 @@ fn target_from(
         running_sha256: field("running", "binary").unwrap_or_default(),
         already_there: false,
         point_left_by_rollback: kind == TargetKind::LastPatch
+            && !cut_short
             && field("point", "action").as_deref() == Some("rollback"),
         source: source.filter(|_| !binary_sha256.is_empty()),
         version: target_version,

@@ -131,8 +131,9 @@ async fn stage_host<'p>(
         .await
         .map_err(|source| StageError::Package { host: label.to_owned(), source })?;
     let script = format!(
-        "{}\n{}",
+        "{}\n{}\n{}",
         backup_script(first),
+        action_script(plan, first),
         tree::unpack_script(&first.staging_dir, &first.binary, &package.entry(), package.wire())
     );
     let sent = |sent| progress.event(Event::UploadProgress { host: label, sent });
@@ -152,8 +153,9 @@ async fn stage_host<'p>(
     let mut staged = vec![(first.id.clone(), Staged { version: version.clone() })];
     for planned in instances {
         let script = format!(
-            "{}\n{}",
+            "{}\n{}\n{}",
             backup_script(planned),
+            action_script(plan, planned),
             tree::copy_script(&first.staging_dir, &planned.staging_dir, &planned.binary)
         );
         let output = remote.session.exec(&script).await.map_err(|source| StageError::Ssh {
@@ -185,6 +187,13 @@ fn probe_said(block: &str) -> String {
 /// changed, and the roll spends no round trip on it.
 fn backup_script(planned: &PlannedInstance) -> String {
     tree::backup_script(&format!("{}/bin", planned.deploy_dir), &planned.backup_dir)
+}
+
+/// Notes in the staging dir what the run is for (`patch`, `rollback`): a run cut short leaves
+/// it behind, and `rollback` undoes what a patch cut short left, not what a rollback did.
+fn action_script(plan: &Plan, planned: &PlannedInstance) -> String {
+    let staging = shell_quote(&planned.staging_dir);
+    format!("mkdir -p {staging} && echo {} > {staging}/action", plan.action.word())
 }
 
 /// The listing a staging script printed, once it is proven to hold exactly the package.
@@ -224,8 +233,11 @@ fn differing_versions(staged: &HashMap<String, Staged>) -> Option<String> {
 }
 
 /// Removes the staging dirs (except `keep`, staging dirs that hold the only copy of what an
-/// operator still needs). Best effort: a leftover file is harmless.
-pub async fn cleanup(plan: &Plan, hosts: &Hosts, keep: &[String]) {
+/// operator still needs). Of the `finished` instances (on the package now), every staging dir
+/// goes, also those an earlier run cut short left (of another package): they hold nothing the
+/// instance can still go back to that its rollback point does not. Best effort: a leftover
+/// file is harmless.
+pub async fn cleanup(plan: &Plan, hosts: &Hosts, keep: &[String], finished: &[String]) {
     let removals = plan.hosts.iter().map(|host| async move {
         let remote = hosts.get(&host.ssh_host, host.ssh_port);
         let paths: Vec<String> = plan
@@ -233,7 +245,10 @@ pub async fn cleanup(plan: &Plan, hosts: &Hosts, keep: &[String]) {
             .iter()
             .filter(|i| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port)
             .filter(|i| !keep.contains(&i.id))
-            .map(|i| shell_quote(&i.staging_dir).into_owned())
+            .map(|i| match finished.contains(&i.id) {
+                true => format!("{}/bin.patch-*", shell_quote(&i.deploy_dir)),
+                false => shell_quote(&i.staging_dir).into_owned(),
+            })
             .collect();
         if paths.is_empty() {
             return;

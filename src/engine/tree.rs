@@ -35,10 +35,15 @@ const VERSION_PROBE_BYTES: u64 = 4096;
 /// group (`timeout` leads one; whatever survived a TERM gets a KILL a second later), and says
 /// `exit status 124`.
 pub fn version_probe(binary: &str) -> String {
+    version_probe_of(&shell_quote(binary))
+}
+
+/// [`version_probe`] of a binary named by a shell word the caller made safe (a quoted path,
+/// or one built from a variable: `"$p"/dm-worker/dm-worker`).
+pub fn version_probe_of(binary: &str) -> String {
     format!(
         "{{ timeout -k 1 {VERSION_PROBE_SECONDS} {binary} -V 2>&1 < /dev/null && s=0 || s=$?; \
-         echo \"exit status $s\"; }} | head -c {VERSION_PROBE_BYTES}",
-        binary = shell_quote(binary),
+         echo \"exit status $s\"; }} | head -c {VERSION_PROBE_BYTES}"
     )
 }
 

@@ -324,3 +324,35 @@ fn a_rollback_cut_short_is_finished_by_the_same_command() {
         assert!(members.workers().iter().all(|w| w.stage == "bound"), "{members:?}");
     }
 }
+
+/// A patch killed in the middle of an instance leaves it stopped (before or after its swap,
+/// or starting the new binary); `rollback` undoes what that run left, from its staging dir, and
+/// starts it. Nothing of the killed run is left behind.
+#[test]
+fn rollback_after_a_patch_killed_mid_instance_brings_it_back() {
+    for when in [": stopping", ": swapping the binary", ": starting"] {
+        let cluster = Cluster::start(Sandbox::builder().hosts(3).masters(1).workers(2).sources(2));
+        let workers = cluster.ids("dm-worker");
+        let original: Vec<String> =
+            workers.iter().map(|id| installed_sha256(&cluster, id)).collect();
+        let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+
+        let killed = cluster.patch_signalled(&pkg, &["-R", "dm-worker"], when, "KILL");
+
+        let line = killed.stderr.lines().find(|l| l.contains(when)).unwrap();
+        let hit = workers.iter().find(|id| line.contains(id.as_str())).unwrap();
+        rollback(&cluster, &["-N", hit]).success();
+        for (id, sha) in workers.iter().zip(&original) {
+            assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{when}: {id} runs");
+            assert_eq!(&installed_sha256(&cluster, id), sha, "{when}: {id}");
+        }
+        assert!(cluster.patched_ids().is_empty(), "{when}: {:?}", cluster.patched_ids());
+        let deploy = cluster.deploy_dir(hit);
+        let left: Vec<String> = std::fs::read_dir(&deploy)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("bin.patch-"))
+            .collect();
+        assert!(left.is_empty(), "{when}: {left:?}");
+    }
+}
