@@ -44,7 +44,8 @@ pub fn executor(
 /// The jump host the flags name, with TiUP's defaults; `None` without `--ssh-proxy-host` (the
 /// other flags are then ignored, as in TiUP).
 pub fn jump_host(proxy: &ProxyArgs) -> Result<Option<JumpHost>, UsageError> {
-    let Some(addr) = proxy.ssh_proxy_host.clone() else {
+    // An empty host is no jump host, as TiUP reads it (`if SSHProxyHost != ""`).
+    let Some(addr) = proxy.ssh_proxy_host.clone().filter(|host| !host.is_empty()) else {
         return Ok(None);
     };
     if proxy.ssh_proxy_use_password {

@@ -517,3 +517,13 @@ fn a_store_on_a_full_file_system() {
     );
     assert_eq!(std::fs::read_to_string(&meta).unwrap(), before);
 }
+
+/// An empty `--ssh-proxy-host` is no jump host, as TiUP reads it.
+#[test]
+fn an_empty_jump_host_is_none() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    let args = ["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run", "--ssh-proxy-host", ""];
+    let run = store.run(args).success();
+    assert!(run.stdout.contains("Dry run"), "{}", run.stdout);
+}
