@@ -201,13 +201,7 @@ impl Run {
             report: &mut self.report,
         };
         let needs_operator = roll.run().await;
-        let finished: Vec<String> = self
-            .report
-            .instances
-            .iter()
-            .filter(|i| matches!(i.outcome, Outcome::Patched | Outcome::Skipped))
-            .map(|i| i.id.clone())
-            .collect();
+        let finished = self.report.on_package();
         stage::cleanup(&self.plan, &hosts, &needs_operator, &finished).await;
         hosts.close().await;
 

@@ -36,6 +36,15 @@ pub struct Report {
     pub phases: Vec<PhaseTime>,
 }
 
+impl Report {
+    /// The instances that run the package after the run (patched by it, or found on it).
+    pub fn on_package(&self) -> Vec<String> {
+        let on_package =
+            |i: &&InstanceReport| matches!(i.outcome, Outcome::Patched | Outcome::Skipped);
+        self.instances.iter().filter(on_package).map(|i| i.id.clone()).collect()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseTime {
     pub name: String,

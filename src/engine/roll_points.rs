@@ -213,19 +213,56 @@ fn survey_script(cluster: &Cluster, instance: &Instance) -> String {
          \x20 if [ -f \"$p/.added\" ]; then sed 's/^/added /' \"$p/.added\"; fi\n\
          done\n\
          if [ -z \"$found\" ] && [ -n \"$patches\" ]; then \
-         echo dir {deploy_bin}; echo \"binary $($hash {installed} | cut -d' ' -f1)\"; {running_again}; fi\n",
+         echo dir {bin}; echo \"binary $($hash {installed} | cut -d' ' -f1)\"; {running}; fi\n",
         running = version_of(&installed),
         installed = shell_quote(&installed),
         deploy_q = shell_quote(deploy),
-        deploy_bin = shell_quote(&format!("{deploy}/bin")),
         cut_short_version = version_of_word(&format!("\"$p\"/{comp}/{comp}")),
-        running_again = version_of(&installed),
         bin = shell_quote(&format!("{deploy}/bin")),
         original_dir = shell_quote(&original_dir),
         points = shell_quote(&points),
         original = shell_quote(&original),
         original_version = version_of(&original),
     )
+}
+
+/// What [`survey_script`] printed: `key value` lines per `@@section`, and its lists.
+#[derive(Default)]
+struct Survey<'f> {
+    sections: HashMap<&'f str, HashMap<&'f str, String>>,
+    /// The newest point's `.added`.
+    added: Vec<String>,
+    /// What `bin/` has beyond TiUP's backup.
+    extra: Vec<String>,
+    /// The `.added` of what a run cut short left.
+    cut_added: Vec<String>,
+}
+
+impl<'f> Survey<'f> {
+    fn parse(facts: &'f str) -> Survey<'f> {
+        let mut survey = Survey::default();
+        let mut current = "";
+        for line in facts.lines() {
+            if let Some(name) = line.strip_prefix("@@") {
+                current = name;
+                continue;
+            }
+            let list = match current {
+                "added" => Some((&mut survey.added, "added ")),
+                "extra" => Some((&mut survey.extra, "extra ")),
+                "cutshort" if line.starts_with("added ") => Some((&mut survey.cut_added, "added ")),
+                _ => None,
+            };
+            if let Some((list, prefix)) = list {
+                list.extend(line.strip_prefix(prefix).map(str::to_owned));
+                continue;
+            }
+            if let Some((key, value)) = line.split_once(' ') {
+                survey.sections.entry(current).or_default().insert(key, value.trim().to_owned());
+            }
+        }
+        survey
+    }
 }
 
 /// The target, from what [`survey_script`] printed.
@@ -235,28 +272,7 @@ fn target_from(
     facts: &str,
     kind: TargetKind,
 ) -> RollbackTarget {
-    let mut sections: HashMap<&str, HashMap<&str, String>> = HashMap::new();
-    let (mut added, mut extra, mut cut_added) = (Vec::new(), Vec::new(), Vec::new());
-    let mut current = "";
-    for line in facts.lines() {
-        if let Some(name) = line.strip_prefix("@@") {
-            current = name;
-            continue;
-        }
-        let list = match current {
-            "added" => Some((&mut added, "added ")),
-            "extra" => Some((&mut extra, "extra ")),
-            "cutshort" if line.starts_with("added ") => Some((&mut cut_added, "added ")),
-            _ => None,
-        };
-        if let Some((list, prefix)) = list {
-            list.extend(line.strip_prefix(prefix).map(str::to_owned));
-            continue;
-        }
-        if let Some((key, value)) = line.split_once(' ') {
-            sections.entry(current).or_default().insert(key, value.trim().to_owned());
-        }
-    }
+    let Survey { sections, mut added, extra, cut_added } = Survey::parse(facts);
     let field = |section: &str, key: &str| sections.get(section).and_then(|s| s.get(key)).cloned();
     let version = |section: &str| {
         let release = field(section, "release").unwrap_or_default();

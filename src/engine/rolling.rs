@@ -528,12 +528,7 @@ fn stopped_at(
 /// What to tell the operator when meta.yaml could not be saved after an instance was patched:
 /// the roll stopped, which instances run the package but are not marked, and how to repair it.
 fn unsaved_message(report: &Report, cluster: &Cluster, err: &StoreError) -> String {
-    let done: Vec<&str> = report
-        .instances
-        .iter()
-        .filter(|i| matches!(i.outcome, Outcome::Patched | Outcome::Skipped))
-        .map(|i| i.id.as_str())
-        .collect();
+    let done = report.on_package();
     format!(
         "meta.yaml could not be saved ({err}); the roll stopped there. These instances run the \
          package but may not be marked patched: {}. Add `patched: true` to them in {} by hand, \
