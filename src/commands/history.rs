@@ -188,7 +188,13 @@ fn parse(id: &str, text: &str) -> Option<Run> {
             "message" => run.message = Some(value),
             _ => {
                 if let Some(instance) = key.strip_prefix("instance ").filter(|k| !k.contains(' ')) {
-                    run.instances.push(InstanceLine { id: instance.to_owned(), outcome: value });
+                    // Written as the run went, then in full at its end: the last line holds.
+                    match run.instances.iter_mut().find(|i| i.id == instance) {
+                        Some(seen) => seen.outcome = value,
+                        None => run
+                            .instances
+                            .push(InstanceLine { id: instance.to_owned(), outcome: value }),
+                    }
                 }
             }
         }

@@ -21,26 +21,62 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Opens a record in `dir` (the store's audit dir) for the run of `command_line`.
-    pub fn start(dir: &Path, command_line: &[String]) -> Audit {
-        match create(dir, command_line) {
+    /// Opens a record in `dir` (the store's audit dir) for the run of `command_line`, saying at
+    /// once what the run is about (`report`, as it starts): a run killed later still shows up
+    /// in `history`, with each instance it finished ([`Audit::instance`]).
+    pub fn start(dir: &Path, command_line: &[String], report: &Report) -> Audit {
+        let audit = match create(dir, command_line) {
             Ok(path) => Audit { path: Some(path) },
             Err((path, err)) => {
                 tracing::warn!("could not write the audit record {}: {err}", path.display());
                 Audit { path: None }
             }
-        }
+        };
+        let mut lines = String::new();
+        line(&mut lines, "cluster", &report.cluster);
+        line(&mut lines, "component", report.component.component());
+        package_lines(&mut lines, &report.package);
+        line(&mut lines, "mode", &mode(report.offline, report.overwrite));
+        audit.append(&lines);
+        audit
+    }
+
+    /// An instance finished (as the run goes; the full line follows in [`Audit::finish`]).
+    pub fn instance(&self, id: &str, outcome: Outcome, detail: Option<&str>) {
+        let detail = detail.map(|d| format!("; {d}")).unwrap_or_default();
+        let mut lines = String::new();
+        line(&mut lines, &format!("instance {id}"), &format!("{}{detail}", outcome.label()));
+        self.append(&lines);
     }
 
     pub fn finish(&self, report: &Report) {
+        self.append(&report_lines(report));
+    }
+
+    fn append(&self, lines: &str) {
         let Some(path) = &self.path else { return };
         let appended = OpenOptions::new()
             .append(true)
             .open(path)
-            .and_then(|mut file| file.write_all(report_lines(report).as_bytes()));
+            .and_then(|mut file| file.write_all(lines.as_bytes()));
         if let Err(err) = appended {
-            tracing::warn!("could not complete the audit record {}: {err}", path.display());
+            tracing::warn!("could not write to the audit record {}: {err}", path.display());
         }
+    }
+}
+
+/// The run's events, passed on, with each finished instance also written to the audit record.
+pub struct Recorded {
+    pub inner: std::sync::Arc<dyn super::events::Progress>,
+    pub audit: std::sync::Arc<Audit>,
+}
+
+impl super::events::Progress for Recorded {
+    fn event(&self, event: super::events::Event<'_>) {
+        if let super::events::Event::InstanceFinished { id, outcome, detail } = event {
+            self.audit.instance(id, outcome, detail);
+        }
+        self.inner.event(event);
     }
 }
 

@@ -83,9 +83,13 @@ pub async fn execute(
     let started = Instant::now();
     let started_at = SystemTime::now();
     let plan = Arc::new(plan);
+    let report = new_report(&plan, started_at);
+    let audit =
+        Arc::new(audit::Audit::start(&lock.store().audit_dir(), &settings.command_line, &report));
+    let progress = Arc::new(audit::Recorded { inner: progress, audit: audit.clone() });
     let mut run = Run {
         phase_started: Instant::now(),
-        report: new_report(&plan, started_at),
+        report,
         plan: plan.clone(),
         progress,
         client: DmClient::new(settings.ssh_timeout, cluster.tls(), settings.reach.http_proxy()),
@@ -93,7 +97,6 @@ pub async fn execute(
         tasks: None,
         openapi: false,
     };
-    let audit = audit::Audit::start(&lock.store().audit_dir(), &settings.command_line);
 
     run.phases(cluster, settings, lock, interrupt).await;
     run.end_phase();

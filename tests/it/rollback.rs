@@ -356,3 +356,32 @@ fn rollback_after_a_patch_killed_mid_instance_brings_it_back() {
         assert!(left.is_empty(), "{when}: {left:?}");
     }
 }
+
+/// A run killed mid-roll still shows in `history`: its record says from the start what the run
+/// is about, and each instance as it finished.
+#[test]
+fn a_killed_run_shows_in_history_with_what_it_did() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(3).masters(1).workers(2).sources(2));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let mut finished = None;
+    let killed = cluster.patch_watching(&pkg, &["-R", "dm-worker"], |line, pid| {
+        if finished.is_none() && line.ends_with(": patched") {
+            finished = line.split_whitespace().nth(2).map(|id| id.trim_end_matches(':').to_owned());
+            let kill =
+                std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            assert!(kill.unwrap().success());
+        }
+    });
+    assert_eq!(killed.code, None, "killed");
+    let finished = finished.expect("an instance finished before the kill");
+
+    let name = cluster.sandbox.cluster_name();
+    let history = Run::of(cluster.dm_patch().args(["history", name, "--format", "json"]));
+    let history = history.success().json();
+
+    let run = &history[0];
+    assert_eq!(run["result"], "unfinished", "{history}");
+    let instances = run["instances"].as_array().unwrap();
+    let done = instances.iter().find(|i| i["id"] == finished.as_str()).expect("the finished one");
+    assert!(done["outcome"].as_str().unwrap().starts_with("patched"), "{history}");
+}
