@@ -11,6 +11,7 @@
 //! instance runs something other than the cluster's original binary.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use crate::error::{ExitStatus, UsageError};
 use crate::output::Printer;
 use crate::output::table::tiup_table;
 use crate::topology::select::Filter;
-use crate::topology::store::Store;
+use crate::topology::store::{self, Store};
 
 pub async fn run(
     args: RollbackArgs,
@@ -92,7 +93,17 @@ pub async fn run(
     let group = groups.into_values().next().expect("at least one instance is selected");
     // The tree is fetched from an instance whose own point it is.
     let target = group.iter().find(|t| !t.already_there).copied().unwrap_or(group[0]);
-    let scratch = tempfile::Builder::new().prefix("dm-patch-rollback-").tempdir()?;
+    // In the cluster's cache in the store, as TiUP keeps packages, not in the machine's temp
+    // dir: a rollback killed before it removes its scratch leaves it where the cluster lives.
+    let cache = cluster.cache_dir();
+    fs::create_dir_all(&cache).map_err(|source| store::StoreError::NotWritable {
+        path: cache.display().to_string(),
+        source,
+    })?;
+    let scratch =
+        tempfile::Builder::new().prefix("dm-patch-rollback-").tempdir_in(&cache).map_err(
+            |source| store::StoreError::NotWritable { path: cache.display().to_string(), source },
+        )?;
     let package = fetch_package(&cluster, target, scratch.path(), &reach, policy, timeout).await?;
     reach.close().await;
 

@@ -253,6 +253,11 @@ impl Cluster {
         self.dir.join("patch")
     }
 
+    /// TiUP's cache of packages for this cluster (`<cluster dir>/cache/`).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+
     /// Whether this process set the `patched` mark of `instance`.
     pub fn marked(&self, instance: &Instance) -> bool {
         self.marked.contains(&(instance.role, instance.index))

@@ -323,6 +323,12 @@ fn a_rollback_cut_short_is_finished_by_the_same_command() {
         let members = cluster.members();
         assert!(members.workers().iter().all(|w| w.stage == "bound"), "{members:?}");
     }
+    // The killed rollback's scratch (the fetched target) was in the store, not in /tmp.
+    let in_tmp = std::fs::read_dir(std::env::temp_dir()).unwrap().filter_map(Result::ok);
+    let left: Vec<_> = in_tmp
+        .filter(|e| e.file_name().to_string_lossy().starts_with("dm-patch-rollback-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// A patch killed in the middle of an instance leaves it stopped (before or after its swap,
