@@ -33,6 +33,11 @@ pub async fn run(
     printer: &Printer,
 ) -> anyhow::Result<ExitStatus> {
     let store = Store::locate(global.tiup_home.clone())?;
+    if !args.dry_run {
+        // Another run at work on the cluster is said as such at once, before its instances are
+        // surveyed half-changed (the lock itself is taken again for the roll).
+        drop(store.lock(&args.cluster)?);
+    }
     let cluster = store.load(&args.cluster)?;
     let connection = &args.connection;
     let executor = reach::executor(&cluster, connection.ssh, connection.native_ssh)?;

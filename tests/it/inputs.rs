@@ -527,3 +527,14 @@ fn an_empty_jump_host_is_none() {
     let run = store.run(args).success();
     assert!(run.stdout.contains("Dry run"), "{}", run.stdout);
 }
+
+/// `rollback` while another run holds the cluster's lock says so, before surveying anything.
+#[test]
+fn rollback_of_a_locked_cluster() {
+    use dm_patch::topology::store::Store as TiupStore;
+    let store = Store::demo();
+    let tiup = TiupStore::locate(Some(store.home().to_owned())).unwrap();
+    let _held = tiup.lock("demo").unwrap();
+    let refused = store.refused(&["rollback", "demo", "-R", "dm-worker", "--yes"]);
+    assert!(refused.contains("is locked by another dm-patch run"), "{refused}");
+}
