@@ -53,16 +53,24 @@ pub async fn run(
         find_targets(&cluster, &selected, &reach, policy, timeout, concurrency, kind).await?;
     resume_interrupted(&mut targets);
 
-    let missing: Vec<&str> =
-        targets.iter().filter(|t| t.source.is_none()).map(|t| t.id.as_str()).collect();
+    let missing: Vec<&RollbackTarget> = targets.iter().filter(|t| t.source.is_none()).collect();
     if !missing.is_empty() {
+        let patched = |t: &&RollbackTarget| selected.iter().any(|i| i.id() == t.id && i.patched);
         let what = match kind {
+            // Marked patched with no point: a patch kept none (`--keep-rollbacks 0`), or its
+            // point lost its manifest. Never marked: nothing replaced its binary.
+            TargetKind::LastPatch if missing.iter().any(patched) => {
+                "no rollback point was kept for it (a patch with --keep-rollbacks 0 keeps none, \
+                 and a point without its .manifest is not used); --to-original goes back to the \
+                 cluster's original binary"
+            }
             TargetKind::LastPatch => "no rollback point (no dm-patch run has replaced its binary)",
             TargetKind::Original => "no TiUP backup bin.old.<cluster version>",
         };
+        let ids: Vec<&str> = missing.iter().map(|t| t.id.as_str()).collect();
         return Err(UsageError(format!(
             "nothing to go back to for {}: {what}; nothing was changed",
-            missing.join(", ")
+            ids.join(", ")
         ))
         .into());
     }

@@ -154,7 +154,15 @@ fn nothing_to_go_back_to_is_refused_naming_the_instance() {
     let worker = cluster.ids("dm-worker").remove(0);
     let run = rollback(&cluster, &["-R", "dm-worker"]).code(2);
     assert!(run.stderr.contains(&format!("nothing to go back to for {worker}")), "{}", run.stderr);
+    assert!(run.stderr.contains("no dm-patch run has replaced its binary"), "{}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+
+    // Patched, but with no rollback point kept: that is what is said, and the way out.
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    cluster.patch(&pkg, &["-R", "dm-worker", "--keep-rollbacks", "0"]).success();
+    let run = rollback(&cluster, &["-R", "dm-worker"]).code(2);
+    assert!(run.stderr.contains("no rollback point was kept for it"), "{}", run.stderr);
+    assert!(run.stderr.contains("--to-original"), "{}", run.stderr);
 }
 
 #[test]
