@@ -361,7 +361,7 @@ async fn undo(
             "{reason}; rolled back to {}{evict_note}",
             previous.short()
         )),
-        Err(RollBackError::NotRestored(err)) => Failure::NeedsAttention(format!(
+        Err(RollBackError::Restore(err)) => Failure::NeedsAttention(format!(
             "{reason}; rolling back failed too: {err}. What the patch replaced in {} is kept \
              in {} on {}: copy it back over {}, then `systemctl start {}`{evict_note}",
             job.bin_dir(),
@@ -370,7 +370,17 @@ async fn undo(
             job.bin_dir(),
             planned.service
         )),
-        Err(RollBackError::NotHealthy(err)) => Failure::NeedsAttention(format!(
+        Err(RollBackError::Start(err)) => Failure::NeedsAttention(format!(
+            "{reason}; the previous binary ({}) is back in place at {} on {}, but starting it \
+             failed: {err}. Start it with `systemctl start {}` once the cause is fixed (see its \
+             log in {}){evict_note}",
+            previous.short(),
+            planned.binary,
+            job.remote.label,
+            planned.service,
+            planned.instance.log_dir
+        )),
+        Err(RollBackError::Health(err)) => Failure::NeedsAttention(format!(
             "{reason}; the previous binary ({}) is in place at {} on {} and was started, \
              but it did not turn healthy: {err}. See its log in {}{evict_note}",
             previous.short(),
@@ -390,13 +400,15 @@ enum OnInterrupt {
     KeepWaiting,
 }
 
-/// How far a roll back got when it failed: the operator's next step differs.
+/// The step of a roll back that failed: the operator's next step differs.
 #[derive(Debug)]
 enum RollBackError {
     /// The previous binary is still where the roll kept it.
-    NotRestored(StepError),
-    /// The previous binary is back in place (and was started) but is not healthy.
-    NotHealthy(StepError),
+    Restore(StepError),
+    /// The previous binary is back in place, but `systemctl start` failed (or never ran).
+    Start(StepError),
+    /// The previous binary is back in place and was started, but is not healthy.
+    Health(StepError),
 }
 
 /// The directory, beside `bin/`, where what each patch replaced is kept for `dm-patch rollback`.
@@ -569,15 +581,15 @@ async fn roll_back(
             job.remote.run(&command).await?;
             Ok::<(), StepError>(())
         };
-        restore.await.map_err(RollBackError::NotRestored)?;
+        restore.await.map_err(RollBackError::Restore)?;
     }
     runs_package(context, job, false);
-    let restart = async {
-        start(context, job).await?;
+    start(context, job).await.map_err(RollBackError::Start)?;
+    let healthy = async {
         wait_ready(context, job, previous, OnInterrupt::KeepWaiting).await?;
         wait_tasks(context, job, OnInterrupt::KeepWaiting, Judging::PutBack).await
     };
-    restart.await.map_err(RollBackError::NotHealthy)
+    healthy.await.map_err(RollBackError::Health)
 }
 
 /// Before a dm-master stops: the others must keep a quorum, and if it leads, it hands over

@@ -300,11 +300,16 @@ fn ctrl_c_during_a_health_wait_undoes_the_instance_at_once() {
 /// Puts a script before the hosts' `systemctl`: `on_stop` runs for `systemctl stop`, every
 /// other call goes to the sandbox's own.
 fn on_systemctl_stop(cluster: &Cluster, on_stop: &str) {
+    on_systemctl(cluster, "stop", on_stop);
+}
+
+/// Runs `script` before each `systemctl <verb>` on the sandbox's hosts.
+fn on_systemctl(cluster: &Cluster, verb: &str, script: &str) {
     let stand_in = cluster.sandbox.stand_in_dir().join("systemctl");
     let real = cluster.sandbox.root().join("bin/systemctl.real");
     std::fs::rename(&stand_in, &real).unwrap();
     let wrapper = format!(
-        "#!/bin/sh\nif [ \"$1\" = stop ]; then {on_stop}; fi\nexec {} \"$@\"\n",
+        "#!/bin/sh\nif [ \"$1\" = {verb} ]; then {script}; fi\nexec {} \"$@\"\n",
         real.display()
     );
     std::fs::write(&stand_in, wrapper).unwrap();
@@ -613,4 +618,29 @@ fn a_meta_yaml_emptied_mid_roll_is_never_written() {
     let message = run.json()["message"].as_str().unwrap().to_owned();
     assert!(message.contains("no longer lists"), "{message}");
     assert!(message.contains("may not be marked patched"), "{message}");
+}
+
+/// An undo whose `systemctl start` fails says so, and how to start the instance: not that the
+/// previous binary "was started, but did not turn healthy".
+#[test]
+fn an_undo_whose_start_fails_says_so() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
+    let crashes = cluster.package("dm-worker", "v8.5.2", &[Fault::ExitAtStart]);
+    // The first start (the hotfix's) goes through; every one after it fails, as a unit whose
+    // start job fails would.
+    let count = cluster.sandbox.root().join("starts");
+    let script = format!(
+        "n=$(($(cat {0} 2>/dev/null || echo 0) + 1)); echo $n > {0}; \
+         if [ $n -ge 2 ]; then echo 'Job for the unit failed' >&2; exit 1; fi",
+        count.display()
+    );
+    on_systemctl(&cluster, "start", &script);
+
+    let run = cluster.patch(&crashes, &["-R", "dm-worker", "--wait-timeout", "5"]).code(1);
+
+    assert_eq!(run.outcome_names(), ["needs-attention"], "{}", run.stdout);
+    let message = run.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("is back in place"), "{message}");
+    assert!(message.contains("but starting it failed"), "{message}");
+    assert!(!message.contains("was started"), "{message}");
 }
