@@ -571,7 +571,15 @@ fn normalize(path: &Path) -> Result<String, &'static str> {
     let mut parts: Vec<&str> = Vec::new();
     for component in path.components() {
         match component {
-            Component::Normal(part) => parts.push(part.to_str().ok_or("a non-UTF-8 path")?),
+            Component::Normal(part) => {
+                let part = part.to_str().ok_or("a non-UTF-8 path")?;
+                // The hosts' listings are lines of tab-separated fields: such a name could not
+                // be verified there, and no DM file is named so.
+                if part.chars().any(char::is_control) {
+                    return Err("a name with a control character, such as a line break or a tab");
+                }
+                parts.push(part);
+            }
             Component::CurDir => {}
             Component::ParentDir => return Err("a path containing '..'"),
             Component::RootDir | Component::Prefix(_) => return Err("an absolute path"),
