@@ -118,13 +118,15 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
     } else {
         find_members(&cluster, role, ssh_timeout, reach.http_proxy()).await
     };
+    let proving =
+        engine::Proving { canaries: args.proving.canary.map(usize::from), soak: args.proving.soak };
     let options = PlanOptions {
         action: args.action,
         offline: args.offline,
         overwrite: args.overwrite,
         allow_version_change: args.allow_version_change,
-        canaries: args.proving.canary.map(usize::from),
-        soak: args.proving.soak,
+        canaries: proving.canaries,
+        soak: proving.soak,
         openapi,
         finished_mark: !args.unpatches,
     };
@@ -141,10 +143,7 @@ async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> 
             host_key_policy,
             force: args.change.force,
             keep_rollbacks: usize::from(args.change.keep_rollbacks),
-            proving: engine::Proving {
-                canaries: args.proving.canary.map(usize::from),
-                soak: args.proving.soak,
-            },
+            proving,
             reach,
             command_line: std::env::args().collect(),
         },

@@ -109,14 +109,13 @@ pub async fn run(
     // In the cluster's cache in the store, as TiUP keeps packages, not in the machine's temp
     // dir: a rollback killed before it removes its scratch leaves it where the cluster lives.
     let cache = cluster.cache_dir();
-    fs::create_dir_all(&cache).map_err(|source| store::StoreError::NotWritable {
-        path: cache.display().to_string(),
-        source,
-    })?;
-    let scratch =
-        tempfile::Builder::new().prefix("dm-patch-rollback-").tempdir_in(&cache).map_err(
-            |source| store::StoreError::NotWritable { path: cache.display().to_string(), source },
-        )?;
+    let not_writable =
+        |source| store::StoreError::NotWritable { path: cache.display().to_string(), source };
+    fs::create_dir_all(&cache).map_err(not_writable)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("dm-patch-rollback-")
+        .tempdir_in(&cache)
+        .map_err(not_writable)?;
     let package = fetch_package(&cluster, target, scratch.path(), &reach, policy, timeout).await?;
     reach.close().await;
 

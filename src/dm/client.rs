@@ -96,6 +96,13 @@ pub struct WorkerMember {
     pub source: String,
 }
 
+impl WorkerMember {
+    /// It runs no source now: free, or offline (stopped).
+    pub fn runs_no_source(&self) -> bool {
+        matches!(self.stage.as_str(), "free" | "offline")
+    }
+}
+
 impl MembersResponse {
     /// The leader's name, if the cluster has one.
     pub fn leader(&self) -> Option<&LeaderSection> {

@@ -71,7 +71,7 @@ pub fn roll_order<'a>(
         .map(|i| {
             let position = match (i.role, leader) {
                 (Role::Worker, _) => match workers.iter().find(|w| w.name == i.name) {
-                    Some(w) if w.stage == "free" || w.stage == "offline" => Position::FreeWorker,
+                    Some(w) if w.runs_no_source() => Position::FreeWorker,
                     Some(_) => Position::BoundWorker,
                     None => Position::Worker,
                 },

@@ -74,9 +74,7 @@ fn replicating(
 /// moves once, onto the package, and its subtasks are proven there at once. An offline worker is
 /// brought back before any other is stopped, so that two are never down together.
 pub fn next_worker(remaining: &[&str], workers: &[WorkerMember]) -> usize {
-    let runs_nothing = |name: &&str| {
-        workers.iter().any(|w| w.name == *name && matches!(w.stage.as_str(), "free" | "offline"))
-    };
+    let runs_nothing = |name: &&str| workers.iter().any(|w| w.name == *name && w.runs_no_source());
     remaining.iter().position(runs_nothing).unwrap_or(0)
 }
 

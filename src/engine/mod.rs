@@ -95,7 +95,6 @@ pub async fn execute(
         client: DmClient::new(settings.ssh_timeout, cluster.tls(), settings.reach.http_proxy()),
         masters: addrs_of(cluster, Role::Master),
         tasks: None,
-        openapi: false,
     };
 
     run.phases(cluster, settings, lock, interrupt).await;
@@ -115,8 +114,6 @@ struct Run {
     masters: Vec<String>,
     /// The migration tasks the roll must keep running (none with `--offline`).
     tasks: Option<TaskGate>,
-    /// The masters serve DM's OpenAPI (a worker roll moves sources on purpose then).
-    openapi: bool,
     /// When the current phase began.
     phase_started: Instant,
 }
@@ -190,7 +187,7 @@ impl Run {
             interrupt,
             tasks: self.tasks.as_ref().filter(|gate| !gate.is_empty()),
             force: settings.force,
-            openapi: self.openapi,
+            openapi: self.plan.openapi,
         };
         let roll = Roll {
             context,
@@ -251,29 +248,18 @@ impl Run {
         let component = self.plan.component;
         let (gate, paused) =
             TaskGate::survey(&self.client, workers, self.masters.clone(), component).await;
-        if !paused.is_empty() && !settings.force {
-            return Err(paused
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}; resume or fix it first (or pass --force to patch anyway, leaving \
-                         it as it is)",
-                        p.describe()
-                    )
-                })
-                .collect());
-        }
-        for paused in &paused {
-            self.progress.event(Event::Note(&format!(
-                "--force: {}; patching anyway, it is left as it is",
-                paused.describe()
-            )));
-        }
+        let found = paused.iter().map(|p| {
+            let problem = format!(
+                "{}; resume or fix it first (or pass --force to patch anyway, leaving it as it is)",
+                p.describe()
+            );
+            (problem, format!("{}; patching anyway, it is left as it is", p.describe()))
+        });
+        self.unless_forced(settings, found.collect())?;
         self.report.paused_before = paused.into_iter().map(|p| p.subtask).collect();
         self.no_shard_ddl_pending(&gate, settings).await?;
         self.no_worker_down_outside_the_roll(settings).await?;
         self.tasks = Some(gate);
-        self.openapi = component == Role::Worker && self.client.serves_openapi(&self.masters).await;
         Ok(())
     }
 
@@ -329,24 +315,14 @@ impl Run {
             return Ok(());
         }
         let locks = gate.ddl_locks(&self.client, None).await;
-        if settings.force {
-            for lock in &locks {
-                self.progress.event(Event::Note(&format!(
-                    "--force: {lock}; patching anyway, its worker may be restarted mid-DDL"
-                )));
-            }
-            return Ok(());
-        }
-        let problems: Vec<String> = locks
-            .iter()
-            .map(|lock| {
-                format!(
-                    "{lock}: a worker restarted during a shard DDL migration can be left blocked \
-                     at the DDL; let it resolve first (or pass --force to patch anyway)"
-                )
-            })
-            .collect();
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        let found = locks.iter().map(|lock| {
+            let problem = format!(
+                "{lock}: a worker restarted during a shard DDL migration can be left blocked at \
+                 the DDL; let it resolve first (or pass --force to patch anyway)"
+            );
+            (problem, format!("{lock}; patching anyway, its worker may be restarted mid-DDL"))
+        });
+        self.unless_forced(settings, found.collect())
     }
 
     /// A worker roll never has two workers down at once: a worker already offline that the run
@@ -376,13 +352,27 @@ impl Run {
                  first), or pass --force"
             )
         };
-        if settings.force {
-            for name in &down {
-                self.progress.event(Event::Note(&format!("--force: {}", said(name))));
-            }
-            return Ok(());
+        self.unless_forced(
+            settings,
+            down.into_iter().map(|name| (said(name), said(name))).collect(),
+        )
+    }
+
+    /// What stops the run before any change, as `(problem, note)` pairs: the problems, unless
+    /// `--force` goes ahead, and then each note is told.
+    fn unless_forced(
+        &self,
+        settings: &Settings,
+        found: Vec<(String, String)>,
+    ) -> Result<(), Vec<String>> {
+        if !settings.force {
+            let problems: Vec<String> = found.into_iter().map(|(problem, _)| problem).collect();
+            return if problems.is_empty() { Ok(()) } else { Err(problems) };
         }
-        if down.is_empty() { Ok(()) } else { Err(down.into_iter().map(said).collect()) }
+        for (_, note) in found {
+            self.progress.event(Event::Note(&format!("--force: {note}")));
+        }
+        Ok(())
     }
 
     /// A master roll begins by letting every dm-master run for leader again: a run cut short

@@ -214,15 +214,21 @@ pub async fn put_back(context: &RollContext<'_>, job: &Job<'_>, point: &str, why
     let reason = format!("put back: {why}");
     let previous = &job.installed.version;
     let failure = undo(context, job, reason, previous, false, true, point).await;
-    if let Failure::RolledBack(_) = failure
-        && let Err(err) = job.remote.run(&format!("rm -rf {}", shell_quote(point))).await
-    {
+    if let Failure::RolledBack(_) = failure {
+        drop_used_point(job, point).await;
+    }
+    failure
+}
+
+/// Removes a rollback point an undo used up (its files went back into `bin/`): `dm-patch
+/// rollback` must not find it again. A failure is only logged: what is left is inert.
+async fn drop_used_point(job: &Job<'_>, point: &str) {
+    if let Err(err) = job.remote.run(&format!("rm -rf {}", shell_quote(point))).await {
         tracing::warn!(
             "{}: could not remove the used rollback point {point}: {err}",
             job.remote.label
         );
     }
-    failure
 }
 
 /// Tells the task gate whether the worker of `job` runs the package from now on.
@@ -281,8 +287,7 @@ pub async fn finish_earlier_run(
             if kept != job.previous_dir()
                 && let Failure::RolledBack(_) = failure
             {
-                // A rollback point, used up: `dm-patch rollback` must not find it again.
-                let _ = job.remote.run(&format!("rm -rf {}", shell_quote(&kept))).await;
+                drop_used_point(job, &kept).await;
             }
             Err(failure)
         }

@@ -65,7 +65,7 @@ enum Next {
     Stop,
 }
 
-impl Roll<'_> {
+impl<'r> Roll<'r> {
     /// Runs the roll to its end; the report says what happened. Returns the instances whose
     /// staging dir must be kept for the operator.
     pub async fn run(mut self) -> Vec<String> {
@@ -177,12 +177,8 @@ impl Roll<'_> {
         let Ok(members) = self.context.client.members_from_any(self.context.masters).await else {
             return true;
         };
-        let names: Vec<&str> = tally
-            .on_package
-            .iter()
-            .filter_map(|id| self.plan.instances.iter().find(|i| &i.id == id))
-            .map(|planned| planned.name.as_str())
-            .collect();
+        let names: Vec<&str> =
+            self.on_package(tally).into_iter().map(|planned| planned.name.as_str()).collect();
         let bound = |w: &&WorkerMember| w.stage == "bound";
         let running =
             members.workers().iter().filter(bound).filter(|w| names.contains(&w.name.as_str()));
@@ -246,11 +242,10 @@ impl Roll<'_> {
     async fn soak(&mut self, tally: &mut Tally) -> Next {
         let length = self.settings.proving.soak.expect("a soak is due only with --soak");
         tally.soaked = true;
-        let (plan, staged) = (self.plan, self.staged);
-        let canaries: Vec<(&PlannedInstance, &VersionInfo)> = tally
-            .on_package
-            .iter()
-            .filter_map(|id| plan.instances.iter().find(|i| &i.id == id))
+        let staged = self.staged;
+        let canaries: Vec<(&PlannedInstance, &VersionInfo)> = self
+            .on_package(tally)
+            .into_iter()
             .map(|planned| (planned, &staged[&planned.id].version))
             .collect();
         let (end, seen) = soak::soak(&self.context, &canaries, length).await;
@@ -356,6 +351,13 @@ impl Roll<'_> {
                 done.put_back.join(", ")
             ));
         }
+    }
+
+    /// The planned instances this run left on the package, in that order.
+    fn on_package(&self, tally: &Tally) -> Vec<&'r PlannedInstance> {
+        let plan = self.plan;
+        let planned = |id: &String| plan.instances.iter().find(|i| &i.id == id);
+        tally.on_package.iter().filter_map(planned).collect()
     }
 
     fn job<'j>(&'j self, planned: &'j PlannedInstance) -> Job<'j> {
