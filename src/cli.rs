@@ -356,16 +356,6 @@ pub struct PatchArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub connection: ConnectionArgs,
-    /// Set by `rollback`, which runs its target through `patch`.
-    #[arg(skip)]
-    pub action: crate::plan::Action,
-    /// Set by `rollback`: what the patch it takes back added to `bin/`.
-    #[arg(skip)]
-    pub remove: Vec<String>,
-    /// Set by `rollback --to-original`: a finished instance runs the original binary again, so
-    /// it is no longer marked patched.
-    #[arg(skip)]
-    pub unpatches: bool,
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,16 @@ impl ExitStatus {
             ExitStatus::Interrupted => 130,
         }
     }
+
+    /// The word for it in JSON documents: `success`, `failed`, `bad-input`, `interrupted`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ExitStatus::Success => "success",
+            ExitStatus::Failure => "failed",
+            ExitStatus::BadInput => "bad-input",
+            ExitStatus::Interrupted => "interrupted",
+        }
+    }
 }
 
 impl From<ExitStatus> for ExitCode {

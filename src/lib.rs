@@ -42,7 +42,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Patch(args) => commands::audit::patch(args, &cli.global, &printer).await,
+            Command::Patch(args) => commands::patch::run(args, &cli.global, &printer).await,
             Command::Display(args) => commands::display::run(args, &cli.global, &printer).await,
             Command::Rollback(args) => commands::rollback::run(args, &cli.global, &printer).await,
             Command::History(args) => commands::history::run(args, &cli.global, &printer),
@@ -53,8 +53,9 @@ pub fn run(cli: Cli) -> ExitStatus {
     match result {
         Ok(status) => status,
         Err(err) => {
-            output::err(&format!("{} {}", printer.paint_stderr("error:"), one_line(&err)));
-            exit_status_of(&err)
+            let status = exit_status_of(&err);
+            printer.error(&one_line(&err), status);
+            status
         }
     }
 }

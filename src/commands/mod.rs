@@ -8,3 +8,4 @@ pub mod man;
 pub mod patch;
 pub mod reach;
 pub mod rollback;
+pub mod settings;

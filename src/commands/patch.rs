@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::reach;
+use super::settings::PatchSettings;
+use super::{audit, reach};
 use crate::cli::{GlobalArgs, PatchArgs};
 use crate::dm::client::{DmClient, MembersResponse};
 use crate::engine::report::RunResult;
@@ -14,8 +15,7 @@ use crate::output::{self, Printer, render_plan};
 use crate::package;
 use crate::plan::{Plan, PlanOptions};
 use crate::ssh::Executor;
-use crate::topology::select::Filter;
-use crate::topology::store::{self, Store};
+use crate::topology::store::{self, ClusterLock, Store};
 use crate::topology::{Cluster, Instance, Role};
 
 /// Everything `patch` needs, checked: after this nothing reads argv or the environment again.
@@ -32,11 +32,39 @@ pub async fn run(
     global: &GlobalArgs,
     printer: &Printer,
 ) -> anyhow::Result<ExitStatus> {
+    let settings = PatchSettings::from(args);
+    let (cluster, dry_run) = (settings.cluster.clone(), settings.dry_run);
+    let mut notes = audit::Notes::default();
+    let result = locked_run(settings, global, printer, &mut notes).await;
+    if !dry_run {
+        audit::record(global, &cluster, notes, &result);
+    }
+    result
+}
+
+async fn locked_run(
+    settings: PatchSettings,
+    global: &GlobalArgs,
+    printer: &Printer,
+    notes: &mut audit::Notes,
+) -> anyhow::Result<ExitStatus> {
     let store = Store::locate(global.tiup_home.clone())?;
     // Fail fast on a cluster another run is patching; a dry run changes nothing and needs no lock.
-    let lock = if args.dry_run { None } else { Some(store.lock(&args.cluster)?) };
-    let mut config = resolve(&store, args).await?;
-    super::audit::planned(&config.plan);
+    let lock = if settings.dry_run { None } else { Some(store.lock(&settings.cluster)?) };
+    execute(settings, &store, lock, printer, notes).await
+}
+
+/// Checks, plans, confirms and executes one run, holding `lock` (the caller's: `rollback`
+/// holds it from finding its targets on); `None` only for a dry run.
+pub async fn execute(
+    settings: PatchSettings,
+    store: &Store,
+    lock: Option<ClusterLock>,
+    printer: &Printer,
+    notes: &mut audit::Notes,
+) -> anyhow::Result<ExitStatus> {
+    let mut config = resolve(store, settings).await?;
+    notes.planned(&config.plan);
 
     if config.dry_run {
         if printer.is_json() {
@@ -47,11 +75,11 @@ pub async fn run(
         }
         return Ok(ExitStatus::Success);
     }
-    let lock = lock.expect("taken above for every run that changes something");
+    let lock = lock.expect("held by the caller for every run that changes something");
     store::check_writable(&config.cluster, &lock, config.plan.overwrite)?;
     output::warn_before_confirm(&config.plan, printer);
     if !confirm(&config, printer)? {
-        super::audit::aborted();
+        notes.aborted();
         printer.diagnostic("Aborted: nothing was changed.");
         return Ok(ExitStatus::Failure);
     }
@@ -67,6 +95,7 @@ pub async fn run(
         }
     })
     .context("installing the Ctrl-C handler")?;
+    notes.executed();
     let report = engine::execute(
         &mut config.cluster,
         config.plan,
@@ -91,13 +120,12 @@ fn exit_status(result: RunResult) -> ExitStatus {
     }
 }
 
-async fn resolve(store: &Store, args: PatchArgs) -> anyhow::Result<PatchConfig> {
+async fn resolve(store: &Store, args: PatchSettings) -> anyhow::Result<PatchConfig> {
     let cluster = store.load(&args.cluster)?;
     let connection = &args.connection;
     let executor = reach::executor(&cluster, connection.ssh, connection.native_ssh)?;
     let jump = reach::jump_host(&connection.proxy)?;
-    let filter = Filter { roles: args.filter.roles, nodes: args.filter.nodes };
-    let (role, selected) = filter.select_for_patch(&cluster)?;
+    let (role, selected) = args.filter.select_for_patch(&cluster)?;
 
     let arch_of_hosts: Vec<_> = selected.iter().map(|i| (i.host.clone(), i.id(), i.arch)).collect();
     let package_path = args.package.clone();

@@ -18,12 +18,14 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::reach;
-use crate::cli::{GlobalArgs, PatchArgs, RollbackArgs};
+use super::settings::PatchSettings;
+use super::{audit, reach};
+use crate::cli::{GlobalArgs, ProvingArgs, RollbackArgs};
 use crate::engine::roll_points::{RollbackTarget, TargetKind, find_targets, resume_interrupted};
 use crate::error::{ExitStatus, UsageError};
 use crate::output::Printer;
 use crate::output::table::tiup_table;
+use crate::plan::Action;
 use crate::topology::select::Filter;
 use crate::topology::store::{self, Store};
 
@@ -32,13 +34,30 @@ pub async fn run(
     global: &GlobalArgs,
     printer: &Printer,
 ) -> anyhow::Result<ExitStatus> {
-    let store = Store::locate(global.tiup_home.clone())?;
-    if !args.dry_run {
-        // Another run at work on the cluster is said as such at once, before its instances are
-        // surveyed half-changed (the lock itself is taken again for the roll).
-        drop(store.lock(&args.cluster)?);
+    let (cluster, dry_run) = (args.cluster.clone(), args.dry_run);
+    let mut notes = audit::Notes::default();
+    let result = roll_back(args, global, printer, &mut notes).await;
+    if !dry_run {
+        audit::record(global, &cluster, notes, &result);
     }
+    result
+}
+
+async fn roll_back(
+    args: RollbackArgs,
+    global: &GlobalArgs,
+    printer: &Printer,
+    notes: &mut audit::Notes,
+) -> anyhow::Result<ExitStatus> {
+    let store = Store::locate(global.tiup_home.clone())?;
+    // One lock from the survey of the instances to the last mark written: another run never
+    // changes them in between. A dry run changes nothing and needs none.
+    let lock = if args.dry_run { None } else { Some(store.lock(&args.cluster)?) };
     let cluster = store.load(&args.cluster)?;
+    if let Some(lock) = &lock {
+        // As for patch: a store that cannot take the marks is found before any host is asked.
+        store::check_writable(&cluster, lock, false)?;
+    }
     let connection = &args.connection;
     let executor = reach::executor(&cluster, connection.ssh, connection.native_ssh)?;
     let jump = reach::jump_host(&connection.proxy)?;
@@ -119,26 +138,25 @@ pub async fn run(
     let package = fetch_package(&cluster, target, scratch.path(), &reach, policy, timeout).await?;
     reach.close().await;
 
-    let ids: Vec<String> = group.iter().map(|t| t.id.clone()).collect();
-    let patch = PatchArgs {
-        cluster: args.cluster.clone(),
+    let settings = PatchSettings {
+        cluster: args.cluster,
         package,
-        filter: crate::cli::InstanceFilterArgs { nodes: ids.clone(), roles: Vec::new() },
+        filter: Filter { nodes: group.iter().map(|t| t.id.clone()).collect(), roles: Vec::new() },
         overwrite: false,
         offline: args.offline,
         // It ran on this cluster before: another release line is no reason to refuse it.
         allow_version_change: true,
-        change: args.change.clone(),
-        proving: crate::cli::ProvingArgs::default(),
+        change: args.change,
+        proving: ProvingArgs::default(),
         dry_run: false,
-        connection: args.connection.clone(),
-        action: crate::plan::Action::Rollback,
+        connection: args.connection,
+        action: Action::Rollback,
         remove: target.added.clone(),
         // Each instance's mark changes as it finishes, so that a rollback cut short leaves
         // marks that are true.
         unpatches: target.is_original,
     };
-    super::audit::patch(patch, global, printer).await
+    super::patch::execute(settings, &store, lock, printer, notes).await
 }
 
 /// The instances by the binary they go back to (and the files that go with their patch).

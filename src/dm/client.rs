@@ -23,6 +23,14 @@ pub enum DmError {
     /// its certificate. Says which of the store's files is concerned.
     #[error("{addr}: TLS: {problem}")]
     Tls { addr: String, problem: TlsProblem },
+    /// A plain HTTP call was answered as a Go HTTPS server answers one: the cluster runs with
+    /// TLS while meta.yaml says it does not.
+    #[error(
+        "{addr}: it serves HTTPS only, but meta.yaml says global.enable_tls: false; the cluster \
+         was deployed (or changed) with TLS behind TiUP's back: set enable_tls as the cluster \
+         runs, with its certificates in the store's tls/ dir"
+    )]
+    ServesHttps { addr: String },
     #[error("{addr}: HTTP {status}: {message}")]
     Status { addr: String, status: u16, message: String },
     #[error("{addr}: DM refused: {message}")]
@@ -238,7 +246,9 @@ impl DmClient {
             match self.members(addr).await {
                 Ok(members) => return Ok(members),
                 Err(err @ DmError::Refused { .. }) => refused = Some(err),
-                Err(err @ DmError::Tls { .. }) => tls = tls.or(Some(err)),
+                Err(err @ (DmError::Tls { .. } | DmError::ServesHttps { .. })) => {
+                    tls = tls.or(Some(err))
+                }
                 Err(_) => {}
             }
         }
@@ -367,6 +377,10 @@ impl DmClient {
         tracing::debug!("{addr}: answer {status}: {}", body.chars().take(300).collect::<String>());
         if status.is_success() {
             return Ok(body);
+        }
+        // Go's HTTPS servers (DM's among them) answer a plain HTTP request with this 400.
+        if self.tls.is_none() && status == 400 && body.contains("HTTP request to an HTTPS server") {
+            return Err(DmError::ServesHttps { addr: addr.to_owned() });
         }
         let message = serde_json::from_str::<GatewayError>(&body)
             .map(|err| err.message)

@@ -102,6 +102,9 @@ pub async fn check(
                 "the DM cluster refused a TLS connection ({err}); the store's tls/ files must be \
                  the cluster's own (as TiUP deployed them)"
             )),
+            Err(err @ DmError::ServesHttps { .. }) => {
+                problems.push(format!("the DM cluster answered, but not in plain HTTP: {err}"))
+            }
             Err(err) => problems.push(format!(
                 "the DM cluster does not answer ({err}); start it, or use --offline if it is meant to be stopped"
             )),

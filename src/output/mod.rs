@@ -14,6 +14,10 @@ use serde::Serialize;
 
 use crate::cli::Format;
 
+/// The version of every JSON document dm-patch prints (`schema_version`); it changes only when
+/// a field changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// How output is produced for this run: decided once from flags and the terminal. Colours
 /// follow `console`'s rules: only on a terminal, never with `NO_COLOR` or `TERM=dumb`.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +88,23 @@ impl Printer {
     /// `error:` in red where stderr is a terminal.
     pub fn paint_stderr(&self, text: &str) -> String {
         Style::Bad.console().for_stderr().apply_to(text).to_string()
+    }
+
+    /// The error a run ends with, on stderr: `error: <message>`, or in JSON mode one line
+    /// `{"error": ..., "kind": ..., "exit_code": ..., "schema_version": 1}` (TiUP's key, so a
+    /// script reading stderr as JSON keeps working).
+    pub fn error(&self, message: &str, status: crate::error::ExitStatus) {
+        if self.is_json() {
+            let line = serde_json::json!({
+                "error": message,
+                "kind": status.kind(),
+                "exit_code": status.code(),
+                "schema_version": SCHEMA_VERSION,
+            });
+            err(&line.to_string());
+        } else {
+            err(&format!("{} {message}", self.paint_stderr("error:")));
+        }
     }
 }
 

@@ -36,7 +36,12 @@ pub struct OpenSsh {
 
 impl OpenSsh {
     pub fn new(jump: Option<JumpHost>, persist: Duration) -> std::io::Result<OpenSsh> {
-        let control_dir = tempfile::Builder::new().prefix("dm-patch-ssh-").tempdir()?;
+        let temp = std::env::temp_dir();
+        reap_abandoned(&temp);
+        // Named by this process, so that a later run can tell whether it is still at work.
+        let control_dir = tempfile::Builder::new()
+            .prefix(&format!("{CONTROL_DIR_PREFIX}{}-", std::process::id()))
+            .tempdir_in(&temp)?;
         Ok(OpenSsh { control_dir, jump, persist, next_socket: AtomicUsize::new(0) })
     }
 
@@ -139,6 +144,64 @@ impl OpenSshMaster {
         let mut command = Command::new(ssh_program());
         command.arg("-S").arg(&self.socket).args(&self.options);
         command
+    }
+}
+
+/// `<temp dir>/dm-patch-ssh-<pid>-<random>`: one run's master sockets.
+const CONTROL_DIR_PREFIX: &str = "dm-patch-ssh-";
+
+/// Ends what runs killed before they could clean up left behind: each control dir of this
+/// user's whose run is gone has its masters asked to exit (`ssh -O exit`: they would
+/// otherwise linger until `ControlPersist` ran out), then goes. Best effort: a leftover that
+/// cannot be removed is logged, never a reason to fail this run.
+fn reap_abandoned(temp: &Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else { return };
+    let Ok(entries) = std::fs::read_dir(temp) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|name| {
+            let rest = name.strip_prefix(CONTROL_DIR_PREFIX)?;
+            rest.split_once('-')?.0.parse::<u32>().ok()
+        }) else {
+            continue;
+        };
+        let dir = entry.path();
+        // Never another user's, never one of a run still at work (this one included).
+        let ours = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if !ours || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let sockets = std::fs::read_dir(&dir).into_iter().flatten().filter_map(Result::ok);
+        for socket in sockets.filter(|s| s.file_type().is_ok_and(|t| t.is_socket())) {
+            end_master(&socket.path());
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => tracing::info!("removed {}, left by a run that was killed", dir.display()),
+            Err(err) => tracing::warn!("cannot remove {}: {err}", dir.display()),
+        }
+    }
+}
+
+/// Asks the master connection listening on `socket` to exit, waiting a few seconds at most.
+fn end_master(socket: &Path) {
+    let child = std::process::Command::new(ssh_program())
+        .arg("-S")
+        .arg(socket)
+        .args(["-O", "exit", "--", "abandoned"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else { return };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while matches!(child.try_wait(), Ok(None)) {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -1,6 +1,7 @@
 //! The cluster as TiUP describes it: the raw `meta.yaml` and the instances resolved from it with
 //! TiUP's defaults.
 
+mod marks;
 pub mod meta;
 mod monitors;
 pub mod select;

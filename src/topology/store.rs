@@ -5,6 +5,7 @@ use std::fs::{self, File, TryLockError};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::marks::{self, Mark};
 use super::meta::{InstanceSpec, Meta};
 use super::tls::TlsFileError;
 use super::{Cluster, Role, yaml_v3};
@@ -184,9 +185,20 @@ pub fn save(cluster: &Cluster, _lock: &ClusterLock) -> Result<(), StoreError> {
     let path = cluster.dir.join("meta.yaml");
     let write_error =
         |source: io::Error| StoreError::Write { path: path.display().to_string(), source };
-    let meta = with_patched_marks(cluster, &path).map_err(write_error)?;
+    let (on_disk, meta) = with_patched_marks(cluster, &path).map_err(write_error)?;
     let value = yaml_serde::to_value(&meta).map_err(|err| write_error(io::Error::other(err)))?;
-    let text = yaml_v3::to_string(&value).map_err(|err| write_error(io::Error::other(err)))?;
+    // The file as it is with only its marks changed, when that edit reads as the meta meant;
+    // else written whole, as current TiUP writes it.
+    let marks: Vec<Mark> = cluster
+        .instances
+        .iter()
+        .map(|i| Mark { role: i.role, host: &i.host, port: i.port, patched: i.patched })
+        .collect();
+    let edited = marks::with_marks(&on_disk, &marks).filter(|edited| reads_as(edited, &value));
+    let text = match edited {
+        Some(text) => text,
+        None => yaml_v3::to_string(&value).map_err(|err| write_error(io::Error::other(err)))?,
+    };
 
     let mut temp = tempfile::Builder::new()
         .prefix(".meta.yaml.")
@@ -208,7 +220,7 @@ pub fn save(cluster: &Cluster, _lock: &ClusterLock) -> Result<(), StoreError> {
 /// listed (scaled in meanwhile) has nothing to mark, unless this process marked it: a
 /// meta.yaml that lost an instance the run changed (emptied, or its port changed) is not the
 /// cluster the run patched, and is never written (the marks are said to be missing instead).
-fn with_patched_marks(cluster: &Cluster, path: &Path) -> io::Result<Meta> {
+fn with_patched_marks(cluster: &Cluster, path: &Path) -> io::Result<(String, Meta)> {
     let text = read_meta(path)?;
     let mut meta: Meta = yaml_serde::from_str(&text).map_err(|err| {
         io::Error::other(format!("it changed on disk and no longer reads as meta.yaml: {err}"))
@@ -237,7 +249,13 @@ fn with_patched_marks(cluster: &Cluster, path: &Path) -> io::Result<Meta> {
             lost.join(", ")
         )));
     }
-    Ok(meta)
+    Ok((text, meta))
+}
+
+/// Whether `text` reads as meta.yaml with the same content as `value`.
+fn reads_as(text: &str, value: &yaml_serde::Value) -> bool {
+    let meta = yaml_serde::from_str::<Meta>(text);
+    meta.ok().and_then(|meta| yaml_serde::to_value(&meta).ok()).as_ref() == Some(value)
 }
 
 /// Proves, before any host is touched, that meta.yaml can be saved (a file can be created
@@ -439,6 +457,20 @@ mod tests {
         fs::write(&package, b"abd").unwrap();
         let err = keep_package(&cluster, Role::Worker, &package, "ba7816bf").unwrap_err();
         assert!(err.to_string().contains("changed since it was checked"), "{err}");
+    }
+
+    /// TiUP's older yaml.v2 layout is kept: marking an instance adds its mark and nothing else.
+    #[test]
+    fn a_yaml_v2_file_changes_only_in_its_marks() {
+        let (_home, store) = store_with(V2);
+        let mut cluster = store.load("demo").unwrap();
+        let lock = store.lock("demo").unwrap();
+        cluster.mark_patched(Role::Master, 0);
+        save(&cluster, &lock).unwrap();
+        let written = fs::read_to_string(cluster.dir.join("meta.yaml")).unwrap();
+        let entry = "  master_servers:\n  - host: 127.0.9.21\n";
+        let expected = V2.replacen(entry, &format!("{entry}    patched: true\n"), 1);
+        assert_eq!(written, expected);
     }
 
     #[test]

@@ -190,3 +190,36 @@ fn a_jump_host_carries_ssh_and_the_dm_api_to_a_cluster_reachable_only_through_it
     assert_eq!(statuses.len(), 2, "{json}");
     assert!(statuses.iter().all(|s| !s.contains("Down") && !s.contains("N/A")), "{json}");
 }
+
+/// A run killed with `--ssh system` leaves its master connections running and their sockets'
+/// dir in the temp dir; the next run ends those masters and removes the dir.
+#[test]
+fn the_next_run_reaps_what_a_killed_system_client_left() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let args = ["-R", "dm-worker", "--ssh", "system"];
+    let mut killed = None;
+    let run = cluster.patch_when(&pkg, &args, ": waiting until healthy", |pid| {
+        let kill = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        assert!(kill.unwrap().success());
+        killed = Some(pid);
+    });
+    assert_eq!(run.code, None, "killed: {run:?}");
+    let prefix = format!("dm-patch-ssh-{}-", killed.unwrap());
+    let temp = std::env::temp_dir();
+    let left: Vec<_> = fs::read_dir(&temp)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|entry| entry.path())
+        .collect();
+    assert_eq!(left.len(), 1, "the killed run's control dir: {left:?}");
+    let control_dir = left[0].display().to_string();
+    assert!(!processes_mentioning(&control_dir).is_empty(), "its masters outlive it");
+
+    cluster.patch(&pkg, &args).success();
+
+    assert!(!left[0].exists(), "{control_dir} is left");
+    let leftover = processes_mentioning(&control_dir);
+    assert!(leftover.is_empty(), "{leftover:?}");
+}

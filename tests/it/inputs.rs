@@ -431,6 +431,15 @@ fn an_unwritable_store() {
     insta::assert_snapshot!(store.refused(&["patch", "demo", &pkg, "-R", "dm-worker", "--yes"]));
 }
 
+/// The same for `rollback`: refused as bad input (exit 2) before any host is surveyed.
+#[test]
+fn an_unwritable_store_refuses_a_rollback() {
+    let store = Store::demo();
+    let _frozen = Immutable::new(store.cluster_dir("demo"));
+    let refused = store.refused(&["rollback", "demo", "-R", "dm-worker", "--yes"]);
+    assert!(refused.starts_with("error: cannot write"), "{refused}");
+}
+
 /// A cause is said once, not once by the error and again by the chain it belongs to.
 #[test]
 fn package_is_a_directory() {

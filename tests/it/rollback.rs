@@ -203,9 +203,24 @@ fn a_rollback_point_that_changed_since_it_was_kept_is_refused() {
 
     let run = rollback(&cluster, &["-R", "dm-worker"]).code(1);
 
-    assert!(run.stderr.contains("has changed since it was recorded"), "{}", run.stderr);
+    // In JSON mode the error is one JSON line on stderr, and stdout holds nothing.
+    assert_eq!(run.stdout, "", "no document for a run that did not start");
+    let error: serde_json::Value = serde_json::from_str(run.stderr.trim()).expect(&run.stderr);
+    let message = error["error"].as_str().unwrap();
+    assert!(message.contains("has changed since it was recorded"), "{error}");
+    assert_eq!((error["kind"].as_str(), error["exit_code"].as_u64()), (Some("failed"), Some(1)));
+    assert_eq!(error["schema_version"], 1);
     assert_eq!(cluster.sandbox.pid(&worker), pid, "untouched");
     assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.2"));
+    // The refused rollback is on record, saying why and that nothing changed.
+    let name = cluster.sandbox.cluster_name();
+    let history = Run::of(cluster.dm_patch().args(["history", name, "--format", "json"]));
+    let newest = history.success().json()[0].clone();
+    assert!(newest["command"].as_str().unwrap().contains(" rollback "), "{newest}");
+    assert_eq!(newest["result"], "Failed", "{newest}");
+    let message = newest["message"].as_str().unwrap();
+    assert!(message.contains("has changed since it was recorded"), "{newest}");
+    assert!(message.ends_with("nothing was changed"), "{newest}");
 }
 
 /// A rollback takes back all of a patch: the files it replaced come back, and the files it
@@ -286,8 +301,11 @@ fn a_rollback_point_listing_a_path_outside_bin_is_refused() {
     let pids = cluster.pids();
 
     let run = rollback(&cluster, &["-R", "dm-worker"]).code(2);
-    assert!(run.stderr.contains("\"../../conf/dm-worker.toml\""), "{}", run.stderr);
-    assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
+    let error: serde_json::Value = serde_json::from_str(run.stderr.trim()).expect(&run.stderr);
+    let message = error["error"].as_str().unwrap();
+    assert!(message.contains("\"../../conf/dm-worker.toml\""), "{message}");
+    assert!(message.contains("nothing was changed"), "{message}");
+    assert_eq!(error["kind"], "bad-input");
     cluster.assert_untouched(&pids, pids.keys());
     assert_eq!(cluster.version(&worker).as_deref(), Some("v8.5.2"));
 }
@@ -398,4 +416,46 @@ fn a_killed_run_shows_in_history_with_what_it_did() {
     let instances = run["instances"].as_array().unwrap();
     let done = instances.iter().find(|i| i["id"] == finished.as_str()).expect("the finished one");
     assert!(done["outcome"].as_str().unwrap().starts_with("patched"), "{history}");
+}
+
+/// A rollback holds the cluster's lock from its survey of the instances to its last mark: no
+/// other run can change them in between. Frozen as it surveys (SIGSTOP), it holds the lock.
+#[test]
+fn a_rollback_holds_the_lock_from_its_survey_on() {
+    let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
+    let good = cluster.package("dm-worker", "v8.5.2", &[]);
+    cluster.patch(&good, &["-R", "dm-worker"]).success();
+    let name = cluster.sandbox.cluster_name();
+    let args = ["rollback", name, "-R", "dm-worker", "--yes", "-v"];
+    let mut held_during_survey = None;
+    let run = cluster.run_watching(&args, |line, pid| {
+        if held_during_survey.is_none() && line.contains("@@running") {
+            let signal = |name: &str| {
+                let sent =
+                    std::process::Command::new("kill").args([name, &pid.to_string()]).status();
+                assert!(sent.unwrap().success());
+            };
+            signal("-STOP");
+            held_during_survey = Some(flock_holders(&cluster.cluster_dir()).contains(&pid));
+            signal("-CONT");
+        }
+    });
+    run.success();
+    assert_eq!(held_during_survey, Some(true), "the cluster was not locked while surveyed");
+}
+
+/// The pids holding an flock on `path`, as the kernel lists them in /proc/locks.
+fn flock_holders(path: &std::path::Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = format!(":{}", std::fs::metadata(path).unwrap().ino());
+    let locks = std::fs::read_to_string("/proc/locks").unwrap();
+    locks
+        .lines()
+        .filter_map(|line| {
+            // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let on_path = fields.get(1) == Some(&"FLOCK") && fields.get(5)?.ends_with(&inode);
+            on_path.then(|| fields.get(4)?.parse().ok())?
+        })
+        .collect()
 }

@@ -219,3 +219,27 @@ fn missing_or_unreadable_tls_files_are_bad_input() {
     // With the files back, the same command goes through.
     cluster.patch(&pkg, &["-R", "dm-worker"]).success();
 }
+
+/// A cluster running TLS whose meta.yaml says `enable_tls: false` (changed behind TiUP's back)
+/// answers plain HTTP as Go's HTTPS servers do; dm-patch says so, as a TLS mismatch, not as a
+/// stopped cluster to patch with --offline, and changes nothing.
+#[test]
+fn a_tls_cluster_that_meta_yaml_calls_plain_is_named_as_such() {
+    let cluster = tls_cluster(Sandbox::builder().hosts(2).masters(1).workers(1).sources(1));
+    let pkg = cluster.package("dm-worker", "v8.5.2", &[]);
+    let meta = cluster.cluster_dir().join("meta.yaml");
+    let text = fs::read_to_string(&meta).unwrap();
+    assert!(text.contains("enable_tls: true"), "{text}");
+    fs::write(&meta, text.replace("enable_tls: true", "enable_tls: false")).unwrap();
+    let pids = cluster.pids();
+
+    let run = cluster.patch(&pkg, &["-R", "dm-worker"]).code(1);
+
+    let said = format!("{}\n{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("serves HTTPS only, but meta.yaml says global.enable_tls: false"),
+        "{said}"
+    );
+    assert!(!said.contains("--offline"), "advice for a stopped cluster: {said}");
+    cluster.assert_untouched(&pids, pids.keys());
+}

@@ -118,6 +118,10 @@ impl Tls {
                 };
                 let (acceptor, finished) = (acceptor.clone(), finished.clone());
                 tokio::spawn(async move {
+                    if looks_like_http(&stream).await {
+                        refuse_plain_http(stream).await;
+                        return;
+                    }
                     let handshake = acceptor.accept(stream).into_fallible();
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(tls)) => {
@@ -134,6 +138,35 @@ impl Tls {
         });
         TlsListener { connections, local }
     }
+}
+
+/// Whether the client opened with a plain HTTP request, as Go's `net/http` tells (the first
+/// five bytes, where a TLS record header would be).
+async fn looks_like_http(stream: &TcpStream) -> bool {
+    let mut head = [0u8; 5];
+    let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        // Until five bytes are there (or the client stops sending).
+        loop {
+            match stream.peek(&mut head).await {
+                Ok(n) if n < head.len() && n > 0 => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                other => return other,
+            }
+        }
+    })
+    .await;
+    matches!(peeked, Ok(Ok(5)))
+        && [&b"GET /"[..], b"HEAD ", b"POST ", b"PUT /", b"OPTIO"].contains(&&head[..])
+}
+
+/// What a Go HTTPS server (DM's, serving HTTP over `tls.NewListener`) answers a plain HTTP
+/// request with, before it closes the connection.
+async fn refuse_plain_http(mut stream: TcpStream) {
+    let answer =
+        b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+    let _ = stream.write_all(answer).await;
+    linger(stream).await;
 }
 
 /// Shuts the write side of a refused connection (the alert is already written) and reads what
