@@ -60,8 +60,9 @@ impl PutBack<'_> {
                 Some(point) => roll::put_back(self.context, &job, point, why).await,
                 None => Failure::NeedsAttention(format!(
                     "{why}; it still runs the package: no rollback point was kept for it \
-                     (see --keep-rollbacks); put it back with `dm-patch rollback -N {}` or \
-                     TiUP's backup in {}",
+                     (see --keep-rollbacks); put the cluster's original binary back with \
+                     `dm-patch rollback --to-original -N {} --force` (TiUP's backup in {}; \
+                     --force because what the package paused is paused still)",
                     planned.id, planned.backup_dir
                 )),
             };

@@ -4,6 +4,7 @@ mod audit;
 mod cli;
 mod cluster;
 mod display;
+mod docs;
 mod dry_run;
 mod executors;
 mod history;

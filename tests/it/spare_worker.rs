@@ -421,3 +421,29 @@ fn a_worker_already_offline_goes_first_or_refuses_the_roll() {
     }
     assert_all_running(&cluster);
 }
+
+/// With no rollback point kept (`--keep-rollbacks 0`), a bad build on the spare cannot be put
+/// back there: the run says so and names the command that can (`rollback --to-original`, with
+/// `--force`: the subtasks the build paused are paused still), which does.
+#[test]
+fn a_bad_build_with_no_rollback_point_names_the_rollback_that_puts_it_back() {
+    let cluster = one_spare_worker();
+    let ids = worker_ids(&cluster);
+    let bound = cluster.sandbox.bindings();
+    let spare = ids.iter().find(|(name, _)| !bound.values().any(|w| w == *name));
+    let spare_id = spare.expect("one free worker").1.clone();
+    let bad = cluster.package("dm-worker", "v8.5.2", &[Fault::PausedTasks]);
+
+    let run = cluster.patch(&bad, &["-R", "dm-worker", "--keep-rollbacks", "0"]).code(1);
+
+    let said = run.json().to_string();
+    let command = format!("dm-patch rollback --to-original -N {spare_id} --force");
+    assert!(said.contains(&command), "names {command}: {said}");
+    let name = cluster.sandbox.cluster_name();
+    let args = ["rollback", name, "--to-original", "-N", &spare_id, "--force", "--yes"];
+    crate::support::Run::of(cluster.dm_patch().args(args)).success();
+    for id in ids.values() {
+        assert_eq!(cluster.version(id).as_deref(), Some("v8.5.1"), "{id} runs the old build");
+    }
+    assert_all_running(&cluster);
+}
