@@ -115,6 +115,7 @@ impl Cli {
     version = LONG_VERSION,
     about = "Hot-fix a running TiDB Data Migration (DM) cluster, safely: a drop-in for `tiup dm patch`",
     long_about = None,
+    after_help = EXIT_STATUSES,
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -127,6 +128,11 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The exit statuses, as `--help` lists them (README.md and the man page say the same).
+const EXIT_STATUSES: &str = "Exit status: 0 done; 1 failed, every instance as it was (or patched \
+and healthy); 2 bad input or refused before any change; 3 failed and something needs a person \
+(an instance not put back, meta.yaml not saved); 130 interrupted, the instance in flight put back";
 
 /// Where help lists the options every subcommand takes.
 const GLOBAL: &str = "Global options";

@@ -17,6 +17,9 @@ pub enum ExitStatus {
     Failure,
     /// Bad input: usage, the TiUP store, the selection or the package. Nothing was changed.
     BadInput,
+    /// Failed, and something needs a person: an instance that could not be put back, or
+    /// meta.yaml's marks that could not be recorded. The report says what and how.
+    NeedsAttention,
     /// Interrupted by Ctrl-C or SIGTERM after finishing or undoing the instance in flight.
     Interrupted,
 }
@@ -27,6 +30,7 @@ impl ExitStatus {
             ExitStatus::Success => 0,
             ExitStatus::Failure => 1,
             ExitStatus::BadInput => 2,
+            ExitStatus::NeedsAttention => 3,
             ExitStatus::Interrupted => 130,
         }
     }
@@ -37,6 +41,7 @@ impl ExitStatus {
             ExitStatus::Success => "success",
             ExitStatus::Failure => "failed",
             ExitStatus::BadInput => "bad-input",
+            ExitStatus::NeedsAttention => "needs-attention",
             ExitStatus::Interrupted => "interrupted",
         }
     }

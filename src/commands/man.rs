@@ -109,12 +109,17 @@ fn trailer() -> Roff {
         (
             ExitStatus::Failure,
             "The cluster refused: a host unreachable, a preflight problem, or an instance that \
-             failed and was rolled back. The cluster is left running.",
+             failed and was rolled back. Every instance is as it was (or patched and healthy).",
         ),
         (
             ExitStatus::BadInput,
             "Bad input: usage, the TiUP store (unreadable, or not writable), the selection or the \
              package. Nothing was changed.",
+        ),
+        (
+            ExitStatus::NeedsAttention,
+            "Failed, and something needs a person: an instance that could not be put back, or \
+             meta.yaml's marks that could not be recorded. The report says what, and how.",
         ),
         (
             ExitStatus::Interrupted,
@@ -130,8 +135,8 @@ fn trailer() -> Roff {
         ("TIUP_HOME", "TiUP's home directory, when --tiup-home is not given (else ~/.tiup)."),
         (
             NATIVE_SSH_ENV,
-            "true, 1 or enable asks for the system's ssh client, which is refused (exit 2): only \
-             the built-in SSH client is supported.",
+            "true, 1 or enable: reach the hosts with the system's ssh client, as --ssh system \
+             (and TiUP) do.",
         ),
         ("NO_COLOR", "Set to anything: no colours."),
         ("RUST_LOG", "Log levels on stderr, overriding -v and -q (tracing's filter syntax)."),

@@ -115,6 +115,7 @@ fn exit_status(result: RunResult) -> ExitStatus {
     match result {
         RunResult::Success => ExitStatus::Success,
         RunResult::PreflightFailed | RunResult::Failed => ExitStatus::Failure,
+        RunResult::NeedsAttention => ExitStatus::NeedsAttention,
         RunResult::PackageRefused => ExitStatus::BadInput,
         RunResult::Interrupted => ExitStatus::Interrupted,
     }

@@ -201,6 +201,7 @@ impl Run {
             report: &mut self.report,
         };
         let needs_operator = roll.run().await;
+        self.report.settle_failure();
         let finished = self.report.on_package();
         stage::cleanup(&self.plan, &hosts, &needs_operator, &finished).await;
         hosts.close().await;

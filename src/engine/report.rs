@@ -37,6 +37,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// A failed run that left something for a person: it needs attention (exit 3).
+    pub fn settle_failure(&mut self) {
+        let left_for_a_person = self.instances.iter().any(|i| i.outcome == Outcome::NeedsAttention);
+        if self.result == RunResult::Failed && left_for_a_person {
+            self.result = RunResult::NeedsAttention;
+        }
+    }
+
     /// The instances that run the package after the run (patched by it, or found on it).
     pub fn on_package(&self) -> Vec<String> {
         let on_package =
@@ -72,8 +80,12 @@ pub enum RunResult {
     /// What the package's binary says of itself on the hosts rules it out (another release
     /// line); no service was touched.
     PackageRefused,
-    /// An instance failed; the roll stopped there.
+    /// An instance failed; the roll stopped there, and every instance is as it was before the
+    /// run (or patched and healthy).
     Failed,
+    /// Failed, and something needs a person: an instance that could not be put back, or
+    /// meta.yaml's marks that could not be recorded.
+    NeedsAttention,
     /// Ctrl-C or SIGTERM; the instance in flight was put back as it was first.
     Interrupted,
 }

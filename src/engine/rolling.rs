@@ -146,7 +146,7 @@ impl<'r> Roll<'r> {
         }
         self.write_row(planned, outcome, detail.clone(), started, moved);
         if let Some(err) = unsaved {
-            self.report.result = RunResult::Failed;
+            self.report.result = RunResult::NeedsAttention;
             self.report.message = Some(unsaved_message(self.report, self.cluster, &err));
             return Next::Stop;
         }
@@ -296,7 +296,7 @@ impl<'r> Roll<'r> {
             self.write_row(planned, outcome, detail, Instant::now(), Vec::new());
         }
         if let Some(err) = unsaved {
-            self.report.result = RunResult::Failed;
+            self.report.result = RunResult::NeedsAttention;
             self.report.message = Some(unsaved_message(self.report, self.cluster, &err));
         } else if let Some(failed) = self.report.instances.iter().find(|i| i.detail.is_some()) {
             // Every swap ran: each failure is in its row, and the run failed.
@@ -344,6 +344,7 @@ impl<'r> Roll<'r> {
             self.cluster.set_patched(planned.role, index, planned.marked_patched);
         }
         if let Err(err) = store::save(self.cluster, self.lock) {
+            self.report.result = RunResult::NeedsAttention;
             self.report.message = Some(format!(
                 "{}; meta.yaml could not be saved ({err}): remove `patched: true` from {} by \
                  hand",

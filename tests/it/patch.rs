@@ -483,7 +483,8 @@ fn a_store_that_cannot_be_saved_stops_the_roll_and_says_what_changed() {
     let run = cluster.patch_when(&pkg, &["-R", "dm-worker"], when, |_| {
         frozen = Some(Immutable::new(&meta));
     });
-    let run = run.code(1);
+    let run = run.code(3);
+    assert_eq!(run.json()["result"], "needs-attention");
     assert_eq!(run.outcome_names(), ["patched", "not-reached"]);
     let message = run.json()["message"].as_str().unwrap().to_owned();
     assert!(message.contains("meta.yaml could not be saved"), "{message}");
@@ -491,7 +492,8 @@ fn a_store_that_cannot_be_saved_stops_the_roll_and_says_what_changed() {
 }
 
 /// `--offline` swaps side by side and marks them in one save: a store that turns unwritable
-/// during the swaps fails the run (exit 1), and the message names every swapped instance.
+/// during the swaps fails the run (exit 3: the marks need a person), and the message names every
+/// swapped instance.
 #[test]
 fn an_offline_run_whose_store_cannot_be_saved_names_every_swapped_instance() {
     let cluster = Cluster::start(Sandbox::builder().hosts(2).masters(1).workers(2).sources(1));
@@ -502,7 +504,7 @@ fn an_offline_run_whose_store_cannot_be_saved_names_every_swapped_instance() {
     let run = cluster.patch_when(&pkg, &args, ": swapping the binary", |_| {
         frozen = Some(Immutable::new(&meta));
     });
-    let run = run.code(1);
+    let run = run.code(3);
     assert_eq!(run.outcome_names(), ["patched", "patched"]);
     let message = run.json()["message"].as_str().unwrap().to_owned();
     assert!(message.contains("meta.yaml could not be saved"), "{message}");
@@ -613,7 +615,7 @@ fn a_meta_yaml_emptied_mid_roll_is_never_written() {
         signal("-CONT");
     });
 
-    let run = run.code(1);
+    let run = run.code(3);
     assert_eq!(std::fs::read_to_string(&meta).unwrap(), "", "left as it was found");
     let message = run.json()["message"].as_str().unwrap().to_owned();
     assert!(message.contains("no longer lists"), "{message}");
@@ -636,7 +638,7 @@ fn an_undo_whose_start_fails_says_so() {
     );
     on_systemctl(&cluster, "start", &script);
 
-    let run = cluster.patch(&crashes, &["-R", "dm-worker", "--wait-timeout", "5"]).code(1);
+    let run = cluster.patch(&crashes, &["-R", "dm-worker", "--wait-timeout", "5"]).code(3);
 
     assert_eq!(run.outcome_names(), ["needs-attention"], "{}", run.stdout);
     let message = run.json()["message"].as_str().unwrap().to_owned();
