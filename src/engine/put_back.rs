@@ -111,6 +111,7 @@ impl PutBack<'_> {
         };
         let attention = match done.needs_operator.as_slice() {
             [] => String::new(),
+            [id] => format!(" {id} could not be put back and needs attention (see its detail)."),
             ids => format!(
                 " {} could not be put back and need attention (see each instance's detail).",
                 ids.join(", ")

@@ -434,7 +434,7 @@ fn a_bad_build_with_no_rollback_point_names_the_rollback_that_puts_it_back() {
     let spare_id = spare.expect("one free worker").1.clone();
     let bad = cluster.package("dm-worker", "v8.5.2", &[Fault::PausedTasks]);
 
-    let run = cluster.patch(&bad, &["-R", "dm-worker", "--keep-rollbacks", "0"]).code(1);
+    let run = cluster.patch(&bad, &["-R", "dm-worker", "--keep-rollbacks", "0"]).code(3);
 
     let said = run.json().to_string();
     let command = format!("dm-patch rollback --to-original -N {spare_id} --force");
