@@ -357,6 +357,10 @@ pub struct PatchArgs {
     pub change: ChangeArgs,
     #[command(flatten)]
     pub proving: ProvingArgs,
+    /// The package's sha256 as its provider gave it (support sends one with a hotfix): a
+    /// package whose sum differs is refused before any host is contacted
+    #[arg(long, value_name = "HEX", value_parser = sha256_hex)]
+    pub expect_sha256: Option<String>,
     /// Check everything and print the plan; connect to no host, change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -471,6 +475,16 @@ pub struct DisplayFilterArgs {
     #[arg(short = 'R', long = "role", value_name = "ROLE", value_delimiter = ',',
           value_parser = RoleParser(&["dm-master", "dm-worker", "prometheus", "grafana", "alertmanager"]))]
     pub roles: Vec<String>,
+}
+
+/// A sha256 in hex (64 digits, either case), kept in lower case as dm-patch prints them.
+fn sha256_hex(text: &str) -> Result<String, String> {
+    let hex = text.trim();
+    if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(hex.to_ascii_lowercase())
+    } else {
+        Err("a sha256 is 64 hex digits (as `sha256sum` prints it)".to_owned())
+    }
 }
 
 /// `builtin`, `system` or `none`, listed in help and completions.

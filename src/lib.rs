@@ -9,7 +9,9 @@
 //! - [`engine`]: the only side effects on hosts; emits events, returns a report;
 //! - [`plan`], [`dm`] (the DM-master HTTP API, rolling order, health) and [`package`] (the
 //!   local package check);
-//! - [`ssh`] and [`topology`] (meta.yaml, the TiUP store, selection) at the bottom.
+//! - [`remote`] (the shell scripts run on hosts, kept as files, and the one format they
+//!   answer in), [`ssh`] and [`topology`] (meta.yaml, the TiUP store, selection) at the
+//!   bottom.
 //!
 //! Each layer has its own typed errors (thiserror); `anyhow` is used only at the edge, here.
 
@@ -21,6 +23,7 @@ pub mod error;
 pub mod output;
 pub mod package;
 pub mod plan;
+pub mod remote;
 pub mod ssh;
 pub mod topology;
 

@@ -60,6 +60,14 @@ impl Action {
         }
     }
 
+    /// What going ahead regardless is called, in the advice to pass `--force`.
+    pub fn anyway(self) -> &'static str {
+        match self {
+            Action::Patch => "patch anyway",
+            Action::Rollback => "roll back anyway",
+        }
+    }
+
     /// One word for it, as rollback points record it: `patch`, `rollback`.
     pub fn word(self) -> &'static str {
         match self {

@@ -30,6 +30,7 @@ impl Notes {
             package: Some(PackageReport {
                 path: plan.package.path.display().to_string(),
                 sha256: plan.package.sha256.clone(),
+                sha256_checked: plan.package.sha256_checked,
                 size: plan.package.size,
                 version: None,
                 binary_sha256: plan.package.entry_sha256.clone(),

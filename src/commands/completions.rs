@@ -24,18 +24,16 @@ pub fn run(shell: clap_complete::Shell) -> ExitStatus {
         clap_complete::Shell::Zsh => &Zsh,
         _ => &Bash,
     };
-    // The program the script calls back: as this one was invoked (made absolute when given as
-    // a path), as clap_complete does.
-    let invoked = std::env::args_os().next().map(std::path::PathBuf::from);
-    let program = match invoked {
-        Some(path) if path.components().count() > 1 => {
-            std::path::absolute(&path).unwrap_or(path).to_string_lossy().into_owned()
-        }
-        _ => "dm-patch".to_owned(),
-    };
+    // The script calls back `dm-patch` as found in PATH, never the path of the binary that
+    // wrote it: an upgraded or moved binary keeps completing.
     let mut stdout = std::io::stdout().lock();
-    match completer.write_registration(COMPLETE_VAR, "dm-patch", "dm-patch", &program, &mut stdout)
-    {
+    match completer.write_registration(
+        COMPLETE_VAR,
+        "dm-patch",
+        "dm-patch",
+        "dm-patch",
+        &mut stdout,
+    ) {
         Ok(()) => ExitStatus::Success,
         Err(err) => {
             eprintln!("error: cannot write the completion script: {err}");

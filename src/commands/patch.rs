@@ -71,7 +71,12 @@ pub async fn execute(
             printer.json(&config.plan);
         } else {
             printer.result(render_plan(&config.plan, printer));
-            printer.result("Dry run: no host was contacted and nothing was changed.");
+            printer.result(if config.plan.offline {
+                "Dry run: no host was contacted and nothing was changed."
+            } else {
+                "Dry run: nothing was changed; no host was logged in to (the dm-masters were \
+                 asked for the members: the leader, and each worker's source)."
+            });
         }
         return Ok(ExitStatus::Success);
     }
@@ -123,6 +128,7 @@ fn exit_status(result: RunResult) -> ExitStatus {
 
 async fn resolve(store: &Store, args: PatchSettings) -> anyhow::Result<PatchConfig> {
     let cluster = store.load(&args.cluster)?;
+    refuse_scale_out_lock(&cluster, args.offline)?;
     let connection = &args.connection;
     let executor = reach::executor(&cluster, connection.ssh, connection.native_ssh)?;
     let jump = reach::jump_host(&connection.proxy)?;
@@ -134,6 +140,7 @@ async fn resolve(store: &Store, args: PatchSettings) -> anyhow::Result<PatchConf
         tokio::task::spawn_blocking(move || package::inspect(&package_path, role, &arch_of_hosts))
             .await
             .context("package inspection stopped unexpectedly")??;
+    let package = vouched_for(package, args.expect_sha256.as_deref())?;
 
     if executor == Executor::None {
         refuse_remote_hosts(&selected)?;
@@ -179,6 +186,40 @@ async fn resolve(store: &Store, args: PatchSettings) -> anyhow::Result<PatchConf
         yes: args.change.yes,
         dry_run: args.dry_run,
     })
+}
+
+/// With `--expect-sha256`, the package is the one its provider vouched for, or it is refused.
+fn vouched_for(
+    mut package: package::Package,
+    expected: Option<&str>,
+) -> Result<package::Package, UsageError> {
+    let Some(expected) = expected else { return Ok(package) };
+    if package.sha256 != expected {
+        return Err(UsageError(format!(
+            "{}: its sha256 is {}, not {expected} as --expect-sha256 says: it is not the package \
+             that was vouched for; nothing was changed",
+            package.path.display(),
+            package.sha256
+        )));
+    }
+    package.sha256_checked = true;
+    Ok(package)
+}
+
+/// TiUP's scale-out lock refuses an online patch (or rollback), as TiUP's own patch does: a
+/// scale-out is half done. `--offline` goes ahead, as in TiUP.
+pub fn refuse_scale_out_lock(cluster: &Cluster, offline: bool) -> Result<(), UsageError> {
+    match cluster.scale_out_lock() {
+        Some(lock) if !offline => Err(UsageError(format!(
+            "cluster '{}' is locked by TiUP's scale-out ({} is there: `tiup dm scale-out \
+             --stage1` ran, `--stage2` did not); finish it with `tiup dm scale-out {} <topology> \
+             --stage2`, or pass --offline to change the binaries only; nothing was changed",
+            cluster.name,
+            lock.display(),
+            cluster.name
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// `--ssh none` runs every command here: a host that is not this machine is refused up front.

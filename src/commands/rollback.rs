@@ -54,6 +54,7 @@ async fn roll_back(
     // changes them in between. A dry run changes nothing and needs none.
     let lock = if args.dry_run { None } else { Some(store.lock(&args.cluster)?) };
     let cluster = store.load(&args.cluster)?;
+    super::patch::refuse_scale_out_lock(&cluster, args.offline)?;
     if let Some(lock) = &lock {
         // As for patch: a store that cannot take the marks is found before any host is asked.
         store::check_writable(&cluster, lock, false)?;
@@ -148,6 +149,8 @@ async fn roll_back(
         allow_version_change: true,
         change: args.change,
         proving: ProvingArgs::default(),
+        // The target is proven by its binary's sha256, recorded when its point was kept.
+        expect_sha256: None,
         dry_run: false,
         connection: args.connection,
         action: Action::Rollback,

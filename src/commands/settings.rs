@@ -20,6 +20,8 @@ pub struct PatchSettings {
     pub allow_version_change: bool,
     pub change: ChangeArgs,
     pub proving: ProvingArgs,
+    /// The package's sha256 as its provider gave it (`--expect-sha256`).
+    pub expect_sha256: Option<String>,
     pub dry_run: bool,
     pub connection: ConnectionArgs,
     /// Forward to a package, or back to a rollback target fetched from a host.
@@ -42,6 +44,7 @@ impl From<PatchArgs> for PatchSettings {
             allow_version_change: args.allow_version_change,
             change: args.change,
             proving: args.proving,
+            expect_sha256: args.expect_sha256,
             dry_run: args.dry_run,
             connection: args.connection,
             action: Action::Patch,

@@ -188,6 +188,9 @@ fn package_lines(lines: &mut String, package: &PackageReport) {
     line(lines, "package", &package.path);
     line(lines, "package size", &format!("{} bytes", package.size));
     line(lines, "package sha256", &package.sha256);
+    if package.sha256_checked {
+        line(lines, "package sha256 checked", "as --expect-sha256 gave it");
+    }
     line(lines, "binary sha256", &package.binary_sha256);
     if let Some(version) = &package.version {
         line(lines, "package version", &version.short());
@@ -311,6 +314,7 @@ mod tests {
             package: PackageReport {
                 path: "/tmp/w.tar.gz".to_owned(),
                 sha256: "ab".repeat(32),
+                sha256_checked: false,
                 size: 1234,
                 version: version("v8.5.2", "5d6e7f8aaaa"),
                 binary_sha256: "cd".repeat(32),

@@ -249,12 +249,13 @@ impl Run {
         let component = self.plan.component;
         let (gate, paused) =
             TaskGate::survey(&self.client, workers, self.masters.clone(), component).await;
+        let anyway = self.plan.action.anyway();
         let found = paused.iter().map(|p| {
             let problem = format!(
-                "{}; resume or fix it first (or pass --force to patch anyway, leaving it as it is)",
+                "{}; resume or fix it first (or pass --force to {anyway}, leaving it as it is)",
                 p.describe()
             );
-            (problem, format!("{}; patching anyway, it is left as it is", p.describe()))
+            (problem, format!("{}; going ahead, it is left as it is", p.describe()))
         });
         self.unless_forced(settings, found.collect())?;
         self.report.paused_before = paused.into_iter().map(|p| p.subtask).collect();
@@ -316,12 +317,13 @@ impl Run {
             return Ok(());
         }
         let locks = gate.ddl_locks(&self.client, None).await;
+        let anyway = self.plan.action.anyway();
         let found = locks.iter().map(|lock| {
             let problem = format!(
                 "{lock}: a worker restarted during a shard DDL migration can be left blocked at \
-                 the DDL; let it resolve first (or pass --force to patch anyway)"
+                 the DDL; let it resolve first (or pass --force to {anyway})"
             );
-            (problem, format!("{lock}; patching anyway, its worker may be restarted mid-DDL"))
+            (problem, format!("{lock}; going ahead, its worker may be restarted mid-DDL"))
         });
         self.unless_forced(settings, found.collect())
     }
@@ -435,6 +437,7 @@ fn new_report(plan: &Plan, started_at: SystemTime) -> Report {
         package: PackageReport {
             path: plan.package.path.display().to_string(),
             sha256: plan.package.sha256.clone(),
+            sha256_checked: plan.package.sha256_checked,
             size: plan.package.size,
             version: None,
             binary_sha256: plan.package.entry_sha256.clone(),

@@ -9,12 +9,12 @@ use tokio::task::JoinSet;
 use super::hosts::Hosts;
 use super::remote::Remote;
 use super::roll::ROLLBACK_DIR;
-use super::tree::{self, PICK_HASHER, VERSION};
 use crate::dm::client::{DmClient, DmError};
 use crate::dm::version::VersionInfo;
 use crate::package::{FileKind, Package, PackageFile};
 use crate::plan::{Plan, PlannedInstance};
-use crate::ssh::{SshError, shell_quote};
+use crate::remote::{self, Answer};
+use crate::ssh::SshError;
 
 /// What preflight learned of an instance's installed binary.
 #[derive(Debug, Clone)]
@@ -212,58 +212,31 @@ struct FactsScript<'a> {
 }
 
 impl FactsScript<'_> {
-    /// One round trip: the deploy dir, free space and its file system, what TiUP's backup of
-    /// `bin/` will take if it is still to be made, what the rollback points take, the installed
-    /// binary's size (its sha256 only when the size is the package binary's, and then how the
-    /// package's other files compare) and its version.
-    fn render(&self, unit_status: Option<&str>) -> String {
+    /// The command asking for them in one round trip (see `remote/facts.sh`): the deploy dir,
+    /// free space and its file system, what TiUP's backup of `bin/` will take if it is still
+    /// to be made, what the rollback points take, the installed binary's size (its sha256 only
+    /// when the size is the package binary's, and then how the package's other files compare)
+    /// and its version; with `unit_scope` (`system`, `user`), whether systemd knows the unit.
+    fn command(&self, unit_scope: Option<&str>) -> String {
         let planned = self.planned;
-        // systemd's `status` exits 4 for a unit it does not know (3 for one not running).
-        let unit_check = unit_status.map_or(String::new(), |status| {
-            format!("{status} >/dev/null 2>&1; if [ $? -eq 4 ]; then echo nounit; fi\n")
-        });
-        format!(
-            "d={deploy}; b={binary}\n\
-             if [ ! -d \"$d\" ]; then echo nodeploy; exit 0; fi\n\
-             {unit_check}\
-             echo \"free $(df -Pk \"$d\" | awk 'NR==2 {{print $4}}')\"\n\
-             echo \"fs $(stat -c %d \"$d\")\"\n\
-             if [ ! -d {backup} ]; then echo \"backup $(du -sk \"$d/bin\" 2>/dev/null | cut -f1)\"; fi\n\
-             echo \"rollbacks $(du -sk \"$d/{ROLLBACK_DIR}\" 2>/dev/null | cut -f1)\"\n\
-             if [ ! -f \"$b\" ]; then echo nobinary; exit 0; fi\n\
-             size=$(stat -c %s \"$b\"); echo \"size $size\"\n\
-             if [ \"$size\" = {entry_size} ]; then {PICK_HASHER}; \
-             echo \"sha256 $($hash \"$b\" | cut -d' ' -f1)\"\n{others}fi\n\
-             echo {VERSION}\n{probe}\n",
-            deploy = shell_quote(&planned.deploy_dir),
-            binary = shell_quote(&planned.binary),
-            backup = shell_quote(&planned.backup_dir),
-            entry_size = self.entry_size,
-            others = self.compare_others(),
-            probe = tree::version_probe(&planned.binary),
-        )
-    }
-
-    /// Lines that print `differs <path>` for each other file or link of the package that
-    /// `bin/` does not hold as the package has it.
-    fn compare_others(&self) -> String {
-        let mut lines = String::new();
+        let mut args: Vec<String> = vec![
+            planned.deploy_dir.clone(),
+            planned.binary.clone(),
+            planned.backup_dir.clone(),
+            ROLLBACK_DIR.to_owned(),
+            self.entry_size.to_string(),
+            unit_scope.unwrap_or_default().to_owned(),
+            planned.service.clone(),
+        ];
         for file in self.others {
-            let path = shell_quote(&file.path);
-            let same = match &file.kind {
-                FileKind::File { sha256, .. } => format!(
-                    "[ -f \"$d/bin/\"{path} ] && [ ! -L \"$d/bin/\"{path} ] && \
-                     [ \"$($hash \"$d/bin/\"{path} | cut -d' ' -f1)\" = {sha256} ]"
-                ),
-                FileKind::Symlink { target } => format!(
-                    "[ -L \"$d/bin/\"{path} ] && [ \"$(readlink \"$d/bin/\"{path})\" = {} ]",
-                    shell_quote(target)
-                ),
-                FileKind::Dir => format!("[ -d \"$d/bin/\"{path} ]"),
+            let (kind, want) = match &file.kind {
+                FileKind::File { sha256, .. } => ("file", sha256.as_str()),
+                FileKind::Symlink { target } => ("link", target.as_str()),
+                FileKind::Dir => ("dir", "-"),
             };
-            lines.push_str(&format!("  {same} || echo differs {path}\n"));
+            args.extend([kind.to_owned(), file.path.clone(), want.to_owned()]);
         }
-        lines
+        remote::FACTS.command(args)
     }
 }
 
@@ -274,30 +247,28 @@ async fn check_instance(
     needs_unit: bool,
 ) -> Result<(InstanceFacts, DiskUse), InstanceProblem> {
     let planned = script.planned;
-    // No journal lines: on a host with a large journal, reading them is what takes time.
-    let status = format!("status --no-pager --lines=0 {}", shell_quote(&planned.service));
-    let unit_status = needs_unit.then(|| remote.systemctl(&status));
-    let stdout = remote.run(&script.render(unit_status.as_deref())).await?;
+    let unit_scope = needs_unit.then(|| remote.scope());
+    let stdout = remote.run(&script.command(unit_scope)).await?;
     let unreadable = || InstanceProblem::Unreadable {
         host: remote.label.clone(),
         dir: planned.deploy_dir.clone(),
         output: stdout.lines().next().unwrap_or_default().to_owned(),
     };
-    let (facts, version) = stdout.split_once(&format!("{VERSION}\n")).unwrap_or((&stdout, ""));
+    let answer = Answer::parse(&stdout).map_err(|_| unreadable())?;
     let (mut free, mut file_system) = (None, String::new());
     let (mut backup, mut rollbacks) = (0, 0);
     let mut sha256 = None;
     let mut other_files_differ = Vec::new();
-    for line in facts.lines() {
-        match line.split_once(' ').unwrap_or((line, "")) {
-            ("nodeploy", _) => {
+    for (key, value) in answer.lines() {
+        match (key, value) {
+            ("deploy", _) => {
                 let (dir, host) = (planned.deploy_dir.clone(), remote.label.clone());
                 return Err(InstanceProblem::NoDeployDir { dir, host });
             }
-            ("nobinary", _) => {
+            ("binary", _) => {
                 return Err(InstanceProblem::NoBinary { binary: planned.binary.clone() });
             }
-            ("nounit", _) => {
+            ("unit", _) => {
                 return Err(InstanceProblem::NoUnit {
                     unit: planned.service.clone(),
                     host: remote.label.clone(),
@@ -310,10 +281,12 @@ async fn check_instance(
             ("rollbacks", kib) => rollbacks = kib.trim().parse::<u64>().unwrap_or(0) * 1024,
             ("sha256", hex) if hex.len() == 64 => sha256 = Some(hex.to_owned()),
             ("differs", path) => other_files_differ.push(path.to_owned()),
-            ("size", _) => {}
+            ("size" | "version", _) => {}
             _ => return Err(unreadable()),
         }
     }
+    let version = answer.block("version").unwrap_or_default();
+    let version = version.as_str();
     let free = free.ok_or_else(unreadable)?;
     let parsed = VersionInfo::parse(version);
     if parsed.release.is_empty() {

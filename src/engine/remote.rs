@@ -1,8 +1,8 @@
 //! What the engine does on a host, as named operations over one SSH session. Every value that
 //! goes into a remote command passes through `shell_quote`.
 
-use super::tree;
 use crate::dm::version::VersionInfo;
+use crate::remote::{self, Answer};
 use crate::ssh::{HostSession, SshError, shell_quote};
 use crate::topology::SystemdMode;
 
@@ -37,16 +37,20 @@ impl Remote {
         }
     }
 
+    /// `system`, or `user` for user units: how the scripts are told which systemd to ask.
+    pub fn scope(&self) -> &'static str {
+        match self.systemd_mode {
+            SystemdMode::System => "system",
+            SystemdMode::User => "user",
+        }
+    }
+
     /// `systemctl stop`, then what `is-active` says of the unit, in one round trip.
     pub async fn stop(&self, unit: &str) -> Result<UnitState, SshError> {
-        let unit = shell_quote(unit);
-        let command = format!(
-            "{} && {{ {} || true; }}",
-            self.systemctl(&format!("stop {unit}")),
-            self.systemctl(&format!("is-active {unit}"))
-        );
-        let stdout = self.run(&command).await?;
-        Ok(if stdout.trim() == "active" { UnitState::Active } else { UnitState::NotActive })
+        let stdout = self.run(&remote::STOP.command([self.scope(), unit])).await?;
+        let answer = Answer::parse(&stdout).unwrap_or_default();
+        let active = answer.lines().any(|line| line == ("state", "active"));
+        Ok(if active { UnitState::Active } else { UnitState::NotActive })
     }
 
     pub async fn start(&self, unit: &str) -> Result<(), SshError> {
@@ -63,9 +67,10 @@ impl Remote {
         })
     }
 
-    /// `<binary> -V`, parsed; bounded in time and size (see [`tree::version_probe`]).
+    /// `<binary> -V`, parsed; bounded in time and size (see `version_of` in `remote/lib.sh`).
     pub async fn binary_version(&self, binary: &str) -> Result<VersionInfo, SshError> {
-        let block = self.run(&tree::version_probe(binary)).await?;
-        Ok(VersionInfo::parse(&block))
+        let stdout = self.run(&remote::VERSION.command([binary])).await?;
+        let block = Answer::parse(&stdout).ok().and_then(|answer| answer.block("version"));
+        Ok(VersionInfo::parse(&block.unwrap_or_default()))
     }
 }

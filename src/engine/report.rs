@@ -63,6 +63,8 @@ pub struct PhaseTime {
 pub struct PackageReport {
     pub path: String,
     pub sha256: String,
+    /// `sha256` was checked against the one the package's provider gave (`--expect-sha256`).
+    pub sha256_checked: bool,
     pub size: u64,
     /// What the package's binary says of itself (`-V`), once staged.
     pub version: Option<VersionInfo>,

@@ -13,13 +13,14 @@ use super::report::Outcome;
 use super::signals::Interrupt;
 use super::stage::Staged;
 use super::tasks::{TaskFailure, TaskGate};
-use super::tree::{self, PICK_HASHER};
+use super::tree;
 use crate::dm::client::DmClient;
 use crate::dm::health::{Readiness, WaitError, master_readiness, wait_until, worker_readiness};
 use crate::dm::version::VersionInfo;
 use crate::package::PackageFile;
 use crate::plan::PlannedInstance;
-use crate::ssh::{SshError, shell_quote};
+use crate::remote::{self, Answer};
+use crate::ssh::SshError;
 use crate::topology::Role;
 
 /// What every instance's roll needs to know about the cluster.
@@ -114,12 +115,6 @@ impl<'a> Job<'a> {
     /// Where what the swap replaced in `bin/` is kept until the instance is done.
     fn previous_dir(&self) -> String {
         format!("{}/previous", self.planned.staging_dir)
-    }
-
-    /// The binary that ran before the swap, as kept in [`Job::previous_dir`].
-    fn previous_binary(&self) -> String {
-        let comp = self.planned.role.component();
-        format!("{}/{comp}/{comp}", self.previous_dir())
     }
 
     fn bin_dir(&self) -> String {
@@ -223,7 +218,7 @@ pub async fn put_back(context: &RollContext<'_>, job: &Job<'_>, point: &str, why
 /// Removes a rollback point an undo used up (its files went back into `bin/`): `dm-patch
 /// rollback` must not find it again. A failure is only logged: what is left is inert.
 async fn drop_used_point(job: &Job<'_>, point: &str) {
-    if let Err(err) = job.remote.run(&format!("rm -rf {}", shell_quote(point))).await {
+    if let Err(err) = job.remote.run(&remote::CLEANUP.command(["dir", point])).await {
         tracing::warn!(
             "{}: could not remove the used rollback point {point}: {err}",
             job.remote.label
@@ -313,23 +308,15 @@ async fn runs_an_older_binary(context: &RollContext<'_>, job: &Job<'_>) -> bool 
 /// package (an `--offline` run, which keeps one at once).
 async fn kept_by_earlier_run(job: &Job<'_>) -> Option<(String, VersionInfo)> {
     let comp = job.planned.role.component();
-    let previous = job.previous_dir();
     let points = format!("{}/{ROLLBACK_DIR}", job.planned.deploy_dir);
     let sha7 = job.planned.staging_dir.rsplit('-').next().unwrap_or_default();
-    let command = format!(
-        "if [ -f {binary} ] && [ ! -L {binary} ]; then echo {previous}; exit 0; fi\n\
-         ls -1d {points}/*-{sha7} 2>/dev/null | sort | tail -n 1",
-        binary = shell_quote(&job.previous_binary()),
-        previous = shell_quote(&previous),
-        points = shell_quote(&points),
-        sha7 = shell_quote(sha7),
-    );
-    let kept = job.remote.run(&command).await.ok()?.trim().to_owned();
-    if kept.is_empty() {
-        return None;
-    }
+    let binary = format!("{comp}/{comp}");
+    let command = remote::KEPT.command([job.previous_dir().as_str(), &points, sha7, &binary]);
+    let stdout = job.remote.run(&command).await.ok()?;
+    let answer = Answer::parse(&stdout).ok()?;
+    let (_, kept) = answer.lines().find(|(key, _)| *key == "kept")?;
     let version = job.remote.binary_version(&format!("{kept}/{comp}/{comp}")).await.ok()?;
-    (!version.release.is_empty()).then_some((kept, version))
+    (!version.release.is_empty()).then_some((kept.to_owned(), version))
 }
 
 /// Undoes a failed attempt on an instance: what the swap replaced, kept in `kept`, goes back in
@@ -442,21 +429,12 @@ pub async fn keep_rollback_point(
         package_sha256,
         action.word(),
     );
-    let command = format!(
-        "set -e\nif [ ! -d {previous} ]; then exit 0; fi\nmkdir -p {points}\nmv {previous} {point}\n\
-         {PICK_HASHER}\nprintf '%s' {manifest} > {point}/.manifest\n\
-         if [ -f {binary} ]; then echo \"binary $($hash {binary} | cut -d' ' -f1)\" >> {point}/.manifest; fi\n\
-         ls -1 {points} | sort -r | tail -n +{first_dropped} | while IFS= read -r old; do rm -rf {points}/\"$old\"; done\n\
-         if [ -d {point} ]; then echo kept; fi\n",
-        previous = shell_quote(&job.previous_dir()),
-        points = shell_quote(&points),
-        point = shell_quote(&point),
-        manifest = shell_quote(&manifest),
-        binary = shell_quote(&format!("{point}/{comp}/{comp}")),
-        first_dropped = keep + 1,
-    );
-    let output = job.remote.run(&command).await?;
-    Ok(output.lines().any(|line| line == "kept").then_some(point))
+    let (keep, binary) = (keep.to_string(), format!("{comp}/{comp}"));
+    let previous = job.previous_dir();
+    let args = [previous.as_str(), &points, stamp, &manifest, &binary, &keep];
+    let stdout = job.remote.run(&remote::KEEP_POINT.command(args)).await?;
+    let kept = Answer::parse(&stdout).is_ok_and(|a| a.lines().any(|(key, _)| key == "kept"));
+    Ok(kept.then_some(point))
 }
 
 /// Keeps what the package replaces in `bin/` (hard links) and moves the verified tree in: each

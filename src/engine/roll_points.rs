@@ -10,8 +10,8 @@ use futures_util::StreamExt;
 
 use super::hosts::ssh_target;
 use super::roll::ROLLBACK_DIR;
-use super::tree::PICK_HASHER;
-use crate::ssh::{HostKeyPolicy, HostSession, Reach, SshError, shell_quote};
+use crate::remote::{self, Answer};
+use crate::ssh::{HostKeyPolicy, HostSession, Reach, SshError};
 use crate::topology::{Arch, Cluster, Instance, Role};
 
 /// Where to go back to.
@@ -160,14 +160,8 @@ pub async fn download(
     let transport = reach.transport(timeout * 4)?;
     let ssh = ssh_target(cluster, (&target.ssh_host, target.ssh_port), policy, timeout, transport);
     let session = HostSession::connect(&ssh).await?;
-    let command = format!(
-        "set -e -o pipefail\ncd {}\nfind . -mindepth 1 -maxdepth 1 ! -name .manifest ! -name \
-         .added -printf '%P\\0' | tar --null -T - -czf -\n",
-        shell_quote(source)
-    );
     let mut file = std::fs::File::create(path)?;
-    let output =
-        session.exec_to_file(&format!("bash -c {}", shell_quote(&command)), &mut file).await;
+    let output = session.exec_to_file(&remote::PACK.command([source]), &mut file).await;
     session.close().await;
     let output = output?;
     if output.exit_status != 0 {
@@ -176,57 +170,15 @@ pub async fn download(
     Ok(())
 }
 
-/// Prints what the instance runs, its newest rollback point's manifest, TiUP's backup, the
+/// Asks what the instance runs, its newest rollback point's manifest, TiUP's backup, the
 /// files in `bin/` that the backup does not have, and what a run cut short left: the binary its
 /// swap replaced (its staging dir's `previous/`), or, with no swap made, what `bin/` has.
 fn survey_script(cluster: &Cluster, instance: &Instance) -> String {
-    let comp = instance.role.component();
-    let deploy = &instance.deploy_dir;
-    let version_of_word = |word: &str| {
-        format!(
-            "{} | sed -n -e 's/^Release Version: */release /p' -e 's/^Git Commit Hash: */hash /p'",
-            super::tree::version_probe_of(word)
-        )
-    };
-    let version_of = |binary: &str| version_of_word(&shell_quote(binary));
-    let installed = format!("{deploy}/bin/{comp}/{comp}");
-    let points = format!("{deploy}/{ROLLBACK_DIR}");
-    let original_dir = format!("{deploy}/bin.old.{}", cluster.version());
-    let original = format!("{original_dir}/{comp}/{comp}");
-    format!(
-        "{PICK_HASHER}\necho @@running\n{running}\n\
-         if [ -f {installed} ]; then echo \"binary $($hash {installed} | cut -d' ' -f1)\"; fi\n\
-         echo @@point\n\
-         newest=$(ls -1 {points} 2>/dev/null | sort -r | head -n 1)\n\
-         if [ -n \"$newest\" ] && [ -f {points}/\"$newest\"/.manifest ]; then printf 'dir %s/%s\\n' {points} \"$newest\"; cat {points}/\"$newest\"/.manifest; \
-         echo @@added; if [ -f {points}/\"$newest\"/.added ]; then sed 's/^/added /' {points}/\"$newest\"/.added; fi; fi\n\
-         echo @@original\nif [ -f {original} ]; then echo \"binary $($hash {original} | cut -d' ' -f1)\"; {original_version}; fi\n\
-         echo @@extra\no={original_dir}\nif [ -d \"$o\" ]; then (cd {bin} && find . -mindepth 1 ! -type d -printf '%P\\n') | \
-         while IFS= read -r f; do [ -e \"$o/$f\" ] || [ -L \"$o/$f\" ] || printf 'extra %s\\n' \"$f\"; done; fi\n\
-         echo @@cutshort\nfound=; patches=\n\
-         for s in {deploy_q}/bin.patch-*; do\n\
-         \x20 [ -d \"$s\" ] && [ \"$(cat \"$s/action\" 2>/dev/null || echo patch)\" = patch ] || continue\n\
-         \x20 patches=1\n\
-         \x20 [ -z \"$found\" ] && [ -f \"$s/previous/{comp}/{comp}\" ] || continue\n\
-         \x20 found=1; p=\"$s/previous\"; echo \"dir $p\"; \
-         echo \"binary $($hash \"$p/{comp}/{comp}\" | cut -d' ' -f1)\"; {cut_short_version}\n\
-         \x20 if [ -f \"$p/.added\" ]; then sed 's/^/added /' \"$p/.added\"; fi\n\
-         done\n\
-         if [ -z \"$found\" ] && [ -n \"$patches\" ]; then \
-         echo dir {bin}; echo \"binary $($hash {installed} | cut -d' ' -f1)\"; {running}; fi\n",
-        running = version_of(&installed),
-        installed = shell_quote(&installed),
-        deploy_q = shell_quote(deploy),
-        cut_short_version = version_of_word(&format!("\"$p\"/{comp}/{comp}")),
-        bin = shell_quote(&format!("{deploy}/bin")),
-        original_dir = shell_quote(&original_dir),
-        points = shell_quote(&points),
-        original = shell_quote(&original),
-        original_version = version_of(&original),
-    )
+    let (deploy, comp) = (instance.deploy_dir.as_str(), instance.role.component());
+    remote::SURVEY.command([deploy, comp, cluster.version(), ROLLBACK_DIR])
 }
 
-/// What [`survey_script`] printed: `key value` lines per `@@section`, and its lists.
+/// What [`survey_script`] answered: `<section>.<key>` values, and its lists.
 #[derive(Default)]
 struct Survey<'f> {
     sections: HashMap<&'f str, HashMap<&'f str, String>>,
@@ -239,27 +191,24 @@ struct Survey<'f> {
 }
 
 impl<'f> Survey<'f> {
+    /// The survey; what is not a script's answer is as good as nothing found.
     fn parse(facts: &'f str) -> Survey<'f> {
         let mut survey = Survey::default();
-        let mut current = "";
-        for line in facts.lines() {
-            if let Some(name) = line.strip_prefix("@@") {
-                current = name;
-                continue;
-            }
-            let list = match current {
-                "added" => Some((&mut survey.added, "added ")),
-                "extra" => Some((&mut survey.extra, "extra ")),
-                "cutshort" if line.starts_with("added ") => Some((&mut survey.cut_added, "added ")),
-                _ => None,
+        let Ok(answer) = Answer::parse(facts) else { return survey };
+        for (key, value) in answer.lines() {
+            let list = match key {
+                "point.added" => &mut survey.added,
+                "extra" => &mut survey.extra,
+                "cut.added" => &mut survey.cut_added,
+                _ => {
+                    if let Some((section, field)) = key.split_once('.') {
+                        let fields = survey.sections.entry(section).or_default();
+                        fields.insert(field, value.trim().to_owned());
+                    }
+                    continue;
+                }
             };
-            if let Some((list, prefix)) = list {
-                list.extend(line.strip_prefix(prefix).map(str::to_owned));
-                continue;
-            }
-            if let Some((key, value)) = line.split_once(' ') {
-                survey.sections.entry(current).or_default().insert(key, value.trim().to_owned());
-            }
+            list.push(value.to_owned());
         }
         survey
     }
@@ -283,11 +232,11 @@ fn target_from(
     // A run cut short left its staging dir: what it left is the newest change, and going back
     // means undoing it (the binary its swap replaced), or, cut short before its swap, starting
     // the instance again on what it has.
-    let cut_short = kind == TargetKind::LastPatch && field("cutshort", "dir").is_some();
+    let cut_short = kind == TargetKind::LastPatch && field("cut", "dir").is_some();
     let (source, target_version, binary) = match kind {
         TargetKind::LastPatch if cut_short => {
             added = cut_added;
-            (field("cutshort", "dir"), version("cutshort"), field("cutshort", "binary"))
+            (field("cut", "dir"), version("cut"), field("cut", "binary"))
         }
         TargetKind::LastPatch => (
             field("point", "dir"),

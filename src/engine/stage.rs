@@ -21,7 +21,8 @@ use super::remote::Remote;
 use super::tree::{self, Listing};
 use crate::dm::version::VersionInfo;
 use crate::plan::{HostStaging, Plan, PlannedInstance};
-use crate::ssh::{SshError, shell_quote};
+use crate::remote;
+use crate::ssh::SshError;
 
 /// The package's tree in an instance's staging dir, verified and ready to be swapped in.
 #[derive(Debug, Clone)]
@@ -130,8 +131,9 @@ async fn stage_host<'p>(
         .open_for_wire()
         .await
         .map_err(|source| StageError::Package { host: label.to_owned(), source })?;
+    // One round trip; each step only once the one before it succeeded.
     let script = format!(
-        "{}\n{}\n{}",
+        "{} && {} && {}",
         backup_script(first),
         action_script(plan, first),
         tree::unpack_script(&first.staging_dir, &first.binary, &package.entry(), package.wire())
@@ -153,7 +155,7 @@ async fn stage_host<'p>(
     let mut staged = vec![(first.id.clone(), Staged { version: version.clone() })];
     for planned in instances {
         let script = format!(
-            "{}\n{}\n{}",
+            "{} && {} && {}",
             backup_script(planned),
             action_script(plan, planned),
             tree::copy_script(&first.staging_dir, &planned.staging_dir, &planned.binary)
@@ -171,7 +173,7 @@ async fn stage_host<'p>(
 /// What a `-V` that gave no version said, on one short line.
 fn probe_said(block: &str) -> String {
     if block.lines().any(|line| line.trim() == "exit status 124") {
-        return format!("it did not answer `-V` within {}s", tree::VERSION_PROBE_SECONDS);
+        return format!("it did not answer `-V` within {}s", remote::VERSION_PROBE_SECONDS);
     }
     let said = block.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>();
     let said = said.join(" / ");
@@ -192,8 +194,7 @@ fn backup_script(planned: &PlannedInstance) -> String {
 /// Notes in the staging dir what the run is for (`patch`, `rollback`): a run cut short leaves
 /// it behind, and `rollback` undoes what a patch cut short left, not what a rollback did.
 fn action_script(plan: &Plan, planned: &PlannedInstance) -> String {
-    let staging = shell_quote(&planned.staging_dir);
-    format!("mkdir -p {staging} && echo {} > {staging}/action", plan.action.word())
+    remote::ACTION.command([planned.staging_dir.as_str(), plan.action.word()])
 }
 
 /// The listing a staging script printed, once it is proven to hold exactly the package.
@@ -240,20 +241,20 @@ fn differing_versions(staged: &HashMap<String, Staged>) -> Option<String> {
 pub async fn cleanup(plan: &Plan, hosts: &Hosts, keep: &[String], finished: &[String]) {
     let removals = plan.hosts.iter().map(|host| async move {
         let remote = hosts.get(&host.ssh_host, host.ssh_port);
-        let paths: Vec<String> = plan
+        let pairs: Vec<&str> = plan
             .instances
             .iter()
             .filter(|i| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port)
             .filter(|i| !keep.contains(&i.id))
-            .map(|i| match finished.contains(&i.id) {
-                true => format!("{}/bin.patch-*", shell_quote(&i.deploy_dir)),
-                false => shell_quote(&i.staging_dir).into_owned(),
+            .flat_map(|i| match finished.contains(&i.id) {
+                true => ["staging", i.deploy_dir.as_str()],
+                false => ["dir", i.staging_dir.as_str()],
             })
             .collect();
-        if paths.is_empty() {
+        if pairs.is_empty() {
             return;
         }
-        if let Err(err) = remote.run(&format!("rm -rf {}", paths.join(" "))).await {
+        if let Err(err) = remote.run(&remote::CLEANUP.command(pairs)).await {
             tracing::warn!("{}: could not remove staged files: {err}", remote.label);
         }
     });

@@ -1,6 +1,7 @@
-//! The package's tree on a host, as shell scripts run over SSH and what they print: unpacking it
-//! from stdin into an instance's staging dir, proving it identical to what the local check saw,
-//! and swapping it into `bin/` (as TiUP's `tar -xzf <pkg> -C bin` would) and back.
+//! The package's tree on a host, through the scripts of [`crate::remote`] and what they answer:
+//! unpacking it from stdin into an instance's staging dir, proving it identical to what the
+//! local check saw, and swapping it into `bin/` (as TiUP's `tar -xzf <pkg> -C bin` would) and
+//! back.
 //!
 //! Layout of an instance's staging dir (`<deploy_dir>/bin.patch-<sha7>/`):
 //! - `tree/`: the package, unpacked, verified, owned like the binary it replaces;
@@ -12,103 +13,27 @@
 //! with the local facts, so a host (or a tar) that unpacks something else is caught.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 use crate::package::{FileKind, PackageFile, Wire};
-use crate::ssh::shell_quote;
-
-/// Sets `$hash` to the fastest sha256 tool the host has: OpenSSL uses the CPU's SHA
-/// instructions, coreutils' `sha256sum` does not (0.23 s against 0.93 s for 256 MiB on one
-/// x86-64 core).
-pub(super) const PICK_HASHER: &str = "if command -v openssl >/dev/null 2>&1; \
-     then hash='openssl dgst -sha256 -r'; else hash=sha256sum; fi";
-
-/// How long a binary of the package may take to answer `-V` on a host (a DM binary answers at
-/// once), and how much of its answer is read: a binary that hangs or floods must hold up
-/// nothing.
-pub(super) const VERSION_PROBE_SECONDS: u64 = 10;
-const VERSION_PROBE_BYTES: u64 = 4096;
-
-/// Prints what `binary -V` says, at most [`VERSION_PROBE_BYTES`] of it, then `exit status N`
-/// (also under `set -e`: the status is caught, not fatal).
-/// A binary still running after [`VERSION_PROBE_SECONDS`] is killed with every process of its
-/// group (`timeout` leads one; whatever survived a TERM gets a KILL a second later), and says
-/// `exit status 124`.
-pub fn version_probe(binary: &str) -> String {
-    version_probe_of(&shell_quote(binary))
-}
-
-/// [`version_probe`] of a binary named by a shell word the caller made safe (a quoted path,
-/// or one built from a variable: `"$p"/dm-worker/dm-worker`).
-pub fn version_probe_of(binary: &str) -> String {
-    format!(
-        "{{ timeout -k 1 {VERSION_PROBE_SECONDS} {binary} -V 2>&1 < /dev/null && s=0 || s=$?; \
-         echo \"exit status $s\"; }} | head -c {VERSION_PROBE_BYTES}"
-    )
-}
-
-/// The markers between the sections of a script's output.
-const LIST: &str = "@@list";
-const SHA: &str = "@@sha";
-pub(super) const VERSION: &str = "@@version";
+use crate::remote::{self, Answer};
 
 /// Unpacks the package arriving on stdin in the form `wire` into `<staging>/tree` (what an
 /// earlier unpack left there goes first; `previous/` stays), then lists and hashes it, owns it
-/// like `reference` and prints the version of `<tree>/<entry>`.
+/// like `reference` and says the version of `<tree>/<entry>`.
 pub fn unpack_script(staging: &str, reference: &str, entry: &str, wire: Wire) -> String {
-    let tree = format!("{staging}/tree");
-    format!(
-        "set -e\nrm -rf {tree}\nmkdir -p {tree}\n\
-         tar --no-same-owner {flags} - -C {tree}\n{}\n\
-         echo {VERSION}\n{probe}\n",
-        verify_script(&tree, reference),
-        tree = shell_quote(&tree),
-        probe = version_probe(&format!("{tree}/{entry}")),
-        flags = wire.tar_flags(),
-    )
+    remote::UNPACK.command([staging, reference, entry, wire.tar_flags()])
 }
 
 /// TiUP's backup of `bin` as `backup` (`bin.old.<cluster version>`), made once and kept if it
-/// exists. The copy is made under a temporary name and renamed, so a copy cut short (a full
-/// disk, a killed run) never passes for the backup, and what it left is removed.
+/// exists; never from a copy cut short.
 pub fn backup_script(bin: &str, backup: &str) -> String {
-    format!(
-        "set -e\nif [ ! -d {backup} ]; then\n\
-         \x20 rm -rf {partial}\n\
-         \x20 if ! cp -rp {bin} {partial}; then\n\
-         \x20   rm -rf {partial}; printf 'could not back up %s to %s\\n' {bin} {backup} >&2; exit 1\n\
-         \x20 fi\n\
-         \x20 mv -T {partial} {backup}\n\
-         fi",
-        bin = shell_quote(bin),
-        backup = shell_quote(backup),
-        partial = shell_quote(&format!("{backup}.partial")),
-    )
+    remote::BACKUP.command([bin, backup])
 }
 
 /// Copies an instance's verified tree from another instance's staging dir on the same host,
 /// then lists, hashes and owns it as [`unpack_script`] does.
 pub fn copy_script(from_staging: &str, staging: &str, reference: &str) -> String {
-    let tree = format!("{staging}/tree");
-    format!(
-        "set -e\nrm -rf {tree}\nmkdir -p {staging}\ncp -a {from} {tree}\n{}\n",
-        verify_script(&tree, reference),
-        tree = shell_quote(&tree),
-        staging = shell_quote(staging),
-        from = shell_quote(&format!("{from_staging}/tree")),
-    )
-}
-
-/// Owns `tree` like `reference` (never through a link), then prints every entry (type, size,
-/// mode, path, link target) and the sha256 of every regular file, each byte read once.
-fn verify_script(tree: &str, reference: &str) -> String {
-    format!(
-        "chown -hR --reference={reference} {tree}\ncd {tree}\n{PICK_HASHER}\n\
-         echo {LIST}\nfind . -mindepth 1 -printf '%y\\t%s\\t%m\\t%P\\t%l\\n'\n\
-         echo {SHA}\nfind . -type f -exec $hash {{}} +",
-        reference = shell_quote(reference),
-        tree = shell_quote(tree),
-    )
+    remote::COPY.command([from_staging, staging, reference])
 }
 
 /// What an unpack or copy script printed, parsed.
@@ -137,19 +62,15 @@ pub enum Found {
 }
 
 impl Listing {
-    /// Parses a script's stdout; `None` when it is not what the scripts print.
+    /// Parses what [`unpack_script`] or [`copy_script`] answered; `None` when it is not a
+    /// listing.
     pub fn parse(stdout: &str) -> Option<Listing> {
-        let mut listing = Listing::default();
-        let mut section = "";
-        let mut version = String::new();
-        for line in stdout.lines() {
-            if [LIST, SHA, VERSION].contains(&line) {
-                section = line;
-                continue;
-            }
-            match section {
-                LIST => {
-                    let mut fields = line.splitn(5, '\t');
+        let answer = Answer::parse(stdout).ok()?;
+        let mut listing = Listing { version: answer.block("version"), ..Listing::default() };
+        for (key, value) in answer.lines() {
+            match key {
+                "entry" => {
+                    let mut fields = value.splitn(5, '\t');
                     let (kind, size, mode, path, target) = (
                         fields.next()?,
                         fields.next()?.parse::<u64>().ok()?,
@@ -165,9 +86,9 @@ impl Listing {
                     };
                     listing.entries.insert(path.to_owned(), found);
                 }
-                SHA => {
+                "sha" => {
                     // `<hex> *./path` (openssl -r) or `<hex>  ./path` (sha256sum).
-                    let (hex, path) = line.split_once(' ')?;
+                    let (hex, path) = value.split_once(' ')?;
                     let path = path.trim_start_matches([' ', '*']).strip_prefix("./")?;
                     match listing.entries.get_mut(path) {
                         Some(Found::File { sha256, .. }) if hex.len() == 64 => {
@@ -176,14 +97,10 @@ impl Listing {
                         _ => return None,
                     }
                 }
-                VERSION => {
-                    version.push_str(line);
-                    version.push('\n');
-                }
+                "version" => {}
                 _ => return None,
             }
         }
-        listing.version = (section == VERSION).then_some(version);
         Some(listing)
     }
 
@@ -245,12 +162,8 @@ fn expected_entries(files: &[PackageFile]) -> BTreeMap<String, Found> {
 }
 
 /// The paths a swap moves: the package's files and links (directories are made as needed).
-fn moved_paths(files: &[PackageFile]) -> String {
-    let mut list = String::new();
-    for file in files.iter().filter(|f| f.kind != FileKind::Dir) {
-        let _ = writeln!(list, "{}", shell_quote(&file.path));
-    }
-    list
+fn moved_paths(files: &[PackageFile]) -> impl Iterator<Item = &str> {
+    files.iter().filter(|f| f.kind != FileKind::Dir).map(|f| f.path.as_str())
 }
 
 /// Run with the service stopped (or `--offline`): keeps in `previous/` what the package
@@ -259,27 +172,10 @@ fn moved_paths(files: &[PackageFile]) -> String {
 /// files (a rollback takes back what its patch added). A directory in `bin/` where the package
 /// has a file stops it before anything moved (exit 3).
 pub fn swap_script(bin: &str, staging: &str, files: &[PackageFile], remove: &[String]) -> String {
-    format!(
-        "set -e\nb={bin}\nt={tree}\np={previous}\nrm -rf \"$p\"\nmkdir -p \"$p\"\n: > \"$p/.added\"\n\
-         for f in {list}; do\n\
-         \x20 if [ -d \"$b/$f\" ] && [ ! -L \"$b/$f\" ]; then echo \"$b/$f is a directory\" >&2; exit 3; fi\n\
-         done\n\
-         keep() {{ mkdir -p \"$p/$(dirname \"$1\")\"; ln -P \"$b/$1\" \"$p/$1\" 2>/dev/null || cp -a \"$b/$1\" \"$p/$1\"; }}\n\
-         for f in {list}; do\n\
-         \x20 if [ -e \"$b/$f\" ] || [ -L \"$b/$f\" ]; then keep \"$f\"\n\
-         \x20 else printf '%s\\n' \"$f\" >> \"$p/.added\"; fi\n\
-         done\n\
-         for f in {removed}; do\n\
-         \x20 if [ -f \"$b/$f\" ] || [ -L \"$b/$f\" ]; then keep \"$f\"; fi\n\
-         done\n\
-         for f in {list}; do mkdir -p \"$b/$(dirname \"$f\")\"; mv -f \"$t/$f\" \"$b/$f\"; done\n\
-         for f in {removed}; do if [ -e \"$p/$f\" ] || [ -L \"$p/$f\" ]; then rm -f \"$b/$f\"; fi; done\n",
-        bin = shell_quote(bin),
-        tree = shell_quote(&format!("{staging}/tree")),
-        previous = shell_quote(&format!("{staging}/previous")),
-        list = moved_paths(files).trim_end().replace('\n', " "),
-        removed = quoted_list(remove),
-    )
+    let count = moved_paths(files).count().to_string();
+    let head = [bin, staging, count.as_str()];
+    let paths = moved_paths(files).chain(remove.iter().map(String::as_str));
+    remote::SWAP.command(head.into_iter().chain(paths))
 }
 
 /// Puts back what [`swap_script`] replaced or deleted, kept in `previous` (the staging dir's
@@ -291,22 +187,8 @@ pub fn restore_script(
     files: &[PackageFile],
     remove: &[String],
 ) -> String {
-    format!(
-        "set -e\nb={bin}\np={previous}\n\
-         for f in {list} {removed}; do\n\
-         \x20 if [ -e \"$p/$f\" ] || [ -L \"$p/$f\" ]; then mv -f \"$p/$f\" \"$b/$f\"; fi\n\
-         done\n\
-         if [ -f \"$p/.added\" ]; then while IFS= read -r f; do rm -f \"$b/$f\"; done < \"$p/.added\"; fi\n",
-        bin = shell_quote(bin),
-        previous = shell_quote(previous),
-        list = moved_paths(files).trim_end().replace('\n', " "),
-        removed = quoted_list(remove),
-    )
-}
-
-/// Paths for a `for` list, each quoted.
-fn quoted_list(paths: &[String]) -> String {
-    paths.iter().map(|path| shell_quote(path).into_owned()).collect::<Vec<_>>().join(" ")
+    let paths = moved_paths(files).chain(remove.iter().map(String::as_str));
+    remote::RESTORE.command([bin, previous].into_iter().chain(paths))
 }
 
 #[cfg(test)]
@@ -334,18 +216,15 @@ mod tests {
         Listing::parse(&lines.join("\n")).expect("a listing")
     }
 
-    const GOOD: [&str; 11] = [
-        "@@list",
-        "d\t4096\t755\tdm-worker\t",
-        "f\t3\t755\tdm-worker/dm-worker\t",
-        "d\t4096\t755\tdm-worker/conf\t",
-        "f\t1\t644\tdm-worker/conf/x.toml\t",
-        "l\t9\t777\tdm-worker/link\tdm-worker",
-        "@@sha",
-        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa *./dm-worker/dm-worker",
-        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb  ./dm-worker/conf/x.toml",
-        "@@version",
-        "Release Version: v8.5.2",
+    const GOOD: [&str; 8] = [
+        "entry\td\t4096\t755\tdm-worker\t",
+        "entry\tf\t3\t755\tdm-worker/dm-worker\t",
+        "entry\td\t4096\t755\tdm-worker/conf\t",
+        "entry\tf\t1\t644\tdm-worker/conf/x.toml\t",
+        "entry\tl\t9\t777\tdm-worker/link\tdm-worker",
+        "sha\taaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa *./dm-worker/dm-worker",
+        "sha\tbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb  ./dm-worker/conf/x.toml",
+        "version\tRelease Version: v8.5.2",
     ];
 
     #[test]
@@ -367,33 +246,38 @@ mod tests {
         assert!(
             differ("link\tdm-worker", "link\telsewhere").contains("dm-worker/link is a link to")
         );
-        let extra = [&GOOD[..6], &["f\t0\t644\tdm-worker/evil\t"], &GOOD[6..]].concat();
+        let extra = [&GOOD[..5], &["entry\tf\t0\t644\tdm-worker/evil\t"], &GOOD[5..]].concat();
         assert_eq!(
             listing(&extra).difference(&files()).unwrap(),
             "dm-worker/evil is not in the package"
         );
         // The conf dir, x.toml and x.toml's hash gone.
-        let missing = [&GOOD[..3], &GOOD[5..8], &GOOD[9..]].concat();
+        let missing = [&GOOD[..2], &GOOD[4..6], &GOOD[7..]].concat();
         assert!(listing(&missing).difference(&files()).unwrap().contains("is missing"));
     }
 
     #[test]
     fn output_that_is_not_a_listing_is_refused() {
-        assert_eq!(Listing::parse("@@list\nnonsense"), None);
-        assert_eq!(Listing::parse("@@sha\nabc ./x"), None);
+        assert_eq!(Listing::parse("entry\tnonsense"), None);
+        assert_eq!(Listing::parse("sha\tabc ./x"), None);
         assert_eq!(Listing::parse("hello"), None);
+        assert_eq!(Listing::parse("other\tkey"), None);
     }
 
     #[test]
-    fn scripts_quote_every_path() {
+    fn swap_and_restore_take_the_packages_paths_then_the_ones_to_remove() {
         let swap =
             swap_script("/d/my bin", "/d/bin.patch-1", &files(), &["dm-worker/old x".into()]);
-        assert!(swap.contains("b='/d/my bin'"), "{swap}");
-        assert!(
-            swap.contains("for f in dm-worker/dm-worker dm-worker/conf/x.toml dm-worker/link;")
-        );
-        assert!(swap.contains("for f in 'dm-worker/old x'; do"), "{swap}");
+        let expected = " '/d/my bin' /d/bin.patch-1 3 dm-worker/dm-worker \
+                        dm-worker/conf/x.toml dm-worker/link 'dm-worker/old x'";
+        assert!(swap.ends_with(expected), "{swap}");
         let restore = restore_script("/d/bin", "/d/st/previous", &files(), &[]);
-        assert!(restore.contains("p=/d/st/previous"), "{restore}");
+        assert!(
+            restore.ends_with(
+                " /d/bin /d/st/previous dm-worker/dm-worker \
+                                   dm-worker/conf/x.toml dm-worker/link"
+            ),
+            "{restore}"
+        );
     }
 }

@@ -4,15 +4,19 @@ use serde_json::Value;
 
 use super::{Printer, Style, table::tiup_table};
 use crate::engine::report::{InstanceReport, Outcome, Report, RunResult};
+use crate::plan::Action;
 use crate::topology::Cluster;
 
 /// What the summary says of an instance's outcome. With `--offline` nothing is restarted, so a
 /// swapped binary runs only from the instance's next restart: it says so, rather than claim a
 /// version the instance may not run.
+/// A rollback speaks of rolling back.
 pub fn outcome_label(report: &Report, instance: &InstanceReport) -> &'static str {
-    match instance.outcome {
-        Outcome::Patched if report.offline => "swapped (takes effect at restart)",
-        outcome => outcome.label(),
+    match (instance.outcome, report.action) {
+        (Outcome::Patched, _) if report.offline => "swapped (takes effect at restart)",
+        (Outcome::Patched, Action::Rollback) => "rolled back",
+        (Outcome::Skipped, Action::Rollback) => "skipped (already on its rollback target)",
+        (outcome, _) => outcome.label(),
     }
 }
 

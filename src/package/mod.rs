@@ -100,6 +100,8 @@ pub struct Package {
     pub path: PathBuf,
     pub size: u64,
     pub sha256: String,
+    /// Its sha256 was checked against the one its provider gave (`--expect-sha256`).
+    pub sha256_checked: bool,
     #[serde(skip)]
     pub component: Role,
     /// Size of the binary inside.
@@ -326,6 +328,7 @@ fn inspect_up_to(
         path: path.to_owned(),
         size: source.bytes,
         sha256: hex(&source.hasher.finalize()),
+        sha256_checked: false,
         component: package_component,
         entry_size: entry.size,
         entry_in_package: entry.in_package,

@@ -107,7 +107,7 @@ impl HostSession {
         output: &Result<ExecOutput, SshError>,
     ) {
         let (endpoint, millis) = (&self.inner.endpoint, started.elapsed().as_millis());
-        let command = command.replace('\n', "; ");
+        let command = loggable(command);
         match output {
             Ok(output) => {
                 tracing::info!(
@@ -298,6 +298,21 @@ impl HostSession {
     }
 }
 
+/// A command as the log shows it: each script of `crate::remote` by its name and arguments
+/// (`dm-patch-swap /d/bin ...`), not its body, and on one line.
+fn loggable(command: &str) -> String {
+    let mut shown = String::new();
+    let mut rest = command;
+    while let Some(found) = rest.find("sh -c '") {
+        let start = if rest[..found].ends_with("ba") { found - 2 } else { found };
+        let Some(end) = rest[start..].find("' dm-patch-") else { break };
+        shown.push_str(&rest[..start]);
+        rest = &rest[start + end + 2..];
+    }
+    shown.push_str(rest);
+    shown.replace('\n', "; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +326,16 @@ mod tests {
             Privilege::Sudo.wrap(command),
             r#"sudo -n -H bash -c 'systemctl stop '\''dm-worker-8262.service'\'' && echo "$HOME"'"#
         );
+    }
+
+    #[test]
+    fn scripts_are_logged_by_name_and_arguments() {
+        let command = "sh -c 'set -e\nrm -rf \"$1\"' dm-patch-cleanup dir '/d/a b' && \
+                       bash -c 'echo '\''x'\''' dm-patch-version /d/bin/dm-worker";
+        assert_eq!(
+            loggable(command),
+            "dm-patch-cleanup dir '/d/a b' && dm-patch-version /d/bin/dm-worker"
+        );
+        assert_eq!(loggable("systemctl stop x\nls"), "systemctl stop x; ls");
     }
 }

@@ -254,6 +254,13 @@ impl Cluster {
         self.dir.join("patch")
     }
 
+    /// TiUP's scale-out lock (`<cluster dir>/.scale-out.yaml`), when a `scale-out --stage1`
+    /// left it: the new instances are in it, not yet in meta.yaml, until `--stage2`.
+    pub fn scale_out_lock(&self) -> Option<PathBuf> {
+        let lock = self.dir.join(".scale-out.yaml");
+        lock.symlink_metadata().is_ok().then_some(lock)
+    }
+
     /// TiUP's cache of packages for this cluster (`<cluster dir>/cache/`).
     pub fn cache_dir(&self) -> PathBuf {
         self.dir.join("cache")

@@ -138,6 +138,9 @@ fn completion_scripts_call_dm_patch_back() {
             "{shell}:\n{script}"
         );
         assert!(script.contains("dm-patch"), "{shell}:\n{script}");
+        // From PATH: the path of the binary that wrote the script is nowhere in it.
+        let binary = env!("CARGO_BIN_EXE_dm-patch");
+        assert!(!script.contains(binary), "{shell} calls {binary}:\n{script}");
     }
 }
 

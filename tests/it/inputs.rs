@@ -1,6 +1,8 @@
 //! Every kind of bad input ends with one clear line on stderr, exit code 2, and the store
 //! exactly as it was. One test per input; each snapshot is named after its test.
 
+use sha2::{Digest, Sha256};
+
 use crate::support::{Entry, Immutable, Store};
 
 /// `patch demo <package> -R dm-worker --dry-run` with a package `file_name` made of
@@ -440,6 +442,27 @@ fn an_unwritable_store_refuses_a_rollback() {
     assert!(refused.starts_with("error: cannot write"), "{refused}");
 }
 
+/// TiUP's scale-out lock (`.scale-out.yaml`, left by `scale-out --stage1`) refuses an online
+/// patch and rollback, a dry run included, naming the file and --offline; --offline goes on.
+#[test]
+fn tiups_scale_out_lock_refuses_an_online_change() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    let lock = store.cluster_dir("demo").join(".scale-out.yaml");
+    std::fs::write(&lock, "worker_servers:\n- host: 127.0.9.9\n").unwrap();
+    for args in [
+        &["patch", "demo", &pkg, "-R", "dm-worker", "--yes"][..],
+        &["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run"],
+        &["rollback", "demo", "-R", "dm-worker", "--yes"],
+    ] {
+        let refused = store.refused(args);
+        assert!(refused.contains("locked by TiUP's scale-out"), "{args:?}: {refused}");
+        assert!(refused.contains(".scale-out.yaml") && refused.contains("--offline"), "{refused}");
+    }
+    let offline = ["patch", "demo", &pkg, "-R", "dm-worker", "--offline", "--dry-run"];
+    store.run(offline).success();
+}
+
 /// A cause is said once, not once by the error and again by the chain it belongs to.
 #[test]
 fn package_is_a_directory() {
@@ -553,4 +576,34 @@ fn rollback_of_a_locked_cluster() {
     let _held = tiup.lock("demo").unwrap();
     let refused = store.refused(&["rollback", "demo", "-R", "dm-worker", "--yes"]);
     assert!(refused.contains("is locked by another dm-patch run"), "{refused}");
+}
+
+/// `--expect-sha256`: a package whose sha256 differs is refused, both sums shown; the one
+/// that matches goes on, and its plan says it was checked.
+#[test]
+fn a_package_that_is_not_the_one_vouched_for_is_refused() {
+    let store = Store::demo();
+    let pkg = store.good_package("dm-worker");
+    let digest = Sha256::digest(std::fs::read(&pkg).unwrap());
+    let actual: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    let other = "0".repeat(64);
+    let refused = store.refused(&[
+        "patch",
+        "demo",
+        &pkg,
+        "-R",
+        "dm-worker",
+        "--yes",
+        "--expect-sha256",
+        &other,
+    ]);
+    assert!(refused.contains(&actual) && refused.contains(&other), "{refused}");
+    assert!(refused.contains("--expect-sha256"), "{refused}");
+    let bad = store.refused(&["patch", "demo", &pkg, "--expect-sha256", "abc"]);
+    assert!(bad.contains("64 hex digits"), "{bad}");
+
+    let upper = actual.to_uppercase();
+    let args = ["patch", "demo", &pkg, "-R", "dm-worker", "--dry-run", "--expect-sha256", &upper];
+    let plan = store.run(args.iter().chain(&["--format", "json"])).success().json();
+    assert_eq!(plan["package"]["sha256_checked"], true, "{plan}");
 }

@@ -59,21 +59,41 @@ fn stopped_worker_and_stopped_host() {
     let cluster = Cluster::start(Sandbox::builder().hosts(4).masters(3).workers(2).sources(1));
     let workers = cluster.ids("dm-worker");
     cluster.sandbox.stop_service(&workers[0]);
+    // As TiUP shows it: the stage the masters give the worker, once they see it gone.
+    let offline = |id: &str| {
+        let name = cluster.sandbox.instances().into_iter().find(|i| i.id == id).unwrap().name;
+        let members = cluster.members();
+        members.workers().iter().any(|w| w.name == name && w.stage == "offline")
+    };
+    cluster
+        .sandbox
+        .wait_until("the masters to see the worker offline", LEASE, || offline(&workers[0]));
     let rows = json_rows(&display(&cluster, &["--format", "json"]));
     let stopped = rows.iter().find(|r| r["id"] == workers[0].as_str()).unwrap();
-    assert!(matches!(stopped["status"].as_str(), Some("Offline" | "Down")), "{stopped}");
+    assert_eq!(stopped["status"], "Offline", "{stopped}");
+    assert_eq!(stopped["ComponentName"], "dm-worker", "TiUP's keys: {stopped}");
+    assert_eq!(stopped["Port"], 8262, "TiUP's keys: {stopped}");
 
-    // A whole host down (sshd and services): display still answers, within the timeout.
+    // A whole host down (sshd and services): display still answers, within the timeout. Its
+    // master is Down; its worker is what the other masters say of it.
     let host = cluster.sandbox.instances().into_iter().find(|i| i.id == workers[1]).unwrap().host;
     cluster.sandbox.stop_host(&host);
+    cluster
+        .sandbox
+        .wait_until("the masters to see the worker offline", LEASE, || offline(&workers[1]));
     let started = Instant::now();
     let rows = json_rows(&display(&cluster, &["--format", "json", "--status-timeout", "2"]));
     assert!(started.elapsed() < Duration::from_secs(3), "display hung on a dead host");
     for row in rows.iter().filter(|r| r["host"] == host.as_str()) {
-        assert_eq!(row["status"], "Down", "{row}");
+        let expected = if row["component"] == "dm-master" { "Down" } else { "Offline" };
+        assert_eq!(row["status"], expected, "{row}");
         assert_eq!(row["running_version"], Value::Null);
     }
 }
+
+/// Long enough for the masters to notice a worker gone (its keepalive lease, 3 s here) and,
+/// with a master gone too, to elect another leader.
+const LEASE: Duration = Duration::from_secs(30);
 
 fn display(cluster: &Cluster, extra: &[&str]) -> Run {
     let name = cluster.sandbox.cluster_name();

@@ -84,7 +84,7 @@ fn a_rerun_uploads_only_to_hosts_not_on_the_package() {
     let run = run_verbose(&sandbox, &package).code(0);
     let report = run.json();
     assert_eq!(phase_names(&report)[2], "Uploading the package to 1 host(s)");
-    assert_eq!(run.stderr.matches("tar --no-same-owner").count(), 1, "{}", run.stderr);
+    assert_eq!(run.stderr.matches("dm-patch-unpack ").count(), 1, "{}", run.stderr);
     let outcomes: Vec<(&str, &str)> = report["instances"]
         .as_array()
         .unwrap()
@@ -151,8 +151,12 @@ fn a_package_gzip_cannot_shrink_travels_as_plain_tar() {
     );
     let run = run_verbose(&sandbox, &package).code(0);
     let report = run.json();
-    assert!(run.stderr.contains("tar --no-same-owner -xf - -C"), "{}", run.stderr);
-    assert!(!run.stderr.contains("-xzf"), "{}", run.stderr);
+    // `-v` logs each script by name and arguments: the unpack's last one is tar's flags.
+    let unpacks = |flags: &str| {
+        run.stderr.lines().filter(|l| l.contains("dm-patch-unpack ") && l.contains(flags)).count()
+    };
+    assert_eq!(unpacks(" -xf "), 2, "{}", run.stderr);
+    assert_eq!(unpacks("-xzf"), 0, "{}", run.stderr);
     assert!(report["instances"].as_array().unwrap().iter().all(|i| i["outcome"] == "patched"));
     for deploy in &deploys {
         assert_eq!(fs::read(deploy.join("bin/dm-worker/payload.bin")).unwrap(), payload);
@@ -169,7 +173,12 @@ fn a_package_gzip_cannot_shrink_travels_as_plain_tar() {
         ],
     );
     let run = run_verbose(&sandbox, &package).code(0);
-    assert!(run.stderr.contains("tar --no-same-owner -xzf - -C"), "{}", run.stderr);
+    let unpacks = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("dm-patch-unpack ") && l.contains(" -xzf "))
+        .count();
+    assert_eq!(unpacks, 2, "{}", run.stderr);
     for deploy in &deploys {
         assert_eq!(fs::read(deploy.join("bin/dm-worker/payload.bin")).unwrap(), text);
     }

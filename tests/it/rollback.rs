@@ -429,7 +429,7 @@ fn a_rollback_holds_the_lock_from_its_survey_on() {
     let args = ["rollback", name, "-R", "dm-worker", "--yes", "-v"];
     let mut held_during_survey = None;
     let run = cluster.run_watching(&args, |line, pid| {
-        if held_during_survey.is_none() && line.contains("@@running") {
+        if held_during_survey.is_none() && line.contains("dm-patch-survey ") {
             let signal = |name: &str| {
                 let sent =
                     std::process::Command::new("kill").args([name, &pid.to_string()]).status();

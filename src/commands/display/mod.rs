@@ -87,6 +87,12 @@ pub struct Row {
     /// The version meta.yaml gives the component (TiUP's): the cluster's, or empty for
     /// alertmanager.
     pub version: String,
+    /// TiUP's `ComponentName` (TiUP gives the field no JSON name: Go's field name is the key).
+    #[serde(rename = "ComponentName")]
+    pub component_name: String,
+    /// TiUP's `Port`: the instance's main port.
+    #[serde(rename = "Port")]
+    pub port: u16,
     /// dm-patch: the component, without ` (patched)`.
     pub component: String,
     /// dm-patch: meta.yaml marks it patched.
@@ -388,6 +394,8 @@ fn dm_row(
             .unwrap_or_else(|| "-".to_owned()),
         numa_cores: "-".to_owned(),
         version: cluster.version().to_owned(),
+        component_name: component.to_owned(),
+        port: instance.port,
         component: component.to_owned(),
         patched: instance.patched,
         running_version,
@@ -419,6 +427,8 @@ fn monitor_row(cluster: &Cluster, monitor: &Monitor, up: bool, since: String) ->
             MonitorRole::Alertmanager => String::new(),
             MonitorRole::Prometheus | MonitorRole::Grafana => cluster.version().to_owned(),
         },
+        component_name: component.to_owned(),
+        port: monitor.ports.first().copied().unwrap_or_default(),
         component: component.to_owned(),
         patched: monitor.patched,
         running_version: None,
@@ -451,14 +461,19 @@ fn resource(resource_control: Option<&Value>, key: &str) -> String {
     }
 }
 
-/// TiUP's status words: masters Healthy, Healthy|L, Unhealthy, Down, N/A; workers their stage
-/// capitalised (Free, Bound, Offline, Relay), Down, N/A.
+/// TiUP's status words: masters Healthy, Healthy|L, Unhealthy, Down (its own port does not
+/// answer), N/A; workers the stage the masters give them, capitalised (Free, Bound, Offline,
+/// Relay), N/A, and Down only when no master answers: TiUP asks the masters, not the worker.
 fn status(instance: &Instance, members: Option<&MembersResponse>, answers: bool) -> String {
-    if !answers {
+    if instance.role == Role::Master && !answers {
         return "Down".to_owned();
     }
     let Some(members) = members else {
-        return "N/A".to_owned();
+        return match instance.role {
+            Role::Master => "N/A",
+            Role::Worker => "Down",
+        }
+        .to_owned();
     };
     match instance.role {
         Role::Master => match members.masters().iter().find(|m| m.name == instance.name) {
