@@ -66,13 +66,13 @@ pub fn record(
     }
     let (result, exit, message) = match result {
         Ok(status) if notes.aborted => {
-            ("Aborted", *status, "aborted at the prompt; nothing was changed".to_owned())
+            ("aborted", *status, "aborted at the prompt; nothing was changed".to_owned())
         }
         // Nothing was asked of the cluster (a dry run ends here too, and is not recorded).
         Ok(_) => return,
         Err(err) => {
             let status = exit_status_of(err);
-            let result = if status == ExitStatus::BadInput { "Refused" } else { "Failed" };
+            let result = if status == ExitStatus::BadInput { "refused" } else { "failed" };
             let message = crate::one_line(err);
             // Every error before the engine runs changes nothing; most say so already.
             let message = if message.ends_with("nothing was changed") {

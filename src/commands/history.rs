@@ -2,42 +2,29 @@
 //! every run leaves in `$TIUP_HOME/storage/dm/audit/` (see [`crate::engine::audit`]), newest
 //! first; one run in full with its ID (the record's name, as `tiup dm audit` shows it).
 
-use std::collections::HashMap;
-use std::fs;
-
 use serde::Serialize;
 
 use crate::cli::{GlobalArgs, HistoryArgs};
+use crate::engine::audit::read::{Run, read_runs};
 use crate::error::{ExitStatus, UsageError};
-use crate::output::Printer;
 use crate::output::table::tiup_table;
+use crate::output::{Printer, SCHEMA_VERSION};
 use crate::topology::store::Store;
 
-/// The suffix of the records dm-patch writes (TiUP's own have none).
-const RECORD_SUFFIX: &str = "_dm-patch";
-
-/// One run, as its audit record tells it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Run {
-    pub id: String,
-    pub started: String,
-    pub by: String,
-    pub command: String,
-    pub component: String,
-    pub package: Option<String>,
-    pub package_sha256: Option<String>,
-    pub package_version: Option<String>,
-    pub mode: String,
-    pub result: String,
-    pub message: Option<String>,
-    /// `(instance, what happened to it)`, in the record's order.
-    pub instances: Vec<InstanceLine>,
+/// `history --format json`: the runs, newest first.
+#[derive(Serialize)]
+struct RunsDocument<'a> {
+    schema_version: u32,
+    cluster: &'a str,
+    runs: &'a [Run],
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct InstanceLine {
-    pub id: String,
-    pub outcome: String,
+/// `history <cluster> <run-id> --format json`: one run.
+#[derive(Serialize)]
+struct RunDocument<'a> {
+    schema_version: u32,
+    #[serde(flatten)]
+    run: &'a Run,
 }
 
 pub fn run(
@@ -59,7 +46,7 @@ pub fn run(
             .into());
         };
         if printer.is_json() {
-            printer.json(&run);
+            printer.json(&RunDocument { schema_version: SCHEMA_VERSION, run: &run });
         } else {
             printer.result(render_one(&run));
         }
@@ -67,139 +54,14 @@ pub fn run(
     }
     runs.truncate(args.limit.unwrap_or(usize::MAX));
     if printer.is_json() {
-        printer.json(&runs);
+        let cluster = &args.cluster;
+        printer.json(&RunsDocument { schema_version: SCHEMA_VERSION, cluster, runs: &runs });
     } else if runs.is_empty() {
         printer.result(format!("No dm-patch run against cluster '{}' is recorded.", args.cluster));
     } else {
         printer.result(render_list(&runs));
     }
     Ok(ExitStatus::Success)
-}
-
-/// What each patched instance of `cluster` would go back to with `dm-patch rollback`: the
-/// version it ran before the newest run that installed something on it (by instance ID).
-pub fn rollback_versions(runs: &[Run]) -> HashMap<String, String> {
-    let mut versions = HashMap::new();
-    for run in runs {
-        for instance in &run.instances {
-            let Some(rest) = instance.outcome.strip_prefix("patched; version ") else {
-                continue;
-            };
-            let before = rest.split(" -> ").next().unwrap_or_default();
-            if before != "-" {
-                versions.entry(instance.id.clone()).or_insert_with(|| before.to_owned());
-            }
-        }
-    }
-    versions
-}
-
-/// The binary dm-patch last left installed on each instance of `cluster` (its `short()`
-/// version, by instance ID), from the newest record that changed or checked it: what an
-/// `--offline` swap put in place, for instance, which runs only from the next restart.
-pub fn installed_versions(runs: &[Run]) -> HashMap<String, String> {
-    const INSTALLED: [&str; 3] =
-        ["patched; version ", "swapped (takes effect at restart); version ", "skipped"];
-    let mut versions: HashMap<String, Option<String>> = HashMap::new();
-    for run in runs {
-        for instance in &run.instances {
-            if instance.outcome.starts_with("not ") || versions.contains_key(&instance.id) {
-                continue;
-            }
-            let installed = INSTALLED
-                .iter()
-                .any(|prefix| instance.outcome.starts_with(prefix))
-                .then(|| instance.outcome.split(" -> ").nth(1))
-                .flatten()
-                .map(|after| after.split(';').next().unwrap_or(after).trim().to_owned())
-                .filter(|after| after != "-");
-            versions.insert(instance.id.clone(), installed);
-        }
-    }
-    versions.into_iter().filter_map(|(id, version)| Some((id, version?))).collect()
-}
-
-/// More than any audit record holds (a record is some lines per instance).
-const RECORD_MAX_BYTES: u64 = 4 << 20;
-
-/// Every record of `cluster`, newest first.
-pub fn read_runs(store: &Store, cluster: &str) -> Vec<Run> {
-    let Ok(entries) = fs::read_dir(store.audit_dir()) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| name.ends_with(RECORD_SUFFIX))
-        .collect();
-    // A record's name is its creation time in nanoseconds, in TiUP's base52.
-    names.sort_by_key(|name| std::cmp::Reverse(base52_value(name.trim_end_matches(RECORD_SUFFIX))));
-    names
-        .into_iter()
-        .filter_map(|name| {
-            // Only regular files, and none larger than a record ever is: a FIFO or a link to
-            // /dev/zero dropped in the audit dir must not hold `history` (or `display`).
-            let path = store.audit_dir().join(&name);
-            let text = crate::topology::store::read_small_file(&path, RECORD_MAX_BYTES).ok()?;
-            let run = parse(name.trim_end_matches(RECORD_SUFFIX), &text)?;
-            (text.lines().any(|line| line == format!("cluster: {cluster}"))).then_some(run)
-        })
-        .collect()
-}
-
-/// TiUP's base52 (`0-9`, then consonants, lower case first), read back.
-fn base52_value(text: &str) -> u128 {
-    const SPACE: &[u8] = b"0123456789bcdfghjkmnpqrstvwxyzBCDFGHJKLMNPQRSTVWXYZ";
-    text.bytes().fold(0u128, |value, byte| {
-        let digit = SPACE.iter().position(|d| *d == byte).unwrap_or(0) as u128;
-        value.saturating_mul(52).saturating_add(digit)
-    })
-}
-
-/// A record: the command line (URL-escaped words), then `key: value` lines.
-fn parse(id: &str, text: &str) -> Option<Run> {
-    let mut lines = text.lines();
-    let command: Vec<String> = lines.next()?.split(' ').map(query_unescape).collect();
-    let mut run = Run {
-        id: id.to_owned(),
-        started: String::new(),
-        by: "-".to_owned(),
-        command: command.join(" "),
-        component: "-".to_owned(),
-        package: None,
-        package_sha256: None,
-        package_version: None,
-        mode: "-".to_owned(),
-        result: "unfinished".to_owned(),
-        message: None,
-        instances: Vec::new(),
-    };
-    for line in lines {
-        let Some((key, value)) = line.split_once(": ") else { continue };
-        let value = value.to_owned();
-        match key {
-            "started" => run.started = value,
-            "by" => run.by = value,
-            "component" => run.component = value,
-            "package" => run.package = Some(value),
-            "package sha256" => run.package_sha256 = Some(value),
-            "package version" => run.package_version = Some(value),
-            "mode" => run.mode = value,
-            "result" => run.result = value,
-            "message" => run.message = Some(value),
-            _ => {
-                if let Some(instance) = key.strip_prefix("instance ").filter(|k| !k.contains(' ')) {
-                    // Written as the run went, then in full at its end: the last line holds.
-                    match run.instances.iter_mut().find(|i| i.id == instance) {
-                        Some(seen) => seen.outcome = value,
-                        None => run
-                            .instances
-                            .push(InstanceLine { id: instance.to_owned(), outcome: value }),
-                    }
-                }
-            }
-        }
-    }
-    Some(run)
 }
 
 fn render_list(runs: &[Run]) -> String {
@@ -221,7 +83,7 @@ fn render_list(runs: &[Run]) -> String {
                 run.id.clone(),
                 run.started.clone(),
                 run.by.clone(),
-                subcommand(run),
+                run.subcommand().to_owned(),
                 run.component.clone(),
                 package_cell(run),
                 run.result.clone(),
@@ -233,21 +95,17 @@ fn render_list(runs: &[Run]) -> String {
     tiup_table(&headers, &cells)
 }
 
-/// `patch` or `rollback`: the first word after the program.
-fn subcommand(run: &Run) -> String {
-    let words: Vec<&str> = run.command.split(' ').collect();
-    let known = ["patch", "rollback"];
-    words.iter().find(|word| known.contains(word)).unwrap_or(&"-").to_string()
-}
-
 /// The distinct version changes of the instances: `v8.5.1 (1a2b3c4) -> v8.5.2 (5d6e7f8)`.
 fn versions_cell(run: &Run) -> String {
-    let mut changes: Vec<&str> = Vec::new();
-    for instance in &run.instances {
-        let change = instance.outcome.split("; ").find_map(|part| part.strip_prefix("version "));
-        if let Some(change) = change.filter(|c| *c != "- -> -")
-            && !changes.contains(&change)
-        {
+    let mut changes: Vec<String> = Vec::new();
+    for entry in &run.instances {
+        let (before, after) = (&entry.version_before, &entry.version_after);
+        if before.is_none() && after.is_none() {
+            continue;
+        }
+        let known = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+        let change = format!("{} -> {}", known(before), known(after));
+        if !changes.contains(&change) {
             changes.push(change);
         }
     }
@@ -267,8 +125,8 @@ fn package_cell(run: &Run) -> String {
 /// How many instances ended each way: `2 patched, 1 not reached`.
 fn instances_cell(run: &Run) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
-    for instance in &run.instances {
-        let outcome = instance.outcome.split(';').next().unwrap_or_default().to_owned();
+    for entry in &run.instances {
+        let outcome = entry.label().to_owned();
         match counts.iter_mut().find(|(o, _)| *o == outcome) {
             Some((_, count)) => *count += 1,
             None => counts.push((outcome, 1)),
@@ -303,36 +161,11 @@ fn render_one(run: &Run) -> String {
     }
     if !run.instances.is_empty() {
         let cells: Vec<Vec<String>> =
-            run.instances.iter().map(|i| vec![i.id.clone(), i.outcome.clone()]).collect();
+            run.instances.iter().map(|i| vec![i.id.clone(), i.to_value()]).collect();
         out.push('\n');
         out.push_str(&tiup_table(&["Instance", "Outcome; version before -> after"], &cells));
     }
     out.trim_end().to_owned()
-}
-
-/// Undoes Go's `url.QueryEscape` (what TiUP writes on a record's first line).
-fn query_unescape(word: &str) -> String {
-    let bytes = word.as_bytes();
-    let hex = |byte: u8| (byte as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = match bytes.get(i..i + 3) {
-            Some([b'%', high, low]) => hex(*high).zip(hex(*low)).map(|(h, l)| (h * 16 + l) as u8),
-            _ => None,
-        };
-        match (escaped, bytes[i]) {
-            (Some(byte), _) => {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-            (None, b'+') => out.push(b' '),
-            (None, byte) => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -340,34 +173,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_record_reads_back() {
-        let text = "%2Fusr%2Fbin%2Fdm-patch patch demo %2Ftmp%2Fw+1.tar.gz -R dm-worker\n\
-                    started: 2026-12-01T03:00:00Z\nby: ops@bastion\ncluster: demo\n\
-                    component: dm-worker\npackage: /tmp/w 1.tar.gz\npackage sha256: ab\n\
-                    package version: v8.5.2 (5d6e7f8)\nmode: rolling\nresult: Failed\n\
-                    message: it broke\ninstance 127.0.9.1:8262: patched; version v8.5.1 (1a2b3c4) -> v8.5.2 (5d6e7f8)\n\
-                    instance 127.0.9.1:8262 old binary sha256: cd\n\
-                    instance 127.0.9.2:8262: not reached; version - -> -\n";
-        let run = parse("7Yq", text).unwrap();
-        assert_eq!(run.command, "/usr/bin/dm-patch patch demo /tmp/w 1.tar.gz -R dm-worker");
-        assert_eq!(run.by, "ops@bastion");
-        assert_eq!(run.result, "Failed");
-        assert_eq!(run.instances.len(), 2);
+    fn a_run_reads_as_rows() {
+        let text = "dm-patch patch demo /tmp/w.tar.gz\ncluster: demo\n\
+                    package: /tmp/w 1.tar.gz\npackage version: v8.5.2 (5d6e7f8)\nresult: failed\n\
+                    instance a:1: patched; version v8.5.1 (1a2b3c4) -> v8.5.2 (5d6e7f8)\n\
+                    instance b:1: not reached; version - -> -\n";
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("storage/dm");
+        std::fs::create_dir_all(store_dir.join("audit")).unwrap();
+        std::fs::write(store_dir.join("audit/7Yq_dm-patch"), text).unwrap();
+        let store = Store::locate(Some(dir.path().to_owned())).unwrap();
+        let run = read_runs(&store, "demo").remove(0);
         assert_eq!(instances_cell(&run), "1 patched, 1 not reached");
         assert_eq!(versions_cell(&run), "v8.5.1 (1a2b3c4) -> v8.5.2 (5d6e7f8)");
-        assert_eq!(subcommand(&run), "patch");
         assert_eq!(package_cell(&run), "w 1.tar.gz (v8.5.2 (5d6e7f8))");
-    }
-
-    #[test]
-    fn record_names_sort_by_their_base52_time() {
-        assert!(base52_value("h4txQDC5rSQ") > base52_value("h4txQDyV1rP"));
-        assert_eq!(base52_value("10"), 52);
-    }
-
-    #[test]
-    fn query_escapes_come_undone() {
-        assert_eq!(query_unescape("a%2Fb+c%25"), "a/b c%");
-        assert_eq!(query_unescape("50%"), "50%");
     }
 }

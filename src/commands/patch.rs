@@ -18,6 +18,16 @@ use crate::ssh::Executor;
 use crate::topology::store::{self, ClusterLock, Store};
 use crate::topology::{Cluster, Instance, Role};
 
+/// `patch --dry-run --format json`: the plan, as a document of its own.
+#[derive(serde::Serialize)]
+struct PlanDocument<'a> {
+    schema_version: u32,
+    /// `planned`: the run's result word when nothing is run.
+    result: &'static str,
+    #[serde(flatten)]
+    plan: &'a Plan,
+}
+
 /// Everything `patch` needs, checked: after this nothing reads argv or the environment again.
 struct PatchConfig {
     cluster: Cluster,
@@ -68,7 +78,11 @@ pub async fn execute(
 
     if config.dry_run {
         if printer.is_json() {
-            printer.json(&config.plan);
+            printer.json(&PlanDocument {
+                schema_version: output::SCHEMA_VERSION,
+                result: "planned",
+                plan: &config.plan,
+            });
         } else {
             printer.result(render_plan(&config.plan, printer));
             printer.result(if config.plan.offline {

@@ -105,7 +105,7 @@ async fn roll_back(
     }
     let groups = group_by_binary(&targets);
     if args.dry_run {
-        print_plan(&targets, printer);
+        print_plan(&args.cluster, &targets, printer);
         return Ok(ExitStatus::Success);
     }
     if groups.len() > 1 {
@@ -182,7 +182,7 @@ struct PlannedRollback<'a> {
     deletes: &'a [String],
 }
 
-fn print_plan(targets: &[RollbackTarget], printer: &Printer) {
+fn print_plan(cluster: &str, targets: &[RollbackTarget], printer: &Printer) {
     let rows: Vec<PlannedRollback> = targets
         .iter()
         .map(|t| PlannedRollback {
@@ -194,7 +194,13 @@ fn print_plan(targets: &[RollbackTarget], printer: &Printer) {
         })
         .collect();
     if printer.is_json() {
-        printer.json(&rows);
+        printer.json(&serde_json::json!({
+            "schema_version": crate::output::SCHEMA_VERSION,
+            "action": "rollback",
+            "result": "planned",
+            "cluster": cluster,
+            "instances": rows,
+        }));
         return;
     }
     let cells: Vec<Vec<String>> = rows

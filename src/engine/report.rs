@@ -92,6 +92,20 @@ pub enum RunResult {
     Interrupted,
 }
 
+impl RunResult {
+    /// Its word in JSON and in audit records: `success`, `preflight-failed`...
+    pub fn word(self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::PreflightFailed => "preflight-failed",
+            RunResult::PackageRefused => "package-refused",
+            RunResult::Failed => "failed",
+            RunResult::NeedsAttention => "needs-attention",
+            RunResult::Interrupted => "interrupted",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceReport {
     pub id: String,
@@ -130,6 +144,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Patched,
+        Outcome::Skipped,
+        Outcome::FailedUnchanged,
+        Outcome::RolledBack,
+        Outcome::NeedsAttention,
+        Outcome::NotReached,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Patched => "patched",

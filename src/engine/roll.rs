@@ -403,6 +403,14 @@ enum RollBackError {
     Health(StepError),
 }
 
+/// A rollback point a patch left.
+#[derive(Debug, Clone)]
+pub struct KeptPoint {
+    pub dir: String,
+    /// The sha256 of the binary that ran before the patch (recorded in its manifest).
+    pub binary_sha256: Option<String>,
+}
+
 /// The directory, beside `bin/`, where what each patch replaced is kept for `dm-patch rollback`.
 pub const ROLLBACK_DIR: &str = "bin.rollback";
 
@@ -416,7 +424,7 @@ pub async fn keep_rollback_point(
     stamp: &str,
     package_sha256: &str,
     action: crate::plan::Action,
-) -> Result<Option<String>, SshError> {
+) -> Result<Option<KeptPoint>, SshError> {
     let comp = job.planned.role.component();
     let points = format!("{}/{ROLLBACK_DIR}", job.planned.deploy_dir);
     let point = format!("{points}/{stamp}");
@@ -433,8 +441,10 @@ pub async fn keep_rollback_point(
     let previous = job.previous_dir();
     let args = [previous.as_str(), &points, stamp, &manifest, &binary, &keep];
     let stdout = job.remote.run(&remote::KEEP_POINT.command(args)).await?;
-    let kept = Answer::parse(&stdout).is_ok_and(|a| a.lines().any(|(key, _)| key == "kept"));
-    Ok(kept.then_some(point))
+    let answer = Answer::parse(&stdout).unwrap_or_default();
+    let said = |wanted: &str| answer.lines().find(|(key, _)| *key == wanted).map(|(_, v)| v);
+    let binary_sha256 = said("binary").map(str::to_owned);
+    Ok(said("kept").map(|_| KeptPoint { dir: point, binary_sha256 }))
 }
 
 /// Keeps what the package replaces in `bin/` (hard links) and moves the verified tree in: each

@@ -15,7 +15,7 @@ use super::judge::{self, Judging, SourceMove};
 use super::preflight::InstanceFacts;
 use super::put_back::PutBack;
 use super::report::{Outcome, Report, RunResult};
-use super::roll::{self, Failure, Job, RollContext};
+use super::roll::{self, Failure, Job, KeptPoint, RollContext};
 use super::signals::Interrupt;
 use super::soak::{self, SoakEnd};
 use super::stage::Staged;
@@ -141,10 +141,13 @@ impl<'r> Roll<'r> {
         } else {
             None
         };
+        let mut replaced = None;
         if patched && let Some(point) = self.keep_rollback_point(planned).await {
-            tally.points.insert(planned.id.clone(), point);
+            replaced = point.binary_sha256;
+            tally.points.insert(planned.id.clone(), point.dir);
         }
         self.write_row(planned, outcome, detail.clone(), started, moved);
+        self.note_old_binary(planned, replaced);
         if let Some(err) = unsaved {
             self.report.result = RunResult::NeedsAttention;
             self.report.message = Some(unsaved_message(self.report, self.cluster, &err));
@@ -280,20 +283,22 @@ impl<'r> Roll<'r> {
     async fn offline(&mut self, tally: &mut Tally) {
         let mut swapped = self.swap_all().await;
         for planned in &self.plan.instances {
-            if let Some(Ok(_)) = swapped.get(&planned.id) {
+            if let Some((Ok(_), _)) = swapped.get(&planned.id) {
                 let (role, index) = (planned.role, planned.instance.index);
                 self.cluster.set_patched(role, index, self.plan.finished_mark);
             }
         }
-        let unsaved = match swapped.values().any(Result::is_ok) {
+        let unsaved = match swapped.values().any(|(result, _)| result.is_ok()) {
             true => store::save(self.cluster, self.lock).err(),
             false => None,
         };
         for planned in &self.plan.instances {
             tally.visited.push(planned.id.clone());
-            let result = swapped.remove(&planned.id).expect("every instance was swapped");
+            let (result, replaced) =
+                swapped.remove(&planned.id).expect("every instance was swapped");
             let (outcome, detail) = outcome_of(tally, planned, result);
             self.write_row(planned, outcome, detail, Instant::now(), Vec::new());
+            self.note_old_binary(planned, replaced);
         }
         if let Some(err) = unsaved {
             self.report.result = RunResult::NeedsAttention;
@@ -311,14 +316,16 @@ impl<'r> Roll<'r> {
     }
 
     /// Each instance's swap (then its rollback point), `--concurrency` at a time.
-    async fn swap_all(&self) -> HashMap<String, Result<Outcome, Failure>> {
+    async fn swap_all(&self) -> HashMap<String, (Result<Outcome, Failure>, Option<String>)> {
         futures_util::stream::iter(&self.plan.instances)
             .map(|planned| async move {
                 let result = patch_or_finish(&self.context, &self.job(planned), self.plan).await;
+                let mut replaced = None;
                 if let Ok(Outcome::Patched) = result {
-                    self.keep_rollback_point(planned).await;
+                    replaced =
+                        self.keep_rollback_point(planned).await.and_then(|p| p.binary_sha256);
                 }
-                (planned.id.clone(), result)
+                (planned.id.clone(), (result, replaced))
             })
             .buffer_unordered(self.settings.concurrency)
             .collect()
@@ -371,6 +378,15 @@ impl<'r> Roll<'r> {
         store::save(self.cluster, self.lock)
     }
 
+    /// The sha256 of the binary an instance ran before, once its patch hashed it (keeping its
+    /// rollback point) where preflight did not (it hashes only a binary of the package's size).
+    fn note_old_binary(&mut self, planned: &PlannedInstance, replaced: Option<String>) {
+        let row = self.report.instances.iter_mut().find(|i| i.id == planned.id);
+        if let Some(row) = row.filter(|row| row.old_binary_sha256.is_none()) {
+            row.old_binary_sha256 = replaced;
+        }
+    }
+
     fn write_row(
         &mut self,
         planned: &PlannedInstance,
@@ -404,7 +420,7 @@ impl<'r> Roll<'r> {
 
     /// After a patch: what it replaced becomes a rollback point; returns its dir. A failure
     /// here is told, not fatal: the instance is patched either way.
-    async fn keep_rollback_point(&self, planned: &PlannedInstance) -> Option<String> {
+    async fn keep_rollback_point(&self, planned: &PlannedInstance) -> Option<KeptPoint> {
         let (keep, sha) = (self.settings.keep_rollbacks, &self.plan.package.sha256);
         let job = self.job(planned);
         let (stamp, action) = (rollback_stamp(sha), self.plan.action);

@@ -109,6 +109,9 @@ pub fn render(report: &Report, cluster: &Cluster, printer: &Printer) {
 /// The report as JSON, each instance with `takes_effect` beside its outcome.
 fn json(report: &Report) -> Value {
     let mut value = serde_json::to_value(report).unwrap_or(Value::Null);
+    if let Some(document) = value.as_object_mut() {
+        document.insert("schema_version".to_owned(), super::SCHEMA_VERSION.into());
+    }
     if let Some(instances) = value.get_mut("instances").and_then(Value::as_array_mut) {
         for (row, instance) in instances.iter_mut().zip(&report.instances) {
             if let Some(row) = row.as_object_mut() {

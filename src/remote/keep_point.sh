@@ -1,7 +1,8 @@
 # keep_point PREVIOUS POINTS STAMP MANIFEST BINARY KEEP: after a patch, what it replaced in bin/
 # (PREVIOUS, the staging dir's previous/) becomes the rollback point POINTS/STAMP, with a
 # .manifest: MANIFEST, then the sha256 of what ran before (BINARY, relative to the point).
-# Only the newest KEEP points stay. Says `kept<TAB>POINT` when the point is there.
+# Only the newest KEEP points stay. Says `binary<TAB>SHA256` of what ran before, and
+# `kept<TAB>POINT` when the point is there.
 set -e
 previous=$1 points=$2 point=$2/$3 manifest=$4 binary=$2/$3/$5 keep=$6
 if [ ! -d "$previous" ]; then
@@ -11,7 +12,9 @@ mkdir -p "$points"
 mv "$previous" "$point"
 printf '%s' "$manifest" >"$point/.manifest"
 if [ -f "$binary" ]; then
-    printf 'binary %s\n' "$(sha256_of "$binary")" >>"$point/.manifest"
+    sha256=$(sha256_of "$binary")
+    printf 'binary %s\n' "$sha256" >>"$point/.manifest"
+    printf 'binary\t%s\n' "$sha256"
 fi
 find "$points" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -r | tail -n +"$((keep + 1))" |
     while IFS= read -r old; do

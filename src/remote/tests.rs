@@ -279,9 +279,10 @@ fn keep_point_keeps_the_newest_points_with_a_manifest() {
         .lines()
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
         .collect();
-    assert_eq!(said, [("kept".to_owned(), point.display().to_string())]);
     let sha_of_old: String =
         sha2::Sha256::digest(b"old").iter().map(|byte| format!("{byte:02x}")).collect();
+    let kept = ("kept".to_owned(), point.display().to_string());
+    assert_eq!(said, [("binary".to_owned(), sha_of_old.clone()), kept]);
     let manifest = fs::read_to_string(point.join(".manifest")).unwrap();
     assert_eq!(manifest, format!("from v8.5.1\nto v8.5.2\nbinary {sha_of_old}\n"));
     let mut left: Vec<String> = fs::read_dir(&points)

@@ -23,6 +23,7 @@ fn table_of_an_unreachable_cluster() {
 fn json_and_filters() {
     let store = Store::new().cluster("old", META_V2);
     let run = store.run(["display", "old", "-R", "dm-worker", "--format", "json"]).success();
+    crate::support::conforms("display", &run.json());
     insta::assert_snapshot!(run.stdout);
 }
 

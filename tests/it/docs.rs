@@ -44,3 +44,21 @@ fn test_exists(root: &Path, name: &str) -> bool {
         None => source.contains("#[test]"),
     }
 }
+
+/// The schemas can fail: a document missing what they require is refused, so the checks of
+/// real output elsewhere prove something.
+#[test]
+fn the_json_schemas_refuse_what_breaks_the_contract() {
+    let incomplete = serde_json::json!({"error": "x", "kind": "bad-input", "exit_code": 2});
+    let refused = std::panic::catch_unwind(|| crate::support::conforms("error", &incomplete));
+    assert!(refused.is_err(), "an error line without schema_version passed");
+    let wrong_word = serde_json::json!({"schema_version": 1, "cluster": "c", "runs": [
+        {"id": "x", "started": "", "by": "", "command": "", "cluster": "c", "component": "-",
+         "package": null, "package_sha256": null, "package_version": null, "mode": "-",
+         "result": "Success", "message": null, "instances": []}
+    ]});
+    let refused = std::panic::catch_unwind(|| crate::support::conforms("history", &wrong_word));
+    assert!(refused.is_err(), "a result outside the vocabulary passed");
+    let schemas = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema"));
+    assert_eq!(schemas.unwrap().count(), 7, "docs/json.md lists seven documents");
+}

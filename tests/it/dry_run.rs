@@ -23,6 +23,7 @@ fn master_plan() -> (Value, String, Store) {
     let pkg = store.good_package("dm-master");
     let args = ["patch", "demo", &pkg, "-R", "dm-master", "--dry-run", "--format", "json"];
     let plan = store.run(args.into_iter().chain(["--ssh-timeout", "1"])).success().json();
+    crate::support::conforms("plan", &plan);
     (plan, pkg, store)
 }
 

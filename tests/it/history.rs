@@ -21,15 +21,20 @@ fn history_lists_a_clusters_runs_newest_first_and_shows_one_in_full() {
     ]);
 
     let list = store.run(["history", "demo", "--format", "json"]).success().json();
-    let runs = list.as_array().unwrap();
+    crate::support::conforms("history", &list);
+    assert_eq!(
+        (list["schema_version"].as_u64(), list["cluster"].as_str()),
+        (Some(1), Some("demo"))
+    );
+    let runs = list["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2, "{list}");
     assert!(runs[0]["command"].as_str().unwrap().contains("nowhere:1"), "newest first: {list}");
     assert!(runs[1]["command"].as_str().unwrap().contains("-R tikv"), "{list}");
-    assert_eq!(runs[1]["result"], "Refused");
+    assert_eq!(runs[1]["result"], "refused");
     assert!(runs[0]["by"].as_str().unwrap().contains('@'), "{list}");
 
     let newest = store.run(["history", "demo", "-n", "1", "--format", "json"]).success().json();
-    assert_eq!(newest.as_array().unwrap().len(), 1);
+    assert_eq!(newest["runs"].as_array().unwrap().len(), 1);
 
     let text = store.run(["history", "demo"]).success();
     let header = text.stdout.lines().next().unwrap();
@@ -40,7 +45,10 @@ fn history_lists_a_clusters_runs_newest_first_and_shows_one_in_full() {
     let id = runs[1]["id"].as_str().unwrap();
     let one = store.run(["history", "demo", id]).success();
     assert!(one.stdout.contains(&format!("Run:             {id}")), "{}", one.stdout);
-    assert!(one.stdout.contains("Result:          Refused"), "{}", one.stdout);
+    assert!(one.stdout.contains("Result:          refused"), "{}", one.stdout);
+    let one = store.run(["history", "demo", id, "--format", "json"]).success().json();
+    crate::support::conforms("history-run", &one);
+    assert_eq!((one["schema_version"].as_u64(), one["id"].as_str()), (Some(1), Some(id)));
 
     let unknown = store.refused(&["history", "demo", "nosuchrun"]);
     assert!(unknown.contains("no run nosuchrun against cluster 'demo'"), "{unknown}");
@@ -63,5 +71,5 @@ fn a_fifo_or_an_endless_file_in_the_audit_dir_is_passed_over() {
 
     let list = store.run(["history", "demo", "--format", "json"]).success().json();
 
-    assert_eq!(list.as_array().unwrap().len(), 1, "the one real record: {list}");
+    assert_eq!(list["runs"].as_array().unwrap().len(), 1, "the one real record: {list}");
 }

@@ -461,6 +461,13 @@ fn tiups_scale_out_lock_refuses_an_online_change() {
     }
     let offline = ["patch", "demo", &pkg, "-R", "dm-worker", "--offline", "--dry-run"];
     store.run(offline).success();
+    // For a script: the same refusal as one JSON line on stderr, stdout empty.
+    let json = ["patch", "demo", &pkg, "-R", "dm-worker", "--yes", "--format", "json"];
+    let run = store.run(json).code(2);
+    assert_eq!(run.stdout, "");
+    let error: serde_json::Value = serde_json::from_str(run.stderr.trim()).expect(&run.stderr);
+    crate::support::conforms("error", &error);
+    assert_eq!(error["kind"], "bad-input");
 }
 
 /// A cause is said once, not once by the error and again by the chain it belongs to.

@@ -68,7 +68,9 @@ fn stopped_worker_and_stopped_host() {
     cluster
         .sandbox
         .wait_until("the masters to see the worker offline", LEASE, || offline(&workers[0]));
-    let rows = json_rows(&display(&cluster, &["--format", "json"]));
+    let document = display(&cluster, &["--format", "json"]).json();
+    crate::support::conforms("display", &document);
+    let rows = document["instances"].as_array().unwrap().clone();
     let stopped = rows.iter().find(|r| r["id"] == workers[0].as_str()).unwrap();
     assert_eq!(stopped["status"], "Offline", "{stopped}");
     assert_eq!(stopped["ComponentName"], "dm-worker", "TiUP's keys: {stopped}");

@@ -52,7 +52,13 @@ fn workers_are_patched_one_by_one_and_sources_stay_bound() {
     let watcher = DownWatcher::start(&cluster, workers.clone());
     let run = cluster.patch(&pkg, &["-R", "dm-worker"]).success();
     assert!(watcher.finish() <= 1, "two workers were down at once");
+    crate::support::conforms("report", &run.json());
     assert_eq!(run.outcome_names(), ["patched"; 3]);
+    let report = run.json();
+    for instance in report["instances"].as_array().unwrap() {
+        // What it ran before is known for every patched instance, not only a skipped one.
+        assert!(instance["old_binary_sha256"].is_string(), "{instance}");
+    }
     for id in &workers {
         assert_eq!(cluster.version(id).as_deref(), Some("v8.5.2"), "{id}");
         let deploy = cluster.deploy_dir(id);
@@ -194,6 +200,7 @@ fn a_binary_that_never_turns_healthy_is_rolled_back() {
     let stuck = cluster.package("dm-master", "v8.5.2", &[Fault::NeverHealthy]);
     let pids = cluster.pids();
     let run = cluster.patch(&stuck, &["-R", "dm-master", "--wait-timeout", "4"]).code(1);
+    crate::support::conforms("report", &run.json());
     let (ids, outcomes): (Vec<String>, Vec<String>) = run.outcomes().into_iter().unzip();
     assert_eq!(outcomes, ["rolled-back", "not-reached", "not-reached"]);
     assert_eq!(cluster.version(&ids[0]).as_deref(), Some("v8.5.1"));
@@ -484,6 +491,7 @@ fn a_store_that_cannot_be_saved_stops_the_roll_and_says_what_changed() {
         frozen = Some(Immutable::new(&meta));
     });
     let run = run.code(3);
+    crate::support::conforms("report", &run.json());
     assert_eq!(run.json()["result"], "needs-attention");
     assert_eq!(run.outcome_names(), ["patched", "not-reached"]);
     let message = run.json()["message"].as_str().unwrap().to_owned();

@@ -44,7 +44,7 @@ fn a_stopped_run_leaves_an_audit_record() {
     assert_eq!(records.len(), 1);
     let record = std::fs::read_to_string(records[0].as_ref().unwrap().path()).unwrap();
     assert!(record.lines().next().unwrap().contains("patch demo"), "{record}");
-    assert!(record.contains("result: PreflightFailed"), "{record}");
+    assert!(record.contains("result: preflight-failed"), "{record}");
 }
 
 /// stdout holds the result alone (the table); every problem and the reason go to stderr.

@@ -46,10 +46,17 @@ fn rollback_puts_back_the_previous_patch_then_the_original_and_history_tells_it_
     assert!(text.stdout.contains("Rollback To"), "{}", text.stdout);
 
     let plan = rollback(&cluster, &["-R", "dm-worker", "--dry-run"]).success().json();
-    assert_eq!(plan[0]["to_version"].as_str().unwrap().split(' ').next(), Some("v8.5.2"), "{plan}");
+    crate::support::conforms("rollback-plan", &plan);
+    let to_version = plan["instances"][0]["to_version"].as_str().unwrap();
+    assert_eq!(to_version.split(' ').next(), Some("v8.5.2"), "{plan}");
+    assert_eq!(
+        (plan["result"].as_str(), plan["schema_version"].as_u64()),
+        (Some("planned"), Some(1))
+    );
 
     let watcher = crate::patch::DownWatcher::start(&cluster, workers.clone());
     let back = rollback(&cluster, &["-R", "dm-worker"]).success();
+    crate::support::conforms("report", &back.json());
     assert!(watcher.finish() <= 1, "two workers were down at once");
     assert_eq!(back.json()["action"], "rollback");
     assert_eq!(back.outcome_names(), ["patched"; 2]);
@@ -78,7 +85,8 @@ fn rollback_puts_back_the_previous_patch_then_the_original_and_history_tells_it_
     ]))
     .success()
     .json();
-    let commands: Vec<&str> = history
+    crate::support::conforms("history", &history);
+    let commands: Vec<&str> = history["runs"]
         .as_array()
         .unwrap()
         .iter()
@@ -93,12 +101,15 @@ fn rollback_puts_back_the_previous_patch_then_the_original_and_history_tells_it_
     assert_eq!(commands, ["rollback", "rollback", "patch", "patch"], "newest first: {history}");
     let text = Run::of(cluster.dm_patch().args(["history", name])).success().stdout;
     let newest_line = text.lines().nth(2).unwrap();
-    assert!(newest_line.contains("rollback") && newest_line.contains("Success"), "{text}");
+    assert!(newest_line.contains("rollback") && newest_line.contains("success"), "{text}");
     assert!(newest_line.contains("-> v8.5.1 ("), "the version change: {text}");
-    let newest = &history[0];
-    assert_eq!(newest["result"], "Success");
-    let outcome = newest["instances"][0]["outcome"].as_str().unwrap();
-    assert!(outcome.contains("v8.5.2 (") && outcome.contains("-> v8.5.1 ("), "{outcome}");
+    let newest = &history["runs"][0];
+    assert_eq!(newest["result"], "success");
+    let instance = &newest["instances"][0];
+    assert_eq!(instance["outcome"], "patched", "{instance}");
+    let before = instance["version_before"].as_str().unwrap();
+    let after = instance["version_after"].as_str().unwrap();
+    assert!(before.starts_with("v8.5.2 (") && after.starts_with("v8.5.1 ("), "{instance}");
 }
 
 #[test]
@@ -206,6 +217,7 @@ fn a_rollback_point_that_changed_since_it_was_kept_is_refused() {
     // In JSON mode the error is one JSON line on stderr, and stdout holds nothing.
     assert_eq!(run.stdout, "", "no document for a run that did not start");
     let error: serde_json::Value = serde_json::from_str(run.stderr.trim()).expect(&run.stderr);
+    crate::support::conforms("error", &error);
     let message = error["error"].as_str().unwrap();
     assert!(message.contains("has changed since it was recorded"), "{error}");
     assert_eq!((error["kind"].as_str(), error["exit_code"].as_u64()), (Some("failed"), Some(1)));
@@ -215,9 +227,9 @@ fn a_rollback_point_that_changed_since_it_was_kept_is_refused() {
     // The refused rollback is on record, saying why and that nothing changed.
     let name = cluster.sandbox.cluster_name();
     let history = Run::of(cluster.dm_patch().args(["history", name, "--format", "json"]));
-    let newest = history.success().json()[0].clone();
+    let newest = history.success().json()["runs"][0].clone();
     assert!(newest["command"].as_str().unwrap().contains(" rollback "), "{newest}");
-    assert_eq!(newest["result"], "Failed", "{newest}");
+    assert_eq!(newest["result"], "failed", "{newest}");
     let message = newest["message"].as_str().unwrap();
     assert!(message.contains("has changed since it was recorded"), "{newest}");
     assert!(message.ends_with("nothing was changed"), "{newest}");
@@ -271,7 +283,7 @@ fn rollback_to_the_original_takes_back_the_files_every_patch_added() {
     let args = ["-R", "dm-worker", "--to-original", "--dry-run"];
     let plan = rollback(&cluster, &args).success().json();
     let deletes = serde_json::json!(["dm-worker/hotfix.toml", "dm-worker/lib/extra.so"]);
-    assert_eq!(plan[0]["deletes"], deletes, "{plan}");
+    assert_eq!(plan["instances"][0]["deletes"], deletes, "{plan}");
 
     rollback(&cluster, &["-R", "dm-worker", "--to-original"]).success();
     assert_eq!(installed_sha256(&cluster, &worker), original, "the original binary");
@@ -411,11 +423,11 @@ fn a_killed_run_shows_in_history_with_what_it_did() {
     let history = Run::of(cluster.dm_patch().args(["history", name, "--format", "json"]));
     let history = history.success().json();
 
-    let run = &history[0];
+    let run = &history["runs"][0];
     assert_eq!(run["result"], "unfinished", "{history}");
     let instances = run["instances"].as_array().unwrap();
     let done = instances.iter().find(|i| i["id"] == finished.as_str()).expect("the finished one");
-    assert!(done["outcome"].as_str().unwrap().starts_with("patched"), "{history}");
+    assert_eq!(done["outcome"], "patched", "{history}");
 }
 
 /// A rollback holds the cluster's lock from its survey of the instances to its last mark: no

@@ -221,6 +221,7 @@ fn a_good_build_passes_its_canary_soak_and_the_roll_goes_on() {
 
     assert!(started.elapsed().as_secs_f64() >= 6.0, "the run lasts at least the soak");
     assert_eq!(run.outcome_names(), ["patched"; 3]);
+    crate::support::conforms("report", &run.json());
     let soaks = run.json()["soaks"].as_array().unwrap().clone();
     assert_eq!(soaks.len(), 1, "{soaks:?}");
     assert_eq!(soaks[0]["result"], "passed");

@@ -347,3 +347,15 @@ pub fn number_from_child_test(name: &str, env: &[(&str, &OsStr)], key: &str) -> 
         .parse()
         .unwrap()
 }
+
+/// Checks `document` against the JSON Schema `docs/schema/<schema>.json`: the contract
+/// scripts rely on (see docs/json.md).
+#[track_caller]
+pub fn conforms(schema: &str, document: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("docs/schema/{schema}.json"));
+    let text = fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path:?}: {err}"));
+    let schema_value: Value = serde_json::from_str(&text).expect("a schema is JSON");
+    let validator = jsonschema::validator_for(&schema_value).expect("a valid JSON Schema");
+    let errors: Vec<String> = validator.iter_errors(document).map(|err| err.to_string()).collect();
+    assert!(errors.is_empty(), "not a {schema} document: {errors:#?}\n{document:#}");
+}

@@ -37,6 +37,8 @@ use crate::topology::{Cluster, Instance, Monitor, MonitorRole, Role};
 /// TiUP's `display --format json` document.
 #[derive(Debug, Serialize)]
 pub struct DisplayJson {
+    /// dm-patch's: the version of this document's shape (TiUP's keys are kept as they are).
+    pub schema_version: u32,
     pub cluster_meta: ClusterMeta,
     /// Left out when no instance is shown, as TiUP does (`omitempty`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -166,10 +168,10 @@ pub async fn run(
     let mut rows: Vec<Row> = Vec::new();
     // The audit records say what each patched instance goes back to, and what dm-patch last
     // installed on each.
-    let runs = super::history::read_runs(&store, &cluster.name);
-    let rollback_versions = super::history::rollback_versions(&runs);
+    let runs = crate::engine::audit::read::read_runs(&store, &cluster.name);
+    let rollback_versions = crate::engine::audit::read::rollback_versions(&runs);
     // What dm-patch last installed, to tell a binary on disk that is not the one running.
-    let installed = super::history::installed_versions(&runs);
+    let installed = crate::engine::audit::read::installed_versions(&runs);
     for (instance, (version, since, tasks)) in instances.iter().zip(dm_facts) {
         let pending = match (&version, installed.get(&instance.id())) {
             (Some(running), Some(on_disk)) => running.short() != *on_disk,
@@ -195,7 +197,8 @@ pub async fn run(
 
     let meta = cluster_meta(&cluster);
     if printer.is_json() {
-        printer.json(&DisplayJson { cluster_meta: meta, instances: rows });
+        let schema_version = output::SCHEMA_VERSION;
+        printer.json(&DisplayJson { schema_version, cluster_meta: meta, instances: rows });
     } else {
         let columns = Columns { uptime, rollback_info: args.rollback_info };
         printer.result(render(&cluster, &meta, &rows, columns, printer));

@@ -14,7 +14,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::report::{InstanceReport, Outcome, PackageReport, Report};
+mod format;
+pub mod read;
+
+use self::format::{InstanceEntry, RECORD_SUFFIX, base52, line, query_escape};
+use super::report::{Outcome, PackageReport, Report};
+use crate::dm::version::VersionInfo;
 
 pub struct Audit {
     path: Option<PathBuf>,
@@ -84,8 +89,8 @@ impl super::events::Progress for Recorded {
 #[derive(Debug, Clone, Default)]
 pub struct Unexecuted {
     pub cluster: String,
-    /// `Refused` (bad input), `Aborted` (no at the prompt) or `Failed`, spelt as the engine's
-    /// results are (`PreflightFailed`, `Success`...).
+    /// `refused` (bad input), `aborted` (no at the prompt) or `failed`, spelt as the engine's
+    /// results are (`preflight-failed`, `success`...).
     pub result: &'static str,
     pub exit_code: u8,
     pub message: String,
@@ -119,7 +124,7 @@ pub fn record_unexecuted(dir: &Path, command_line: &[String], run: &Unexecuted) 
     line(&mut lines, "exit", &run.exit_code.to_string());
     line(&mut lines, "message", &run.message);
     for id in &run.instances {
-        line(&mut lines, &format!("instance {id}"), "not touched");
+        line(&mut lines, &format!("instance {id}"), InstanceEntry::not_touched());
     }
     let written = create(dir, command_line).and_then(|path| {
         OpenOptions::new()
@@ -139,7 +144,7 @@ fn create(dir: &Path, command_line: &[String]) -> Result<PathBuf, (PathBuf, std:
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or_default();
-    let path = dir.join(format!("{}_dm-patch", base52(nanos)));
+    let path = dir.join(format!("{}{RECORD_SUFFIX}", base52(nanos)));
     let first_line: Vec<String> = command_line.iter().map(|arg| query_escape(arg)).collect();
     let written = fs::create_dir_all(dir).and_then(|()| {
         // Never through an existing name: two runs in the same nanosecond keep their records.
@@ -165,7 +170,7 @@ fn report_lines(report: &Report) -> String {
     package_lines(&mut lines, &report.package);
     line(&mut lines, "mode", &mode(report.offline, report.overwrite));
     line(&mut lines, "finished", &report.finished_at);
-    line(&mut lines, "result", &format!("{:?}", report.result));
+    line(&mut lines, "result", report.result.word());
     if let Some(message) = &report.message {
         line(&mut lines, "message", message);
     }
@@ -173,7 +178,15 @@ fn report_lines(report: &Report) -> String {
         line(&mut lines, "problem", problem);
     }
     for instance in &report.instances {
-        line(&mut lines, &format!("instance {}", instance.id), &instance_line(report, instance));
+        let entry = InstanceEntry {
+            id: instance.id.clone(),
+            outcome: instance.outcome,
+            swapped: report.offline && instance.outcome == Outcome::Patched,
+            version_before: instance.old_version.as_ref().map(VersionInfo::short),
+            version_after: instance.new_version.as_ref().map(VersionInfo::short),
+            detail: instance.detail.clone(),
+        };
+        line(&mut lines, &format!("instance {}", instance.id), &entry.to_value());
         if let Some(sha256) = &instance.old_binary_sha256 {
             line(&mut lines, &format!("instance {} old binary sha256", instance.id), sha256);
         }
@@ -197,44 +210,9 @@ fn package_lines(lines: &mut String, package: &PackageReport) {
     }
 }
 
-/// `patched; version v8.5.1 (1a2b3c4) -> v8.5.2 (5d6e7f8)`, and why, when it failed.
-fn instance_line(report: &Report, instance: &InstanceReport) -> String {
-    let version = |v: &Option<crate::dm::version::VersionInfo>| {
-        v.as_ref().map(|v| v.short()).unwrap_or_else(|| "-".to_owned())
-    };
-    let mut text = format!(
-        "{}; version {} -> {}",
-        outcome_label(report, instance),
-        version(&instance.old_version),
-        version(&instance.new_version)
-    );
-    if let Some(detail) = &instance.detail {
-        text.push_str("; ");
-        text.push_str(detail);
-    }
-    text
-}
-
-/// The outcome as the summary shows it: with `--offline`, a swapped binary runs only from the
-/// instance's next restart.
-fn outcome_label(report: &Report, instance: &InstanceReport) -> &'static str {
-    match instance.outcome {
-        Outcome::Patched if report.offline => "swapped (takes effect at restart)",
-        outcome => outcome.label(),
-    }
-}
-
 fn mode(offline: bool, overwrite: bool) -> String {
     let mode = if offline { "offline" } else { "rolling" };
     if overwrite { format!("{mode}, --overwrite") } else { mode.to_owned() }
-}
-
-/// One `key: value` line; a value never spans lines.
-fn line(lines: &mut String, key: &str, value: &str) {
-    lines.push_str(key);
-    lines.push_str(": ");
-    lines.push_str(&value.replace(['\n', '\r'], " "));
-    lines.push('\n');
 }
 
 /// The name of the user running dm-patch, as the login shell set it (`USER`, else `LOGNAME`).
@@ -260,47 +238,12 @@ fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// TiUP's `base52.Encode`.
-fn base52(mut id: i64) -> String {
-    const SPACE: &[u8] = b"0123456789bcdfghjkmnpqrstvwxyzBCDFGHJKLMNPQRSTVWXYZ";
-    let mut digits = Vec::new();
-    while id > 0 {
-        digits.push(SPACE[(id % SPACE.len() as i64) as usize]);
-        id /= SPACE.len() as i64;
-    }
-    digits.reverse();
-    String::from_utf8(digits).expect("ASCII digits")
-}
-
-/// Go's `url.QueryEscape`, which TiUP applies to each argument of the first line.
-fn query_escape(arg: &str) -> String {
-    let mut out = String::with_capacity(arg.len());
-    for byte in arg.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dm::version::VersionInfo;
-    use crate::engine::report::RunResult;
+    use crate::engine::report::{InstanceReport, RunResult};
     use crate::topology::Role;
-
-    #[test]
-    fn tiup_compatible_names_and_lines() {
-        assert_eq!(base52(0), "");
-        assert_eq!(base52(51), "10");
-        assert_eq!(query_escape("/tmp/a b.tar.gz"), "%2Ftmp%2Fa+b.tar.gz");
-        assert_eq!(query_escape("-R"), "-R");
-    }
 
     fn version(release: &str, hash: &str) -> Option<VersionInfo> {
         Some(VersionInfo { release: release.to_owned(), git_hash: hash.to_owned() })
@@ -359,7 +302,7 @@ mod tests {
             "package version: v8.5.2 (5d6e7f8)\n",
             &format!("binary sha256: {}\n", "cd".repeat(32)),
             "mode: rolling\n",
-            "result: Failed\n",
+            "result: failed\n",
             "message: it failed badly\n",
             "instance 127.0.9.1:8262: patched; version v8.5.1 (1a2b3c4) -> v8.5.2 (5d6e7f8)\n",
         ] {
@@ -375,7 +318,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = Unexecuted {
             cluster: "demo".to_owned(),
-            result: "Aborted",
+            result: "aborted",
             exit_code: 1,
             message: "aborted at the prompt: nothing was changed".to_owned(),
             component: Some("dm-worker".to_owned()),
@@ -392,7 +335,7 @@ mod tests {
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("dm-patch patch a+b"));
         assert!(lines.next().unwrap().starts_with("started: "));
-        assert!(text.contains("result: Aborted\nexit: 1\n"), "{text}");
+        assert!(text.contains("result: aborted\nexit: 1\n"), "{text}");
         assert!(text.contains("instance 127.0.9.1:8262: not touched\n"), "{text}");
     }
 }
