@@ -12,8 +12,10 @@ use clap::CommandFactory;
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
 
+use super::completions::COMPLETE_VAR;
 use crate::cli::{Cli, NATIVE_SSH_ENV};
 use crate::error::ExitStatus;
+use crate::ssh::SSH_PATH_ENV;
 
 pub fn run() -> ExitStatus {
     let mut stdout = io::stdout().lock();
@@ -137,6 +139,14 @@ fn trailer() -> Roff {
             NATIVE_SSH_ENV,
             "true, 1 or enable: reach the hosts with the system's ssh client, as --ssh system \
              (and TiUP) do.",
+        ),
+        (
+            SSH_PATH_ENV,
+            "The ssh client --ssh system runs, instead of the one in PATH (as TiUP reads it).",
+        ),
+        (
+            COMPLETE_VAR,
+            "Set by the completion scripts (dm-patch completions) when they ask for completions.",
         ),
         ("NO_COLOR", "Set to anything: no colours."),
         ("RUST_LOG", "Log levels on stderr, overriding -v and -q (tracing's filter syntax)."),

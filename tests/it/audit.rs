@@ -47,7 +47,7 @@ fn a_run_refused_for_bad_input_is_recorded() {
     let first = record.lines().next().unwrap();
     assert!(first.ends_with(" patch demo %2F") || first.contains(" patch demo %2F"), "{first}");
     assert!(first.ends_with("-R tikv --yes"), "{first}");
-    assert_lines(&record, &["cluster: demo", "result: Refused", "exit: 2"]);
+    assert_lines(&record, &["cluster: demo", "result: refused", "exit: 2"]);
     assert!(record.contains("message: unknown role 'tikv'"), "{record}");
 }
 
@@ -67,7 +67,7 @@ fn a_run_refused_after_planning_names_the_package() {
             &format!("package sha256: {}", sha256(&pkg)),
             "component: dm-worker",
             "mode: rolling",
-            "result: Refused",
+            "result: refused",
             "exit: 2",
             "instance 127.0.9.1:8262: not touched",
             "instance 127.0.9.2:8262: not touched",
@@ -82,7 +82,7 @@ fn a_refused_jump_host_login_is_recorded() {
     let jump = ["--ssh-proxy-host", "127.0.9.9", "--ssh-proxy-use-password"];
     store.refused(&[&["patch", "demo", &pkg, "-R", "dm-worker", "--yes"][..], &jump].concat());
     let record = the_record(store.home());
-    assert_lines(&record, &["result: Refused", "exit: 2"]);
+    assert_lines(&record, &["result: refused", "exit: 2"]);
     assert!(record.contains("logs in to the jump host with a key only"), "{record}");
 }
 
@@ -113,23 +113,40 @@ fn a_run_aborted_at_the_prompt_is_recorded() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("script (util-linux) runs");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        // Answer once the prompt is up (the answer waits in the terminal's input otherwise).
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let _ = stdin.write_all(b"n");
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    let output = child.wait_with_output().unwrap();
-    let screen = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{screen}");
+    // The screen, read as it comes; each time it grows, it is passed on, and it is returned
+    // whole when the terminal closes.
+    let mut terminal = child.stdout.take().unwrap();
+    let (shown, screen_grew) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut screen, mut buffer) = (Vec::new(), [0u8; 4096]);
+        while let Ok(read @ 1..) = terminal.read(&mut buffer) {
+            screen.extend_from_slice(&buffer[..read]);
+            let _ = shown.send(String::from_utf8_lossy(&screen).into_owned());
+        }
+        String::from_utf8_lossy(&screen).into_owned()
+    });
+    let wait_for = |text: &str| loop {
+        let screen = screen_grew.recv_timeout(std::time::Duration::from_secs(60));
+        if screen.expect("the screen grows until it shows what is waited for").contains(text) {
+            break;
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    // Answered once the prompt is up, and the terminal kept open until the answer is taken.
+    wait_for("instance(s) of cluster 'demo'?");
+    std::io::Write::write_all(&mut stdin, b"n").unwrap();
+    wait_for("Aborted");
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let screen = reader.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{screen}");
     assert!(screen.contains("Aborted: nothing was changed."), "{screen}");
     let record = the_record(store.home());
     assert_lines(
         &record,
         &[
-            "result: Aborted",
+            "result: aborted",
             "exit: 1",
             "message: aborted at the prompt; nothing was changed",
             &format!("package sha256: {}", sha256(&pkg)),
@@ -158,7 +175,7 @@ fn an_executed_run_records_what_changed() {
             &format!("package sha256: {}", sha256(&package)),
             &format!("package version: v8.5.2 ({})", hash("v8.5.2")),
             "mode: offline",
-            "result: Success",
+            "result: success",
             &format!(
                 "instance {id}: swapped (takes effect at restart); version v8.5.1 ({}) -> v8.5.2 ({})",
                 hash("v8.5.1"),

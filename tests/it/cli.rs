@@ -214,3 +214,39 @@ fn man_page_names_every_command_and_option() {
     // Options hidden from help (TiUP's, accepted silently) stay out of the page too.
     assert!(!page.contains(&roff("--native-ssh")), "{page}");
 }
+
+/// The man page's ENVIRONMENT lists every variable dm-patch reads (found in its source: the
+/// names given to `env::var` and the `*_ENV`/`*_VAR` constants), beyond the shell's own.
+#[test]
+fn the_man_page_lists_every_environment_variable_read() {
+    let page = stdout(&["man"]);
+    let environment = page.split(".SH ENVIRONMENT").nth(1).unwrap().split(".SH ").next().unwrap();
+    let mut read = std::collections::BTreeSet::new();
+    let mut pending = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap_or_default();
+            for line in source.lines().filter(|l| {
+                l.contains("env::var") || l.contains("_ENV: &str") || l.contains("_VAR: &str")
+            }) {
+                let quoted = line.split('"').skip(1).step_by(2);
+                let names = quoted.filter(|w| {
+                    !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+                });
+                read.extend(names.map(str::to_owned));
+            }
+        }
+    }
+    read.retain(|name| !["HOME", "USER", "LOGNAME"].contains(&name.as_str()));
+    assert!(read.len() >= 4, "the scan found too little: {read:?}");
+    for name in ["NO_COLOR", "RUST_LOG"] {
+        read.insert(name.to_owned());
+    }
+    let missing: Vec<&String> = read.iter().filter(|name| !environment.contains(*name)).collect();
+    assert!(missing.is_empty(), "not in the man page: {missing:?}\n{environment}");
+}

@@ -69,3 +69,36 @@ fn a_failed_instance_points_at_its_log() {
     );
     assert!(run.stderr.contains(&hint), "{hint:?} not in:\n{}", run.stderr);
 }
+
+/// What a script and an operator read of a run, whole: the JSON report and the summary table
+/// of an `--offline` run, with what changes from run to run (times, addresses, paths, sums)
+/// filtered out.
+#[test]
+fn the_report_and_the_table_read_as_expected() {
+    let (sandbox, _) = hosts_with_workers(1, deploy_worker);
+    let packages = Store::new();
+    let package = worker_hotfix(&packages, "v8.5.2");
+    let patch = |extra: &[&str]| {
+        let args = ["patch", sandbox.cluster_name(), &package, "-R", "dm-worker", "--offline"];
+        Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--yes"]).args(extra)).success()
+    };
+    let filters = vec![
+        (r"\b[0-9a-f]{64}\b", "[SHA256]"),
+        (r"\b[0-9a-f]{7}\b", "[SHA7]"),
+        (r#""(seconds|watched_seconds)": [0-9.e-]+"#, r#""$1": "[SECONDS]""#),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
+        (r"127\.\d+\.\d+\.\d+", "[IP]"),
+        (r"/tmp/[^\s\x22]+", "[PATH]"),
+        (r"in \d+\.\d+s", "in [SECONDS]s"),
+        (r#""size": \d+"#, r#""size": "[SIZE]""#),
+        // The table's columns are as wide as their widest cell: addresses differ in length.
+        (r"\d+\.\ds\n", "[SECONDS]s\n"),
+        (r" {2,}", "  "),
+    ];
+    let report = patch(&["--format", "json"]);
+    let table = patch(&[]);
+    insta::with_settings!({ filters => filters }, {
+        insta::assert_snapshot!("offline_report_json", report.stdout);
+        insta::assert_snapshot!("offline_summary_table", table.stdout);
+    });
+}
