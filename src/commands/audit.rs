@@ -27,14 +27,7 @@ impl Notes {
     pub fn planned(&mut self, plan: &Plan) {
         self.planned = Some(Unexecuted {
             cluster: plan.cluster.clone(),
-            package: Some(PackageReport {
-                path: plan.package.path.display().to_string(),
-                sha256: plan.package.sha256.clone(),
-                sha256_checked: plan.package.sha256_checked,
-                size: plan.package.size,
-                version: None,
-                binary_sha256: plan.package.entry_sha256.clone(),
-            }),
+            package: Some(PackageReport::of(&plan.package)),
             component: Some(plan.component.component().to_owned()),
             offline: plan.offline,
             overwrite: plan.overwrite,
@@ -54,8 +47,24 @@ impl Notes {
     }
 }
 
+/// Runs `command`, a change to `cluster` (a dry run changes nothing), then records it unless
+/// the engine did.
+pub async fn recorded(
+    global: &GlobalArgs,
+    cluster: String,
+    dry_run: bool,
+    command: impl AsyncFnOnce(&mut Notes) -> anyhow::Result<ExitStatus>,
+) -> anyhow::Result<ExitStatus> {
+    let mut notes = Notes::default();
+    let result = command(&mut notes).await;
+    if !dry_run {
+        record(global, &cluster, notes, &result);
+    }
+    result
+}
+
 /// Records a run of `cluster` that ended with `result`, unless the engine already did.
-pub fn record(
+fn record(
     global: &GlobalArgs,
     cluster: &str,
     notes: Notes,

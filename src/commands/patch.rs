@@ -44,12 +44,10 @@ pub async fn run(
 ) -> anyhow::Result<ExitStatus> {
     let settings = PatchSettings::from(args);
     let (cluster, dry_run) = (settings.cluster.clone(), settings.dry_run);
-    let mut notes = audit::Notes::default();
-    let result = locked_run(settings, global, printer, &mut notes).await;
-    if !dry_run {
-        audit::record(global, &cluster, notes, &result);
-    }
-    result
+    audit::recorded(global, cluster, dry_run, async |notes| {
+        locked_run(settings, global, printer, notes).await
+    })
+    .await
 }
 
 async fn locked_run(

@@ -35,12 +35,10 @@ pub async fn run(
     printer: &Printer,
 ) -> anyhow::Result<ExitStatus> {
     let (cluster, dry_run) = (args.cluster.clone(), args.dry_run);
-    let mut notes = audit::Notes::default();
-    let result = roll_back(args, global, printer, &mut notes).await;
-    if !dry_run {
-        audit::record(global, &cluster, notes, &result);
-    }
-    result
+    audit::recorded(global, cluster, dry_run, async |notes| {
+        roll_back(args, global, printer, notes).await
+    })
+    .await
 }
 
 async fn roll_back(

@@ -72,6 +72,20 @@ pub struct PackageReport {
     pub binary_sha256: String,
 }
 
+impl PackageReport {
+    /// What the local check found of `package`; its version is learned once it is staged.
+    pub fn of(package: &crate::package::Package) -> PackageReport {
+        PackageReport {
+            path: package.path.display().to_string(),
+            sha256: package.sha256.clone(),
+            sha256_checked: package.sha256_checked,
+            size: package.size,
+            version: None,
+            binary_sha256: package.entry_sha256.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunResult {
