@@ -64,12 +64,7 @@ pub async fn recorded(
 }
 
 /// Records a run of `cluster` that ended with `result`, unless the engine already did.
-fn record(
-    global: &GlobalArgs,
-    cluster: &str,
-    notes: Notes,
-    result: &anyhow::Result<ExitStatus>,
-) {
+fn record(global: &GlobalArgs, cluster: &str, notes: Notes, result: &anyhow::Result<ExitStatus>) {
     if notes.executed {
         return;
     }

@@ -2,6 +2,7 @@
 //! runs it in phases — connect, preflight, stage, roll, clean up — and returns a `Report`; it
 //! never prints, it emits events.
 
+mod attempt;
 pub mod audit;
 pub mod events;
 mod hosts;

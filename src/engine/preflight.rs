@@ -8,13 +8,13 @@ use tokio::task::JoinSet;
 
 use super::hosts::Hosts;
 use super::remote::Remote;
-use super::roll::ROLLBACK_DIR;
 use crate::dm::client::{DmClient, DmError};
 use crate::dm::version::VersionInfo;
 use crate::package::{FileKind, Package, PackageFile};
 use crate::plan::{Plan, PlannedInstance};
 use crate::remote::{self, Answer};
 use crate::ssh::SshError;
+use crate::topology::layout::ROLLBACK_DIR;
 
 /// What preflight learned of an instance's installed binary.
 #[derive(Debug, Clone)]

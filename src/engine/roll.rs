@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+pub use super::attempt::Failure;
+use super::attempt::{self, OnInterrupt, Place, StepError, Steps};
 use super::events::{Event, Progress};
 use super::judge::Judging;
 use super::preflight::InstanceFacts;
@@ -12,7 +14,7 @@ use super::remote::{Remote, UnitState};
 use super::report::Outcome;
 use super::signals::Interrupt;
 use super::stage::Staged;
-use super::tasks::{TaskFailure, TaskGate};
+use super::tasks::TaskGate;
 use super::tree;
 use crate::dm::client::DmClient;
 use crate::dm::health::{Readiness, WaitError, master_readiness, wait_until, worker_readiness};
@@ -22,6 +24,7 @@ use crate::plan::PlannedInstance;
 use crate::remote::{self, Answer};
 use crate::ssh::SshError;
 use crate::topology::Role;
+use crate::topology::layout::DeployLayout;
 
 /// What every instance's roll needs to know about the cluster.
 pub struct RollContext<'a> {
@@ -65,21 +68,6 @@ impl RollContext<'_> {
     }
 }
 
-/// How an instance's roll ended, when it did not succeed. Each carries the message the
-/// operator reads.
-#[derive(Debug)]
-pub enum Failure {
-    /// Nothing was changed on the instance (e.g. the leader would not move).
-    Unchanged(String),
-    /// It failed after its service was stopped, and is back on its previous binary, healthy.
-    RolledBack(String),
-    /// It failed and could not be brought back; the message says what to do.
-    NeedsAttention(String),
-    /// It runs the package, healthy, but a subtask failed on a worker that does not run the
-    /// package: not the package's fault, and the roll stops for a person to look.
-    Elsewhere(String),
-}
-
 /// One instance and everything known about it.
 pub struct Job<'a> {
     pub planned: &'a PlannedInstance,
@@ -114,32 +102,16 @@ impl<'a> Job<'a> {
 
     /// Where what the swap replaced in `bin/` is kept until the instance is done.
     fn previous_dir(&self) -> String {
-        format!("{}/previous", self.planned.staging_dir)
+        DeployLayout::previous(&self.planned.staging_dir)
     }
 
     fn bin_dir(&self) -> String {
-        format!("{}/bin", self.planned.deploy_dir)
+        self.planned.instance.layout().bin()
     }
 
     fn say(&self, context: &RollContext<'_>, step: &str) {
         context.progress.event(Event::Step { id: &self.planned.id, step });
     }
-}
-
-/// Why one step of an instance's roll failed.
-#[derive(Debug, thiserror::Error)]
-enum StepError {
-    #[error(transparent)]
-    Ssh(#[from] SshError),
-    #[error(transparent)]
-    Wait(#[from] WaitError),
-    /// A migration subtask failed (see [`TaskFailure::against_package`]).
-    #[error("{0}")]
-    Tasks(TaskFailure),
-    #[error("{unit} is still active after `systemctl stop`")]
-    StillActive { unit: String },
-    #[error("`systemctl {verb} {unit}` did not finish within {}s (--wait-timeout)", .after.as_secs())]
-    TimedOut { verb: &'static str, unit: String, after: Duration },
 }
 
 /// Patches one instance. On `Ok` it runs the new binary (or, offline, has it in place).
@@ -172,33 +144,9 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
     if context.interrupt.requested() {
         return Err(Failure::Unchanged("interrupted by a signal before it was stopped".to_owned()));
     }
-    // Whether bin/ may have changed: until then, an undo only has to see the instance run.
-    let mut swapped = false;
-    let attempt = async {
-        job.say(context, "stopping");
-        stop(context, job).await?;
-        job.say(context, "swapping the binary");
-        swapped = true;
-        swap_in(job).await?;
-        runs_package(context, job, true);
-        job.say(context, "starting");
-        start(context, job).await?;
-        job.say(context, "waiting until healthy on the new version");
-        wait_ready(context, job, &job.staged.version, OnInterrupt::GiveUp).await?;
-        wait_tasks(context, job, OnInterrupt::GiveUp, Judging::Roll).await
-    };
-    match attempt.await {
-        Ok(()) => Ok(()),
-        Err(StepError::Tasks(failure)) if !failure.against_package => {
-            Err(Failure::Elsewhere(failure.to_string()))
-        }
-        Err(reason) => {
-            let reason = reason.to_string();
-            let kept = job.previous_dir();
-            let previous = &job.installed.version;
-            Err(undo(context, job, reason, previous, evicted, swapped, &kept).await)
-        }
-    }
+    let (package, previous) = (&job.staged.version, &job.installed.version);
+    let steps = JobSteps { context, job };
+    attempt::attempt(&steps, package, previous, evicted, &job.previous_dir()).await
 }
 
 /// Puts back what an instance ran before this run patched it, from the rollback point the
@@ -208,7 +156,8 @@ pub async fn put_back(context: &RollContext<'_>, job: &Job<'_>, point: &str, why
     job.say(context, "putting back what it ran before");
     let reason = format!("put back: {why}");
     let previous = &job.installed.version;
-    let failure = undo(context, job, reason, previous, false, true, point).await;
+    let steps = JobSteps { context, job };
+    let failure = attempt::undo(&steps, reason, previous, false, true, point).await;
     if let Failure::RolledBack(_) = failure {
         drop_used_point(job, point).await;
     }
@@ -278,7 +227,8 @@ pub async fn finish_earlier_run(
     };
     match kept_by_earlier_run(job).await {
         Some((kept, version)) => {
-            let failure = undo(context, job, reason, &version, false, true, &kept).await;
+            let steps = JobSteps { context, job };
+            let failure = attempt::undo(&steps, reason, &version, false, true, &kept).await;
             if kept != job.previous_dir()
                 && let Failure::RolledBack(_) = failure
             {
@@ -307,100 +257,15 @@ async fn runs_an_older_binary(context: &RollContext<'_>, job: &Job<'_>) -> bool 
 /// staging dir's `previous/` (a run cut short), or else the newest rollback point of this
 /// package (an `--offline` run, which keeps one at once).
 async fn kept_by_earlier_run(job: &Job<'_>) -> Option<(String, VersionInfo)> {
-    let comp = job.planned.role.component();
-    let points = format!("{}/{ROLLBACK_DIR}", job.planned.deploy_dir);
+    let layout = job.planned.instance.layout();
+    let (points, binary) = (layout.rollback_points(), layout.entry());
     let sha7 = job.planned.staging_dir.rsplit('-').next().unwrap_or_default();
-    let binary = format!("{comp}/{comp}");
     let command = remote::KEPT.command([job.previous_dir().as_str(), &points, sha7, &binary]);
     let stdout = job.remote.run(&command).await.ok()?;
     let answer = Answer::parse(&stdout).ok()?;
     let (_, kept) = answer.lines().find(|(key, _)| *key == "kept")?;
-    let version = job.remote.binary_version(&format!("{kept}/{comp}/{comp}")).await.ok()?;
+    let version = job.remote.binary_version(&format!("{kept}/{binary}")).await.ok()?;
     (!version.release.is_empty()).then_some((kept.to_owned(), version))
-}
-
-/// Undoes a failed attempt on an instance: what the swap replaced, kept in `kept`, goes back in
-/// place (when the attempt got as far as the swap) and is started, healthy on `previous`; a
-/// leader eviction made for the attempt is cancelled. Returns the failure as the operator
-/// reads it.
-async fn undo(
-    context: &RollContext<'_>,
-    job: &Job<'_>,
-    reason: String,
-    previous: &VersionInfo,
-    evicted: bool,
-    swapped: bool,
-    kept: &str,
-) -> Failure {
-    let planned = job.planned;
-    job.say(context, "failed: rolling back");
-    let restored = roll_back(context, job, previous, swapped, kept).await;
-    // A restarted master forgets its evict flag; this covers a restart that did not happen,
-    // so the cluster is never left with a master that refuses to lead.
-    let evict_note = if evicted {
-        match context.client.cancel_evict_leader(&planned.instance.addr()).await {
-            Ok(()) => String::new(),
-            Err(err) => format!(
-                "; cancelling its leader eviction failed ({err}): it will not run for leader \
-                 until restarted"
-            ),
-        }
-    } else {
-        String::new()
-    };
-    match restored {
-        Ok(()) => Failure::RolledBack(format!(
-            "{reason}; rolled back to {}{evict_note}",
-            previous.short()
-        )),
-        Err(RollBackError::Restore(err)) => Failure::NeedsAttention(format!(
-            "{reason}; rolling back failed too: {err}. What the patch replaced in {} is kept \
-             in {} on {}: copy it back over {}, then `systemctl start {}`{evict_note}",
-            job.bin_dir(),
-            kept,
-            job.remote.label,
-            job.bin_dir(),
-            planned.service
-        )),
-        Err(RollBackError::Start(err)) => Failure::NeedsAttention(format!(
-            "{reason}; the previous binary ({}) is back in place at {} on {}, but starting it \
-             failed: {err}. Start it with `systemctl start {}` once the cause is fixed (see its \
-             log in {}){evict_note}",
-            previous.short(),
-            planned.binary,
-            job.remote.label,
-            planned.service,
-            planned.instance.log_dir
-        )),
-        Err(RollBackError::Health(err)) => Failure::NeedsAttention(format!(
-            "{reason}; the previous binary ({}) is in place at {} on {} and was started, \
-             but it did not turn healthy: {err}. See its log in {}{evict_note}",
-            previous.short(),
-            planned.binary,
-            job.remote.label,
-            planned.instance.log_dir
-        )),
-    }
-}
-
-/// Whether a wait gives up when the operator asks to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OnInterrupt {
-    /// Waiting on the new binary: give up, so that it is undone at once.
-    GiveUp,
-    /// Waiting on the undo itself: it must finish, signal or not.
-    KeepWaiting,
-}
-
-/// The step of a roll back that failed: the operator's next step differs.
-#[derive(Debug)]
-enum RollBackError {
-    /// The previous binary is still where the roll kept it.
-    Restore(StepError),
-    /// The previous binary is back in place, but `systemctl start` failed (or never ran).
-    Start(StepError),
-    /// The previous binary is back in place and was started, but is not healthy.
-    Health(StepError),
 }
 
 /// A rollback point a patch left.
@@ -410,9 +275,6 @@ pub struct KeptPoint {
     /// The sha256 of the binary that ran before the patch (recorded in its manifest).
     pub binary_sha256: Option<String>,
 }
-
-/// The directory, beside `bin/`, where what each patch replaced is kept for `dm-patch rollback`.
-pub const ROLLBACK_DIR: &str = "bin.rollback";
 
 /// After a patch: what it replaced in `bin/` (the staging dir's `previous/`) becomes a rollback
 /// point, `<deploy>/bin.rollback/<stamp>/`, with a `.manifest` saying what ran before and after
@@ -425,8 +287,8 @@ pub async fn keep_rollback_point(
     package_sha256: &str,
     action: crate::plan::Action,
 ) -> Result<Option<KeptPoint>, SshError> {
-    let comp = job.planned.role.component();
-    let points = format!("{}/{ROLLBACK_DIR}", job.planned.deploy_dir);
+    let layout = job.planned.instance.layout();
+    let points = layout.rollback_points();
     let point = format!("{points}/{stamp}");
     // `action` tells a point a rollback left (what it took back) from one a patch left: a
     // rollback cut short is finished by finding it.
@@ -437,7 +299,7 @@ pub async fn keep_rollback_point(
         package_sha256,
         action.word(),
     );
-    let (keep, binary) = (keep.to_string(), format!("{comp}/{comp}"));
+    let (keep, binary) = (keep.to_string(), layout.entry());
     let previous = job.previous_dir();
     let args = [previous.as_str(), &points, stamp, &manifest, &binary, &keep];
     let stdout = job.remote.run(&remote::KEEP_POINT.command(args)).await?;
@@ -522,10 +384,10 @@ async fn wait_tasks(
     };
     match (ready, gate.take_failure()) {
         (Ok(()), _) => Ok(()),
-        (Err(WaitError::Failed(_)), Some(failure)) => Err(StepError::Tasks(failure)),
+        (Err(WaitError::Failed(_)), Some(failure)) => Err(StepError::Tasks(Box::new(failure))),
         (Err(err @ WaitError::TimedOut { .. }), _) => {
             match gate.stalled(context.client, judging).await {
-                Some(failure) => Err(StepError::Tasks(failure)),
+                Some(failure) => Err(StepError::Tasks(Box::new(failure))),
                 None => Err(err.into()),
             }
         }
@@ -556,33 +418,63 @@ async fn readiness(context: &RollContext<'_>, job: &Job<'_>, expected: &VersionI
     }
 }
 
-/// Puts the previous binary back from `kept` (if `swapped`: the attempt got as far as the
-/// swap), starts it, and waits until it is healthy on `previous`, with every subtask that does
-/// not run on the package running.
-async fn roll_back(
-    context: &RollContext<'_>,
-    job: &Job<'_>,
-    previous: &VersionInfo,
-    swapped: bool,
-    kept: &str,
-) -> Result<(), RollBackError> {
-    if swapped {
-        let command = tree::restore_script(&job.bin_dir(), kept, job.files, job.remove);
-        // It may be running (the new binary started but never turned healthy).
-        let restore = async {
-            stop(context, job).await?;
-            job.remote.run(&command).await?;
-            Ok::<(), StepError>(())
-        };
-        restore.await.map_err(RollBackError::Restore)?;
+/// The steps of an attempt on a real instance: over SSH to its host, and DM's API.
+struct JobSteps<'a> {
+    context: &'a RollContext<'a>,
+    job: &'a Job<'a>,
+}
+
+impl Steps for JobSteps<'_> {
+    fn place(&self) -> Place {
+        let planned = self.job.planned;
+        Place {
+            host: self.job.remote.label.clone(),
+            bin_dir: self.job.bin_dir(),
+            binary: planned.binary.clone(),
+            service: planned.service.clone(),
+            log_dir: planned.instance.log_dir.clone(),
+        }
     }
-    runs_package(context, job, false);
-    start(context, job).await.map_err(RollBackError::Start)?;
-    let healthy = async {
-        wait_ready(context, job, previous, OnInterrupt::KeepWaiting).await?;
-        wait_tasks(context, job, OnInterrupt::KeepWaiting, Judging::PutBack).await
-    };
-    healthy.await.map_err(RollBackError::Health)
+
+    fn say(&self, step: &str) {
+        self.job.say(self.context, step);
+    }
+
+    async fn stop(&self) -> Result<(), StepError> {
+        stop(self.context, self.job).await
+    }
+
+    async fn swap_in(&self) -> Result<(), StepError> {
+        swap_in(self.job).await
+    }
+
+    async fn restore(&self, kept: &str) -> Result<(), StepError> {
+        let job = self.job;
+        let command = tree::restore_script(&job.bin_dir(), kept, job.files, job.remove);
+        job.remote.run(&command).await?;
+        Ok(())
+    }
+
+    async fn start(&self) -> Result<(), StepError> {
+        start(self.context, self.job).await
+    }
+
+    async fn wait_ready(&self, expected: &VersionInfo, on: OnInterrupt) -> Result<(), StepError> {
+        wait_ready(self.context, self.job, expected, on).await
+    }
+
+    async fn wait_tasks(&self, on: OnInterrupt, judging: Judging) -> Result<(), StepError> {
+        wait_tasks(self.context, self.job, on, judging).await
+    }
+
+    fn runs_package(&self, runs: bool) {
+        runs_package(self.context, self.job, runs);
+    }
+
+    async fn cancel_evict(&self) -> Result<(), String> {
+        let addr = self.job.planned.instance.addr();
+        self.context.client.cancel_evict_leader(&addr).await.map_err(|err| err.to_string())
+    }
 }
 
 /// Before a dm-master stops: the others must keep a quorum, and if it leads, it hands over

@@ -9,9 +9,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::hosts::ssh_target;
-use super::roll::ROLLBACK_DIR;
 use crate::remote::{self, Answer};
 use crate::ssh::{HostKeyPolicy, HostSession, Reach, SshError};
+use crate::topology::layout::ROLLBACK_DIR;
 use crate::topology::{Arch, Cluster, Instance, Role};
 
 /// Where to go back to.
@@ -244,9 +244,7 @@ fn target_from(
             field("point", "binary"),
         ),
         TargetKind::Original => {
-            let dir = original_sha
-                .as_ref()
-                .map(|_| format!("{}/bin.old.{}", instance.deploy_dir, cluster.version()));
+            let dir = original_sha.as_ref().map(|_| instance.layout().backup(cluster.version()));
             (dir, version("original"), original_sha.clone())
         }
     };

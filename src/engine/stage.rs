@@ -188,7 +188,7 @@ fn probe_said(block: &str) -> String {
 /// instance before its restarts: a host that cannot make it stops the run with nothing
 /// changed, and the roll spends no round trip on it.
 fn backup_script(planned: &PlannedInstance) -> String {
-    tree::backup_script(&format!("{}/bin", planned.deploy_dir), &planned.backup_dir)
+    tree::backup_script(&planned.instance.layout().bin(), &planned.backup_dir)
 }
 
 /// Notes in the staging dir what the run is for (`patch`, `rollback`): a run cut short leaves

@@ -1,6 +1,7 @@
 //! The cluster as TiUP describes it: the raw `meta.yaml` and the instances resolved from it with
 //! TiUP's defaults.
 
+pub mod layout;
 mod marks;
 pub mod meta;
 mod monitors;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use self::layout::DeployLayout;
 use self::meta::{Global, InstanceSpec, Meta};
 pub use self::monitors::{Monitor, MonitorRole};
 use self::tls::ClientTls;
@@ -143,8 +145,12 @@ impl Instance {
 
     /// Where the running binary lives: `<deploy_dir>/bin/<comp>/<comp>`.
     pub fn binary_path(&self) -> String {
-        let comp = self.role.component();
-        format!("{}/bin/{comp}/{comp}", self.deploy_dir)
+        self.layout().binary()
+    }
+
+    /// The paths of its deploy dir.
+    pub fn layout(&self) -> DeployLayout {
+        DeployLayout::new(&self.deploy_dir, self.role)
     }
 }
 
