@@ -74,18 +74,26 @@ pub(super) async fn run(
         drop(stdin);
         Ok(())
     };
-    let read_stdout = async {
+    // Owns the pipe: output that cannot be saved ends the read, and the pipe's close ends the
+    // command, instead of leaving it blocked on a full pipe.
+    let read_stdout = async move {
         let mut text = Vec::new();
         let Some(file) = sink else {
-            return stdout_pipe.read_to_end(&mut text).await.map(|_| text);
+            let _ = stdout_pipe.read_to_end(&mut text).await;
+            return Ok(text);
         };
         let mut chunk = vec![0u8; INPUT_CHUNK];
         loop {
-            let read = stdout_pipe.read(&mut chunk).await?;
-            if read == 0 {
+            let Ok(read @ 1..) = stdout_pipe.read(&mut chunk).await else {
                 return Ok(text);
+            };
+            if let Err(err) = std::io::Write::write_all(file, &chunk[..read]) {
+                return Err(SshError::Channel {
+                    endpoint: endpoint.to_owned(),
+                    action: format!("saving the output of `{command}`"),
+                    reason: err.to_string(),
+                });
             }
-            std::io::Write::write_all(file, &chunk[..read])?;
         }
     };
     let read_stderr = async {
@@ -94,12 +102,13 @@ pub(super) async fn run(
     };
     let (sent, stdout, stderr) = tokio::join!(send, read_stdout, read_stderr);
     sent?;
+    let stdout = stdout?;
     let status = child.wait().await.map_err(|err| SshError::Channel {
         endpoint: endpoint.to_owned(),
         action: format!("waiting for `{command}`"),
         reason: err.to_string(),
     })?;
-    let stdout = String::from_utf8_lossy(&stdout.unwrap_or_default()).into_owned();
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
     let stderr = String::from_utf8_lossy(&stderr.unwrap_or_default()).into_owned();
     match status.code() {
         Some(SSH_FAILED) if via == Via::OpenSsh => Err(SshError::SystemSsh {

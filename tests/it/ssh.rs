@@ -320,3 +320,26 @@ async fn a_wrong_or_unreadable_key_is_reported_with_user_and_path() {
     assert!(matches!(err, SshError::KeyUnreadable { .. }), "{err:?}");
     assert!(err.to_string().contains(&unreadable.display().to_string()), "{err}");
 }
+
+/// Output saved to a file that cannot take it (a full disk: /dev/full) is an error, with every
+/// way to reach a host: dm-patch's own client, the system's ssh, and this machine.
+#[tokio::test]
+async fn output_that_cannot_be_saved_is_an_error_with_every_client() {
+    let sb = hosts(1);
+    let ip = sb.hosts()[0].clone();
+    let openssh = dm_patch::ssh::OpenSsh::new(None, Duration::from_secs(30)).unwrap();
+    let transports =
+        [Transport::Direct, Transport::System(std::sync::Arc::new(openssh)), Transport::Local];
+    for transport in transports {
+        let name = format!("{transport:?}");
+        let session = HostSession::connect(&SshTarget { transport, ..target(&sb, &ip) }).await;
+        let session = session.unwrap_or_else(|err| panic!("{name}: {err}"));
+        let mut full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let saved = session.exec_to_file("head -c 1048576 /dev/zero", &mut full);
+        let saved = tokio::time::timeout(Duration::from_secs(60), saved).await;
+        let saved = saved.unwrap_or_else(|_| panic!("{name}: hung on output it could not save"));
+        let err = saved.expect_err("output lost to a full disk is not a success");
+        assert!(err.to_string().contains("saving the output of"), "{name}: {err}");
+        session.close().await;
+    }
+}
