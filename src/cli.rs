@@ -51,8 +51,16 @@ impl Cli {
             Ok(cli) => cli,
             Err(err) if !err.use_stderr() => err.exit(),
             Err(err) => {
-                eprintln!("{}; see `dm-patch --help`", one_line(&err.render().to_string()));
-                std::process::exit(i32::from(crate::error::ExitStatus::BadInput.code()));
+                let message =
+                    format!("{}; see `dm-patch --help`", one_line(&err.render().to_string()));
+                let status = crate::error::ExitStatus::BadInput;
+                // The arguments did not parse, but a script that asked for JSON gets its error
+                // as JSON too.
+                let format =
+                    if asks_for_json(std::env::args()) { Format::Json } else { Format::Text };
+                let error = message.strip_prefix("error: ").unwrap_or(&message);
+                crate::output::Printer::new(format, false, 0).error(error, status);
+                std::process::exit(i32::from(status.code()));
             }
         }
     }
@@ -485,6 +493,17 @@ fn sha256_hex(text: &str) -> Result<String, String> {
     } else {
         Err("a sha256 is 64 hex digits (as `sha256sum` prints it)".to_owned())
     }
+}
+
+/// Whether `args` ask for `--format json` (`--format json` or `--format=json`), read without
+/// clap: for the error of a command line clap refused.
+fn asks_for_json(args: impl IntoIterator<Item = String>) -> bool {
+    let mut previous = String::new();
+    args.into_iter().any(|arg| {
+        let json = arg == "--format=json" || (previous == "--format" && arg == "json");
+        previous = arg;
+        json
+    })
 }
 
 /// `builtin`, `system` or `none`, listed in help and completions.

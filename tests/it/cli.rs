@@ -250,3 +250,24 @@ fn the_man_page_lists_every_environment_variable_read() {
     let missing: Vec<&String> = read.iter().filter(|name| !environment.contains(*name)).collect();
     assert!(missing.is_empty(), "not in the man page: {missing:?}\n{environment}");
 }
+
+/// A command line clap refuses is, for a script that asked for JSON, one JSON error line too,
+/// wherever `--format json` stands.
+#[test]
+fn a_usage_error_is_json_when_json_was_asked_for() {
+    let store = Store::demo();
+    for args in [
+        &["--format", "json", "patch", "demo"][..],
+        &["patch", "demo", "--format=json"],
+        &["patch", "demo", "p.tar.gz", "--expect-sha256", "abc", "--format", "json"],
+    ] {
+        let run = store.run(args).code(2);
+        assert_eq!(run.stdout, "", "{args:?}");
+        let error: serde_json::Value = serde_json::from_str(run.stderr.trim()).expect(&run.stderr);
+        crate::support::conforms("error", &error);
+        assert_eq!(error["kind"], "bad-input");
+        assert!(error["error"].as_str().unwrap().contains("see `dm-patch --help`"), "{error}");
+    }
+    let text = store.refused(&["patch", "demo"]);
+    assert!(text.starts_with("error: the following required arguments"), "{text}");
+}
