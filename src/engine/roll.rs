@@ -395,26 +395,28 @@ async fn wait_tasks(
     }
 }
 
-/// One look at the instance: running, healthy and on `expected`? Its service not running is
-/// final: during a wait, that means it exited after start.
+/// One look at the instance: running, healthy and on `expected`? Asked of its HTTP API first:
+/// when that says ready, no SSH round trip is spent. Otherwise systemd tells a service that
+/// exited (final: during a wait, it exited after start) from one still starting.
 async fn readiness(context: &RollContext<'_>, job: &Job<'_>, expected: &VersionInfo) -> Readiness {
     let instance = &job.planned.instance;
-    match job.remote.unit_state(&job.planned.service).await {
-        Ok(UnitState::Active) => {}
-        Ok(UnitState::NotActive) => {
-            return Readiness::Failed(format!(
-                "{} exited after start (see its log in {})",
-                job.planned.service, instance.log_dir
-            ));
-        }
-        Err(err) => return Readiness::Waiting(err.to_string()),
-    }
     let addr = instance.addr();
-    match instance.role {
+    let over_http = match instance.role {
         Role::Master => master_readiness(context.client, &addr, &instance.name, expected).await,
         Role::Worker => {
             worker_readiness(context.client, &addr, &instance.name, context.masters, expected).await
         }
+    };
+    if over_http == Readiness::Ready {
+        return Readiness::Ready;
+    }
+    match job.remote.unit_state(&job.planned.service).await {
+        Ok(UnitState::Active) => over_http,
+        Ok(UnitState::NotActive) => Readiness::Failed(format!(
+            "{} exited after start (see its log in {})",
+            job.planned.service, instance.log_dir
+        )),
+        Err(err) => Readiness::Waiting(err.to_string()),
     }
 }
 
