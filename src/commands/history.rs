@@ -126,7 +126,9 @@ fn package_cell(run: &Run) -> String {
 fn instances_cell(run: &Run) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for entry in &run.instances {
-        let outcome = entry.label().to_owned();
+        // A rollback speaks of rolling back, as its summary did.
+        let rolled_back = run.subcommand() == "rollback" && entry.label() == "patched";
+        let outcome = if rolled_back { "rolled back" } else { entry.label() }.to_owned();
         match counts.iter_mut().find(|(o, _)| *o == outcome) {
             Some((_, count)) => *count += 1,
             None => counts.push((outcome, 1)),
@@ -185,6 +187,8 @@ mod tests {
         let store = Store::locate(Some(dir.path().to_owned())).unwrap();
         let run = read_runs(&store, "demo").remove(0);
         assert_eq!(instances_cell(&run), "1 patched, 1 not reached");
+        let rollback = Run { command: "dm-patch rollback demo".to_owned(), ..run.clone() };
+        assert_eq!(instances_cell(&rollback), "1 rolled back, 1 not reached");
         assert_eq!(versions_cell(&run), "v8.5.1 (1a2b3c4) -> v8.5.2 (5d6e7f8)");
         assert_eq!(package_cell(&run), "w 1.tar.gz (v8.5.2 (5d6e7f8))");
     }
