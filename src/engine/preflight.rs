@@ -10,9 +10,9 @@ use super::hosts::Hosts;
 use super::remote::Remote;
 use crate::dm::client::{DmClient, DmError};
 use crate::dm::version::VersionInfo;
-use crate::package::{FileKind, Package, PackageFile};
+use crate::package::{Package, PackageFile};
 use crate::plan::{Plan, PlannedInstance};
-use crate::remote::{self, Answer};
+use crate::remote::Answer;
 use crate::ssh::SshError;
 use crate::topology::layout::ROLLBACK_DIR;
 
@@ -211,35 +211,6 @@ struct FactsScript<'a> {
     others: &'a [PackageFile],
 }
 
-impl FactsScript<'_> {
-    /// The command asking for them in one round trip (see `remote/facts.sh`): the deploy dir,
-    /// free space and its file system, what TiUP's backup of `bin/` will take if it is still
-    /// to be made, what the rollback points take, the installed binary's size (its sha256 only
-    /// when the size is the package binary's, and then how the package's other files compare)
-    /// and its version; with `unit_scope` (`system`, `user`), whether systemd knows the unit.
-    fn command(&self, unit_scope: Option<&str>) -> String {
-        let planned = self.planned;
-        let mut args: Vec<String> = vec![
-            planned.deploy_dir.clone(),
-            planned.binary.clone(),
-            planned.backup_dir.clone(),
-            ROLLBACK_DIR.to_owned(),
-            self.entry_size.to_string(),
-            unit_scope.unwrap_or_default().to_owned(),
-            planned.service.clone(),
-        ];
-        for file in self.others {
-            let (kind, want) = match &file.kind {
-                FileKind::File { sha256, .. } => ("file", sha256.as_str()),
-                FileKind::Symlink { target } => ("link", target.as_str()),
-                FileKind::Dir => ("dir", "-"),
-            };
-            args.extend([kind.to_owned(), file.path.clone(), want.to_owned()]);
-        }
-        remote::FACTS.command(args)
-    }
-}
-
 async fn check_instance(
     remote: &Remote,
     script: &FactsScript<'_>,
@@ -248,7 +219,7 @@ async fn check_instance(
 ) -> Result<(InstanceFacts, DiskUse), InstanceProblem> {
     let planned = script.planned;
     let unit_scope = needs_unit.then(|| remote.scope());
-    let stdout = remote.run(&script.command(unit_scope)).await?;
+    let stdout = remote.facts(planned, script.entry_size, script.others, unit_scope).await?;
     let unreadable = || InstanceProblem::Unreadable {
         host: remote.label.clone(),
         dir: planned.deploy_dir.clone(),

@@ -1,10 +1,16 @@
-//! What the engine does on a host, as named operations over one SSH session. Every value that
-//! goes into a remote command passes through `shell_quote`.
+//! What the engine does on a host, as named operations over one SSH session: the only caller
+//! of the scripts of [`crate::remote`], each operation typed here. Every value that goes into a
+//! remote command passes through `shell_quote`.
+
+use tokio::io::AsyncRead;
 
 use crate::dm::version::VersionInfo;
+use crate::package::{FileKind, Package, PackageFile};
+use crate::plan::{Action, PlannedInstance};
 use crate::remote::{self, Answer};
-use crate::ssh::{HostSession, SshError, shell_quote};
-use crate::topology::SystemdMode;
+use crate::ssh::{ExecOutput, HostSession, SshError, shell_quote};
+use crate::topology::layout::{DeployLayout, ROLLBACK_DIR};
+use crate::topology::{Instance, SystemdMode};
 
 /// One host's SSH session plus how services are managed there.
 #[derive(Clone)]
@@ -73,4 +79,201 @@ impl Remote {
         let block = Answer::parse(&stdout).ok().and_then(|answer| answer.block("version"));
         Ok(VersionInfo::parse(&block.unwrap_or_default()))
     }
+
+    /// Stages the package arriving on `input` for `planned`, in one round trip, each step only
+    /// once the one before it succeeded: TiUP's backup of `bin/` (made once, never from a copy
+    /// cut short), what the run is for (`action`: a rollback cut short is told apart from a
+    /// patch cut short), then the package unpacked into the staging dir (what an earlier
+    /// unpack left goes first), owned like the binary, listed, hashed, and its binary asked
+    /// for its version. What the scripts answered comes back whatever their exit status.
+    pub async fn stage_unpack(
+        &self,
+        planned: &PlannedInstance,
+        action: Action,
+        package: &Package,
+        input: &mut (dyn AsyncRead + Unpin + Send),
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<ExecOutput, SshError> {
+        let (staging, binary, entry) = (&planned.staging_dir, &planned.binary, package.entry());
+        let unpack = remote::UNPACK.command([staging, binary, &entry, package.wire().tar_flags()]);
+        let script = format!("{} && {unpack}", staging_steps(planned, action));
+        self.session.exec_with_input(&script, input, progress).await
+    }
+
+    /// Stages `planned` from `from`, another instance of this host already staged: as
+    /// [`Remote::stage_unpack`], with a copy of `from`'s verified tree instead of the upload.
+    pub async fn stage_copy(
+        &self,
+        from: &PlannedInstance,
+        planned: &PlannedInstance,
+        action: Action,
+    ) -> Result<ExecOutput, SshError> {
+        let args = [&from.staging_dir, &planned.staging_dir, &planned.binary];
+        let script =
+            format!("{} && {}", staging_steps(planned, action), remote::COPY.command(args));
+        self.session.exec(&script).await
+    }
+
+    /// Run with the service stopped (or `--offline`): keeps in the staging dir's `previous/`
+    /// what the package replaces in `bin/` and the files in `remove` (hard links), notes what
+    /// it adds, then moves the tree's files and links into `bin/` and deletes the `remove`
+    /// files (a rollback takes back what its patch added). A directory in `bin/` where the
+    /// package has a file stops it before anything moved.
+    pub async fn swap_in(
+        &self,
+        planned: &PlannedInstance,
+        files: &[PackageFile],
+        remove: &[String],
+    ) -> Result<(), SshError> {
+        let bin = planned.instance.layout().bin();
+        let count = moved_paths(files).count().to_string();
+        let head = [bin.as_str(), planned.staging_dir.as_str(), count.as_str()];
+        let paths = moved_paths(files).chain(remove.iter().map(String::as_str));
+        self.run(&remote::SWAP.command(head.into_iter().chain(paths))).await.map(drop)
+    }
+
+    /// Puts back what [`Remote::swap_in`] replaced or deleted, kept in `kept` (the staging
+    /// dir's `previous/`, or the rollback point it became), and removes what it added.
+    pub async fn restore(
+        &self,
+        planned: &PlannedInstance,
+        kept: &str,
+        files: &[PackageFile],
+        remove: &[String],
+    ) -> Result<(), SshError> {
+        let bin = planned.instance.layout().bin();
+        let paths = moved_paths(files).chain(remove.iter().map(String::as_str));
+        self.run(&remote::RESTORE.command([bin.as_str(), kept].into_iter().chain(paths)))
+            .await
+            .map(drop)
+    }
+
+    /// After a patch: what it replaced in `bin/` becomes the rollback point `stamp` with
+    /// `manifest` (and the sha256 of the binary that ran before); only the newest `keep`
+    /// points stay. `None` when there was nothing to keep.
+    pub async fn keep_point(
+        &self,
+        planned: &PlannedInstance,
+        stamp: &str,
+        manifest: &str,
+        keep: usize,
+    ) -> Result<Option<KeptPoint>, SshError> {
+        let layout = planned.instance.layout();
+        let (points, binary, keep) = (layout.rollback_points(), layout.entry(), keep.to_string());
+        let previous = DeployLayout::previous(&planned.staging_dir);
+        let args = [previous.as_str(), &points, stamp, manifest, &binary, &keep];
+        let stdout = self.run(&remote::KEEP_POINT.command(args)).await?;
+        let answer = Answer::parse(&stdout).unwrap_or_default();
+        let said = |wanted: &str| answer.lines().find(|(key, _)| *key == wanted).map(|(_, v)| v);
+        let binary_sha256 = said("binary").map(str::to_owned);
+        let dir = format!("{points}/{stamp}");
+        Ok(said("kept").map(|_| KeptPoint { dir, binary_sha256 }))
+    }
+
+    /// Where an earlier run of the package staged for `planned` kept what it replaced: its
+    /// staging dir's `previous/` (a run cut short), or its newest rollback point (an
+    /// `--offline` run keeps one at once). `None` when it kept nothing, or the host did not say.
+    pub async fn kept_by_earlier_run(&self, planned: &PlannedInstance) -> Option<String> {
+        let layout = planned.instance.layout();
+        let (points, binary) = (layout.rollback_points(), layout.entry());
+        let previous = DeployLayout::previous(&planned.staging_dir);
+        let sha7 = planned.staging_dir.rsplit('-').next().unwrap_or_default();
+        let command = remote::KEPT.command([previous.as_str(), &points, sha7, &binary]);
+        let stdout = self.run(&command).await.ok()?;
+        let answer = Answer::parse(&stdout).ok()?;
+        answer.lines().find(|(key, _)| *key == "kept").map(|(_, dir)| dir.to_owned())
+    }
+
+    /// Removes each of `what`: a dir ([`Removal::Dir`]), or every staging dir of a deploy dir
+    /// ([`Removal::StagingOf`]).
+    pub async fn remove(&self, what: &[Removal<'_>]) -> Result<(), SshError> {
+        let pairs = what.iter().flat_map(|removal| match removal {
+            Removal::Dir(dir) => ["dir", *dir],
+            Removal::StagingOf(deploy) => ["staging", *deploy],
+        });
+        self.run(&remote::CLEANUP.command(pairs)).await.map(drop)
+    }
+
+    /// What preflight needs of `planned`, in one round trip (see `remote/facts.sh`): its deploy
+    /// dir, free space and file system, what TiUP's backup of `bin/` will take if it is still
+    /// to be made, what the rollback points take, the installed binary's size (its sha256 only
+    /// at `entry_size`, and then how `others` compare) and its version; with `unit_scope`,
+    /// whether systemd knows the unit.
+    pub async fn facts(
+        &self,
+        planned: &PlannedInstance,
+        entry_size: u64,
+        others: &[PackageFile],
+        unit_scope: Option<&str>,
+    ) -> Result<String, SshError> {
+        let mut args: Vec<String> = vec![
+            planned.deploy_dir.clone(),
+            planned.binary.clone(),
+            planned.backup_dir.clone(),
+            ROLLBACK_DIR.to_owned(),
+            entry_size.to_string(),
+            unit_scope.unwrap_or_default().to_owned(),
+            planned.service.clone(),
+        ];
+        for file in others {
+            let (kind, want) = match &file.kind {
+                FileKind::File { sha256, .. } => ("file", sha256.as_str()),
+                FileKind::Symlink { target } => ("link", target.as_str()),
+                FileKind::Dir => ("dir", "-"),
+            };
+            args.extend([kind.to_owned(), file.path.clone(), want.to_owned()]);
+        }
+        self.run(&remote::FACTS.command(args)).await
+    }
+}
+
+/// What [`Remote::remove`] removes.
+#[derive(Debug, Clone, Copy)]
+pub enum Removal<'a> {
+    /// This dir.
+    Dir(&'a str),
+    /// Every staging dir (`bin.patch-*`) of this deploy dir.
+    StagingOf(&'a str),
+}
+
+/// A rollback point a patch left.
+#[derive(Debug, Clone)]
+pub struct KeptPoint {
+    pub dir: String,
+    /// The sha256 of the binary that ran before the patch (recorded in its manifest).
+    pub binary_sha256: Option<String>,
+}
+
+/// What `instance` could go back to (see `remote/survey.sh`), asked over `session`.
+pub async fn survey(
+    session: &HostSession,
+    instance: &Instance,
+    cluster_version: &str,
+) -> Result<String, SshError> {
+    let (deploy, comp) = (instance.deploy_dir.as_str(), instance.role.component());
+    session.run(&remote::SURVEY.command([deploy, comp, cluster_version, ROLLBACK_DIR])).await
+}
+
+/// Streams the tree in `dir` (without a point's own files) into `file` as a gzipped tar.
+pub async fn pack(
+    session: &HostSession,
+    dir: &str,
+    file: &mut std::fs::File,
+) -> Result<ExecOutput, SshError> {
+    session.exec_to_file(&remote::PACK.command([dir]), file).await
+}
+
+/// TiUP's backup of the instance's `bin` and the note of what the run is for, as the first
+/// steps of staging: made while `bin` is as it was and before any service is touched, as TiUP
+/// backs up every instance before its restarts.
+fn staging_steps(planned: &PlannedInstance, action: Action) -> String {
+    let backup =
+        remote::BACKUP.command([planned.instance.layout().bin(), planned.backup_dir.clone()]);
+    let action = remote::ACTION.command([planned.staging_dir.as_str(), action.word()]);
+    format!("{backup} && {action}")
+}
+
+/// The paths a swap moves: the package's files and links (directories are made as needed).
+fn moved_paths(files: &[PackageFile]) -> impl Iterator<Item = &str> {
+    files.iter().filter(|f| f.kind != FileKind::Dir).map(|f| f.path.as_str())
 }

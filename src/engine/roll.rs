@@ -10,18 +10,16 @@ use super::attempt::{self, OnInterrupt, Place, StepError, Steps};
 use super::events::{Event, Progress};
 use super::judge::Judging;
 use super::preflight::InstanceFacts;
-use super::remote::{Remote, UnitState};
+use super::remote::{KeptPoint, Remote, Removal, UnitState};
 use super::report::Outcome;
 use super::signals::Interrupt;
 use super::stage::Staged;
 use super::tasks::TaskGate;
-use super::tree;
 use crate::dm::client::DmClient;
 use crate::dm::health::{Readiness, WaitError, master_readiness, wait_until, worker_readiness};
 use crate::dm::version::VersionInfo;
 use crate::package::PackageFile;
 use crate::plan::PlannedInstance;
-use crate::remote::{self, Answer};
 use crate::ssh::SshError;
 use crate::topology::Role;
 use crate::topology::layout::DeployLayout;
@@ -167,7 +165,7 @@ pub async fn put_back(context: &RollContext<'_>, job: &Job<'_>, point: &str, why
 /// Removes a rollback point an undo used up (its files went back into `bin/`): `dm-patch
 /// rollback` must not find it again. A failure is only logged: what is left is inert.
 async fn drop_used_point(job: &Job<'_>, point: &str) {
-    if let Err(err) = job.remote.run(&remote::CLEANUP.command(["dir", point])).await {
+    if let Err(err) = job.remote.remove(&[Removal::Dir(point)]).await {
         tracing::warn!(
             "{}: could not remove the used rollback point {point}: {err}",
             job.remote.label
@@ -257,23 +255,10 @@ async fn runs_an_older_binary(context: &RollContext<'_>, job: &Job<'_>) -> bool 
 /// staging dir's `previous/` (a run cut short), or else the newest rollback point of this
 /// package (an `--offline` run, which keeps one at once).
 async fn kept_by_earlier_run(job: &Job<'_>) -> Option<(String, VersionInfo)> {
-    let layout = job.planned.instance.layout();
-    let (points, binary) = (layout.rollback_points(), layout.entry());
-    let sha7 = job.planned.staging_dir.rsplit('-').next().unwrap_or_default();
-    let command = remote::KEPT.command([job.previous_dir().as_str(), &points, sha7, &binary]);
-    let stdout = job.remote.run(&command).await.ok()?;
-    let answer = Answer::parse(&stdout).ok()?;
-    let (_, kept) = answer.lines().find(|(key, _)| *key == "kept")?;
-    let version = job.remote.binary_version(&format!("{kept}/{binary}")).await.ok()?;
-    (!version.release.is_empty()).then_some((kept.to_owned(), version))
-}
-
-/// A rollback point a patch left.
-#[derive(Debug, Clone)]
-pub struct KeptPoint {
-    pub dir: String,
-    /// The sha256 of the binary that ran before the patch (recorded in its manifest).
-    pub binary_sha256: Option<String>,
+    let kept = job.remote.kept_by_earlier_run(job.planned).await?;
+    let binary = format!("{kept}/{}", job.planned.instance.layout().entry());
+    let version = job.remote.binary_version(&binary).await.ok()?;
+    (!version.release.is_empty()).then_some((kept, version))
 }
 
 /// After a patch: what it replaced in `bin/` (the staging dir's `previous/`) becomes a rollback
@@ -287,9 +272,6 @@ pub async fn keep_rollback_point(
     package_sha256: &str,
     action: crate::plan::Action,
 ) -> Result<Option<KeptPoint>, SshError> {
-    let layout = job.planned.instance.layout();
-    let points = layout.rollback_points();
-    let point = format!("{points}/{stamp}");
     // `action` tells a point a rollback left (what it took back) from one a patch left: a
     // rollback cut short is finished by finding it.
     let manifest = format!(
@@ -299,22 +281,13 @@ pub async fn keep_rollback_point(
         package_sha256,
         action.word(),
     );
-    let (keep, binary) = (keep.to_string(), layout.entry());
-    let previous = job.previous_dir();
-    let args = [previous.as_str(), &points, stamp, &manifest, &binary, &keep];
-    let stdout = job.remote.run(&remote::KEEP_POINT.command(args)).await?;
-    let answer = Answer::parse(&stdout).unwrap_or_default();
-    let said = |wanted: &str| answer.lines().find(|(key, _)| *key == wanted).map(|(_, v)| v);
-    let binary_sha256 = said("binary").map(str::to_owned);
-    Ok(said("kept").map(|_| KeptPoint { dir: point, binary_sha256 }))
+    job.remote.keep_point(job.planned, stamp, &manifest, keep).await
 }
 
 /// Keeps what the package replaces in `bin/` (hard links) and moves the verified tree in: each
 /// file is renamed over the old one, atomically, on the same file system.
 async fn swap_in(job: &Job<'_>) -> Result<(), StepError> {
-    let command =
-        tree::swap_script(&job.bin_dir(), &job.planned.staging_dir, job.files, job.remove);
-    job.remote.run(&command).await?;
+    job.remote.swap_in(job.planned, job.files, job.remove).await?;
     Ok(())
 }
 
@@ -452,8 +425,7 @@ impl Steps for JobSteps<'_> {
 
     async fn restore(&self, kept: &str) -> Result<(), StepError> {
         let job = self.job;
-        let command = tree::restore_script(&job.bin_dir(), kept, job.files, job.remove);
-        job.remote.run(&command).await?;
+        job.remote.restore(job.planned, kept, job.files, job.remove).await?;
         Ok(())
     }
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::hosts::ssh_target;
-use crate::remote::{self, Answer};
+use super::remote::{pack, survey};
+use crate::remote::Answer;
 use crate::ssh::{HostKeyPolicy, HostSession, Reach, SshError};
-use crate::topology::layout::ROLLBACK_DIR;
 use crate::topology::{Arch, Cluster, Instance, Role};
 
 /// Where to go back to.
@@ -127,7 +127,7 @@ pub async fn find_targets(
                 let surveyed = async {
                     let mut found = Vec::new();
                     for instance in instances {
-                        let facts = session.run(&survey_script(cluster, instance)).await?;
+                        let facts = survey(&session, instance, cluster.version()).await?;
                         found.push(target_from(cluster, instance, &facts, kind));
                     }
                     Ok(found)
@@ -161,7 +161,7 @@ pub async fn download(
     let ssh = ssh_target(cluster, (&target.ssh_host, target.ssh_port), policy, timeout, transport);
     let session = HostSession::connect(&ssh).await?;
     let mut file = std::fs::File::create(path)?;
-    let output = session.exec_to_file(&remote::PACK.command([source]), &mut file).await;
+    let output = pack(&session, source, &mut file).await;
     session.close().await;
     let output = output?;
     if output.exit_status != 0 {
@@ -170,15 +170,7 @@ pub async fn download(
     Ok(())
 }
 
-/// Asks what the instance runs, its newest rollback point's manifest, TiUP's backup, the
-/// files in `bin/` that the backup does not have, and what a run cut short left: the binary its
-/// swap replaced (its staging dir's `previous/`), or, with no swap made, what `bin/` has.
-fn survey_script(cluster: &Cluster, instance: &Instance) -> String {
-    let (deploy, comp) = (instance.deploy_dir.as_str(), instance.role.component());
-    remote::SURVEY.command([deploy, comp, cluster.version(), ROLLBACK_DIR])
-}
-
-/// What [`survey_script`] answered: `<section>.<key>` values, and its lists.
+/// What [`survey`] answered: `<section>.<key>` values, and its lists.
 #[derive(Default)]
 struct Survey<'f> {
     sections: HashMap<&'f str, HashMap<&'f str, String>>,
@@ -214,7 +206,7 @@ impl<'f> Survey<'f> {
     }
 }
 
-/// The target, from what [`survey_script`] printed.
+/// The target, from what [`survey`] answered.
 fn target_from(
     cluster: &Cluster,
     instance: &Instance,

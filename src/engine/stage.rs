@@ -17,8 +17,8 @@ use tokio::task::JoinSet;
 use super::events::{Event, Progress};
 use super::hosts::Hosts;
 use super::preflight::InstanceFacts;
-use super::remote::Remote;
-use super::tree::{self, Listing};
+use super::remote::{Remote, Removal};
+use super::tree::Listing;
 use crate::dm::version::VersionInfo;
 use crate::plan::{HostStaging, Plan, PlannedInstance};
 use crate::remote;
@@ -131,17 +131,9 @@ async fn stage_host<'p>(
         .open_for_wire()
         .await
         .map_err(|source| StageError::Package { host: label.to_owned(), source })?;
-    // One round trip; each step only once the one before it succeeded.
-    let script = format!(
-        "{} && {} && {}",
-        backup_script(first),
-        action_script(plan, first),
-        tree::unpack_script(&first.staging_dir, &first.binary, &package.entry(), package.wire())
-    );
     let sent = |sent| progress.event(Event::UploadProgress { host: label, sent });
     let output = remote
-        .session
-        .exec_with_input(&script, &mut bytes, &sent)
+        .stage_unpack(first, plan.action, package, &mut bytes, &sent)
         .await
         .map_err(|source| StageError::Ssh { at: label.to_owned(), source: Box::new(source) })?;
     progress.event(Event::UploadFinished { host: label });
@@ -154,15 +146,8 @@ async fn stage_host<'p>(
 
     let mut staged = vec![(first.id.clone(), Staged { version: version.clone() })];
     for planned in instances {
-        let script = format!(
-            "{} && {} && {}",
-            backup_script(planned),
-            action_script(plan, planned),
-            tree::copy_script(&first.staging_dir, &planned.staging_dir, &planned.binary)
-        );
-        let output = remote.session.exec(&script).await.map_err(|source| StageError::Ssh {
-            at: planned.id.clone(),
-            source: Box::new(source),
+        let output = remote.stage_copy(first, planned, plan.action).await.map_err(|source| {
+            StageError::Ssh { at: planned.id.clone(), source: Box::new(source) }
         })?;
         verified(plan, planned, output)?;
         staged.push((planned.id.clone(), Staged { version: version.clone() }));
@@ -181,20 +166,6 @@ fn probe_said(block: &str) -> String {
         Some((cut, _)) => format!("{}…", &said[..cut]),
         None => said,
     }
-}
-
-/// TiUP's backup of the instance's `bin` (see [`tree::backup_script`]). It is made here,
-/// while `bin` is as it was and before any service is touched, as TiUP backs up every
-/// instance before its restarts: a host that cannot make it stops the run with nothing
-/// changed, and the roll spends no round trip on it.
-fn backup_script(planned: &PlannedInstance) -> String {
-    tree::backup_script(&planned.instance.layout().bin(), &planned.backup_dir)
-}
-
-/// Notes in the staging dir what the run is for (`patch`, `rollback`): a run cut short leaves
-/// it behind, and `rollback` undoes what a patch cut short left, not what a rollback did.
-fn action_script(plan: &Plan, planned: &PlannedInstance) -> String {
-    remote::ACTION.command([planned.staging_dir.as_str(), plan.action.word()])
 }
 
 /// The listing a staging script printed, once it is proven to hold exactly the package.
@@ -241,20 +212,20 @@ fn differing_versions(staged: &HashMap<String, Staged>) -> Option<String> {
 pub async fn cleanup(plan: &Plan, hosts: &Hosts, keep: &[String], finished: &[String]) {
     let removals = plan.hosts.iter().map(|host| async move {
         let remote = hosts.get(&host.ssh_host, host.ssh_port);
-        let pairs: Vec<&str> = plan
+        let removals: Vec<Removal> = plan
             .instances
             .iter()
             .filter(|i| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port)
             .filter(|i| !keep.contains(&i.id))
-            .flat_map(|i| match finished.contains(&i.id) {
-                true => ["staging", i.deploy_dir.as_str()],
-                false => ["dir", i.staging_dir.as_str()],
+            .map(|i| match finished.contains(&i.id) {
+                true => Removal::StagingOf(&i.deploy_dir),
+                false => Removal::Dir(&i.staging_dir),
             })
             .collect();
-        if pairs.is_empty() {
+        if removals.is_empty() {
             return;
         }
-        if let Err(err) = remote.run(&remote::CLEANUP.command(pairs)).await {
+        if let Err(err) = remote.remove(&removals).await {
             tracing::warn!("{}: could not remove staged files: {err}", remote.label);
         }
     });

@@ -14,27 +14,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::package::{FileKind, PackageFile, Wire};
-use crate::remote::{self, Answer};
-
-/// Unpacks the package arriving on stdin in the form `wire` into `<staging>/tree` (what an
-/// earlier unpack left there goes first; `previous/` stays), then lists and hashes it, owns it
-/// like `reference` and says the version of `<tree>/<entry>`.
-pub fn unpack_script(staging: &str, reference: &str, entry: &str, wire: Wire) -> String {
-    remote::UNPACK.command([staging, reference, entry, wire.tar_flags()])
-}
-
-/// TiUP's backup of `bin` as `backup` (`bin.old.<cluster version>`), made once and kept if it
-/// exists; never from a copy cut short.
-pub fn backup_script(bin: &str, backup: &str) -> String {
-    remote::BACKUP.command([bin, backup])
-}
-
-/// Copies an instance's verified tree from another instance's staging dir on the same host,
-/// then lists, hashes and owns it as [`unpack_script`] does.
-pub fn copy_script(from_staging: &str, staging: &str, reference: &str) -> String {
-    remote::COPY.command([from_staging, staging, reference])
-}
+use crate::package::{FileKind, PackageFile};
+use crate::remote::Answer;
 
 /// What an unpack or copy script printed, parsed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -62,8 +43,8 @@ pub enum Found {
 }
 
 impl Listing {
-    /// Parses what [`unpack_script`] or [`copy_script`] answered; `None` when it is not a
-    /// listing.
+    /// Parses what staging answered (`remote/unpack.sh`, `remote/copy.sh`); `None` when it is
+    /// not a listing.
     pub fn parse(stdout: &str) -> Option<Listing> {
         let answer = Answer::parse(stdout).ok()?;
         let mut listing = Listing { version: answer.block("version"), ..Listing::default() };
@@ -161,36 +142,6 @@ fn expected_entries(files: &[PackageFile]) -> BTreeMap<String, Found> {
     expected
 }
 
-/// The paths a swap moves: the package's files and links (directories are made as needed).
-fn moved_paths(files: &[PackageFile]) -> impl Iterator<Item = &str> {
-    files.iter().filter(|f| f.kind != FileKind::Dir).map(|f| f.path.as_str())
-}
-
-/// Run with the service stopped (or `--offline`): keeps in `previous/` what the package
-/// replaces in `bin/` and the files in `remove` (hard links) and notes in `previous/.added`
-/// what it adds, then moves the tree's files and links into `bin/` and deletes the `remove`
-/// files (a rollback takes back what its patch added). A directory in `bin/` where the package
-/// has a file stops it before anything moved (exit 3).
-pub fn swap_script(bin: &str, staging: &str, files: &[PackageFile], remove: &[String]) -> String {
-    let count = moved_paths(files).count().to_string();
-    let head = [bin, staging, count.as_str()];
-    let paths = moved_paths(files).chain(remove.iter().map(String::as_str));
-    remote::SWAP.command(head.into_iter().chain(paths))
-}
-
-/// Puts back what [`swap_script`] replaced or deleted, kept in `previous` (the staging dir's
-/// `previous/`, or the rollback point it became), and removes what it added; does nothing
-/// where the swap did not get to keep anything (no `previous`).
-pub fn restore_script(
-    bin: &str,
-    previous: &str,
-    files: &[PackageFile],
-    remove: &[String],
-) -> String {
-    let paths = moved_paths(files).chain(remove.iter().map(String::as_str));
-    remote::RESTORE.command([bin, previous].into_iter().chain(paths))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,22 +213,5 @@ mod tests {
         assert_eq!(Listing::parse("sha\tabc ./x"), None);
         assert_eq!(Listing::parse("hello"), None);
         assert_eq!(Listing::parse("other\tkey"), None);
-    }
-
-    #[test]
-    fn swap_and_restore_take_the_packages_paths_then_the_ones_to_remove() {
-        let swap =
-            swap_script("/d/my bin", "/d/bin.patch-1", &files(), &["dm-worker/old x".into()]);
-        let expected = " '/d/my bin' /d/bin.patch-1 3 dm-worker/dm-worker \
-                        dm-worker/conf/x.toml dm-worker/link 'dm-worker/old x'";
-        assert!(swap.ends_with(expected), "{swap}");
-        let restore = restore_script("/d/bin", "/d/st/previous", &files(), &[]);
-        assert!(
-            restore.ends_with(
-                " /d/bin /d/st/previous dm-worker/dm-worker \
-                                   dm-worker/conf/x.toml dm-worker/link"
-            ),
-            "{restore}"
-        );
     }
 }
