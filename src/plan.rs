@@ -18,7 +18,10 @@ pub struct Plan {
     /// The cluster's DM version (`dm_version`), which names TiUP's `bin.old.<version>` backup.
     pub cluster_version: String,
     pub package: Package,
-    pub offline: bool,
+    /// Rolling (restarts, one instance at a time) or offline (`--offline`: swaps only). In
+    /// JSON, as `offline: true|false`.
+    #[serde(rename = "offline", serialize_with = "Strategy::serialize_as_offline")]
+    pub strategy: Strategy,
     pub overwrite: bool,
     /// A package whose binary reports another release line than the cluster's may be used.
     pub allow_version_change: bool,
@@ -39,6 +42,30 @@ pub struct Plan {
     /// the patch being rolled back added. Each is kept beside what the swap replaced, so an
     /// undo, and the rollback point this run leaves, put it back.
     pub remove: Vec<String>,
+}
+
+/// How the instances are changed: the two ways a run goes, each its own path through the
+/// engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// One instance at a time: (evicted,) stopped, swapped, started, proven healthy on the
+    /// package, its migration tasks running again; undone if it fails.
+    Rolling,
+    /// `--offline`: binaries swapped side by side; nothing is stopped, started or asked of DM.
+    Offline,
+}
+
+impl Strategy {
+    pub fn is_offline(self) -> bool {
+        self == Strategy::Offline
+    }
+
+    fn serialize_as_offline<S: serde::Serializer>(
+        strategy: &Strategy,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bool(strategy.is_offline())
+    }
 }
 
 /// What a run is for: the same engine patches forward and rolls back.
@@ -246,7 +273,7 @@ impl Plan {
             component: package.component,
             cluster_version,
             package,
-            offline,
+            strategy: if offline { Strategy::Offline } else { Strategy::Rolling },
             overwrite,
             allow_version_change,
             leader,

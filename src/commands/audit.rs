@@ -29,7 +29,7 @@ impl Notes {
             cluster: plan.cluster.clone(),
             package: Some(PackageReport::of(&plan.package)),
             component: Some(plan.component.component().to_owned()),
-            offline: plan.offline,
+            offline: plan.strategy.is_offline(),
             overwrite: plan.overwrite,
             instances: plan.instances.iter().map(|i| i.id.clone()).collect(),
             ..Unexecuted::default()

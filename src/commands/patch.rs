@@ -83,7 +83,7 @@ pub async fn execute(
             });
         } else {
             printer.result(render_plan(&config.plan, printer));
-            printer.result(if config.plan.offline {
+            printer.result(if config.plan.strategy.is_offline() {
                 "Dry run: no host was contacted and nothing was changed."
             } else {
                 "Dry run: nothing was changed; no host was logged in to (the dm-masters were \

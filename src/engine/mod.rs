@@ -35,7 +35,7 @@ use self::stage::Staged;
 use self::tasks::TaskGate;
 use crate::dm::client::DmClient;
 use crate::dm::version::release_line;
-use crate::plan::Plan;
+use crate::plan::{Plan, Strategy};
 use crate::ssh::{HostKeyPolicy, Reach};
 use crate::topology::store::{self, ClusterLock};
 use crate::topology::{Cluster, Role};
@@ -157,12 +157,12 @@ impl Run {
             row.old_version = Some(installed.version.clone());
             row.old_binary_sha256.clone_from(&installed.sha256);
         }
-        if !self.plan.offline
+        if self.plan.strategy == Strategy::Rolling
             && let Err(problems) = self.survey_tasks(cluster, settings).await
         {
             return self.stop_before_roll(problems);
         }
-        if !self.plan.offline && self.plan.component == Role::Master {
+        if self.plan.strategy == Strategy::Rolling && self.plan.component == Role::Master {
             self.let_every_master_lead().await;
         }
         if interrupt.requested() {
@@ -174,16 +174,15 @@ impl Run {
             return self.interrupted_before_roll(&hosts).await;
         }
 
-        self.phase(if self.plan.offline {
-            "Swapping binaries (offline)"
-        } else {
-            "Rolling, one instance at a time"
+        self.phase(match self.plan.strategy {
+            Strategy::Offline => "Swapping binaries (offline)",
+            Strategy::Rolling => "Rolling, one instance at a time",
         });
         let context = RollContext {
             client: &self.client,
             masters: &self.masters,
             wait_timeout: settings.wait_timeout,
-            offline: self.plan.offline,
+            strategy: self.plan.strategy,
             progress: self.progress.as_ref(),
             interrupt,
             tasks: self.tasks.as_ref().filter(|gate| !gate.is_empty()),
@@ -436,7 +435,7 @@ fn new_report(plan: &Plan, started_at: SystemTime) -> Report {
         cluster: plan.cluster.clone(),
         component: plan.component,
         package: PackageReport::of(&plan.package),
-        offline: plan.offline,
+        offline: plan.strategy.is_offline(),
         overwrite: plan.overwrite,
         started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
         finished_at: String::new(),

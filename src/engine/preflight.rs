@@ -11,7 +11,7 @@ use super::remote::Remote;
 use crate::dm::client::{DmClient, DmError};
 use crate::dm::version::VersionInfo;
 use crate::package::{Package, PackageFile};
-use crate::plan::{Plan, PlannedInstance};
+use crate::plan::{Plan, PlannedInstance, Strategy};
 use crate::remote::Answer;
 use crate::ssh::SshError;
 use crate::topology::layout::ROLLBACK_DIR;
@@ -66,7 +66,7 @@ pub async fn check(
         let others: Vec<PackageFile> =
             plan.package.files.iter().filter(|f| f.path != entry).cloned().collect();
         // Offline, nothing is stopped or started: the service need not be known.
-        let needs_unit = !plan.offline;
+        let needs_unit = plan.strategy == Strategy::Rolling;
         checks.spawn(async move {
             let script = FactsScript { planned: &planned, entry_size, others: &others };
             let result = check_instance(&remote, &script, unpacked, needs_unit).await;
@@ -89,7 +89,7 @@ pub async fn check(
     problems.sort();
     problems.extend(shared_disk_problems(plan, &facts, &disks));
 
-    if !plan.offline {
+    if plan.strategy == Strategy::Rolling {
         match client.members_from_any(masters).await {
             Ok(members) if members.leader().is_some() => {}
             Ok(_) => problems.push(

@@ -19,7 +19,7 @@ use crate::dm::client::DmClient;
 use crate::dm::health::{Readiness, WaitError, master_readiness, wait_until, worker_readiness};
 use crate::dm::version::VersionInfo;
 use crate::package::PackageFile;
-use crate::plan::PlannedInstance;
+use crate::plan::{PlannedInstance, Strategy};
 use crate::ssh::SshError;
 use crate::topology::Role;
 use crate::topology::layout::DeployLayout;
@@ -30,7 +30,7 @@ pub struct RollContext<'a> {
     /// Every dm-master's address: members can be asked of any of them.
     pub masters: &'a [String],
     pub wait_timeout: Duration,
-    pub offline: bool,
+    pub strategy: Strategy,
     pub progress: &'a dyn Progress,
     /// A stop request ends any wait at once; what the instance was given is then undone.
     pub interrupt: &'a Interrupt,
@@ -115,7 +115,7 @@ impl<'a> Job<'a> {
 /// Patches one instance. On `Ok` it runs the new binary (or, offline, has it in place).
 pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), Failure> {
     let planned = job.planned;
-    if context.offline {
+    if context.strategy == Strategy::Offline {
         job.say(context, "swapping the binary");
         return swap_in(job).await.map_err(|err| {
             Failure::NeedsAttention(format!(
@@ -193,7 +193,9 @@ pub async fn finish_earlier_run(
 ) -> Result<Outcome, Failure> {
     let expected = &job.staged.version;
     runs_package(context, job, true);
-    if context.offline || readiness(context, job, expected).await == Readiness::Ready {
+    if context.strategy == Strategy::Offline
+        || readiness(context, job, expected).await == Readiness::Ready
+    {
         return Ok(Outcome::Skipped);
     }
     let planned = job.planned;

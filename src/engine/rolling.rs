@@ -25,7 +25,7 @@ use super::{Settings, rollback_stamp};
 use crate::dm::client::WorkerMember;
 use crate::dm::health::wait_until;
 use crate::dm::version::VersionInfo;
-use crate::plan::{Plan, PlannedInstance};
+use crate::plan::{Plan, PlannedInstance, Strategy};
 use crate::topology::store::{self, ClusterLock, StoreError};
 use crate::topology::{Cluster, Role};
 
@@ -71,10 +71,9 @@ impl<'r> Roll<'r> {
     /// staging dir must be kept for the operator.
     pub async fn run(mut self) -> Vec<String> {
         let mut tally = Tally::default();
-        if self.plan.offline {
-            self.offline(&mut tally).await;
-        } else {
-            self.online(&mut tally).await;
+        match self.plan.strategy {
+            Strategy::Offline => self.offline(&mut tally).await,
+            Strategy::Rolling => self.online(&mut tally).await,
         }
         // The report lists instances in the order they were visited, those not reached last.
         let position = |id: &str| tally.visited.iter().position(|v| v == id).unwrap_or(usize::MAX);

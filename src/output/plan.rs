@@ -18,7 +18,7 @@ pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
         HumanBytes(plan.package.size),
         plan.package.sha256
     ));
-    let mode = match (plan.offline, plan.leader.as_deref()) {
+    let mode = match (plan.strategy.is_offline(), plan.leader.as_deref()) {
         (true, _) => "offline: swap binaries only; nothing is stopped, started or called; a \
                        running instance keeps its old binary until its next restart"
             .to_owned(),
@@ -72,7 +72,7 @@ pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
     out.push_str("\n\nOn each instance: back up bin to bin.old.");
     out.push_str(&plan.cluster_version);
     out.push_str(" (kept if present), unpack the package next to bin,\n");
-    if plan.offline {
+    if plan.strategy.is_offline() {
         out.push_str("swap the binary in place; the services stay as they are.\n");
     } else {
         out.push_str(
@@ -87,7 +87,7 @@ pub fn render_plan(plan: &Plan, printer: &Printer) -> String {
 
 /// What the operator must know before saying yes, on stderr (also with `--yes`).
 pub fn warn_before_confirm(plan: &Plan, printer: &Printer) {
-    if plan.offline {
+    if plan.strategy.is_offline() {
         printer.warning(
             "with --offline the new binaries take effect only at the next restart of each \
              instance: a running instance keeps running its old binary until then",
