@@ -63,12 +63,18 @@ pub async fn check(
         // what staging takes (the swap moves it into bin/).
         let unpacked = plan.package.unpacked_size;
         let (entry, entry_size) = (plan.package.entry(), plan.package.entry_size);
+        let entry_sha256 = plan.package.entry_sha256.clone();
         let others: Vec<PackageFile> =
             plan.package.files.iter().filter(|f| f.path != entry).cloned().collect();
         // Offline, nothing is stopped or started: the service need not be known.
         let needs_unit = plan.strategy == Strategy::Rolling;
         checks.spawn(async move {
-            let script = FactsScript { planned: &planned, entry_size, others: &others };
+            let script = FactsScript {
+                planned: &planned,
+                entry_size,
+                entry_sha256: &entry_sha256,
+                others: &others,
+            };
             let result = check_instance(&remote, &script, unpacked, needs_unit).await;
             (planned.id, result)
         });
@@ -207,6 +213,9 @@ struct FactsScript<'a> {
     planned: &'a PlannedInstance,
     /// The size of the package's binary: the installed one is hashed only when it has it.
     entry_size: u64,
+    /// The package binary's sha256: the other files are compared only when the installed
+    /// binary has it.
+    entry_sha256: &'a str,
     /// The package's other files and links, compared with `bin/` when the binary is the same.
     others: &'a [PackageFile],
 }
@@ -219,7 +228,8 @@ async fn check_instance(
 ) -> Result<(InstanceFacts, DiskUse), InstanceProblem> {
     let planned = script.planned;
     let unit_scope = needs_unit.then(|| remote.scope());
-    let stdout = remote.facts(planned, script.entry_size, script.others, unit_scope).await?;
+    let entry = (script.entry_size, script.entry_sha256);
+    let stdout = remote.facts(planned, entry, script.others, unit_scope).await?;
     let unreadable = || InstanceProblem::Unreadable {
         host: remote.label.clone(),
         dir: planned.deploy_dir.clone(),

@@ -197,21 +197,23 @@ impl Remote {
     /// What preflight needs of `planned`, in one round trip (see `remote/facts.sh`): its deploy
     /// dir, free space and file system, what TiUP's backup of `bin/` will take if it is still
     /// to be made, what the rollback points take, the installed binary's size (its sha256 only
-    /// at `entry_size`, and then how `others` compare) and its version; with `unit_scope`,
-    /// whether systemd knows the unit.
+    /// at the package binary's size, and only when that is the package binary's, how `others`
+    /// compare) and its version; with `unit_scope`, whether systemd knows the unit.
     pub async fn facts(
         &self,
         planned: &PlannedInstance,
-        entry_size: u64,
+        entry: (u64, &str),
         others: &[PackageFile],
         unit_scope: Option<&str>,
     ) -> Result<String, SshError> {
+        let (entry_size, entry_sha256) = entry;
         let mut args: Vec<String> = vec![
             planned.deploy_dir.clone(),
             planned.binary.clone(),
             planned.backup_dir.clone(),
             ROLLBACK_DIR.to_owned(),
             entry_size.to_string(),
+            entry_sha256.to_owned(),
             unit_scope.unwrap_or_default().to_owned(),
             planned.service.clone(),
         ];

@@ -343,7 +343,9 @@ fn facts_say_the_binary_and_which_other_files_differ() {
     let (same, size) = (sha(b"same"), script.len().to_string());
     let (deploy_arg, binary_arg) = (deploy.to_str().unwrap(), binary.to_str().unwrap());
     let backup = deploy.join("bin.old.v8.5.1");
-    let head = [deploy_arg, binary_arg, backup.to_str().unwrap(), "bin.rollback", &size, "", "x"];
+    let binary_sha = sha(script.as_bytes());
+    let backup = backup.to_str().unwrap();
+    let head = [deploy_arg, binary_arg, backup, "bin.rollback", &size, &binary_sha, "", "x"];
     let others = ["file", "dm-worker/a b.toml", &same, "link", "dm-worker/link", "dm-worker"];
     let args: Vec<&str> = head.iter().chain(&others).copied().collect();
 
@@ -360,8 +362,17 @@ fn facts_say_the_binary_and_which_other_files_differ() {
     assert_eq!(answer.block("version").unwrap(), "Release Version: v8.5.1\nexit status 0\n");
     assert!(!scratch.path().join("pwned").exists(), "a name was run");
 
-    let missing = ["/no/such/deploy", binary_arg, "/b", "bin.rollback", "1", "", "x"];
+    let missing = ["/no/such/deploy", binary_arg, "/b", "bin.rollback", "1", "-", "", "x"];
     assert_eq!(ok(run(FACTS, &missing, b"", scratch.path())), "deploy\tmissing\n");
+
+    // Another binary of the same size: the other files decide nothing, and are not hashed.
+    let other_binary = "0".repeat(64);
+    let head = [deploy_arg, binary_arg, backup, "bin.rollback", &size, &other_binary, "", "x"];
+    let args: Vec<&str> = head.iter().chain(&others).copied().collect();
+    let stdout = ok(run(FACTS, &args, b"", scratch.path()));
+    let answer = Answer::parse(&stdout).unwrap();
+    assert!(answer.lines().any(|(key, _)| key == "sha256"), "{stdout}");
+    assert!(!answer.lines().any(|(key, _)| key == "differs"), "{stdout}");
 }
 
 /// What an instance could go back to: what it runs, its newest point, TiUP's backup and what
