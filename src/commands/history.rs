@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::cli::{GlobalArgs, HistoryArgs};
 use crate::engine::audit::read::{Run, read_runs};
+use crate::engine::report::Outcome;
 use crate::error::{ExitStatus, UsageError};
 use crate::output::table::tiup_table;
 use crate::output::{Printer, SCHEMA_VERSION};
@@ -127,7 +128,8 @@ fn instances_cell(run: &Run) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for entry in &run.instances {
         // A rollback speaks of rolling back, as its summary did.
-        let rolled_back = run.subcommand() == "rollback" && entry.label() == "patched";
+        let rolled_back =
+            run.subcommand() == "rollback" && entry.outcome == Outcome::Patched && !entry.swapped;
         let outcome = if rolled_back { "rolled back" } else { entry.label() }.to_owned();
         match counts.iter_mut().find(|(o, _)| *o == outcome) {
             Some((_, count)) => *count += 1,

@@ -158,6 +158,10 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// What a patched instance reads as after `--offline`: its new binary runs from its next
+    /// restart (the summary and the audit record say the same).
+    pub const SWAPPED_LABEL: &'static str = "swapped (takes effect at restart)";
+
     /// Every outcome.
     pub const ALL: [Outcome; 6] = [
         Outcome::Patched,

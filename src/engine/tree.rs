@@ -1,14 +1,13 @@
-//! The package's tree on a host, through the scripts of [`crate::remote`] and what they answer:
-//! unpacking it from stdin into an instance's staging dir, proving it identical to what the
-//! local check saw, and swapping it into `bin/` (as TiUP's `tar -xzf <pkg> -C bin` would) and
-//! back.
+//! The package's tree on a host, as staging lists it (`remote/unpack.sh`, `remote/copy.sh`,
+//! run by [`super::remote::Remote`]), read back and proven identical to what the local check
+//! saw; the swap into `bin/` and back is run the same way (`remote/swap.sh`, `restore.sh`).
 //!
 //! Layout of an instance's staging dir (`<deploy_dir>/bin.patch-<sha7>/`):
 //! - `tree/`: the package, unpacked, verified, owned like the binary it replaces;
 //! - `previous/`: what the swap replaced in `bin/` (hard links, so free), and `previous/.added`,
 //!   the files the swap added; this is what an undo puts back.
 //!
-//! Every path in these scripts comes from the local check (normalised, inside the package, no
+//! Every path given to those scripts comes from the local check (normalised, inside the package, no
 //! control characters) and is passed quoted; the host's answers are parsed strictly and compared
 //! with the local facts, so a host (or a tar) that unpacks something else is caught.
 

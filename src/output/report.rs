@@ -13,7 +13,7 @@ use crate::topology::Cluster;
 /// A rollback speaks of rolling back.
 pub fn outcome_label(report: &Report, instance: &InstanceReport) -> &'static str {
     match (instance.outcome, report.action) {
-        (Outcome::Patched, _) if report.offline => "swapped (takes effect at restart)",
+        (Outcome::Patched, _) if report.offline => Outcome::SWAPPED_LABEL,
         (Outcome::Patched, Action::Rollback) => "rolled back",
         (Outcome::Skipped, Action::Rollback) => "skipped (already on its rollback target)",
         (outcome, _) => outcome.label(),

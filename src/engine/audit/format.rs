@@ -10,7 +10,7 @@ use crate::engine::report::Outcome;
 pub const RECORD_SUFFIX: &str = "_dm-patch";
 
 /// What an `--offline` swap's outcome reads as: the binary runs from the next restart.
-const SWAPPED: &str = "swapped (takes effect at restart)";
+const SWAPPED: &str = Outcome::SWAPPED_LABEL;
 /// What a run that never reached the engine says of its selected instances.
 const NOT_TOUCHED: &str = "not touched";
 
