@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::dm::client::MembersResponse;
 use crate::dm::order::{Position, roll_order};
-use crate::package::Package;
+use crate::package::{Package, Wire};
 use crate::topology::{Cluster, Instance, Role};
 
 #[derive(Debug, Clone, Serialize)]
@@ -18,6 +18,8 @@ pub struct Plan {
     /// The cluster's DM version (`dm_version`), which names TiUP's `bin.old.<version>` backup.
     pub cluster_version: String,
     pub package: Package,
+    /// The package's form on its way to the hosts (`--wire`, else its default).
+    pub wire: Wire,
     /// Rolling (restarts, one instance at a time) or offline (`--offline`: swaps only). In
     /// JSON, as `offline: true|false`.
     #[serde(rename = "offline", serialize_with = "Strategy::serialize_as_offline")]
@@ -170,6 +172,8 @@ pub struct PlanOptions {
     /// The `patched` mark a finished instance gets: `false` when it runs the cluster's
     /// original binary again (`rollback --to-original`).
     pub finished_mark: bool,
+    /// `--wire`: the package's form on the wire; `None`, its default.
+    pub wire: Option<Wire>,
 }
 
 /// How many of `instances` (in roll order) the canary phase touches for `canaries`: dm-masters,
@@ -218,6 +222,7 @@ impl Plan {
             soak,
             openapi,
             finished_mark,
+            wire,
         } = options;
         let sha = package.short_sha().to_owned();
         let cluster_version = cluster.version().to_owned();
@@ -272,6 +277,7 @@ impl Plan {
             cluster: cluster.name.clone(),
             component: package.component,
             cluster_version,
+            wire: wire.unwrap_or_else(|| package.default_wire()),
             package,
             strategy: if offline { Strategy::Offline } else { Strategy::Rolling },
             overwrite,

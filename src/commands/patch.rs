@@ -177,6 +177,7 @@ async fn resolve(store: &Store, args: PatchSettings) -> anyhow::Result<PatchConf
         soak: proving.soak,
         openapi,
         finished_mark: !args.unpatches,
+        wire: args.change.wire.chosen(),
     };
     let plan =
         Plan::new(&cluster, &selected, package, members.as_ref(), options).removing(args.remove);

@@ -5,8 +5,8 @@
 use tokio::io::AsyncRead;
 
 use crate::dm::version::VersionInfo;
-use crate::package::{FileKind, Package, PackageFile};
-use crate::plan::{Action, PlannedInstance};
+use crate::package::{FileKind, PackageFile};
+use crate::plan::{Action, Plan, PlannedInstance};
 use crate::remote::{self, Answer};
 use crate::ssh::{ExecOutput, HostSession, SshError, shell_quote};
 use crate::topology::layout::{DeployLayout, ROLLBACK_DIR};
@@ -82,21 +82,22 @@ impl Remote {
 
     /// Stages the package arriving on `input` for `planned`, in one round trip, each step only
     /// once the one before it succeeded: TiUP's backup of `bin/` (made once, never from a copy
-    /// cut short), what the run is for (`action`: a rollback cut short is told apart from a
-    /// patch cut short), then the package unpacked into the staging dir (what an earlier
-    /// unpack left goes first), owned like the binary, listed, hashed, and its binary asked
-    /// for its version. What the scripts answered comes back whatever their exit status.
+    /// cut short), what the run is for (the plan's action: a rollback cut short is told apart
+    /// from a patch cut short), then the package (in the plan's wire form) unpacked into the
+    /// staging dir (what an earlier unpack left goes first), owned like the binary, listed,
+    /// hashed, and its binary asked for its version. What the scripts answered comes back
+    /// whatever their exit status.
     pub async fn stage_unpack(
         &self,
         planned: &PlannedInstance,
-        action: Action,
-        package: &Package,
+        plan: &Plan,
         input: &mut (dyn AsyncRead + Unpin + Send),
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<ExecOutput, SshError> {
-        let (staging, binary, entry) = (&planned.staging_dir, &planned.binary, package.entry());
-        let unpack = remote::UNPACK.command([staging, binary, &entry, package.wire().tar_flags()]);
-        let script = format!("{} && {unpack}", staging_steps(planned, action));
+        let (staging, binary) = (&planned.staging_dir, &planned.binary);
+        let entry = plan.package.entry();
+        let unpack = remote::UNPACK.command([staging, binary, &entry, plan.wire.tar_flags()]);
+        let script = format!("{} && {unpack}", staging_steps(planned, plan.action));
         self.session.exec_with_input(&script, input, progress).await
     }
 

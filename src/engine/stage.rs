@@ -126,14 +126,14 @@ async fn stage_host<'p>(
     let first = instances.next().expect("a staged host has an instance to stage");
 
     let package = &plan.package;
-    progress.event(Event::UploadStarted { host: label, total: package.wire_size() });
+    progress.event(Event::UploadStarted { host: label, total: package.wire_size(plan.wire) });
     let mut bytes = package
-        .open_for_wire()
+        .open_for_wire(plan.wire)
         .await
         .map_err(|source| StageError::Package { host: label.to_owned(), source })?;
     let sent = |sent| progress.event(Event::UploadProgress { host: label, sent });
     let output = remote
-        .stage_unpack(first, plan.action, package, &mut bytes, &sent)
+        .stage_unpack(first, plan, &mut bytes, &sent)
         .await
         .map_err(|source| StageError::Ssh { at: label.to_owned(), source: Box::new(source) })?;
     progress.event(Event::UploadFinished { host: label });

@@ -2,11 +2,14 @@
 //! inside it, unpacked here while it is sent.
 //!
 //! A host unpacks a gzip package with `tar -xzf`, that is through `gzip -d`: one core at about
-//! 180 MB/s, slower than an SSH stream on a fast link, and (where hosts share machines, as VMs
-//! or containers do) CPU taken from the services beside them. That is worth paying only when
-//! gzip saves bytes on the wire. A hotfix binary that is already compressed or stripped of
-//! everything compressible saves almost nothing; such a package goes as plain tar, which the
-//! host writes as fast as it arrives.
+//! 180 MB/s of output (about 1.4 Gbit/s), and (where hosts share machines, as VMs or
+//! containers do) CPU taken from the services beside them. Gzip on the wire pays only where the
+//! link is slower than that: the tar stream arrives as fast as the link carries it, and the
+//! host only writes it. DM's hardware recommendations give a production dm-worker host a
+//! 10 Gigabit NIC and a dm-master host a Gigabit one, so by default a dm-worker package goes as
+//! tar, and a dm-master package goes gzipped when gzip makes it at least a tenth smaller (a
+//! package gzip cannot shrink goes as tar either way). `--wire` overrides it: `gzip` for hosts
+//! behind a slow link (another site, a WAN), `tar` for a fast one.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -20,9 +23,11 @@ use tokio::sync::mpsc;
 
 use super::gzip::Members;
 use super::{MAX_UNPACKED, Package};
+use crate::topology::Role;
 
 /// The form a package's bytes take on their way to a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Wire {
     /// The package file itself; each host runs `tar -xzf -`.
     Gzip,
@@ -41,31 +46,31 @@ impl Wire {
 }
 
 impl Package {
-    /// Gzip goes on the wire only when it makes the package at least a tenth smaller than its
-    /// tar stream: below that, the bytes it saves cost each host more to unpack than to
-    /// receive.
-    pub fn wire(&self) -> Wire {
-        if self.size.saturating_mul(10) < self.tar_size.saturating_mul(9) {
-            Wire::Gzip
-        } else {
-            Wire::Tar
+    /// The form that costs the hosts' links and CPUs least, as DM's recommended hardware has
+    /// them (see the module's doc): tar for a dm-worker; for a dm-master, gzip when it makes the
+    /// package at least a tenth smaller than its tar stream.
+    pub fn default_wire(&self) -> Wire {
+        let gzip_saves = self.size.saturating_mul(10) < self.tar_size.saturating_mul(9);
+        match self.component {
+            Role::Master if gzip_saves => Wire::Gzip,
+            _ => Wire::Tar,
         }
     }
 
-    /// How many bytes go to each host.
-    pub fn wire_size(&self) -> u64 {
-        match self.wire() {
+    /// How many bytes go to each host in `wire`'s form.
+    pub fn wire_size(&self, wire: Wire) -> u64 {
+        match wire {
             Wire::Gzip => self.size,
             Wire::Tar => self.tar_size,
         }
     }
 
-    /// The package's bytes as [`Package::wire`] sends them. Memory stays at a few chunks
-    /// whatever the package's size: the tar stream is unpacked on a blocking thread only as
-    /// fast as it is sent. A package changed since its check fails to read, or reaches the
-    /// host different and is caught there by the sha256 of what was unpacked.
-    pub async fn open_for_wire(&self) -> io::Result<Box<dyn AsyncRead + Send + Unpin>> {
-        Ok(match self.wire() {
+    /// The package's bytes in `wire`'s form. Memory stays at a few chunks whatever the
+    /// package's size: the tar stream is unpacked on a blocking thread only as fast as it is
+    /// sent. A package changed since its check fails to read, or reaches the host different
+    /// and is caught there by the sha256 of what was unpacked.
+    pub async fn open_for_wire(&self, wire: Wire) -> io::Result<Box<dyn AsyncRead + Send + Unpin>> {
+        Ok(match wire {
             Wire::Gzip => Box::new(tokio::fs::File::open(&self.path).await?),
             Wire::Tar => Box::new(TarStream::open(&self.path)?),
         })
@@ -143,7 +148,6 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     use super::*;
-    use crate::topology::Role;
 
     fn gzip(data: &[u8], level: u32) -> Vec<u8> {
         let mut encoder =
@@ -154,14 +158,19 @@ mod tests {
 
     /// A package of `data` as `dm-worker/dm-worker`, checked.
     fn package(dir: &Path, data: &[u8], level: u32) -> Package {
+        package_of(Role::Worker, dir, data, level)
+    }
+
+    /// A package of `data` as `<role>/<role>`, checked.
+    fn package_of(role: Role, dir: &Path, data: &[u8], level: u32) -> Package {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o755);
         let mut builder = tar::Builder::new(Vec::new());
-        builder.append_data(&mut header, "dm-worker/dm-worker", data).unwrap();
-        let path = dir.join("p.tar.gz");
+        builder.append_data(&mut header, format!("{role}/{role}"), data).unwrap();
+        let path = dir.join(format!("{role}.tar.gz"));
         std::fs::write(&path, gzip(&builder.into_inner().unwrap(), level)).unwrap();
-        super::super::inspect(&path, Role::Worker, &[]).unwrap()
+        super::super::inspect(&path, role, &[]).unwrap()
     }
 
     fn noise(len: usize) -> Vec<u8> {
@@ -177,14 +186,17 @@ mod tests {
     }
 
     #[test]
-    fn only_a_package_that_gzip_shrinks_goes_gzipped() {
+    fn a_dm_master_package_that_gzip_shrinks_goes_gzipped_and_nothing_else_does() {
         let dir = tempfile::tempdir().unwrap();
-        let text = package(dir.path(), &b"a binary that compresses well ".repeat(10_000), 6);
-        assert_eq!(text.wire(), Wire::Gzip);
-        assert_eq!(text.wire_size(), text.size);
-        let random = package(dir.path(), &noise(1 << 20), 6);
-        assert_eq!(random.wire(), Wire::Tar);
-        assert_eq!(random.wire_size(), random.tar_size);
+        let text = b"a binary that compresses well ".repeat(10_000);
+        let master = package_of(Role::Master, dir.path(), &text, 6);
+        assert_eq!(master.default_wire(), Wire::Gzip, "a Gigabit host: bytes cost most");
+        assert_eq!(master.wire_size(Wire::Gzip), master.size);
+        let worker = package(dir.path(), &text, 6);
+        assert_eq!(worker.default_wire(), Wire::Tar, "a 10 Gigabit host: its gzip -d costs most");
+        let random = package_of(Role::Master, dir.path(), &noise(1 << 20), 6);
+        assert_eq!(random.default_wire(), Wire::Tar, "gzip saves nothing");
+        assert_eq!(random.wire_size(Wire::Tar), random.tar_size);
         assert!(random.tar_size > 1 << 20, "headers and padding count too");
     }
 
@@ -192,8 +204,7 @@ mod tests {
     async fn the_tar_stream_is_exactly_what_gzip_d_gives() {
         let dir = tempfile::tempdir().unwrap();
         let package = package(dir.path(), &noise(300_000), 1);
-        assert_eq!(package.wire(), Wire::Tar);
-        let mut stream = package.open_for_wire().await.unwrap();
+        let mut stream = package.open_for_wire(Wire::Tar).await.unwrap();
         let mut sent = Vec::new();
         stream.read_to_end(&mut sent).await.unwrap();
         assert_eq!(stream.read(&mut [0; 16]).await.unwrap(), 0, "the end stays the end");
@@ -213,7 +224,7 @@ mod tests {
         gz[middle] ^= 0xff;
         std::fs::write(&package.path, &gz).unwrap();
         let mut sent = Vec::new();
-        let read = package.open_for_wire().await.unwrap().read_to_end(&mut sent).await;
+        let read = package.open_for_wire(Wire::Tar).await.unwrap().read_to_end(&mut sent).await;
         assert!(read.is_err(), "read {} bytes without an error", sent.len());
     }
 }

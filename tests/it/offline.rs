@@ -81,7 +81,7 @@ fn a_rerun_uploads_only_to_hosts_not_on_the_package() {
     let args = ["patch", sandbox.cluster_name(), &package, "-N", &first, "--offline", "--yes"];
     Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--format", "json"])).code(0);
 
-    let run = run_verbose(&sandbox, &package).code(0);
+    let run = run_verbose(&sandbox, &package, &[]).code(0);
     let report = run.json();
     assert_eq!(phase_names(&report)[2], "Uploading the package to 1 host(s)");
     assert_eq!(run.stderr.matches("dm-patch-unpack ").count(), 1, "{}", run.stderr);
@@ -115,10 +115,20 @@ fn preflight_reports_every_missing_deploy_dir() {
     assert_eq!(sandbox.meta_yaml(), before);
 }
 
-/// An offline patch of every dm-worker with `-v`: stderr shows each remote command.
-fn run_verbose(sandbox: &Sandbox, package: &str) -> Run {
+/// An offline patch of every dm-worker with `-v` (and `extra`): stderr shows each remote
+/// command.
+fn run_verbose(sandbox: &Sandbox, package: &str, extra: &[&str]) -> Run {
     let args = ["patch", sandbox.cluster_name(), package, "-R", "dm-worker", "--offline"];
-    Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--yes", "--format", "json", "-v"]))
+    let mut command = dm_patch(sandbox.tiup_home());
+    Run::of(command.args(args).args(extra).args(["--yes", "--format", "json", "-v"]))
+}
+
+/// How many unpacks a verbose run logged with tar's `flags` (`-v` logs each script by name and
+/// arguments: the unpack's last one is tar's flags).
+fn unpacks(run: &Run, flags: &str) -> usize {
+    let flags = format!(" {flags} ");
+    let logged = |line: &&str| line.contains("dm-patch-unpack ") && line.contains(&flags);
+    run.stderr.lines().filter(logged).count()
 }
 
 /// Bytes gzip cannot shrink (xorshift noise).
@@ -134,52 +144,35 @@ fn noise(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// A package gzip cannot shrink goes to the hosts as the tar stream inside it (no `gzip -d` on
-/// the host), and is verified and installed like any other; one that gzip shrinks goes gzipped.
+/// A dm-worker package goes to the hosts as the tar stream inside it (no `gzip -d` on the
+/// host), whether gzip shrinks it or not, and is verified and installed like any other; with
+/// `--wire gzip` it goes as the gzip file, and the host inflates it.
 #[test]
-fn a_package_gzip_cannot_shrink_travels_as_plain_tar() {
+fn a_dm_worker_package_travels_as_plain_tar_unless_gzip_is_asked_for() {
     let (sandbox, deploys) = hosts_with_workers(2, deploy_worker);
     let packages = Store::new();
-    let hotfix = version_script("v8.5.2");
-    let payload = noise(3 << 20);
-    let package = packages.package(
-        "dm-worker-hotfix.tar.gz",
-        &[
-            Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes()),
-            Entry::file("dm-worker/payload.bin", 0o644, &payload),
-        ],
-    );
-    let run = run_verbose(&sandbox, &package).code(0);
-    let report = run.json();
-    // `-v` logs each script by name and arguments: the unpack's last one is tar's flags.
-    let unpacks = |flags: &str| {
-        run.stderr.lines().filter(|l| l.contains("dm-patch-unpack ") && l.contains(flags)).count()
-    };
-    assert_eq!(unpacks(" -xf "), 2, "{}", run.stderr);
-    assert_eq!(unpacks("-xzf"), 0, "{}", run.stderr);
-    assert!(report["instances"].as_array().unwrap().iter().all(|i| i["outcome"] == "patched"));
-    for deploy in &deploys {
-        assert_eq!(fs::read(deploy.join("bin/dm-worker/payload.bin")).unwrap(), payload);
-        assert_eq!(fs::read_to_string(deploy.join("bin/dm-worker/dm-worker")).unwrap(), hotfix);
-    }
-
-    let hotfix = version_script("v8.5.3");
-    let text = b"a file that compresses well\n".repeat(100_000);
-    let package = packages.package(
-        "dm-worker-text.tar.gz",
-        &[
-            Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes()),
-            Entry::file("dm-worker/payload.bin", 0o644, &text),
-        ],
-    );
-    let run = run_verbose(&sandbox, &package).code(0);
-    let unpacks = run
-        .stderr
-        .lines()
-        .filter(|l| l.contains("dm-patch-unpack ") && l.contains(" -xzf "))
-        .count();
-    assert_eq!(unpacks, 2, "{}", run.stderr);
-    for deploy in &deploys {
-        assert_eq!(fs::read(deploy.join("bin/dm-worker/payload.bin")).unwrap(), text);
+    let installs = [
+        ("v8.5.2", noise(3 << 20), None, "-xf"),
+        ("v8.5.3", b"a file that compresses well\n".repeat(100_000), None, "-xf"),
+        ("v8.5.4", b"another file that compresses well\n".repeat(100_000), Some("gzip"), "-xzf"),
+    ];
+    for (version, payload, wire, flags) in installs {
+        let hotfix = version_script(version);
+        let package = packages.package(
+            &format!("dm-worker-{version}.tar.gz"),
+            &[
+                Entry::file("dm-worker/dm-worker", 0o755, hotfix.as_bytes()),
+                Entry::file("dm-worker/payload.bin", 0o644, &payload),
+            ],
+        );
+        let extra: Vec<&str> = wire.iter().flat_map(|wire| ["--wire", *wire]).collect();
+        let run = run_verbose(&sandbox, &package, &extra).code(0);
+        assert_eq!(unpacks(&run, flags), 2, "{version}: {}", run.stderr);
+        let report = run.json();
+        assert!(report["instances"].as_array().unwrap().iter().all(|i| i["outcome"] == "patched"));
+        for deploy in &deploys {
+            assert_eq!(fs::read(deploy.join("bin/dm-worker/payload.bin")).unwrap(), payload);
+            assert_eq!(fs::read_to_string(deploy.join("bin/dm-worker/dm-worker")).unwrap(), hotfix);
+        }
     }
 }
