@@ -1,7 +1,12 @@
 //! One SSH connection per host, opened in parallel and shared by every step on that host.
+//!
+//! A run over more than [`KEEP_OPEN_UP_TO`] hosts holds a host's connection only while the host
+//! has work (dm-patch's own client): each logs in at its host's first command, and is let go
+//! when the host's part of a phase is done ([`Hosts::rest`]), so that at most `--concurrency`
+//! hosts (the roll: its current instance's host) hold one at once, whatever the cluster's size.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -9,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::Settings;
 use super::remote::Remote;
-use crate::plan::Plan;
+use crate::plan::{Plan, PlannedInstance};
 use crate::ssh::{HostKeyPolicy, HostSession, Privilege, SshTarget, Transport};
 use crate::topology::{Cluster, SystemdMode};
 
@@ -43,9 +48,19 @@ pub fn ssh_target(
 /// How long the system client's idle master connections stay beyond the roll's longest wait.
 const MASTER_IDLE: Duration = Duration::from_secs(600);
 
-/// The open sessions, keyed by SSH endpoint (`manage_host` or `host`, and port).
+/// Up to this many hosts, each keeps its connection for the whole run: so few sockets and
+/// about 0.25 MiB each cost nothing, and logging in to a host again for each phase would cost
+/// time (one login, some 20 ms of both sides' CPU, per host and phase). Beyond it, connections
+/// are made when a host's work starts and let go when it ends.
+pub const KEEP_OPEN_UP_TO: usize = 32;
+
+/// The sessions, keyed by SSH endpoint (`manage_host` or `host`, and port).
 pub struct Hosts {
     remotes: HashMap<(String, u16), Remote>,
+    /// Connections are made per piece of work and let go after it (see [`KEEP_OPEN_UP_TO`]).
+    sparing: bool,
+    /// Instances of the roll each host has left; a host is let go after its last.
+    left: Mutex<HashMap<(String, u16), usize>>,
 }
 
 impl Hosts {
@@ -62,10 +77,19 @@ impl Hosts {
             Ok(transport) => transport,
             Err(err) => {
                 let problem = format!("cannot prepare the system ssh client's sockets: {err}");
-                return (Hosts { remotes: HashMap::new() }, vec![problem]);
+                let hosts =
+                    Hosts { remotes: HashMap::new(), sparing: false, left: Mutex::default() };
+                return (hosts, vec![problem]);
             }
         };
+        let sparing = plan.hosts.len() > KEEP_OPEN_UP_TO;
+        let remote = |target: &SshTarget, session| Remote {
+            session,
+            systemd_mode: cluster.systemd_mode(),
+            label: format!("{}:{}", target.addr, target.port),
+        };
         let limit = Arc::new(Semaphore::new(settings.concurrency));
+        let mut remotes = HashMap::new();
         let mut connections = JoinSet::new();
         for staging in &plan.hosts {
             let target = ssh_target(
@@ -75,6 +99,13 @@ impl Hosts {
                 settings.ssh_timeout,
                 transport.clone(),
             );
+            // Logged in to at its first command (and a host that cannot be reached is a
+            // problem of the first phase that needs it).
+            if let Some(session) = HostSession::connect_later(&target).filter(|_| sparing) {
+                let key = (target.addr.clone(), target.port);
+                remotes.insert(key, remote(&target, session));
+                continue;
+            }
             let limit = limit.clone();
             connections.spawn(async move {
                 let _permit = limit.acquire_owned().await;
@@ -83,24 +114,46 @@ impl Hosts {
             });
         }
 
-        let mut remotes = HashMap::new();
         let mut problems = Vec::new();
         while let Some(joined) = connections.join_next().await {
             let (target, session) = joined.expect("connection tasks do not panic");
             match session {
                 Ok(session) => {
-                    let remote = Remote {
-                        session,
-                        systemd_mode: cluster.systemd_mode(),
-                        label: format!("{}:{}", target.addr, target.port),
-                    };
-                    remotes.insert((target.addr, target.port), remote);
+                    let key = (target.addr.clone(), target.port);
+                    remotes.insert(key, remote(&target, session));
                 }
                 Err(err) => problems.push(err.to_string()),
             }
         }
         problems.sort();
-        (Hosts { remotes }, problems)
+        let mut left = HashMap::new();
+        for planned in &plan.instances {
+            *left.entry((planned.ssh_host.clone(), planned.ssh_port)).or_default() += 1;
+        }
+        (Hosts { remotes, sparing, left: Mutex::new(left) }, problems)
+    }
+
+    /// How many hosts a phase works on at once: `concurrency` when connections are spared,
+    /// else every host (each already holds its connection).
+    pub fn fan_out(&self, concurrency: usize) -> usize {
+        match self.sparing {
+            true => concurrency,
+            false => self.remotes.len().max(1),
+        }
+    }
+
+    /// `planned` is done for the roll: its host is let go after its last instance.
+    pub fn instance_done(&self, planned: &PlannedInstance) {
+        let key = (planned.ssh_host.clone(), planned.ssh_port);
+        let last = {
+            let mut left = self.left.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = left.entry(key).or_default();
+            *count = count.saturating_sub(1);
+            *count == 0
+        };
+        if last {
+            self.get(&planned.ssh_host, planned.ssh_port).rest();
+        }
     }
 
     pub fn get(&self, ssh_host: &str, ssh_port: u16) -> &Remote {

@@ -148,7 +148,8 @@ impl Run {
 
         self.phase("Checking instances");
         let (facts, problems) =
-            preflight::check(&self.plan, &hosts, &self.client, &self.masters).await;
+            preflight::check(&self.plan, &hosts, &self.client, &self.masters, settings.concurrency)
+                .await;
         if !problems.is_empty() {
             return self.stop_before_roll(problems);
         }
@@ -166,12 +167,12 @@ impl Run {
             self.let_every_master_lead().await;
         }
         if interrupt.requested() {
-            return self.interrupted_before_roll(&hosts).await;
+            return self.interrupted_before_roll(&hosts, settings.concurrency).await;
         }
 
         let Some(staged) = self.stage(&hosts, &facts, settings).await else { return };
         if interrupt.requested() {
-            return self.interrupted_before_roll(&hosts).await;
+            return self.interrupted_before_roll(&hosts, settings.concurrency).await;
         }
 
         self.phase(match self.plan.strategy {
@@ -200,10 +201,11 @@ impl Run {
             lock,
             report: &mut self.report,
         };
-        let needs_operator = roll.run().await;
+        let leftovers = roll.run().await;
         self.report.settle_failure();
         let finished = self.report.on_package();
-        stage::cleanup(&self.plan, &hosts, &needs_operator, &finished).await;
+        let keep: Vec<String> = leftovers.keep.into_iter().chain(leftovers.removed).collect();
+        stage::cleanup(&self.plan, &hosts, settings.concurrency, &keep, &finished).await;
         hosts.close().await;
 
         if self.report.result == RunResult::Success && self.plan.overwrite {
@@ -224,13 +226,13 @@ impl Run {
         let (staged, problems) =
             stage::stage_all(&self.plan, hosts, facts, &self.progress, settings.concurrency).await;
         if !problems.is_empty() {
-            stage::cleanup(&self.plan, hosts, &[], &[]).await;
+            stage::cleanup(&self.plan, hosts, settings.concurrency, &[], &[]).await;
             self.stop_before_roll(problems);
             return None;
         }
         self.report.package.version = staged.values().next().map(|s| s.version.clone());
         if let Some(message) = self.other_release_line() {
-            stage::cleanup(&self.plan, hosts, &[], &[]).await;
+            stage::cleanup(&self.plan, hosts, settings.concurrency, &[], &[]).await;
             self.report.result = RunResult::PackageRefused;
             self.report.message = Some(message);
             return None;
@@ -399,8 +401,8 @@ impl Run {
         self.report.problems = problems;
     }
 
-    async fn interrupted_before_roll(&mut self, hosts: &Hosts) {
-        stage::cleanup(&self.plan, hosts, &[], &[]).await;
+    async fn interrupted_before_roll(&mut self, hosts: &Hosts, concurrency: usize) {
+        stage::cleanup(&self.plan, hosts, concurrency, &[], &[]).await;
         self.report.result = RunResult::Interrupted;
         self.report.message = Some("interrupted before any service was touched".to_owned());
     }

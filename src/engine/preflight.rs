@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use std::sync::Arc;
+
 use indicatif::HumanBytes;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::hosts::Hosts;
@@ -48,17 +51,24 @@ impl InstanceFacts {
     }
 }
 
-/// Checks every instance and, unless `--offline`, that the DM cluster has a leader.
+/// Checks every instance and, unless `--offline`, that the DM cluster has a leader. Hosts are
+/// checked side by side (`concurrency` at a time when their connections are spared), the
+/// instances of one host at once.
 pub async fn check(
     plan: &Plan,
     hosts: &Hosts,
     client: &DmClient,
     masters: &[String],
+    concurrency: usize,
 ) -> (HashMap<String, InstanceFacts>, Vec<String>) {
+    let limit = Arc::new(Semaphore::new(hosts.fan_out(concurrency)));
     let mut checks = JoinSet::new();
-    for planned in &plan.instances {
-        let remote = hosts.get(&planned.ssh_host, planned.ssh_port).clone();
-        let planned = planned.clone();
+    for host in &plan.hosts {
+        let remote = hosts.get(&host.ssh_host, host.ssh_port).clone();
+        let on_host =
+            |i: &&PlannedInstance| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port;
+        let instances: Vec<PlannedInstance> =
+            plan.instances.iter().filter(on_host).cloned().collect();
         // The package itself is streamed, never stored on the host: what it unpacks to is
         // what staging takes (the swap moves it into bin/).
         let unpacked = plan.package.unpacked_size;
@@ -68,15 +78,25 @@ pub async fn check(
             plan.package.files.iter().filter(|f| f.path != entry).cloned().collect();
         // Offline, nothing is stopped or started: the service need not be known.
         let needs_unit = plan.strategy == Strategy::Rolling;
+        let limit = limit.clone();
         checks.spawn(async move {
-            let script = FactsScript {
-                planned: &planned,
-                entry_size,
-                entry_sha256: &entry_sha256,
-                others: &others,
-            };
-            let result = check_instance(&remote, &script, unpacked, needs_unit).await;
-            (planned.id, result)
+            let _permit = limit.acquire_owned().await;
+            let each = instances.iter().map(|planned| {
+                let script = FactsScript {
+                    planned,
+                    entry_size,
+                    entry_sha256: &entry_sha256,
+                    others: &others,
+                };
+                let remote = &remote;
+                async move {
+                    let result = check_instance(remote, &script, unpacked, needs_unit).await;
+                    (planned.id.clone(), result)
+                }
+            });
+            let results = futures_util::future::join_all(each).await;
+            remote.rest();
+            results
         });
     }
 
@@ -84,12 +104,14 @@ pub async fn check(
     let mut disks = HashMap::new();
     let mut problems = Vec::new();
     while let Some(joined) = checks.join_next().await {
-        match joined.expect("preflight tasks do not panic") {
-            (id, Ok((found, disk))) => {
-                facts.insert(id.clone(), found);
-                disks.insert(id, disk);
+        for result in joined.expect("preflight tasks do not panic") {
+            match result {
+                (id, Ok((found, disk))) => {
+                    facts.insert(id.clone(), found);
+                    disks.insert(id, disk);
+                }
+                (id, Err(problem)) => problems.push(format!("{id}: {problem}")),
             }
-            (id, Err(problem)) => problems.push(format!("{id}: {problem}")),
         }
     }
     problems.sort();

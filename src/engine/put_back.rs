@@ -57,7 +57,11 @@ impl PutBack<'_> {
             let planned = self.take_next(&mut remaining).await;
             let job = Job::of(planned, self.plan, self.hosts, self.facts, self.staged);
             let failure = match points.get(&planned.id) {
-                Some(point) => roll::put_back(self.context, &job, point, why).await,
+                Some(point) => {
+                    let failure = roll::put_back(self.context, &job, point, why).await;
+                    job.remote.rest();
+                    failure
+                }
                 None => Failure::NeedsAttention(format!(
                     "{why}; it still runs the package: no rollback point was kept for it \
                      (see --keep-rollbacks); put the cluster's original binary back with \

@@ -30,6 +30,12 @@ pub enum UnitState {
 }
 
 impl Remote {
+    /// The host's part of a phase is done: a connection made for it is let go (see
+    /// [`super::hosts::KEEP_OPEN_UP_TO`]), and its next command logs in again.
+    pub fn rest(&self) {
+        self.session.park();
+    }
+
     /// Runs `command` and requires exit status 0.
     pub async fn run(&self, command: &str) -> Result<String, SshError> {
         self.session.run(command).await
@@ -151,24 +157,29 @@ impl Remote {
 
     /// After a patch: what it replaced in `bin/` becomes the rollback point `stamp` with
     /// `manifest` (and the sha256 of the binary that ran before); only the newest `keep`
-    /// points stay. `None` when there was nothing to keep.
+    /// points stay. The instance's staging dirs then go, in the same round trip: it is done
+    /// with them.
     pub async fn keep_point(
         &self,
         planned: &PlannedInstance,
         stamp: &str,
         manifest: &str,
         keep: usize,
-    ) -> Result<Option<KeptPoint>, SshError> {
+    ) -> Result<PointKept, SshError> {
         let layout = planned.instance.layout();
         let (points, binary, keep) = (layout.rollback_points(), layout.entry(), keep.to_string());
         let previous = DeployLayout::previous(&planned.staging_dir);
-        let args = [previous.as_str(), &points, stamp, manifest, &binary, &keep];
+        let deploy = planned.deploy_dir.as_str();
+        let args = [previous.as_str(), &points, stamp, manifest, &binary, &keep, deploy];
         let stdout = self.run(&remote::KEEP_POINT.command(args)).await?;
         let answer = Answer::parse(&stdout).unwrap_or_default();
         let said = |wanted: &str| answer.lines().find(|(key, _)| *key == wanted).map(|(_, v)| v);
         let binary_sha256 = said("binary").map(str::to_owned);
         let dir = format!("{points}/{stamp}");
-        Ok(said("kept").map(|_| KeptPoint { dir, binary_sha256 }))
+        Ok(PointKept {
+            point: said("kept").map(|_| KeptPoint { dir, binary_sha256 }),
+            staging_removed: said("cleaned").is_some(),
+        })
     }
 
     /// Where an earlier run of the package staged for `planned` kept what it replaced: its
@@ -237,6 +248,15 @@ pub enum Removal<'a> {
     Dir(&'a str),
     /// Every staging dir (`bin.patch-*`) of this deploy dir.
     StagingOf(&'a str),
+}
+
+/// What keeping a rollback point did.
+#[derive(Debug, Clone)]
+pub struct PointKept {
+    /// The point; `None` when the patch replaced nothing there was to keep.
+    pub point: Option<KeptPoint>,
+    /// The instance's staging dirs are gone: the run's cleanup has nothing left to do for it.
+    pub staging_removed: bool,
 }
 
 /// A rollback point a patch left.

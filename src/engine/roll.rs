@@ -10,7 +10,7 @@ use super::attempt::{self, OnInterrupt, Place, StepError, Steps};
 use super::events::{Event, Progress};
 use super::judge::Judging;
 use super::preflight::InstanceFacts;
-use super::remote::{KeptPoint, Remote, Removal, UnitState};
+use super::remote::{PointKept, Remote, Removal, UnitState};
 use super::report::Outcome;
 use super::signals::Interrupt;
 use super::stage::Staged;
@@ -273,7 +273,7 @@ pub async fn keep_rollback_point(
     stamp: &str,
     package_sha256: &str,
     action: crate::plan::Action,
-) -> Result<Option<KeptPoint>, SshError> {
+) -> Result<PointKept, SshError> {
     // `action` tells a point a rollback left (what it took back) from one a patch left: a
     // rollback cut short is finished by finding it.
     let manifest = format!(

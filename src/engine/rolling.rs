@@ -14,7 +14,7 @@ use super::hosts::Hosts;
 use super::judge::{self, Judging, SourceMove};
 use super::preflight::InstanceFacts;
 use super::put_back::PutBack;
-use super::remote::KeptPoint;
+use super::remote::PointKept;
 use super::report::{Outcome, Report, RunResult};
 use super::roll::{self, Failure, Job, RollContext};
 use super::signals::Interrupt;
@@ -49,6 +49,8 @@ struct Tally {
     points: HashMap<String, String>,
     /// Instances whose staging dir holds the only copy of what an operator still needs.
     needs_operator: Vec<String>,
+    /// Instances whose staging dirs went with their rollback point's keeping.
+    staging_removed: Vec<String>,
     /// Instance IDs in the order they were visited.
     visited: Vec<String>,
     /// Instances this run left on the package (patched, or found on it), in that order.
@@ -59,6 +61,15 @@ struct Tally {
     put_back: bool,
 }
 
+/// What the cleanup after a roll leaves alone.
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    /// Instances whose staging dir holds the only copy of what an operator still needs.
+    pub keep: Vec<String>,
+    /// Instances whose staging dirs are gone already.
+    pub removed: Vec<String>,
+}
+
 /// Whether the roll goes on after an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
@@ -67,9 +78,9 @@ enum Next {
 }
 
 impl<'r> Roll<'r> {
-    /// Runs the roll to its end; the report says what happened. Returns the instances whose
-    /// staging dir must be kept for the operator.
-    pub async fn run(mut self) -> Vec<String> {
+    /// Runs the roll to its end; the report says what happened. Returns what the run's
+    /// cleanup must leave alone.
+    pub async fn run(mut self) -> Leftovers {
         let mut tally = Tally::default();
         match self.plan.strategy {
             Strategy::Offline => self.offline(&mut tally).await,
@@ -78,7 +89,7 @@ impl<'r> Roll<'r> {
         // The report lists instances in the order they were visited, those not reached last.
         let position = |id: &str| tally.visited.iter().position(|v| v == id).unwrap_or(usize::MAX);
         self.report.instances.sort_by_key(|row| position(&row.id));
-        tally.needs_operator
+        Leftovers { keep: tally.needs_operator, removed: tally.staging_removed }
     }
 
     /// One instance at a time; each marked as soon as it is done, so that a crash or Ctrl-C
@@ -101,7 +112,10 @@ impl<'r> Roll<'r> {
             let result = patch_or_finish(&self.context, &self.job(planned), self.plan).await;
             let moved = moves_since(&self.context, before).await;
             let patched = matches!(result, Ok(Outcome::Patched));
-            if self.record(tally, planned, result, started, moved).await == Next::Stop {
+            let next = self.record(tally, planned, result, started, moved).await;
+            // One instance at a time: its host has nothing to do until its next instance.
+            self.job(planned).remote.rest();
+            if next == Next::Stop {
                 break;
             }
             self.feed_canaries(tally, remaining.len()).await;
@@ -142,9 +156,14 @@ impl<'r> Roll<'r> {
             None
         };
         let mut replaced = None;
-        if patched && let Some(point) = self.keep_rollback_point(planned).await {
-            replaced = point.binary_sha256;
-            tally.points.insert(planned.id.clone(), point.dir);
+        if patched && let Some(kept) = self.keep_rollback_point(planned).await {
+            if kept.staging_removed {
+                tally.staging_removed.push(planned.id.clone());
+            }
+            if let Some(point) = kept.point {
+                replaced = point.binary_sha256;
+                tally.points.insert(planned.id.clone(), point.dir);
+            }
         }
         self.write_row(planned, outcome, detail.clone(), started, moved);
         self.note_old_binary(planned, replaced);
@@ -294,8 +313,12 @@ impl<'r> Roll<'r> {
         };
         for planned in &self.plan.instances {
             tally.visited.push(planned.id.clone());
-            let (result, replaced) =
-                swapped.remove(&planned.id).expect("every instance was swapped");
+            let (result, kept) = swapped.remove(&planned.id).expect("every instance was swapped");
+            let kept = kept.unwrap_or(PointKept { point: None, staging_removed: false });
+            if kept.staging_removed {
+                tally.staging_removed.push(planned.id.clone());
+            }
+            let replaced = kept.point.and_then(|point| point.binary_sha256);
             let (outcome, detail) = outcome_of(tally, planned, result);
             self.write_row(planned, outcome, detail, Instant::now(), Vec::new());
             self.note_old_binary(planned, replaced);
@@ -316,16 +339,16 @@ impl<'r> Roll<'r> {
     }
 
     /// Each instance's swap (then its rollback point), `--concurrency` at a time.
-    async fn swap_all(&self) -> HashMap<String, (Result<Outcome, Failure>, Option<String>)> {
+    async fn swap_all(&self) -> HashMap<String, (Result<Outcome, Failure>, Option<PointKept>)> {
         futures_util::stream::iter(&self.plan.instances)
             .map(|planned| async move {
                 let result = patch_or_finish(&self.context, &self.job(planned), self.plan).await;
-                let mut replaced = None;
+                let mut kept = None;
                 if let Ok(Outcome::Patched) = result {
-                    replaced =
-                        self.keep_rollback_point(planned).await.and_then(|p| p.binary_sha256);
+                    kept = self.keep_rollback_point(planned).await;
                 }
-                (planned.id.clone(), (result, replaced))
+                self.hosts.instance_done(planned);
+                (planned.id.clone(), (result, kept))
             })
             .buffer_unordered(self.settings.concurrency)
             .collect()
@@ -418,14 +441,14 @@ impl<'r> Roll<'r> {
         row.detail = detail;
     }
 
-    /// After a patch: what it replaced becomes a rollback point; returns its dir. A failure
-    /// here is told, not fatal: the instance is patched either way.
-    async fn keep_rollback_point(&self, planned: &PlannedInstance) -> Option<KeptPoint> {
+    /// After a patch: what it replaced becomes a rollback point (and the staging dirs go). A
+    /// failure here is told, not fatal: the instance is patched either way.
+    async fn keep_rollback_point(&self, planned: &PlannedInstance) -> Option<PointKept> {
         let (keep, sha) = (self.settings.keep_rollbacks, &self.plan.package.sha256);
         let job = self.job(planned);
         let (stamp, action) = (rollback_stamp(sha), self.plan.action);
         match roll::keep_rollback_point(&job, keep, &stamp, sha, action).await {
-            Ok(point) => point,
+            Ok(kept) => Some(kept),
             Err(err) => {
                 self.context.progress.event(Event::Note(&format!(
                     "{}: patched, but what it replaced could not be kept for `dm-patch \

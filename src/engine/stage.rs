@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -92,7 +93,9 @@ pub async fn stage_all(
         jobs.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let instances = plan.instances.iter().filter(|i| ids.contains(&i.id));
-            stage_host(&plan, instances, &remote, progress.as_ref()).await
+            let staged = stage_host(&plan, instances, &remote, progress.as_ref()).await;
+            remote.rest();
+            staged
         });
     }
     let mut staged: HashMap<String, Staged> = facts
@@ -208,8 +211,15 @@ fn differing_versions(staged: &HashMap<String, Staged>) -> Option<String> {
 /// operator still needs). Of the `finished` instances (on the package now), every staging dir
 /// goes, also those an earlier run cut short left (of another package): they hold nothing the
 /// instance can still go back to that its rollback point does not. Best effort: a leftover
-/// file is harmless.
-pub async fn cleanup(plan: &Plan, hosts: &Hosts, keep: &[String], finished: &[String]) {
+/// file is harmless. Hosts side by side (`concurrency` at a time when their connections are
+/// spared).
+pub async fn cleanup(
+    plan: &Plan,
+    hosts: &Hosts,
+    concurrency: usize,
+    keep: &[String],
+    finished: &[String],
+) {
     let removals = plan.hosts.iter().map(|host| async move {
         let remote = hosts.get(&host.ssh_host, host.ssh_port);
         let removals: Vec<Removal> = plan
@@ -228,7 +238,10 @@ pub async fn cleanup(plan: &Plan, hosts: &Hosts, keep: &[String], finished: &[St
         if let Err(err) = remote.remove(&removals).await {
             tracing::warn!("{}: could not remove staged files: {err}", remote.label);
         }
+        remote.rest();
     });
-    // Every host at once: each on its own connection, a command that takes no time.
-    futures_util::future::join_all(removals).await;
+    futures_util::stream::iter(removals)
+        .buffer_unordered(hosts.fan_out(concurrency))
+        .collect::<Vec<()>>()
+        .await;
 }

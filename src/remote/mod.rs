@@ -56,7 +56,8 @@ pub const ACTION: Script = script!("action");
 /// `cleanup KIND PATH...`: a dir (`dir`), or a deploy dir's staging dirs (`staging`), gone.
 pub const CLEANUP: Script = script!("cleanup");
 
-/// `keep_point PREVIOUS POINTS STAMP MANIFEST BINARY KEEP`: a rollback point, the oldest gone.
+/// `keep_point PREVIOUS POINTS STAMP MANIFEST BINARY KEEP DEPLOY`: a rollback point, the oldest
+/// gone, then the instance's staging dirs.
 pub const KEEP_POINT: Script = script!("keep_point");
 /// `kept PREVIOUS POINTS SHA7 BINARY`: what an earlier run of a package kept, if anything.
 pub const KEPT: Script = script!("kept");

@@ -255,21 +255,26 @@ fn cleanup_removes_staging_dirs_and_named_dirs_only() {
     assert!(!scratch.path().join("pwned").exists(), "a name was run");
 }
 
-/// What a patch replaced becomes a rollback point with its manifest; the oldest points go.
+/// What a patch replaced becomes a rollback point with its manifest; the oldest points go; the
+/// instance's staging dirs go too (this run's and an older one's), and nothing else.
 #[test]
 fn keep_point_keeps_the_newest_points_with_a_manifest() {
     let scratch = tempfile::tempdir().unwrap();
     let deploy = scratch.path().join("deploy 'a' $(touch pwned)");
     let previous = deploy.join("bin.patch-1234567/previous");
     write(&previous.join("dm-worker/dm-worker"), "old");
+    write(&deploy.join("bin.patch-1234567/tree/dm-worker/dm-worker"), "new");
+    write(&deploy.join("bin.patch-7654321/tree/dm-worker/dm-worker"), "an older run's");
+    write(&deploy.join("bin/dm-worker/dm-worker"), "new");
     let points = deploy.join("bin.rollback");
     for older in ["20260101T000000.000Z-aaaaaaa", "20260201T000000.000Z-bbbbbbb"] {
         write(&points.join(older).join(".manifest"), "from v1\n");
     }
     let (previous_arg, points_arg) = (previous.to_str().unwrap(), points.to_str().unwrap());
     let stamp = "20261204T000000.000Z-1234567";
-    let args =
-        [previous_arg, points_arg, stamp, "from v8.5.1\nto v8.5.2\n", "dm-worker/dm-worker", "2"];
+    let manifest = "from v8.5.1\nto v8.5.2\n";
+    let deploy_arg = deploy.to_str().unwrap();
+    let args = [previous_arg, points_arg, stamp, manifest, "dm-worker/dm-worker", "2", deploy_arg];
 
     let stdout = ok(run(KEEP_POINT, &args, b"", scratch.path()));
 
@@ -282,7 +287,8 @@ fn keep_point_keeps_the_newest_points_with_a_manifest() {
     let sha_of_old: String =
         sha2::Sha256::digest(b"old").iter().map(|byte| format!("{byte:02x}")).collect();
     let kept = ("kept".to_owned(), point.display().to_string());
-    assert_eq!(said, [("binary".to_owned(), sha_of_old.clone()), kept]);
+    let cleaned = ("cleaned".to_owned(), deploy.display().to_string());
+    assert_eq!(said, [("binary".to_owned(), sha_of_old.clone()), kept, cleaned.clone()]);
     let manifest = fs::read_to_string(point.join(".manifest")).unwrap();
     assert_eq!(manifest, format!("from v8.5.1\nto v8.5.2\nbinary {sha_of_old}\n"));
     let mut left: Vec<String> = fs::read_dir(&points)
@@ -292,11 +298,22 @@ fn keep_point_keeps_the_newest_points_with_a_manifest() {
     left.sort();
     assert_eq!(left, ["20260201T000000.000Z-bbbbbbb", stamp], "the newest two");
     assert!(!previous.exists(), "previous/ became the point");
+    let mut in_deploy: Vec<String> = fs::read_dir(&deploy)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    in_deploy.sort();
+    assert_eq!(in_deploy, ["bin", "bin.rollback"], "the staging dirs went, nothing else");
     assert!(!scratch.path().join("pwned").exists(), "a name was run");
 
-    // Nothing replaced, nothing kept.
+    // Nothing replaced, nothing kept; the staging dirs are gone all the same.
     let stdout = ok(run(KEEP_POINT, &args, b"", scratch.path()));
-    assert_eq!(stdout, "");
+    let said: Vec<(String, String)> = Answer::parse(&stdout)
+        .unwrap()
+        .lines()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+    assert_eq!(said, [cleaned]);
 }
 
 /// What an earlier run kept: its staging dir's previous/ when it holds the binary, else its

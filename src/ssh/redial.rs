@@ -25,24 +25,42 @@ pub(super) struct Connection {
 /// A host's connection, with what is needed to make it again.
 pub(super) struct Redial {
     target: SshTarget,
-    current: Mutex<Arc<Connection>>,
+    /// `None` while parked (or not made yet): the next command makes it.
+    current: Mutex<Option<Arc<Connection>>>,
+    /// Made at the first command, and so let go between commands when asked.
+    parks: bool,
     /// One reconnection at a time: callers that find the same lost connection wait for it and
     /// share its result.
     dialing: tokio::sync::Mutex<()>,
 }
 
 impl Redial {
-    pub(super) fn new(target: SshTarget, first: Connection) -> Redial {
+    /// `first`: the connection made to log in, or `None` to log in at the first command.
+    pub(super) fn new(target: SshTarget, first: Option<Connection>) -> Redial {
         Redial {
             target,
-            current: Mutex::new(Arc::new(first)),
+            parks: first.is_none(),
+            current: Mutex::new(first.map(Arc::new)),
             dialing: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The connection as it is now (possibly lost: see [`Redial::live`]).
-    pub(super) fn current(&self) -> Arc<Connection> {
+    /// The connection as it is now: possibly lost (see [`Redial::live`]), `None` while parked.
+    pub(super) fn current(&self) -> Option<Arc<Connection>> {
         self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Lets the connection go until the next command, if it was made at the first one (see
+    /// [`Redial::new`]): it closes once the commands still running on it (none, when its host
+    /// is idle) are done.
+    pub(super) fn park(&self) {
+        if !self.parks {
+            return;
+        }
+        let parked = self.current.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if parked.is_some() {
+            tracing::debug!("{}: connection parked", self.target.endpoint());
+        }
     }
 
     /// A channel on a live connection: on the current one, or, if that was lost, on a new one.
@@ -57,7 +75,7 @@ impl Redial {
             // Lost since its last use (the session's end may not have been seen yet): nothing
             // ran on it, so the channel is opened again, on a new connection.
             Err(err) if connection.handle.is_closed() || is_lost(&err) => {
-                let fresh = self.replace(&connection).await?;
+                let fresh = self.replace(Some(&connection)).await?;
                 let channel = kind.open_on(&fresh.handle).await?;
                 Ok((channel, fresh))
             }
@@ -65,25 +83,34 @@ impl Redial {
         }
     }
 
-    /// A live connection: the current one, or, if that was lost, a new one.
+    /// A live connection: the current one, or, if that was lost or parked, a new one.
     async fn live(&self) -> Result<Arc<Connection>, SshError> {
-        let connection = self.current();
-        if connection.handle.is_closed() { self.replace(&connection).await } else { Ok(connection) }
+        match self.current() {
+            Some(connection) if !connection.handle.is_closed() => Ok(connection),
+            current => self.replace(current.as_ref()).await,
+        }
     }
 
-    /// Connects again in place of `lost`, unless another caller already has.
-    async fn replace(&self, lost: &Arc<Connection>) -> Result<Arc<Connection>, SshError> {
+    /// Connects again in place of `lost` (`None`: parked), unless another caller already has.
+    async fn replace(&self, lost: Option<&Arc<Connection>>) -> Result<Arc<Connection>, SshError> {
         let _dialing = self.dialing.lock().await;
         let current = self.current();
-        if !Arc::ptr_eq(&current, lost) {
-            return Ok(current);
+        match (&current, lost) {
+            (Some(current), Some(lost)) if !Arc::ptr_eq(current, lost) => {
+                return Ok(current.clone());
+            }
+            (Some(current), None) => return Ok(current.clone()),
+            (_, Some(_)) => tracing::warn!(
+                "{}: the SSH connection was lost; connecting again",
+                self.target.endpoint()
+            ),
+            (None, None) => tracing::debug!("{}: connecting", self.target.endpoint()),
         }
-        tracing::warn!("{}: the SSH connection was lost; connecting again", self.target.endpoint());
         // Boxed: through a jump host, connecting opens a channel on the jump host's own
         // connection, which may have to be made again in turn.
         let (handle, written) = Box::pin(connect_builtin(&self.target)).await?;
         let fresh = Arc::new(Connection { handle, written });
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(fresh.clone());
         Ok(fresh)
     }
 }

@@ -163,18 +163,43 @@ impl HostSession {
             }
             Transport::Direct | Transport::Jump(_) => {
                 let (handle, written) = connect_builtin(target).await?;
-                let redial = Redial::new(target.clone(), Connection { handle, written });
+                let redial = Redial::new(target.clone(), Some(Connection { handle, written }));
                 (Link::Builtin(redial), target.privilege)
             }
         };
-        Ok(HostSession {
+        Ok(HostSession::of(target, link, privilege))
+    }
+
+    /// A session that logs in at its first command, and may be parked between commands (see
+    /// [`HostSession::park`]): dm-patch's own client only (`None` for the others).
+    pub fn connect_later(target: &SshTarget) -> Option<HostSession> {
+        match &target.transport {
+            Transport::Direct | Transport::Jump(_) => {
+                let link = Link::Builtin(Redial::new(target.clone(), None));
+                Some(HostSession::of(target, link, target.privilege))
+            }
+            Transport::System(_) | Transport::Local => None,
+        }
+    }
+
+    fn of(target: &SshTarget, link: Link, privilege: Privilege) -> HostSession {
+        HostSession {
             inner: Arc::new(Inner {
                 link,
                 endpoint: target.endpoint(),
                 privilege,
                 command_slots: Semaphore::new(COMMAND_CHANNELS),
             }),
-        })
+        }
+    }
+
+    /// Lets the connection of a session made by [`HostSession::connect_later`] go while the
+    /// host has nothing to do: it closes once no command runs on it, and the next command logs
+    /// in again. Other sessions keep their connection.
+    pub fn park(&self) {
+        if let Link::Builtin(redial) = &self.inner.link {
+            redial.park();
+        }
     }
 
     /// `host:port` of this session.
@@ -213,7 +238,7 @@ impl HostSession {
     pub async fn close(&self) {
         match &self.inner.link {
             Link::Builtin(redial) => {
-                let connection = redial.current();
+                let Some(connection) = redial.current() else { return };
                 let handle = &connection.handle;
                 if let Err(err) = handle.disconnect(Disconnect::ByApplication, "", "en").await {
                     tracing::debug!(endpoint = %self.inner.endpoint, "disconnect: {err}");

@@ -50,7 +50,14 @@ pub fn hosts_with_workers(
     hosts: usize,
     deploy_dir: impl Fn(&Sandbox, &str) -> PathBuf,
 ) -> (Sandbox, Vec<PathBuf>) {
-    let builder = Sandbox::builder().hosts(hosts).masters(0).workers(0);
+    workers_on(Sandbox::builder().hosts(hosts).masters(0).workers(0), deploy_dir)
+}
+
+/// [`hosts_with_workers`] on the hosts `builder` makes (no instances of its own).
+pub fn workers_on(
+    builder: dm_sandbox::SandboxBuilder,
+    deploy_dir: impl Fn(&Sandbox, &str) -> PathBuf,
+) -> (Sandbox, Vec<PathBuf>) {
     let sandbox = builder.start().expect("the sandbox hosts come up");
     let deploys: Vec<(String, PathBuf)> = sandbox
         .hosts()
@@ -86,8 +93,14 @@ pub fn list_workers(sandbox: &Sandbox, workers: &[(&str, u16, &Path)]) {
 
 /// `dm-patch patch <cluster> <package> -R dm-worker --offline --yes --format json`.
 pub fn run_offline(sandbox: &Sandbox, package: &str) -> Run {
+    run_offline_with(sandbox, package, &[])
+}
+
+/// [`run_offline`] with `extra` arguments.
+pub fn run_offline_with(sandbox: &Sandbox, package: &str, extra: &[&str]) -> Run {
     let args = ["patch", sandbox.cluster_name(), package, "-R", "dm-worker", "--offline"];
-    Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--yes", "--format", "json"]))
+    let mut command = dm_patch(sandbox.tiup_home());
+    Run::of(command.args(args).args(extra).args(["--yes", "--format", "json"]))
 }
 
 /// [`run_offline`], expecting exit code `code`; returns the JSON report.

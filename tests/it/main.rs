@@ -3,6 +3,7 @@
 mod audit;
 mod cli;
 mod cluster;
+mod connections;
 mod display;
 mod docs;
 mod dry_run;

@@ -1,0 +1,77 @@
+//! A run over many hosts holds SSH connections only for the hosts it is working on, through
+//! real sshd: past `KEEP_OPEN_UP_TO` hosts, at most `--concurrency` are open at once.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dm_sandbox::Sandbox;
+
+use crate::hosts::{deploy_worker, run_offline_with, worker_hotfix, workers_on};
+use crate::support::Store;
+
+/// The TCP connections open now whose far end is one of `hosts` (dm-patch's side of each SSH
+/// connection to them: sshd's side has the client's address at its far end).
+fn open_to(hosts: &HashSet<Ipv4Addr>) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // `sl local remote state ...`; addresses are little-endian hex `IP:PORT`.
+            let established = fields.get(3) == Some(&"01");
+            let remote = fields.get(2).and_then(|r| r.split(':').next());
+            let remote = remote.and_then(|hex| u32::from_str_radix(hex, 16).ok());
+            established
+                && remote.is_some_and(|ip| hosts.contains(&Ipv4Addr::from(ip.to_le_bytes())))
+        })
+        .count()
+}
+
+/// The most connections to `hosts` seen open at once while `work` runs (looked at every few
+/// milliseconds: a run that held them all would show them for most of its time).
+fn peak_connections<T>(hosts: &HashSet<Ipv4Addr>, work: impl FnOnce() -> T) -> (T, usize) {
+    let (done, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let watcher = {
+        let (done, peak, hosts) = (done.clone(), peak.clone(), hosts.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(open_to(&hosts), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let result = work();
+    done.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    (result, peak.load(Ordering::Relaxed))
+}
+
+/// 34 hosts, `-c 2`: every host is checked, staged and swapped, yet only about 2 hold a
+/// connection at once (each one logs in for its part of a phase, and lets go after it). Logged
+/// in as a deploy user with sudo, as on a TiUP host.
+#[test]
+fn a_run_over_many_hosts_holds_connections_only_for_the_hosts_at_work() {
+    let builder = Sandbox::builder().hosts(34).masters(0).workers(0).ssh_user("tidb");
+    let (sandbox, deploys) = workers_on(builder, deploy_worker);
+    let hosts: HashSet<Ipv4Addr> = sandbox.hosts().iter().map(|h| h.parse().unwrap()).collect();
+    let packages = Store::new();
+    let package = worker_hotfix(&packages, "v8.5.2");
+
+    let (run, peak) =
+        peak_connections(&hosts, || run_offline_with(&sandbox, &package, &["-c", "2"]));
+    let report = run.code(0).json();
+    let instances = report["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 34);
+    assert!(instances.iter().all(|i| i["outcome"] == "patched"), "{report}");
+    for deploy in &deploys {
+        let binary = std::fs::read_to_string(deploy.join("bin/dm-worker/dm-worker")).unwrap();
+        assert!(binary.contains("v8.5.2"), "{}: {binary}", deploy.display());
+    }
+    assert!(peak >= 1, "no connection was seen: the watch is blind");
+    // A connection let go is closing while the next host's opens: -c, plus 2 for those.
+    assert!(peak <= 2 + 2, "{peak} connections were open at once, with -c 2");
+}
