@@ -2,8 +2,9 @@
 //! start, verify; on failure put back the binary that ran just before, start it, and confirm
 //! it is healthy.
 
+use std::cell::Cell;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use super::attempt::Failure;
 use super::attempt::{self, OnInterrupt, Place, StepError, Steps};
@@ -194,7 +195,7 @@ pub async fn finish_earlier_run(
     let expected = &job.staged.version;
     runs_package(context, job, true);
     if context.strategy == Strategy::Offline
-        || readiness(context, job, expected).await == Readiness::Ready
+        || readiness(context, job, expected, None).await == Readiness::Ready
     {
         return Ok(Outcome::Skipped);
     }
@@ -331,12 +332,40 @@ async fn wait_ready(
     expected: &VersionInfo,
     on_interrupt: OnInterrupt,
 ) -> Result<(), StepError> {
-    let look = || readiness(context, job, expected);
+    let systemd = SystemdAsks::new();
+    let look = || readiness(context, job, expected, Some(&systemd));
     let ready = match on_interrupt {
         OnInterrupt::GiveUp => context.wait(look).await,
         OnInterrupt::KeepWaiting => wait_until(context.wait_timeout, look).await,
     };
     Ok(ready?)
+}
+
+/// How often a wait asks systemd (over SSH) whether a service that does not answer yet still
+/// runs: not before it has been silent this long, then at most this often. An instance that
+/// answers within it costs no round trip; one that exited is noticed within it.
+const SYSTEMD_EVERY: Duration = Duration::from_secs(1);
+
+/// When one wait asked systemd (see [`SYSTEMD_EVERY`]).
+struct SystemdAsks {
+    began: Instant,
+    last: Cell<Option<Instant>>,
+}
+
+impl SystemdAsks {
+    fn new() -> SystemdAsks {
+        SystemdAsks { began: Instant::now(), last: Cell::new(None) }
+    }
+
+    /// Whether to ask now; if so, the ask is counted.
+    fn due(&self) -> bool {
+        let since = self.last.get().unwrap_or(self.began);
+        let due = since.elapsed() >= SYSTEMD_EVERY;
+        if due {
+            self.last.set(Some(Instant::now()));
+        }
+        due
+    }
 }
 
 /// Waits until every migration task that ran before the roll runs again (see [`TaskGate`]);
@@ -371,9 +400,15 @@ async fn wait_tasks(
 }
 
 /// One look at the instance: running, healthy and on `expected`? Asked of its HTTP API first:
-/// when that says ready, no SSH round trip is spent. Otherwise systemd tells a service that
-/// exited (final: during a wait, it exited after start) from one still starting.
-async fn readiness(context: &RollContext<'_>, job: &Job<'_>, expected: &VersionInfo) -> Readiness {
+/// when that says ready, no SSH round trip is spent. Otherwise systemd, when `systemd` says it
+/// is due (never without it: a look that only asks "ready?"), tells a service that exited (final: during a wait, it exited after start) from one
+/// still starting.
+async fn readiness(
+    context: &RollContext<'_>,
+    job: &Job<'_>,
+    expected: &VersionInfo,
+    systemd: Option<&SystemdAsks>,
+) -> Readiness {
     let instance = &job.planned.instance;
     let addr = instance.addr();
     let over_http = match instance.role {
@@ -382,8 +417,8 @@ async fn readiness(context: &RollContext<'_>, job: &Job<'_>, expected: &VersionI
             worker_readiness(context.client, &addr, &instance.name, context.masters, expected).await
         }
     };
-    if over_http == Readiness::Ready {
-        return Readiness::Ready;
+    if over_http == Readiness::Ready || !systemd.is_some_and(SystemdAsks::due) {
+        return over_http;
     }
     match job.remote.unit_state(&job.planned.service).await {
         Ok(UnitState::Active) => over_http,
