@@ -15,6 +15,8 @@ pub use self::wire::Wire;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
 
 use indicatif::HumanBytes;
 use serde::Serialize;
@@ -216,19 +218,69 @@ fn elf_machine(head: &[u8]) -> Option<ElfMachine> {
 /// and anything far bigger only burns the hosts' time and disk (a gzip bomb, say).
 pub const MAX_UNPACKED: u64 = 4 << 30;
 
-/// A reader that hashes and counts every byte it passes on.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
+/// The package file's bytes as they are read on a thread of their own, which hashes and counts
+/// them: the file's sha256 and the caller's unpacking of the same bytes use two cores, and the
+/// sha256 still covers exactly the bytes the caller checked.
+struct HashedFile {
+    chunks: mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: io::Cursor<Vec<u8>>,
+    reader: Option<thread::JoinHandle<(Sha256, u64)>>,
 }
 
-impl<R: Read> Read for Hashing<R> {
+/// How much of the file the reading thread reads at a time, and how many such chunks it may
+/// be ahead of the caller.
+const FILE_CHUNK: usize = 256 * 1024;
+const FILE_CHUNKS_AHEAD: usize = 4;
+
+impl HashedFile {
+    fn new(mut file: File) -> HashedFile {
+        let (sender, chunks) = mpsc::sync_channel(FILE_CHUNKS_AHEAD);
+        let reader = thread::spawn(move || {
+            let (mut hasher, mut bytes) = (Sha256::new(), 0u64);
+            loop {
+                let mut chunk = vec![0; FILE_CHUNK];
+                let chunk = match read_fully(&mut file, &mut chunk) {
+                    Ok(0) => break,
+                    Ok(filled) => {
+                        chunk.truncate(filled);
+                        hasher.update(&chunk);
+                        bytes += filled as u64;
+                        Ok(chunk)
+                    }
+                    Err(err) => Err(err),
+                };
+                let failed = chunk.is_err();
+                // The caller is gone (it refused the package early): nothing waits for more.
+                if sender.send(chunk).is_err() || failed {
+                    break;
+                }
+            }
+            (hasher, bytes)
+        });
+        HashedFile { chunks, current: io::Cursor::new(Vec::new()), reader: Some(reader) }
+    }
+
+    /// The sha256 (hex) and size of every byte read, once the caller has read to the end.
+    fn finish(mut self) -> (String, u64) {
+        let reader = self.reader.take().expect("finished once");
+        let (hasher, bytes) = reader.join().expect("the reading thread does not panic");
+        (hex(&hasher.finalize()), bytes)
+    }
+}
+
+impl Read for HashedFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            match self.chunks.recv() {
+                Ok(chunk) => self.current = io::Cursor::new(chunk?),
+                // The thread ended: the end of the file.
+                Err(mpsc::RecvError) => return Ok(0),
+            }
+        }
     }
 }
 
@@ -261,7 +313,7 @@ fn inspect_up_to(
     if file.metadata().map_err(read_error)?.is_dir() {
         return Err(read_error(io::Error::other("it is a directory")));
     }
-    let mut source = Hashing { inner: file, hasher: Sha256::new(), bytes: 0 };
+    let mut source = HashedFile::new(file);
     let mut magic = [0u8; 2];
     let read = read_fully(&mut source, &mut magic).map_err(read_error)?;
     if read < 2 || magic != [0x1f, 0x8b] {
@@ -289,6 +341,7 @@ fn inspect_up_to(
     let tar_size = members.unpacked();
     let mut source = members.into_source().into_inner().1.into_inner();
     io::copy(&mut source, &mut io::sink()).map_err(read_error)?;
+    let (sha256, size) = source.finish();
 
     let Scan { candidates, files, unpacked, .. } = scan;
     let package_component = detect_component(&candidates, selected, &shown)?;
@@ -326,8 +379,8 @@ fn inspect_up_to(
 
     Ok(Package {
         path: path.to_owned(),
-        size: source.bytes,
-        sha256: hex(&source.hasher.finalize()),
+        size,
+        sha256,
         sha256_checked: false,
         component: package_component,
         entry_size: entry.size,

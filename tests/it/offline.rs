@@ -10,7 +10,8 @@ use dm_patch::topology::meta::Meta;
 use dm_sandbox::Sandbox;
 
 use crate::hosts::{
-    deploy_worker, hosts_with_workers, patch_offline, version_script, worker_hotfix,
+    deploy_worker, hosts_with_workers, patch_offline, run_offline_with, version_script,
+    worker_hotfix,
 };
 use crate::support::{Entry, Run, Store, dm_patch};
 
@@ -175,4 +176,27 @@ fn a_dm_worker_package_travels_as_plain_tar_unless_gzip_is_asked_for() {
             assert_eq!(fs::read_to_string(deploy.join("bin/dm-worker/dm-worker")).unwrap(), hotfix);
         }
     }
+}
+
+/// An instance's staging dirs go with the keeping of its rollback point, in one command; when
+/// the point cannot be kept (here `bin.rollback` is a file, not a dir), the instance is patched
+/// all the same, the operator is told, and the run's cleanup removes what that command did not.
+#[test]
+fn a_rollback_point_that_cannot_be_kept_still_leaves_no_staging_dir() {
+    let (sandbox, deploys) = hosts_with_workers(2, deploy_worker);
+    fs::write(deploys[0].join("bin.rollback"), "not a dir").unwrap();
+    let packages = Store::new();
+    let package = worker_hotfix(&packages, "v8.5.2");
+
+    let run = run_offline_with(&sandbox, &package, &["-c", "1"]).code(0);
+
+    let report = run.json();
+    assert!(report["instances"].as_array().unwrap().iter().all(|i| i["outcome"] == "patched"));
+    assert!(run.stderr.contains("could not be kept for `dm-patch rollback`"), "{}", run.stderr);
+    for deploy in &deploys {
+        let binary = fs::read_to_string(deploy.join("bin/dm-worker/dm-worker")).unwrap();
+        assert!(binary.contains("v8.5.2"), "{}: {binary}", deploy.display());
+        assert_eq!(staged_leftovers(deploy), Vec::<String>::new(), "{}", deploy.display());
+    }
+    assert!(deploys[1].join("bin.rollback").is_dir(), "the other instance kept its point");
 }
