@@ -143,7 +143,7 @@ impl Hosts {
     }
 
     /// `planned` is done for the roll: its host is let go after its last instance.
-    pub fn instance_done(&self, planned: &PlannedInstance) {
+    pub async fn instance_done(&self, planned: &PlannedInstance) {
         let key = (planned.ssh_host.clone(), planned.ssh_port);
         let last = {
             let mut left = self.left.lock().unwrap_or_else(PoisonError::into_inner);
@@ -152,7 +152,7 @@ impl Hosts {
             *count == 0
         };
         if last {
-            self.get(&planned.ssh_host, planned.ssh_port).rest();
+            self.get(&planned.ssh_host, planned.ssh_port).rest().await;
         }
     }
 

@@ -95,7 +95,7 @@ pub async fn check(
                 }
             });
             let results = futures_util::future::join_all(each).await;
-            remote.rest();
+            remote.rest().await;
             results
         });
     }

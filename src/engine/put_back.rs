@@ -59,7 +59,7 @@ impl PutBack<'_> {
             let failure = match points.get(&planned.id) {
                 Some(point) => {
                     let failure = roll::put_back(self.context, &job, point, why).await;
-                    job.remote.rest();
+                    job.remote.rest().await;
                     failure
                 }
                 None => Failure::NeedsAttention(format!(

@@ -32,8 +32,8 @@ pub enum UnitState {
 impl Remote {
     /// The host's part of a phase is done: a connection made for it is let go (see
     /// [`super::hosts::KEEP_OPEN_UP_TO`]), and its next command logs in again.
-    pub fn rest(&self) {
-        self.session.park();
+    pub async fn rest(&self) {
+        self.session.park().await;
     }
 
     /// Runs `command` and requires exit status 0.

@@ -114,7 +114,7 @@ impl<'r> Roll<'r> {
             let patched = matches!(result, Ok(Outcome::Patched));
             let next = self.record(tally, planned, result, started, moved).await;
             // One instance at a time: its host has nothing to do until its next instance.
-            self.job(planned).remote.rest();
+            self.job(planned).remote.rest().await;
             if next == Next::Stop {
                 break;
             }
@@ -347,7 +347,7 @@ impl<'r> Roll<'r> {
                 if let Ok(Outcome::Patched) = result {
                     kept = self.keep_rollback_point(planned).await;
                 }
-                self.hosts.instance_done(planned);
+                self.hosts.instance_done(planned).await;
                 (planned.id.clone(), (result, kept))
             })
             .buffer_unordered(self.settings.concurrency)

@@ -94,7 +94,7 @@ pub async fn stage_all(
             let _permit = limit.acquire_owned().await;
             let instances = plan.instances.iter().filter(|i| ids.contains(&i.id));
             let staged = stage_host(&plan, instances, &remote, progress.as_ref()).await;
-            remote.rest();
+            remote.rest().await;
             staged
         });
     }
@@ -238,7 +238,7 @@ pub async fn cleanup(
         if let Err(err) = remote.remove(&removals).await {
             tracing::warn!("{}: could not remove staged files: {err}", remote.label);
         }
-        remote.rest();
+        remote.rest().await;
     });
     futures_util::stream::iter(removals)
         .buffer_unordered(hosts.fan_out(concurrency))

@@ -10,11 +10,15 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use russh::client::Handle;
-use russh::{Channel, client};
+use russh::{Channel, Disconnect, client};
 
 use super::SshError;
 use super::paced::Written;
 use super::session::{HostKeyCheck, SshTarget, connect_builtin};
+
+/// How long letting a connection go waits for its session to end (a polite server ends it at
+/// once; one that does not is left to close on its own).
+const PARK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One live connection and what it has written to its socket (for [`super::paced`]).
 pub(super) struct Connection {
@@ -51,15 +55,23 @@ impl Redial {
     }
 
     /// Lets the connection go until the next command, if it was made at the first one (see
-    /// [`Redial::new`]): it closes once the commands still running on it (none, when its host
-    /// is idle) are done.
-    pub(super) fn park(&self) {
+    /// [`Redial::new`]). With no command running on it (its host idle), it is closed when this
+    /// returns; otherwise once the last one is done.
+    pub(super) async fn park(&self) {
         if !self.parks {
             return;
         }
         let parked = self.current.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if parked.is_some() {
-            tracing::debug!("{}: connection parked", self.target.endpoint());
+        let Some(connection) = parked else { return };
+        tracing::debug!("{}: connection parked", self.target.endpoint());
+        if let Ok(Connection { handle, .. }) = Arc::try_unwrap(connection) {
+            if let Err(err) = handle.disconnect(Disconnect::ByApplication, "", "en").await {
+                tracing::debug!("{}: disconnect: {err}", self.target.endpoint());
+            }
+            // The handle resolves once its session has ended, and its socket is closed.
+            if tokio::time::timeout(PARK_WAIT, handle).await.is_err() {
+                tracing::debug!("{}: the session did not end at once", self.target.endpoint());
+            }
         }
     }
 

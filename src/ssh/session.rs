@@ -196,9 +196,9 @@ impl HostSession {
     /// Lets the connection of a session made by [`HostSession::connect_later`] go while the
     /// host has nothing to do: it closes once no command runs on it, and the next command logs
     /// in again. Other sessions keep their connection.
-    pub fn park(&self) {
+    pub async fn park(&self) {
         if let Link::Builtin(redial) = &self.inner.link {
-            redial.park();
+            redial.park().await;
         }
     }
 
