@@ -2,7 +2,7 @@
 //!
 //! A run over more than [`KEEP_OPEN_UP_TO`] hosts holds a host's connection only while the host
 //! has work (dm-patch's own client): each logs in at its host's first command, and is let go
-//! when the host's part of a phase is done ([`Hosts::rest`]), so that at most `--concurrency`
+//! when the host's part of a phase is done ([`Remote::rest`]), so that at most `--concurrency`
 //! hosts (the roll: its current instance's host) hold one at once, whatever the cluster's size.
 
 use std::collections::HashMap;

@@ -61,6 +61,15 @@ pub async fn check(
     masters: &[String],
     concurrency: usize,
 ) -> (HashMap<String, InstanceFacts>, Vec<String>) {
+    // The package itself is streamed, never stored on the host: what it unpacks to is what
+    // staging takes (the swap moves it into bin/).
+    let unpacked = plan.package.unpacked_size;
+    let (entry, entry_size) = (plan.package.entry(), plan.package.entry_size);
+    let entry_sha256: Arc<str> = plan.package.entry_sha256.as_str().into();
+    let others: Arc<[PackageFile]> =
+        plan.package.files.iter().filter(|f| f.path != entry).cloned().collect();
+    // Offline, nothing is stopped or started: the service need not be known.
+    let needs_unit = plan.strategy == Strategy::Rolling;
     let limit = Arc::new(Semaphore::new(hosts.fan_out(concurrency)));
     let mut checks = JoinSet::new();
     for host in &plan.hosts {
@@ -69,16 +78,7 @@ pub async fn check(
             |i: &&PlannedInstance| i.ssh_host == host.ssh_host && i.ssh_port == host.ssh_port;
         let instances: Vec<PlannedInstance> =
             plan.instances.iter().filter(on_host).cloned().collect();
-        // The package itself is streamed, never stored on the host: what it unpacks to is
-        // what staging takes (the swap moves it into bin/).
-        let unpacked = plan.package.unpacked_size;
-        let (entry, entry_size) = (plan.package.entry(), plan.package.entry_size);
-        let entry_sha256 = plan.package.entry_sha256.clone();
-        let others: Vec<PackageFile> =
-            plan.package.files.iter().filter(|f| f.path != entry).cloned().collect();
-        // Offline, nothing is stopped or started: the service need not be known.
-        let needs_unit = plan.strategy == Strategy::Rolling;
-        let limit = limit.clone();
+        let (entry_sha256, others, limit) = (entry_sha256.clone(), others.clone(), limit.clone());
         checks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let each = instances.iter().map(|planned| {
@@ -116,29 +116,33 @@ pub async fn check(
     }
     problems.sort();
     problems.extend(shared_disk_problems(plan, &facts, &disks));
-
     if plan.strategy == Strategy::Rolling {
-        match client.members_from_any(masters).await {
-            Ok(members) if members.leader().is_some() => {}
-            Ok(_) => problems.push(
-                "the DM cluster has no dm-master leader; fix the cluster first, or use --offline if it is stopped"
-                    .to_owned(),
-            ),
-            // The cluster answered, but not over TLS with the store's files: starting it, or
-            // --offline, is not the advice then.
-            Err(err @ DmError::Tls { .. }) => problems.push(format!(
-                "the DM cluster refused a TLS connection ({err}); the store's tls/ files must be \
-                 the cluster's own (as TiUP deployed them)"
-            )),
-            Err(err @ DmError::ServesHttps { .. }) => {
-                problems.push(format!("the DM cluster answered, but not in plain HTTP: {err}"))
-            }
-            Err(err) => problems.push(format!(
-                "the DM cluster does not answer ({err}); start it, or use --offline if it is meant to be stopped"
-            )),
-        }
+        problems.extend(leader_problem(client, masters).await);
     }
     (facts, problems)
+}
+
+/// Why the DM cluster cannot be rolled, if it cannot: it must answer and have a leader.
+async fn leader_problem(client: &DmClient, masters: &[String]) -> Option<String> {
+    match client.members_from_any(masters).await {
+        Ok(members) if members.leader().is_some() => None,
+        Ok(_) => Some(
+            "the DM cluster has no dm-master leader; fix the cluster first, or use --offline if it is stopped"
+                .to_owned(),
+        ),
+        // The cluster answered, but not over TLS with the store's files: starting it, or
+        // --offline, is not the advice then.
+        Err(err @ DmError::Tls { .. }) => Some(format!(
+            "the DM cluster refused a TLS connection ({err}); the store's tls/ files must be \
+             the cluster's own (as TiUP deployed them)"
+        )),
+        Err(err @ DmError::ServesHttps { .. }) => {
+            Some(format!("the DM cluster answered, but not in plain HTTP: {err}"))
+        }
+        Err(err) => Some(format!(
+            "the DM cluster does not answer ({err}); start it, or use --offline if it is meant to be stopped"
+        )),
+    }
 }
 
 /// Instances on one host and file system are staged side by side: each may fit alone while
