@@ -6,6 +6,7 @@ mod attempt;
 pub mod audit;
 pub mod events;
 mod hosts;
+mod job_steps;
 pub mod judge;
 mod preflight;
 mod put_back;

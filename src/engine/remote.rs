@@ -139,6 +139,35 @@ impl Remote {
         self.run(&remote::SWAP.command(head.into_iter().chain(paths))).await.map(drop)
     }
 
+    /// An instance's stop, swap and start in one command, each step only once the roll says
+    /// `go` (see [`RollTalk`]): one SSH channel and one remote shell for the three, and a
+    /// dm-patch that is gone between two steps leaves the instance where the last one left it,
+    /// as separate commands would.
+    pub async fn converse_roll(
+        &self,
+        planned: &PlannedInstance,
+        files: &[PackageFile],
+        remove: &[String],
+    ) -> Result<RollTalk<'_>, SshError> {
+        let unit = planned.service.as_str();
+        let bin = planned.instance.layout().bin();
+        let count = moved_paths(files).count().to_string();
+        let head = [bin.as_str(), planned.staging_dir.as_str(), count.as_str()];
+        let paths = moved_paths(files).chain(remove.iter().map(String::as_str));
+        let go = remote::GO.command::<_, &str>([]);
+        let steps = [
+            go.clone(),
+            remote::STOP.command([self.scope(), unit]),
+            go.clone(),
+            remote::SWAP.command(head.into_iter().chain(paths)),
+            "printf 'reached\\tswapped\\n'".to_owned(),
+            go,
+            self.systemctl(&format!("start {}", shell_quote(unit))),
+            "printf 'reached\\tstarted\\n'".to_owned(),
+        ];
+        Ok(RollTalk { talk: self.session.converse(&steps.join(" && ")).await? })
+    }
+
     /// Puts back what [`Remote::swap_in`] replaced or deleted, kept in `kept` (the staging
     /// dir's `previous/`, or the rollback point it became), and removes what it added.
     pub async fn restore(
@@ -248,6 +277,50 @@ pub enum Removal<'a> {
     Dir(&'a str),
     /// Every staging dir (`bin.patch-*`) of this deploy dir.
     StagingOf(&'a str),
+}
+
+/// The steps of an instance's roll in one command (see [`Remote::converse_roll`]), taken one
+/// at a time.
+pub struct RollTalk<'r> {
+    talk: crate::ssh::Conversation<'r>,
+}
+
+/// How a step of a [`RollTalk`] ended.
+#[derive(Debug)]
+pub enum StepEnd {
+    /// Done; for the stop, what systemd says of the unit afterwards.
+    Done(UnitState),
+    /// The command ended before the step was done: what it said, and its exit status.
+    Ended(ExecOutput),
+}
+
+impl RollTalk<'_> {
+    /// Lets the next step go, and waits until the command says it is done (`reached<TAB>what`,
+    /// or for the stop, `state<TAB>...`), or ends.
+    pub async fn step(&mut self, reached: &str) -> Result<StepEnd, SshError> {
+        self.talk.say("go").await?;
+        while let Some(line) = self.talk.hear().await? {
+            match line.split_once('\t') {
+                Some(("state", state)) if reached == "stopped" => {
+                    let active = state == "active";
+                    return Ok(StepEnd::Done(match active {
+                        true => UnitState::Active,
+                        false => UnitState::NotActive,
+                    }));
+                }
+                Some(("reached", step)) if step == reached => {
+                    return Ok(StepEnd::Done(UnitState::NotActive));
+                }
+                _ => {}
+            }
+        }
+        Ok(StepEnd::Ended(self.talk.end().await?))
+    }
+
+    /// The command's end, once its last step is done.
+    pub async fn end(mut self) -> Result<ExecOutput, SshError> {
+        self.talk.end().await
+    }
 }
 
 /// What keeping a rollback point did.

@@ -7,8 +7,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use super::attempt::Failure;
-use super::attempt::{self, OnInterrupt, Place, StepError, Steps};
+use super::attempt::{self, OnInterrupt, StepError};
 use super::events::{Event, Progress};
+use super::job_steps::JobSteps;
 use super::judge::Judging;
 use super::preflight::InstanceFacts;
 use super::remote::{PointKept, Remote, Removal, UnitState};
@@ -100,15 +101,15 @@ impl<'a> Job<'a> {
     }
 
     /// Where what the swap replaced in `bin/` is kept until the instance is done.
-    fn previous_dir(&self) -> String {
+    pub(super) fn previous_dir(&self) -> String {
         DeployLayout::previous(&self.planned.staging_dir)
     }
 
-    fn bin_dir(&self) -> String {
+    pub(super) fn bin_dir(&self) -> String {
         self.planned.instance.layout().bin()
     }
 
-    fn say(&self, context: &RollContext<'_>, step: &str) {
+    pub(super) fn say(&self, context: &RollContext<'_>, step: &str) {
         context.progress.event(Event::Step { id: &self.planned.id, step });
     }
 }
@@ -144,7 +145,8 @@ pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<
         return Err(Failure::Unchanged("interrupted by a signal before it was stopped".to_owned()));
     }
     let (package, previous) = (&job.staged.version, &job.installed.version);
-    let steps = JobSteps { context, job };
+    // One command for its stop, swap and start, each step on the roll's word.
+    let steps = JobSteps::rolling(context, job);
     attempt::attempt(&steps, package, previous, evicted, &job.previous_dir()).await
 }
 
@@ -155,7 +157,7 @@ pub async fn put_back(context: &RollContext<'_>, job: &Job<'_>, point: &str, why
     job.say(context, "putting back what it ran before");
     let reason = format!("put back: {why}");
     let previous = &job.installed.version;
-    let steps = JobSteps { context, job };
+    let steps = JobSteps::undoing(context, job);
     let failure = attempt::undo(&steps, reason, previous, false, true, point).await;
     if let Failure::RolledBack(_) = failure {
         drop_used_point(job, point).await;
@@ -175,7 +177,7 @@ async fn drop_used_point(job: &Job<'_>, point: &str) {
 }
 
 /// Tells the task gate whether the worker of `job` runs the package from now on.
-fn runs_package(context: &RollContext<'_>, job: &Job<'_>, runs: bool) {
+pub(super) fn runs_package(context: &RollContext<'_>, job: &Job<'_>, runs: bool) {
     if let Some(gate) = context.tasks
         && job.planned.role == Role::Worker
     {
@@ -228,7 +230,7 @@ pub async fn finish_earlier_run(
     };
     match kept_by_earlier_run(job).await {
         Some((kept, version)) => {
-            let steps = JobSteps { context, job };
+            let steps = JobSteps::undoing(context, job);
             let failure = attempt::undo(&steps, reason, &version, false, true, &kept).await;
             if kept != job.previous_dir()
                 && let Failure::RolledBack(_) = failure
@@ -289,13 +291,13 @@ pub async fn keep_rollback_point(
 
 /// Keeps what the package replaces in `bin/` (hard links) and moves the verified tree in: each
 /// file is renamed over the old one, atomically, on the same file system.
-async fn swap_in(job: &Job<'_>) -> Result<(), StepError> {
+pub(super) async fn swap_in(job: &Job<'_>) -> Result<(), StepError> {
     job.remote.swap_in(job.planned, job.files, job.remove).await?;
     Ok(())
 }
 
 /// Stops the instance's service and makes sure it is no longer active.
-async fn stop(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), StepError> {
+pub(super) async fn stop(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), StepError> {
     let unit = &job.planned.service;
     match within_wait_timeout(context, "stop", unit, job.remote.stop(unit)).await? {
         UnitState::NotActive => Ok(()),
@@ -303,7 +305,7 @@ async fn stop(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), StepError>
     }
 }
 
-async fn start(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), StepError> {
+pub(super) async fn start(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), StepError> {
     let unit = &job.planned.service;
     within_wait_timeout(context, "start", unit, job.remote.start(unit)).await
 }
@@ -311,7 +313,7 @@ async fn start(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), StepError
 /// `systemctl <verb> <unit>` (the `step`), within the wait timeout. systemd bounds stop and
 /// start with the unit's own timeouts, but a unit told to wait forever, or a host that stops
 /// answering without closing the connection, must not hold the roll, and the operator, forever.
-async fn within_wait_timeout<T>(
+pub(super) async fn within_wait_timeout<T>(
     context: &RollContext<'_>,
     verb: &'static str,
     unit: &str,
@@ -326,7 +328,7 @@ async fn within_wait_timeout<T>(
 
 /// Waits until the instance is healthy and runs `expected`; gives up at once if its service
 /// exits.
-async fn wait_ready(
+pub(super) async fn wait_ready(
     context: &RollContext<'_>,
     job: &Job<'_>,
     expected: &VersionInfo,
@@ -370,7 +372,7 @@ impl SystemdAsks {
 
 /// Waits until every migration task that ran before the roll runs again (see [`TaskGate`]);
 /// gives up at once if one is paused, saying whether that proves the package bad.
-async fn wait_tasks(
+pub(super) async fn wait_tasks(
     context: &RollContext<'_>,
     job: &Job<'_>,
     on_interrupt: OnInterrupt,
@@ -401,8 +403,8 @@ async fn wait_tasks(
 
 /// One look at the instance: running, healthy and on `expected`? Asked of its HTTP API first:
 /// when that says ready, no SSH round trip is spent. Otherwise systemd, when `systemd` says it
-/// is due (never without it: a look that only asks "ready?"), tells a service that exited (final: during a wait, it exited after start) from one
-/// still starting.
+/// is due (never without it: a look that only asks "ready?"), tells a service that exited
+/// (final: during a wait, it exited after start) from one still starting.
 async fn readiness(
     context: &RollContext<'_>,
     job: &Job<'_>,
@@ -427,64 +429,6 @@ async fn readiness(
             job.planned.service, instance.log_dir
         )),
         Err(err) => Readiness::Waiting(err.to_string()),
-    }
-}
-
-/// The steps of an attempt on a real instance: over SSH to its host, and DM's API.
-struct JobSteps<'a> {
-    context: &'a RollContext<'a>,
-    job: &'a Job<'a>,
-}
-
-impl Steps for JobSteps<'_> {
-    fn place(&self) -> Place {
-        let planned = self.job.planned;
-        Place {
-            host: self.job.remote.label.clone(),
-            bin_dir: self.job.bin_dir(),
-            binary: planned.binary.clone(),
-            service: planned.service.clone(),
-            log_dir: planned.instance.log_dir.clone(),
-        }
-    }
-
-    fn say(&self, step: &str) {
-        self.job.say(self.context, step);
-    }
-
-    async fn stop(&self) -> Result<(), StepError> {
-        stop(self.context, self.job).await
-    }
-
-    async fn swap_in(&self) -> Result<(), StepError> {
-        swap_in(self.job).await
-    }
-
-    async fn restore(&self, kept: &str) -> Result<(), StepError> {
-        let job = self.job;
-        job.remote.restore(job.planned, kept, job.files, job.remove).await?;
-        Ok(())
-    }
-
-    async fn start(&self) -> Result<(), StepError> {
-        start(self.context, self.job).await
-    }
-
-    async fn wait_ready(&self, expected: &VersionInfo, on: OnInterrupt) -> Result<(), StepError> {
-        wait_ready(self.context, self.job, expected, on).await
-    }
-
-    async fn wait_tasks(&self, on: OnInterrupt, judging: Judging) -> Result<(), StepError> {
-        wait_tasks(self.context, self.job, on, judging).await
-    }
-
-    fn runs_package(&self, runs: bool) {
-        runs_package(self.context, self.job, runs);
-    }
-
-    async fn cancel_evict(&self) -> Result<(), String> {
-        let addr = self.job.planned.instance.addr();
-        self.context.client.cancel_evict_leader(&addr).await.map_err(|err| err.to_string())
     }
 }
 

@@ -45,6 +45,8 @@ pub const UNPACK: Script = script!("unpack");
 pub const COPY: Script = script!("copy");
 /// `backup BIN BACKUP`: TiUP's `bin.old.<version>`, once.
 pub const BACKUP: Script = script!("backup");
+/// `go`: waits for dm-patch's go-ahead on stdin (the steps of a roll in one command).
+pub const GO: Script = script!("go");
 /// `swap BIN STAGING COUNT PATH...`: the tree into `bin/`, what it replaced kept.
 pub const SWAP: Script = script!("swap");
 /// `restore BIN PREVIOUS PATH...`: what a swap replaced, back.
@@ -75,9 +77,9 @@ pub const PACK: Script = script!("pack", "bash");
 pub const STOP: Script = script!("stop");
 
 /// Every script, for the checks that cover them all.
-pub const ALL: [Script; 14] = [
-    UNPACK, COPY, BACKUP, SWAP, RESTORE, VERSION, ACTION, CLEANUP, KEEP_POINT, KEPT, FACTS, SURVEY,
-    PACK, STOP,
+pub const ALL: [Script; 15] = [
+    UNPACK, COPY, BACKUP, GO, SWAP, RESTORE, VERSION, ACTION, CLEANUP, KEEP_POINT, KEPT, FACTS,
+    SURVEY, PACK, STOP,
 ];
 
 impl Script {

@@ -505,3 +505,24 @@ fn stop_stops_in_the_scope_then_says_the_state() {
     assert!(fs::read_to_string(&calls).unwrap().ends_with("stop|fail.service|\n"));
     assert!(!scratch.path().join("pwned").exists(), "a name was run");
 }
+
+/// `go` lets the next step of a roll's command run only on the word `go`: the end of its input
+/// (a dm-patch that is gone) or any other word stops the command there; it reads one line, so
+/// the next step's word is left for the next `go`.
+#[test]
+fn go_goes_on_the_word_go_only() {
+    let scratch = tempfile::tempdir().unwrap();
+    assert_eq!(ok(run(GO, &[], b"go\n", scratch.path())), "");
+    assert!(!run(GO, &[], b"", scratch.path()).status.success(), "no word");
+    assert!(!run(GO, &[], b"stop\n", scratch.path()).status.success(), "another word");
+    assert!(!run(GO, &[], b"go on\n", scratch.path()).status.success(), "more than the word");
+
+    let go = GO.command::<_, &str>([]);
+    let both = format!("{go} && echo first && {go} && echo second");
+    let two_words = Command::new("bash")
+        .arg("-c")
+        .arg(format!("printf 'go\\n' | {{ {both}; }}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&two_words.stdout), "first\n", "one word, one step");
+}

@@ -53,7 +53,7 @@ pub(super) struct Input<'a> {
 }
 
 /// SSH's extended-data type code for stderr (RFC 4254, 5.2).
-const STDERR: u32 = 1;
+pub(super) const STDERR: u32 = 1;
 
 impl HostSession {
     /// Runs `command` with this session's privilege and returns its output and exit status,
@@ -300,7 +300,7 @@ impl HostSession {
 
 /// A command as the log shows it: each script of `crate::remote` by its name and arguments
 /// (`dm-patch-swap /d/bin ...`), not its body, and on one line.
-fn loggable(command: &str) -> String {
+pub(super) fn loggable(command: &str) -> String {
     let mut shown = String::new();
     let mut rest = command;
     while let Some(found) = rest.find("sh -c '") {

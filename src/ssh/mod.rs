@@ -5,7 +5,8 @@
 //!   logging in with the cluster key.
 //! - [`known_hosts`]: the OpenSSH-format file host keys are checked against.
 //! - [`exec`]: running commands (as root, through sudo, or as a systemd user), streaming their
-//!   input (a package goes to a host as a command's stdin), reading their output.
+//!   input (a package goes to a host as a command's stdin), reading their output; [`converse`]:
+//!   a command spoken with line by line while it runs.
 //! - [`system`], [`local`], [`child`]: the system's `ssh` client and `--ssh none`.
 //! - [`reach`], [`jump`], [`tunnel`]: the executor, and TiUP's jump host, for SSH and for the
 //!   DM API.
@@ -14,6 +15,7 @@
 //! - [`quote`]: the one way values get into a remote command line.
 
 mod child;
+mod converse;
 mod error;
 mod exec;
 mod jump;
@@ -27,6 +29,7 @@ mod session;
 mod system;
 mod tunnel;
 
+pub use converse::Conversation;
 pub use error::SshError;
 pub use exec::{ExecOutput, Privilege};
 pub use jump::JumpHost;

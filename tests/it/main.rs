@@ -16,6 +16,7 @@ mod live_display;
 mod offline;
 mod patch;
 mod preflight;
+mod roll_steps;
 mod rollback;
 mod spare_worker;
 mod ssh;

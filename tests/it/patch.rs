@@ -311,7 +311,7 @@ fn on_systemctl_stop(cluster: &Cluster, on_stop: &str) {
 }
 
 /// Runs `script` before each `systemctl <verb>` on the sandbox's hosts.
-fn on_systemctl(cluster: &Cluster, verb: &str, script: &str) {
+pub fn on_systemctl(cluster: &Cluster, verb: &str, script: &str) {
     let stand_in = cluster.sandbox.stand_in_dir().join("systemctl");
     let real = cluster.sandbox.root().join("bin/systemctl.real");
     std::fs::rename(&stand_in, &real).unwrap();
