@@ -585,21 +585,32 @@ impl Scan<'_> {
 
 /// The first bytes (for the ELF header) and the sha256 of an entry's data, streaming.
 fn head_and_sha256(data: &mut impl Read) -> io::Result<(Vec<u8>, String)> {
-    let mut hasher = Sha256::new();
-    let mut head = Vec::with_capacity(20);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match data.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
-        };
-        let wanted = 20usize.saturating_sub(head.len()).min(n);
-        head.extend_from_slice(&buf[..wanted]);
-        hasher.update(&buf[..n]);
-    }
-    Ok((head, hex(&hasher.finalize())))
+    // The hashing runs on a thread of its own, beside the unpacking that reads the data: a
+    // real build's inflate and its sha256 take two cores instead of one after the other (the
+    // check of 128 MiB of machine code: 0.24 s instead of 0.33 s; 256 MiB gzip cannot shrink,
+    // where the inflate is a copy and three threads share two cores: 0.25 s instead of 0.20 s).
+    thread::scope(|scope| {
+        let (sender, chunks) = mpsc::sync_channel::<Vec<u8>>(FILE_CHUNKS_AHEAD);
+        let hashing = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            chunks.iter().for_each(|chunk| hasher.update(&chunk));
+            hex(&hasher.finalize())
+        });
+        let mut head = Vec::with_capacity(20);
+        loop {
+            let mut chunk = vec![0u8; FILE_CHUNK];
+            let filled = read_fully(data, &mut chunk)?;
+            if filled == 0 {
+                break;
+            }
+            let wanted = 20usize.saturating_sub(head.len()).min(filled);
+            head.extend_from_slice(&chunk[..wanted]);
+            chunk.truncate(filled);
+            sender.send(chunk).expect("the hashing thread takes every chunk");
+        }
+        drop(sender);
+        Ok((head, hashing.join().expect("the hashing thread does not panic")))
+    })
 }
 
 /// A name (or detail) from the package, fit for a one-line message: control characters
