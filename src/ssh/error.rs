@@ -97,9 +97,10 @@ pub enum SshError {
     CommandFailed { endpoint: String, command: String, exit_status: u32, stderr: String },
 }
 
-/// Keeps a multi-line command on one line of an error message.
+/// Keeps a command on one line of an error message, each of dm-patch's scripts in it shown by its
+/// name and arguments (as `-v` logs it), not its body.
 fn one_line(text: &str) -> String {
-    text.replace('\n', "\\n")
+    super::exec::without_script_bodies(text).replace('\n', "\\n")
 }
 
 /// `: <stderr>` with its lines joined, or nothing when stderr was empty.
@@ -130,6 +131,23 @@ mod tests {
             err.to_string(),
             "127.0.0.1:22: `tar -xzf x\\nrm x` exited with status 2: tar: x: Cannot open / tar: \
              Error is not recoverable"
+        );
+    }
+
+    /// A script of dm-patch's that fails is named by its name and arguments, not its body.
+    #[test]
+    fn a_failed_script_reads_as_its_name_and_arguments() {
+        let command = crate::remote::SWAP.command(["/d/bin", "/d/bin.patch-1234567", "1"]);
+        let err = SshError::CommandFailed {
+            endpoint: "127.0.0.1:22".into(),
+            command: format!("{} && printf done", command),
+            exit_status: 3,
+            stderr: "/d/bin/dm-worker is a directory\n".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "127.0.0.1:22: `dm-patch-swap /d/bin /d/bin.patch-1234567 1 && printf done` exited \
+             with status 3: /d/bin/dm-worker is a directory"
         );
     }
 

@@ -301,6 +301,11 @@ impl HostSession {
 /// A command as the log shows it: each script of `crate::remote` by its name and arguments
 /// (`dm-patch-swap /d/bin ...`), not its body, and on one line.
 pub(super) fn loggable(command: &str) -> String {
+    without_script_bodies(command).replace('\n', "; ")
+}
+
+/// `command` with each script of `crate::remote` in it shown by its name and arguments only.
+pub(super) fn without_script_bodies(command: &str) -> String {
     let mut shown = String::new();
     let mut rest = command;
     while let Some(found) = rest.find("sh -c '") {
@@ -310,7 +315,7 @@ pub(super) fn loggable(command: &str) -> String {
         rest = &rest[start + end + 2..];
     }
     shown.push_str(rest);
-    shown.replace('\n', "; ")
+    shown
 }
 
 #[cfg(test)]
