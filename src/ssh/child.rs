@@ -6,7 +6,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use super::exec::{INPUT_CHUNK, Input};
 use super::{ExecOutput, SshError};
@@ -24,25 +24,30 @@ pub(super) enum Via {
 /// OpenSSH's exit status for its own errors.
 const SSH_FAILED: i32 = 255;
 
+/// Starts `process` with `stdin`, its stdout and stderr piped. `command` is what the caller
+/// asked for, for messages.
+pub(super) fn spawn(mut process: Command, command: &str, stdin: Stdio) -> Result<Child, SshError> {
+    process
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A run that is given up on (a signal, a timeout) leaves no command behind.
+        .kill_on_drop(true);
+    process.spawn().map_err(|source| SshError::Spawn { command: command.to_owned(), source })
+}
+
 /// Runs `process` to its end, streaming `input` to its stdin, and returns its output and exit
 /// status, whatever that status is. `command` is what the caller asked for, for messages.
 pub(super) async fn run(
     endpoint: &str,
     command: &str,
-    mut process: Command,
+    process: Command,
     input: Option<Input<'_>>,
     sink: Option<&mut std::fs::File>,
     via: Via,
 ) -> Result<ExecOutput, SshError> {
-    process
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // A run that is given up on (a signal, a timeout) leaves no command behind.
-        .kill_on_drop(true);
-    let mut child = process
-        .spawn()
-        .map_err(|source| SshError::Spawn { command: command.to_owned(), source })?;
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    let mut child = spawn(process, command, stdin)?;
     let stdin = child.stdin.take();
     let mut stdout_pipe = child.stdout.take().expect("stdout is piped");
     let mut stderr_pipe = child.stderr.take().expect("stderr is piped");

@@ -111,15 +111,8 @@ impl Drop for Conversation<'_> {
 }
 
 impl Talk {
-    fn spawn(mut process: tokio::process::Command, command: &str) -> Result<Talk, SshError> {
-        process
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = process
-            .spawn()
-            .map_err(|source| SshError::Spawn { command: command.to_owned(), source })?;
+    fn spawn(process: tokio::process::Command, command: &str) -> Result<Talk, SshError> {
+        let mut child = super::child::spawn(process, command, Stdio::piped())?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
