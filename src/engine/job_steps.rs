@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 
 use super::attempt::{OnInterrupt, Place, StepError, Steps};
 use super::judge::Judging;
-use super::remote::{RollTalk, StepEnd, UnitState};
+use super::remote::{RollTalk, StepEnd};
 use super::roll::{self, Job, RollContext};
 use crate::dm::version::VersionInfo;
 use crate::ssh::{ExecOutput, SshError, shell_quote};
@@ -45,27 +45,27 @@ impl<'a> JobSteps<'a> {
     }
 
     /// The stop that begins the attempt's command; `Err` as a stop of its own fails.
-    async fn open_and_stop(&self) -> Result<Option<RollTalk<'a>>, StepError> {
+    async fn open_and_stop(&self) -> Result<RollTalk<'a>, StepError> {
         let (job, unit) = (self.job, &self.job.planned.service);
         let stopped = roll::within_wait_timeout(self.context, "stop", unit, async {
             let mut talk = job.remote.converse_roll(job.planned, job.files, job.remove).await?;
-            let end = talk.step("stopped").await?;
+            let end = talk.step("stopped").await;
             Ok((talk, end))
         });
-        match stopped.await? {
-            (talk, StepEnd::Done(UnitState::NotActive)) => Ok(Some(talk)),
-            // Said no word more, the command ends at its next step.
-            (_, StepEnd::Done(UnitState::Active)) => {
-                Err(StepError::StillActive { unit: unit.clone() })
-            }
-            (_, StepEnd::Ended(output)) => Err(self.failed(&self.systemctl("stop"), output)),
-        }
+        let (talk, end) = stopped.await?;
+        // On a failure the command is dropped: said no word more, it ends at its next step.
+        self.ended(end, &self.systemctl("stop"))?;
+        Ok(talk)
     }
 
-    /// What a step of the attempt's command that ended the command was, as an error.
+    /// A step of the attempt's command, as the step's own command would have ended: `what`
+    /// names it in the error when the command ended before it was done.
     fn ended(&self, step: Result<StepEnd, SshError>, what: &str) -> Result<(), StepError> {
         match step? {
-            StepEnd::Done(_) => Ok(()),
+            StepEnd::Done => Ok(()),
+            StepEnd::StillActive => {
+                Err(StepError::StillActive { unit: self.job.planned.service.clone() })
+            }
             StepEnd::Ended(output) => Err(self.failed(what, output)),
         }
     }
@@ -129,9 +129,8 @@ impl Steps for JobSteps<'_> {
         if !starts_the_attempt {
             return roll::stop(self.context, self.job).await;
         }
-        if let Some(open) = self.open_and_stop().await? {
-            self.keep_open(open).await;
-        }
+        let open = self.open_and_stop().await?;
+        self.keep_open(open).await;
         Ok(())
     }
 

@@ -21,12 +21,29 @@ pub struct Remote {
     pub label: String,
 }
 
+/// `swap` of `planned`'s staged tree into its `bin/`: the package's `files`, then the paths the
+/// swap takes away (`remove`).
+fn swap_command(planned: &PlannedInstance, files: &[PackageFile], remove: &[String]) -> String {
+    let bin = planned.instance.layout().bin();
+    let count = moved_paths(files).count().to_string();
+    let head = [bin.as_str(), planned.staging_dir.as_str(), count.as_str()];
+    let paths = moved_paths(files).chain(remove.iter().map(String::as_str));
+    remote::SWAP.command(head.into_iter().chain(paths))
+}
+
 /// What `systemctl is-active` says of a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnitState {
     Active,
     /// Inactive, failed, activating... anything but running.
     NotActive,
+}
+
+impl UnitState {
+    /// The state `systemctl is-active` said.
+    fn said(state: &str) -> UnitState {
+        if state == "active" { UnitState::Active } else { UnitState::NotActive }
+    }
 }
 
 impl Remote {
@@ -61,8 +78,8 @@ impl Remote {
     pub async fn stop(&self, unit: &str) -> Result<UnitState, SshError> {
         let stdout = self.run(&remote::STOP.command([self.scope(), unit])).await?;
         let answer = Answer::parse(&stdout).unwrap_or_default();
-        let active = answer.lines().any(|line| line == ("state", "active"));
-        Ok(if active { UnitState::Active } else { UnitState::NotActive })
+        let state = answer.lines().find(|(key, _)| *key == "state").map(|(_, state)| state);
+        Ok(UnitState::said(state.unwrap_or_default()))
     }
 
     pub async fn start(&self, unit: &str) -> Result<(), SshError> {
@@ -132,11 +149,7 @@ impl Remote {
         files: &[PackageFile],
         remove: &[String],
     ) -> Result<(), SshError> {
-        let bin = planned.instance.layout().bin();
-        let count = moved_paths(files).count().to_string();
-        let head = [bin.as_str(), planned.staging_dir.as_str(), count.as_str()];
-        let paths = moved_paths(files).chain(remove.iter().map(String::as_str));
-        self.run(&remote::SWAP.command(head.into_iter().chain(paths))).await.map(drop)
+        self.run(&swap_command(planned, files, remove)).await.map(drop)
     }
 
     /// An instance's stop, swap and start in one command, each step only once the roll says
@@ -150,16 +163,12 @@ impl Remote {
         remove: &[String],
     ) -> Result<RollTalk<'_>, SshError> {
         let unit = planned.service.as_str();
-        let bin = planned.instance.layout().bin();
-        let count = moved_paths(files).count().to_string();
-        let head = [bin.as_str(), planned.staging_dir.as_str(), count.as_str()];
-        let paths = moved_paths(files).chain(remove.iter().map(String::as_str));
         let go = remote::GO.command::<_, &str>([]);
         let steps = [
             go.clone(),
             remote::STOP.command([self.scope(), unit]),
             go.clone(),
-            remote::SWAP.command(head.into_iter().chain(paths)),
+            swap_command(planned, files, remove),
             "printf 'reached\\tswapped\\n'".to_owned(),
             go,
             self.systemctl(&format!("start {}", shell_quote(unit))),
@@ -288,8 +297,9 @@ pub struct RollTalk<'r> {
 /// How a step of a [`RollTalk`] ended.
 #[derive(Debug)]
 pub enum StepEnd {
-    /// Done; for the stop, what systemd says of the unit afterwards.
-    Done(UnitState),
+    Done,
+    /// The stop ran, but systemd says the unit is still active: the command goes no further.
+    StillActive,
     /// The command ended before the step was done: what it said, and its exit status.
     Ended(ExecOutput),
 }
@@ -302,15 +312,12 @@ impl RollTalk<'_> {
         while let Some(line) = self.talk.hear().await? {
             match line.split_once('\t') {
                 Some(("state", state)) if reached == "stopped" => {
-                    let active = state == "active";
-                    return Ok(StepEnd::Done(match active {
-                        true => UnitState::Active,
-                        false => UnitState::NotActive,
-                    }));
+                    return Ok(match UnitState::said(state) {
+                        UnitState::Active => StepEnd::StillActive,
+                        UnitState::NotActive => StepEnd::Done,
+                    });
                 }
-                Some(("reached", step)) if step == reached => {
-                    return Ok(StepEnd::Done(UnitState::NotActive));
-                }
+                Some(("reached", step)) if step == reached => return Ok(StepEnd::Done),
                 _ => {}
             }
         }

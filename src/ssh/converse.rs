@@ -53,11 +53,7 @@ enum Talk {
 impl HostSession {
     /// Starts `command` with this session's privilege, to be spoken with.
     pub async fn converse(&self, command: &str) -> Result<Conversation<'_>, SshError> {
-        let failed = |action: &str, reason: String| SshError::Channel {
-            endpoint: self.inner.endpoint.clone(),
-            action: format!("{action} for `{command}`"),
-            reason,
-        };
+        let failed = |action: &str, reason: String| self.channel_error(command, action, reason);
         let slot = self
             .inner
             .command_slots
@@ -236,10 +232,6 @@ impl Conversation<'_> {
     }
 
     fn failed(&self, action: &str, reason: String) -> SshError {
-        SshError::Channel {
-            endpoint: self.session.endpoint().to_owned(),
-            action: format!("{action} for `{}`", self.command),
-            reason,
-        }
+        self.session.channel_error(&self.command, action, reason)
     }
 }

@@ -166,7 +166,7 @@ impl HostSession {
     }
 
     /// A channel step that failed for `command`.
-    fn channel_error(&self, command: &str, action: &str, reason: String) -> SshError {
+    pub(super) fn channel_error(&self, command: &str, action: &str, reason: String) -> SshError {
         SshError::Channel {
             endpoint: self.inner.endpoint.clone(),
             action: format!("{action} for `{command}`"),
