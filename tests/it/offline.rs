@@ -82,7 +82,8 @@ fn a_rerun_uploads_only_to_hosts_not_on_the_package() {
     let args = ["patch", sandbox.cluster_name(), &package, "-N", &first, "--offline", "--yes"];
     Run::of(dm_patch(sandbox.tiup_home()).args(args).args(["--format", "json"])).code(0);
 
-    let run = run_verbose(&sandbox, &package, &[]).code(0);
+    // `-v`: stderr shows each remote command.
+    let run = run_offline_with(&sandbox, &package, &["-v"]).code(0);
     let report = run.json();
     assert_eq!(phase_names(&report)[2], "Uploading the package to 1 host(s)");
     assert_eq!(run.stderr.matches("dm-patch-unpack ").count(), 1, "{}", run.stderr);
@@ -114,14 +115,6 @@ fn preflight_reports_every_missing_deploy_dir() {
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(problems.iter().all(|p| p.as_str().unwrap().contains("does not exist")));
     assert_eq!(sandbox.meta_yaml(), before);
-}
-
-/// An offline patch of every dm-worker with `-v` (and `extra`): stderr shows each remote
-/// command.
-fn run_verbose(sandbox: &Sandbox, package: &str, extra: &[&str]) -> Run {
-    let args = ["patch", sandbox.cluster_name(), package, "-R", "dm-worker", "--offline"];
-    let mut command = dm_patch(sandbox.tiup_home());
-    Run::of(command.args(args).args(extra).args(["--yes", "--format", "json", "-v"]))
 }
 
 /// How many unpacks a verbose run logged with tar's `flags` (`-v` logs each script by name and
@@ -166,8 +159,9 @@ fn a_dm_worker_package_travels_as_plain_tar_unless_gzip_is_asked_for() {
                 Entry::file("dm-worker/payload.bin", 0o644, &payload),
             ],
         );
-        let extra: Vec<&str> = wire.iter().flat_map(|wire| ["--wire", *wire]).collect();
-        let run = run_verbose(&sandbox, &package, &extra).code(0);
+        let mut extra: Vec<&str> = wire.iter().flat_map(|wire| ["--wire", *wire]).collect();
+        extra.push("-v");
+        let run = run_offline_with(&sandbox, &package, &extra).code(0);
         assert_eq!(unpacks(&run, flags), 2, "{version}: {}", run.stderr);
         let report = run.json();
         assert!(report["instances"].as_array().unwrap().iter().all(|i| i["outcome"] == "patched"));
