@@ -207,7 +207,7 @@ impl Plan {
     pub fn new(
         cluster: &Cluster,
         selected: &[&Instance],
-        package: Package,
+        mut package: Package,
         members: Option<&MembersResponse>,
         options: PlanOptions,
     ) -> Plan {
@@ -224,6 +224,11 @@ impl Plan {
             finished_mark,
             wire,
         } = options;
+        let wire = wire.unwrap_or_else(|| package.default_wire());
+        if wire == Wire::Gzip {
+            // The package file itself goes: its kept tar stream's disk space is freed now.
+            package.kept_tar = None;
+        }
         let sha = package.short_sha().to_owned();
         let cluster_version = cluster.version().to_owned();
 
@@ -277,7 +282,7 @@ impl Plan {
             cluster: cluster.name.clone(),
             component: package.component,
             cluster_version,
-            wire: wire.unwrap_or_else(|| package.default_wire()),
+            wire,
             package,
             strategy: if offline { Strategy::Offline } else { Strategy::Rolling },
             overwrite,

@@ -148,10 +148,17 @@ async fn resolve(store: &Store, args: PatchSettings) -> anyhow::Result<PatchConf
 
     let arch_of_hosts: Vec<_> = selected.iter().map(|i| (i.host.clone(), i.id(), i.arch)).collect();
     let package_path = args.package.clone();
-    let package =
-        tokio::task::spawn_blocking(move || package::inspect(&package_path, role, &arch_of_hosts))
-            .await
-            .context("package inspection stopped unexpectedly")??;
+    // The uploads of a tar stream read it where the check kept it, beside meta.yaml (the
+    // store's disk, where TiUP keeps packages too; not /tmp, often memory): a dry run uploads
+    // nothing, and `--wire gzip` sends the file itself.
+    let wire = args.change.wire.chosen();
+    let keep_tar_in =
+        (!args.dry_run && wire != Some(package::Wire::Gzip)).then(|| cluster.dir.clone());
+    let package = tokio::task::spawn_blocking(move || {
+        package::inspect(&package_path, role, &arch_of_hosts, keep_tar_in.as_deref())
+    })
+    .await
+    .context("package inspection stopped unexpectedly")??;
     let package = vouched_for(package, args.expect_sha256.as_deref())?;
 
     if executor == Executor::None {
@@ -177,7 +184,7 @@ async fn resolve(store: &Store, args: PatchSettings) -> anyhow::Result<PatchConf
         soak: proving.soak,
         openapi,
         finished_mark: !args.unpatches,
-        wire: args.change.wire.chosen(),
+        wire,
     };
     let plan =
         Plan::new(&cluster, &selected, package, members.as_ref(), options).removing(args.remove);

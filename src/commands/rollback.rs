@@ -235,13 +235,12 @@ async fn fetch_package(
         .with_context(|| format!("fetching the rollback target of {}", target.id))?;
     let hosts = [(target.host.clone(), target.id.clone(), target.arch)];
     let (inspected, role) = (path.clone(), target.role);
-    let checked =
-        tokio::task::spawn_blocking(move || crate::package::inspect(&inspected, role, &hosts))
-            .await
-            .context("the check of the rollback target stopped unexpectedly")?
-            .map_err(|err| {
-                anyhow::anyhow!("the rollback target of {} is not usable: {err}", target.id)
-            })?;
+    let checked = tokio::task::spawn_blocking(move || {
+        crate::package::inspect(&inspected, role, &hosts, None)
+    })
+    .await
+    .context("the check of the rollback target stopped unexpectedly")?
+    .map_err(|err| anyhow::anyhow!("the rollback target of {} is not usable: {err}", target.id))?;
     if checked.entry_sha256 != target.binary_sha256 {
         anyhow::bail!(
             "the rollback target of {} on its host has changed since it was recorded (its \

@@ -8,8 +8,10 @@
 //! down for the hosts by the entry's name as the package spells it and by its sha256.
 
 mod gzip;
+mod spool;
 mod wire;
 
+pub use self::spool::KeptTar;
 pub use self::wire::Wire;
 
 use std::fs::File;
@@ -129,6 +131,10 @@ pub struct Package {
     /// `Some` when the entry is an ELF binary, with its CPU; `None` for a script.
     #[serde(skip)]
     pub elf_machine: Option<ElfMachine>,
+    /// The tar stream inside, as checked, kept for the uploads (see [`spool`]); `None` when
+    /// it was not asked for or could not be kept.
+    #[serde(skip)]
+    pub kept_tar: Option<KeptTar>,
 }
 
 impl Package {
@@ -285,13 +291,15 @@ impl Read for HashedFile {
 }
 
 /// Inspects the package at `path` for instances of `selected`, each a (host, instance id,
-/// arch) triple for the arch check.
+/// arch) triple for the arch check; with `keep_tar_in`, keeps the tar stream it checks in an
+/// unnamed file there, for the uploads ([`Package::kept_tar`]).
 pub fn inspect(
     path: &Path,
     selected: Role,
     hosts: &[(String, String, Arch)],
+    keep_tar_in: Option<&Path>,
 ) -> Result<Package, PackageError> {
-    inspect_up_to(path, selected, hosts, MAX_UNPACKED)
+    inspect_up_to(path, selected, hosts, MAX_UNPACKED, keep_tar_in)
 }
 
 /// [`inspect`], refusing a package that unpacks to more than `limit` bytes.
@@ -300,6 +308,7 @@ fn inspect_up_to(
     selected: Role,
     hosts: &[(String, String, Arch)],
     limit: u64,
+    keep_tar_in: Option<&Path>,
 ) -> Result<Package, PackageError> {
     let shown = path.display().to_string();
     let read_error = |source: io::Error| PackageError::Read { path: shown.clone(), source };
@@ -320,7 +329,8 @@ fn inspect_up_to(
         return Err(PackageError::NotGzip(shown));
     }
     let source = io::Cursor::new(magic).chain(BufReader::with_capacity(256 * 1024, source));
-    let mut archive = tar::Archive::new(Members::new(source, limit));
+    let members = spool::Keeping::new(Members::new(source, limit), keep_tar_in);
+    let mut archive = tar::Archive::new(members);
     let mut scan = Scan {
         shown: &shown,
         limit,
@@ -336,8 +346,9 @@ fn inspect_up_to(
     let drained = scanned
         .and_then(|()| io::copy(&mut members, &mut io::sink()).map_err(|_| Stop::Unreadable));
     if let Err(stop) = drained {
-        return Err(scan.refusal(stop, members.fault.as_ref()));
+        return Err(scan.refusal(stop, members.get_ref().fault.as_ref()));
     }
+    let (members, kept_tar) = members.finish();
     let tar_size = members.unpacked();
     let mut source = members.into_source().into_inner().1.into_inner();
     io::copy(&mut source, &mut io::sink()).map_err(read_error)?;
@@ -390,6 +401,7 @@ fn inspect_up_to(
         tar_size,
         files,
         elf_machine: entry.elf_machine,
+        kept_tar,
     })
 }
 

@@ -53,7 +53,7 @@ fn inspect_bytes(bytes: &[u8], limit: u64) -> Result<Package, PackageError> {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), bytes).unwrap();
     let hosts = [("h".to_owned(), "h:8262".to_owned(), Arch::Amd64)];
-    inspect_up_to(file.path(), Role::Worker, &hosts, limit)
+    inspect_up_to(file.path(), Role::Worker, &hosts, limit, None)
 }
 
 const SCRIPT: &[u8] = b"#!/bin/sh\necho hotfix\n";

@@ -66,13 +66,17 @@ impl Package {
     }
 
     /// The package's bytes in `wire`'s form. Memory stays at a few chunks whatever the
-    /// package's size: the tar stream is unpacked on a blocking thread only as fast as it is
-    /// sent. A package changed since its check fails to read, or reaches the host different
+    /// package's size: the tar stream is read (from where the check kept it, else unpacked
+    /// again) on a blocking thread only as fast as it is sent. A kept stream is the one checked;
+    /// otherwise a package changed since its check fails to read, or reaches the host different
     /// and is caught there by the sha256 of what was unpacked.
     pub async fn open_for_wire(&self, wire: Wire) -> io::Result<Box<dyn AsyncRead + Send + Unpin>> {
         Ok(match wire {
             Wire::Gzip => Box::new(tokio::fs::File::open(&self.path).await?),
-            Wire::Tar => Box::new(TarStream::open(&self.path)?),
+            Wire::Tar => Box::new(match &self.kept_tar {
+                Some(kept) => TarStream::start(kept.reader()),
+                None => TarStream::open(&self.path)?,
+            }),
         })
     }
 }
@@ -92,13 +96,18 @@ struct TarStream {
 }
 
 impl TarStream {
+    /// The stream, unpacked from the package file.
     fn open(path: &Path) -> io::Result<TarStream> {
         let file = File::open(path)?;
+        Ok(Self::start(Members::new(BufReader::with_capacity(CHUNK, file), MAX_UNPACKED)))
+    }
+
+    /// The stream `source` reads, on a blocking thread.
+    fn start(mut source: impl Read + Send + 'static) -> TarStream {
         let (sender, chunks) = mpsc::channel(AHEAD);
         tokio::task::spawn_blocking(move || {
-            let mut members = Members::new(BufReader::with_capacity(CHUNK, file), MAX_UNPACKED);
             loop {
-                let chunk = read_chunk(&mut members);
+                let chunk = read_chunk(&mut source);
                 let end = matches!(&chunk, Ok(bytes) if bytes.is_empty()) || chunk.is_err();
                 // The reader is gone (the command ended early): nothing is waiting for more.
                 if sender.blocking_send(chunk).is_err() || end {
@@ -106,7 +115,7 @@ impl TarStream {
                 }
             }
         });
-        Ok(TarStream { chunks, current: Bytes::new(), ended: false })
+        TarStream { chunks, current: Bytes::new(), ended: false }
     }
 }
 
@@ -144,6 +153,7 @@ impl AsyncRead for TarStream {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::path::PathBuf;
 
     use tokio::io::AsyncReadExt;
 
@@ -156,13 +166,18 @@ mod tests {
         encoder.finish().unwrap()
     }
 
-    /// A package of `data` as `dm-worker/dm-worker`, checked.
+    /// A package of `data` as `dm-worker/dm-worker`, checked (its tar stream not kept).
     fn package(dir: &Path, data: &[u8], level: u32) -> Package {
         package_of(Role::Worker, dir, data, level)
     }
 
-    /// A package of `data` as `<role>/<role>`, checked.
+    /// A package of `data` as `<role>/<role>`, checked (its tar stream not kept).
     fn package_of(role: Role, dir: &Path, data: &[u8], level: u32) -> Package {
+        super::super::inspect(&write_package(role, dir, data, level), role, &[], None).unwrap()
+    }
+
+    /// A package file of `data` as `<role>/<role>`.
+    fn write_package(role: Role, dir: &Path, data: &[u8], level: u32) -> PathBuf {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o755);
@@ -170,7 +185,20 @@ mod tests {
         builder.append_data(&mut header, format!("{role}/{role}"), data).unwrap();
         let path = dir.join(format!("{role}.tar.gz"));
         std::fs::write(&path, gzip(&builder.into_inner().unwrap(), level)).unwrap();
-        super::super::inspect(&path, role, &[]).unwrap()
+        path
+    }
+
+    async fn read_all(package: &Package, wire: Wire) -> io::Result<Vec<u8>> {
+        let mut sent = Vec::new();
+        package.open_for_wire(wire).await?.read_to_end(&mut sent).await?;
+        Ok(sent)
+    }
+
+    fn gunzip(path: &Path) -> Vec<u8> {
+        let mut unpacked = Vec::new();
+        let gz = std::fs::read(path).unwrap();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut unpacked).unwrap();
+        unpacked
     }
 
     fn noise(len: usize) -> Vec<u8> {
@@ -208,11 +236,23 @@ mod tests {
         let mut sent = Vec::new();
         stream.read_to_end(&mut sent).await.unwrap();
         assert_eq!(stream.read(&mut [0; 16]).await.unwrap(), 0, "the end stays the end");
-        let mut unpacked = Vec::new();
-        let gz = std::fs::read(&package.path).unwrap();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut unpacked).unwrap();
-        assert_eq!(sent, unpacked);
+        assert_eq!(sent, gunzip(&package.path));
         assert_eq!(sent.len() as u64, package.tar_size);
+    }
+
+    #[tokio::test]
+    async fn a_kept_tar_stream_is_the_checked_one_for_every_upload_whatever_the_file_becomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_package(Role::Worker, dir.path(), &noise(300_000), 1);
+        let checked = gunzip(&path);
+        let package = super::super::inspect(&path, Role::Worker, &[], Some(dir.path())).unwrap();
+        assert!(package.kept_tar.is_some());
+        // Replaced and then damaged after its check: the uploads send what was checked.
+        std::fs::write(&path, b"not even gzip").unwrap();
+        let (first, second) =
+            tokio::join!(read_all(&package, Wire::Tar), read_all(&package, Wire::Tar));
+        assert_eq!(first.unwrap(), checked);
+        assert_eq!(second.unwrap(), checked, "uploads side by side read it whole each");
     }
 
     #[tokio::test]
@@ -223,8 +263,6 @@ mod tests {
         let middle = gz.len() / 2;
         gz[middle] ^= 0xff;
         std::fs::write(&package.path, &gz).unwrap();
-        let mut sent = Vec::new();
-        let read = package.open_for_wire(Wire::Tar).await.unwrap().read_to_end(&mut sent).await;
-        assert!(read.is_err(), "read {} bytes without an error", sent.len());
+        assert!(read_all(&package, Wire::Tar).await.is_err());
     }
 }

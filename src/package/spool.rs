@@ -1,0 +1,203 @@
+//! The tar stream inside a package, kept as the check unpacks it, in an unnamed file (gone
+//! with the process, however it ends): each upload then reads the stream from this machine's
+//! page cache instead of inflating the package again (once per host), and every host gets
+//! exactly the bytes that were checked, whatever happens to the package file meanwhile.
+//!
+//! Keeping it is an optimization, never a condition: when the file cannot be made or written
+//! (no room, no rights), the check goes on and each upload unpacks the package itself.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+use std::thread;
+
+/// A package's checked tar stream, kept; cheap to clone, each reader reads it from its start.
+#[derive(Clone)]
+pub struct KeptTar(Arc<File>);
+
+impl KeptTar {
+    /// A reader of the whole stream, independent of any other.
+    pub(super) fn reader(&self) -> impl Read + Send + 'static {
+        KeptTarReader { file: self.0.clone(), offset: 0 }
+    }
+}
+
+impl fmt::Debug for KeptTar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeptTar")
+    }
+}
+
+struct KeptTarReader {
+    file: Arc<File>,
+    offset: u64,
+}
+
+impl Read for KeptTarReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Positioned reads: readers of the same file never move each other's offset.
+        let read = self.file.read_at(buf, self.offset)?;
+        self.offset += read as u64;
+        Ok(read)
+    }
+}
+
+/// How much is written at a time, and how many such chunks may wait for the writing thread.
+const CHUNK: usize = 256 * 1024;
+const CHUNKS_AHEAD: usize = 4;
+
+/// A reader that keeps a copy of every byte read through it, written to an unnamed file in a
+/// directory on a thread of its own (the check's unpacking and hashing keep their cores).
+pub(super) struct Keeping<R> {
+    inner: R,
+    pending: Vec<u8>,
+    writer: Option<Writer>,
+}
+
+struct Writer {
+    /// `None` once the writing thread stopped (it failed): nothing more is sent.
+    chunks: Option<mpsc::SyncSender<Vec<u8>>>,
+    thread: thread::JoinHandle<io::Result<File>>,
+}
+
+impl<R: Read> Keeping<R> {
+    /// Keeps what is read from `inner` in `dir`, or nothing (`None`, or when no file can be
+    /// made there: the reason is logged).
+    pub(super) fn new(inner: R, dir: Option<&Path>) -> Self {
+        let writer = dir.and_then(|dir| match tempfile::tempfile_in(dir) {
+            Ok(file) => Some(Writer::start(file)),
+            Err(err) => {
+                tracing::debug!("the package's tar stream is not kept in {}: {err}", dir.display());
+                None
+            }
+        });
+        Keeping { inner, pending: Vec::new(), writer }
+    }
+
+    fn send_pending(&mut self) {
+        let chunk = std::mem::take(&mut self.pending);
+        let Some(writer) = &mut self.writer else { return };
+        if writer.chunks.as_ref().is_some_and(|sender| sender.send(chunk).is_err()) {
+            // The writing thread stopped on an error, which `finish` reports.
+            writer.chunks = None;
+        }
+    }
+
+    /// The reader, and the file holding every byte read through it when all of them were
+    /// written.
+    pub(super) fn finish(mut self) -> (R, Option<KeptTar>) {
+        if !self.pending.is_empty() {
+            self.send_pending();
+        }
+        let kept = self.writer.take().and_then(|Writer { chunks, thread }| {
+            drop(chunks);
+            match thread.join().expect("the writing thread does not panic") {
+                Ok(file) => Some(KeptTar(Arc::new(file))),
+                Err(err) => {
+                    tracing::debug!("the package's tar stream is not kept: {err}");
+                    None
+                }
+            }
+        });
+        (self.inner, kept)
+    }
+
+    /// The reader inside.
+    pub(super) fn get_ref(&self) -> &R {
+        &self.inner
+    }
+}
+
+impl Writer {
+    fn start(mut file: File) -> Writer {
+        let (chunks, received) = mpsc::sync_channel::<Vec<u8>>(CHUNKS_AHEAD);
+        let thread = thread::spawn(move || {
+            for chunk in received {
+                file.write_all(&chunk)?;
+            }
+            Ok(file)
+        });
+        Writer { chunks: Some(chunks), thread }
+    }
+}
+
+impl<R: Read> Read for Keeping<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if self.writer.as_ref().is_some_and(|writer| writer.chunks.is_some()) {
+            if self.pending.capacity() == 0 {
+                self.pending.reserve_exact(CHUNK);
+            }
+            self.pending.extend_from_slice(&buf[..read]);
+            if self.pending.len() >= CHUNK {
+                self.send_pending();
+            }
+        }
+        Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_through(data: &[u8], dir: Option<&Path>) -> (Vec<u8>, Option<KeptTar>) {
+        let mut keeping = Keeping::new(data, dir);
+        let mut read = Vec::new();
+        // Small reads, as tar's headers are read: the copy is whole all the same.
+        let mut buf = [0; 1000];
+        loop {
+            let n = keeping.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            read.extend_from_slice(&buf[..n]);
+        }
+        let (_, kept) = keeping.finish();
+        (read, kept)
+    }
+
+    #[test]
+    fn what_is_read_through_is_kept_whole_and_each_reader_reads_it_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3 * CHUNK + 12_345).map(|i| (i * 7 % 251) as u8).collect();
+        let (read, kept) = read_through(&data, Some(dir.path()));
+        assert_eq!(read, data);
+        let kept = kept.expect("a writable directory keeps the stream");
+        let (mut first, mut second) = (kept.reader(), kept.reader());
+        let mut head = [0; 100];
+        first.read_exact(&mut head).unwrap();
+        let mut whole = Vec::new();
+        second.read_to_end(&mut whole).unwrap();
+        assert_eq!(whole, data, "a reader is not moved by another");
+        assert_eq!(head[..], data[..100]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the file has no name");
+    }
+
+    #[test]
+    fn nowhere_to_keep_it_keeps_nothing_and_reads_all_the_same() {
+        let data = vec![42; CHUNK + 1];
+        let (read, kept) = read_through(&data, Some(Path::new("/nonexistent/dir")));
+        assert_eq!(read, data);
+        assert!(kept.is_none());
+        let (read, kept) = read_through(&data, None);
+        assert_eq!(read, data);
+        assert!(kept.is_none());
+    }
+
+    #[test]
+    fn a_failed_write_keeps_nothing_and_reads_all_the_same() {
+        // /dev/full takes no byte: as a full disk would.
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let data = vec![7; 3 * CHUNK];
+        let mut keeping = Keeping { inner: &data[..], pending: Vec::new(), writer: None };
+        keeping.writer = Some(Writer::start(full));
+        let mut read = Vec::new();
+        keeping.read_to_end(&mut read).unwrap();
+        assert_eq!(read, data);
+        assert!(keeping.finish().1.is_none());
+    }
+}
