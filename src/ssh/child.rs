@@ -61,7 +61,8 @@ pub(super) async fn run(
         loop {
             let read = data.read(&mut chunk).await.map_err(|err| SshError::Channel {
                 endpoint: endpoint.to_owned(),
-                action: format!("reading the input for `{command}`"),
+                action: "reading the input for",
+                command: command.to_owned(),
                 reason: err.to_string(),
             })?;
             if read == 0 {
@@ -95,7 +96,8 @@ pub(super) async fn run(
             if let Err(err) = std::io::Write::write_all(file, &chunk[..read]) {
                 return Err(SshError::Channel {
                     endpoint: endpoint.to_owned(),
-                    action: format!("saving the output of `{command}`"),
+                    action: "saving the output of",
+                    command: command.to_owned(),
                     reason: err.to_string(),
                 });
             }
@@ -110,7 +112,8 @@ pub(super) async fn run(
     let stdout = stdout?;
     let status = child.wait().await.map_err(|err| SshError::Channel {
         endpoint: endpoint.to_owned(),
-        action: format!("waiting for `{command}`"),
+        action: "waiting for",
+        command: command.to_owned(),
         reason: err.to_string(),
     })?;
     let stdout = String::from_utf8_lossy(&stdout).into_owned();

@@ -53,25 +53,26 @@ enum Talk {
 impl HostSession {
     /// Starts `command` with this session's privilege, to be spoken with.
     pub async fn converse(&self, command: &str) -> Result<Conversation<'_>, SshError> {
-        let failed = |action: &str, reason: String| self.channel_error(command, action, reason);
+        let failed =
+            |action: &'static str, reason: String| self.channel_error(command, action, reason);
         let slot = self
             .inner
             .command_slots
             .acquire()
             .await
-            .map_err(|err| failed("waiting for a free channel", err.to_string()))?;
+            .map_err(|err| failed("waiting for a free channel for", err.to_string()))?;
         let line = self.inner.privilege.wrap(command);
         let talk = match &self.inner.link {
             Link::Builtin(redial) => {
                 let (channel, connection) =
                     redial.open(ChannelKind::Session).await.map_err(|err| match err {
                         OpenError::Connect(err) => err,
-                        OpenError::Channel(err) => failed("opening a channel", err.to_string()),
+                        OpenError::Channel(err) => failed("opening a channel for", err.to_string()),
                     })?;
                 channel
                     .exec(true, line.as_bytes())
                     .await
-                    .map_err(|err| failed("starting the command", err.to_string()))?;
+                    .map_err(|err| failed("starting the command for", err.to_string()))?;
                 let (read, write) = channel.split();
                 Talk::Channel { read, write: Some(write), _connection: connection }
             }
@@ -134,7 +135,7 @@ impl Conversation<'_> {
             }
             _ => Err("its input is closed".to_owned()),
         };
-        written.map_err(|reason| self.failed("writing its input", reason))
+        written.map_err(|reason| self.failed("writing its input for", reason))
     }
 
     /// The next line of the command's stdout; `None` once it has ended (see
@@ -164,7 +165,7 @@ impl Conversation<'_> {
                     self.stderr = stderr.await.unwrap_or_default();
                 }
                 let status = child.wait().await.map_err(|err| err.to_string());
-                let status = status.map_err(|reason| self.failed("waiting for it", reason))?;
+                let status = status.map_err(|reason| self.failed("waiting for", reason))?;
                 status.code().map(|code| code as u32)
             }
         };
@@ -231,7 +232,7 @@ impl Conversation<'_> {
         Ok(true)
     }
 
-    fn failed(&self, action: &str, reason: String) -> SshError {
+    fn failed(&self, action: &'static str, reason: String) -> SshError {
         self.session.channel_error(&self.command, action, reason)
     }
 }

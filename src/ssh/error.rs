@@ -79,8 +79,10 @@ pub enum SshError {
     #[error("cannot run `{}` on this machine: {source}", one_line(.command))]
     Spawn { command: String, source: std::io::Error },
 
-    #[error("{endpoint}: {action} failed: {reason}")]
-    Channel { endpoint: String, action: String, reason: String },
+    /// A step of running `command` failed; `action` names the step and leads to the command
+    /// (`opening a channel for`, `saving the output of`).
+    #[error("{endpoint}: {action} `{}` failed: {reason}", one_line(.command))]
+    Channel { endpoint: String, action: &'static str, command: String, reason: String },
 
     #[error(
         "{endpoint}: `{}` ended without an exit status ({})",
@@ -131,6 +133,23 @@ mod tests {
             err.to_string(),
             "127.0.0.1:22: `tar -xzf x\\nrm x` exited with status 2: tar: x: Cannot open / tar: \
              Error is not recoverable"
+        );
+    }
+
+    /// A channel that fails for one of dm-patch's scripts names it by its name and arguments.
+    #[test]
+    fn a_channel_failure_reads_as_the_scripts_name_and_arguments() {
+        let command = crate::remote::SWAP.command(["/d/bin", "/d/bin.patch-1234567", "1"]);
+        let err = SshError::Channel {
+            endpoint: "127.0.0.1:22".into(),
+            action: "opening a channel for",
+            command,
+            reason: "the connection is gone".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "127.0.0.1:22: opening a channel for `dm-patch-swap /d/bin /d/bin.patch-1234567 1` \
+             failed: the connection is gone"
         );
     }
 

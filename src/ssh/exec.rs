@@ -144,13 +144,13 @@ impl HostSession {
         sink: Option<&mut std::fs::File>,
     ) -> Result<ExecOutput, SshError> {
         let channel_failed =
-            |action: &str, reason: String| self.channel_error(command, action, reason);
+            |action: &'static str, reason: String| self.channel_error(command, action, reason);
         let _slot = self
             .inner
             .command_slots
             .acquire()
             .await
-            .map_err(|err| channel_failed("waiting for a free channel", err.to_string()))?;
+            .map_err(|err| channel_failed("waiting for a free channel for", err.to_string()))?;
         let endpoint = &self.inner.endpoint;
         match &self.inner.link {
             Link::Builtin(redial) => self.exec_on_channel(redial, command, line, input, sink).await,
@@ -165,11 +165,18 @@ impl HostSession {
         }
     }
 
-    /// A channel step that failed for `command`.
-    pub(super) fn channel_error(&self, command: &str, action: &str, reason: String) -> SshError {
+    /// A channel step (`action`, leading to the command: `opening a channel for`) that failed
+    /// for `command`.
+    pub(super) fn channel_error(
+        &self,
+        command: &str,
+        action: &'static str,
+        reason: String,
+    ) -> SshError {
         SshError::Channel {
             endpoint: self.inner.endpoint.clone(),
-            action: format!("{action} for `{command}`"),
+            action,
+            command: command.to_owned(),
             reason,
         }
     }
@@ -184,17 +191,17 @@ impl HostSession {
         sink: Option<&mut std::fs::File>,
     ) -> Result<ExecOutput, SshError> {
         let channel_failed =
-            |action: &str, reason: String| self.channel_error(command, action, reason);
+            |action: &'static str, reason: String| self.channel_error(command, action, reason);
         let (channel, connection) =
             redial.open(ChannelKind::Session).await.map_err(|err| match err {
                 OpenError::Connect(err) => err,
-                OpenError::Channel(err) => channel_failed("opening a channel", err.to_string()),
+                OpenError::Channel(err) => channel_failed("opening a channel for", err.to_string()),
             })?;
         let written = &connection.written;
         channel
             .exec(true, line)
             .await
-            .map_err(|err| channel_failed("starting the command", err.to_string()))?;
+            .map_err(|err| channel_failed("starting the command for", err.to_string()))?;
         let (mut read_half, write_half) = channel.split();
         let Some(Input { data, progress }) = input else {
             return self.collect(command, &mut read_half, sink).await;
@@ -206,7 +213,7 @@ impl HostSession {
                 let mut chunk = BytesMut::with_capacity(INPUT_CHUNK);
                 while chunk.len() < INPUT_CHUNK {
                     let read = data.read_buf(&mut chunk).await.map_err(|source| {
-                        channel_failed("reading the input", source.to_string())
+                        channel_failed("reading the input for", source.to_string())
                     })?;
                     if read == 0 {
                         break;
@@ -223,13 +230,13 @@ impl HostSession {
                 write_half
                     .data_bytes(chunk.freeze())
                     .await
-                    .map_err(|err| channel_failed("sending the input", err.to_string()))?;
+                    .map_err(|err| channel_failed("sending the input for", err.to_string()))?;
                 progress(sent);
             }
             write_half
                 .eof()
                 .await
-                .map_err(|err| channel_failed("ending the input", err.to_string()))
+                .map_err(|err| channel_failed("ending the input for", err.to_string()))
         };
         let collect = self.collect(command, &mut read_half, sink);
         tokio::pin!(send, collect);
@@ -258,13 +265,9 @@ impl HostSession {
         while let Some(message) = channel.wait().await {
             match message {
                 ChannelMsg::Data { data } => match sink.as_deref_mut() {
-                    Some(file) => {
-                        std::io::Write::write_all(file, &data).map_err(|err| SshError::Channel {
-                            endpoint: self.inner.endpoint.clone(),
-                            action: format!("saving the output of `{command}`"),
-                            reason: err.to_string(),
-                        })?
-                    }
+                    Some(file) => std::io::Write::write_all(file, &data).map_err(|err| {
+                        self.channel_error(command, "saving the output of", err.to_string())
+                    })?,
                     None => stdout.extend_from_slice(&data),
                 },
                 ChannelMsg::ExtendedData { data, ext: STDERR } => stderr.extend_from_slice(&data),
@@ -273,11 +276,11 @@ impl HostSession {
                     signal = Some(format!("{signal_name:?}"));
                 }
                 ChannelMsg::Failure => {
-                    return Err(SshError::Channel {
-                        endpoint: self.inner.endpoint.clone(),
-                        action: format!("starting the command for `{command}`"),
-                        reason: "the server refused to run it".into(),
-                    });
+                    return Err(self.channel_error(
+                        command,
+                        "starting the command for",
+                        "the server refused to run it".into(),
+                    ));
                 }
                 ChannelMsg::Close => break,
                 _ => {}
