@@ -1,9 +1,10 @@
 //! One SSH connection per host, opened in parallel and shared by every step on that host.
 //!
 //! A run over more than [`KEEP_OPEN_UP_TO`] hosts holds a host's connection only while the host
-//! has work (dm-patch's own client): each logs in at its host's first command, and is let go
-//! when the host's part of a phase is done ([`Remote::rest`]), so that at most `--concurrency`
-//! hosts (the roll: its current instance's host) hold one at once, whatever the cluster's size.
+//! has work (dm-patch's own client, or the system's master connection): each logs in at its
+//! host's first command, and is let go when the host's part of a phase is done
+//! ([`Remote::rest`]), so that at most `--concurrency` hosts (the roll: its current instance's
+//! host) hold one at once, whatever the cluster's size.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

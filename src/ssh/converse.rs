@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use super::exec::STDERR;
 use super::redial::{ChannelKind, Connection, OpenError};
 use super::session::Link;
+use super::system::OpenSshMaster;
 use super::{ExecOutput, HostSession, SshError, local};
 
 /// A running command (see the module's doc). Dropping it closes its stdin and lets it go: a
@@ -47,6 +48,8 @@ enum Talk {
         stdin: Option<ChildStdin>,
         stdout: ChildStdout,
         stderr: Option<JoinHandle<Vec<u8>>>,
+        /// The system client's master connection stays while the process uses it.
+        _master: Option<Arc<OpenSshMaster>>,
     },
 }
 
@@ -76,8 +79,11 @@ impl HostSession {
                 let (read, write) = channel.split();
                 Talk::Channel { read, write: Some(write), _connection: connection }
             }
-            Link::System(master) => Talk::spawn(master.command(&line), command)?,
-            Link::Local => Talk::spawn(local::command(&line), command)?,
+            Link::System(link) => {
+                let master = link.master().await?;
+                Talk::spawn(master.command(&line), command, Some(master))?
+            }
+            Link::Local => Talk::spawn(local::command(&line), command, None)?,
         };
         Ok(Conversation {
             session: self,
@@ -108,7 +114,11 @@ impl Drop for Conversation<'_> {
 }
 
 impl Talk {
-    fn spawn(process: tokio::process::Command, command: &str) -> Result<Talk, SshError> {
+    fn spawn(
+        process: tokio::process::Command,
+        command: &str,
+        master: Option<Arc<OpenSshMaster>>,
+    ) -> Result<Talk, SshError> {
         let mut child = super::child::spawn(process, command, Stdio::piped())?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -118,7 +128,8 @@ impl Talk {
             let _ = stderr_pipe.read_to_end(&mut text).await;
             text
         });
-        Ok(Talk::Process { child: Box::new(child), stdin, stdout, stderr: Some(stderr) })
+        let stderr = Some(stderr);
+        Ok(Talk::Process { child: Box::new(child), stdin, stdout, stderr, _master: master })
     }
 }
 

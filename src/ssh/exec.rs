@@ -154,8 +154,8 @@ impl HostSession {
         let endpoint = &self.inner.endpoint;
         match &self.inner.link {
             Link::Builtin(redial) => self.exec_on_channel(redial, command, line, input, sink).await,
-            Link::System(master) => {
-                let via = child::Via::OpenSsh;
+            Link::System(link) => {
+                let (master, via) = (link.master().await?, child::Via::OpenSsh);
                 child::run(endpoint, command, master.command(line), input, sink, via).await
             }
             Link::Local => {

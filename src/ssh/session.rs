@@ -25,7 +25,7 @@ use super::known_hosts::{self, KnownKey, Verdict};
 use super::local;
 use super::paced::{Counted, Written};
 use super::redial::{ChannelKind, Connection, OpenError, Redial};
-use super::system::{OpenSsh, OpenSshMaster};
+use super::system::{OpenSsh, SystemLink};
 
 /// Where and how to reach one host.
 #[derive(Debug, Clone)]
@@ -146,7 +146,7 @@ pub(super) struct Inner {
 pub(super) enum Link {
     /// dm-patch's own client, connecting again when its connection was lost.
     Builtin(Redial),
-    System(OpenSshMaster),
+    System(SystemLink),
     Local,
 }
 
@@ -159,7 +159,7 @@ impl HostSession {
         let (link, privilege) = match &target.transport {
             Transport::Local => (Link::Local, local::privilege(target)?),
             Transport::System(openssh) => {
-                (Link::System(openssh.connect(target).await?), target.privilege)
+                (Link::System(SystemLink::connect(openssh, target).await?), target.privilege)
             }
             Transport::Direct | Transport::Jump(_) => {
                 let (handle, written) = connect_builtin(target).await?;
@@ -171,14 +171,19 @@ impl HostSession {
     }
 
     /// A session that logs in at its first command, and may be parked between commands (see
-    /// [`HostSession::park`]): dm-patch's own client only (`None` for the others).
+    /// [`HostSession::park`]): dm-patch's own client, or the system's with its master
+    /// connection (`None` for `--ssh none`, which has no connection).
     pub fn connect_later(target: &SshTarget) -> Option<HostSession> {
         match &target.transport {
             Transport::Direct | Transport::Jump(_) => {
                 let link = Link::Builtin(Redial::new(target.clone(), None));
                 Some(HostSession::of(target, link, target.privilege))
             }
-            Transport::System(_) | Transport::Local => None,
+            Transport::System(openssh) => {
+                let link = Link::System(SystemLink::later(openssh, target));
+                Some(HostSession::of(target, link, target.privilege))
+            }
+            Transport::Local => None,
         }
     }
 
@@ -197,8 +202,10 @@ impl HostSession {
     /// host has nothing to do: it closes once no command runs on it, and the next command logs
     /// in again. Other sessions keep their connection.
     pub async fn park(&self) {
-        if let Link::Builtin(redial) = &self.inner.link {
-            redial.park().await;
+        match &self.inner.link {
+            Link::Builtin(redial) => redial.park().await,
+            Link::System(link) => link.park().await,
+            Link::Local => {}
         }
     }
 
@@ -244,7 +251,7 @@ impl HostSession {
                     tracing::debug!(endpoint = %self.inner.endpoint, "disconnect: {err}");
                 }
             }
-            Link::System(master) => master.close().await,
+            Link::System(link) => link.close().await,
             Link::Local => {}
         }
     }

@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -63,6 +63,7 @@ impl OpenSsh {
             socket,
             options: options(target, self.jump.as_ref()),
             host: target.addr.clone(),
+            close_when_dropped: AtomicBool::new(false),
         };
         let mut connect = master.ssh();
         connect
@@ -109,6 +110,87 @@ impl OpenSsh {
     }
 }
 
+/// A host's master connection, with what is needed to open it again: opened at login and kept
+/// for the run, or opened at the host's first command and let go while the host has nothing
+/// to do ([`SystemLink::park`]), as dm-patch's own client does past 32 hosts.
+pub(super) struct SystemLink {
+    openssh: Arc<OpenSsh>,
+    target: SshTarget,
+    /// `None` while parked (or not opened yet): the next command opens it. Locked while it is
+    /// opened, so that commands side by side wait for the same one.
+    current: tokio::sync::Mutex<Option<Arc<OpenSshMaster>>>,
+    /// Opened at the first command, and so let go between commands when asked.
+    parks: bool,
+}
+
+impl SystemLink {
+    /// Opens the master connection now, for the whole run.
+    pub(super) async fn connect(
+        openssh: &Arc<OpenSsh>,
+        target: &SshTarget,
+    ) -> Result<SystemLink, SshError> {
+        let master = openssh.connect(target).await?;
+        Ok(SystemLink {
+            openssh: openssh.clone(),
+            target: target.clone(),
+            current: tokio::sync::Mutex::new(Some(Arc::new(master))),
+            parks: false,
+        })
+    }
+
+    /// A link whose master connection is opened at the first command.
+    pub(super) fn later(openssh: &Arc<OpenSsh>, target: &SshTarget) -> SystemLink {
+        SystemLink {
+            openssh: openssh.clone(),
+            target: target.clone(),
+            current: tokio::sync::Mutex::new(None),
+            parks: true,
+        }
+    }
+
+    /// The master connection, opened first if parked; the command run over it holds it, so
+    /// that parking never ends it under a running command.
+    pub(super) async fn master(&self) -> Result<Arc<OpenSshMaster>, SshError> {
+        let mut current = self.current.lock().await;
+        if let Some(master) = &*current {
+            return Ok(master.clone());
+        }
+        tracing::debug!("{}: connecting", self.target.endpoint());
+        let master = Arc::new(self.openssh.connect(&self.target).await?);
+        *current = Some(master.clone());
+        Ok(master)
+    }
+
+    /// Lets the master connection go until the next command, if it was opened at the first
+    /// one: at once when no command runs over it, else when the last one ends.
+    pub(super) async fn park(&self) {
+        if !self.parks {
+            return;
+        }
+        let Some(master) = self.current.lock().await.take() else { return };
+        tracing::debug!("{}: connection parked", self.target.endpoint());
+        match Arc::try_unwrap(master) {
+            Ok(master) => {
+                // As dm-patch's own client does: closed when this returns, so that the next
+                // host's connection never opens beside it.
+                let pid = master.pid().await;
+                master.close().await;
+                if let Some(pid) = pid {
+                    gone(pid, PARK_WAIT).await;
+                }
+            }
+            Err(in_use) => in_use.close_when_dropped.store(true, Ordering::Relaxed),
+        }
+    }
+
+    /// Ends the master connection, if open.
+    pub(super) async fn close(&self) {
+        if let Some(master) = self.current.lock().await.take() {
+            master.close().await;
+        }
+    }
+}
+
 /// One host's master connection.
 pub(super) struct OpenSshMaster {
     /// Keeps the socket's directory while the connection is in use.
@@ -118,6 +200,8 @@ pub(super) struct OpenSshMaster {
     /// same host the same way.
     options: Vec<OsString>,
     host: String,
+    /// Parked while a command still ran over it: the last one to let it go ends it.
+    close_when_dropped: AtomicBool,
 }
 
 impl OpenSshMaster {
@@ -132,18 +216,69 @@ impl OpenSshMaster {
 
     /// Ends the master connection.
     pub(super) async fn close(&self) {
-        let mut exit = self.ssh();
-        exit.args(["-O", "exit", "--"]).arg(&self.host);
-        let output = exit.stdin(Stdio::null()).output().await;
+        let output = self.exit().output().await;
         if let Err(err) = output {
             tracing::debug!(host = %self.host, "ssh -O exit: {err}");
         }
+    }
+
+    /// The master's process id, as it says to `ssh -O check` (`Master running (pid=123)`).
+    async fn pid(&self) -> Option<u32> {
+        let mut check = self.ssh();
+        check.args(["-O", "check", "--"]).arg(&self.host).stdin(Stdio::null());
+        let output = check.output().await.ok()?;
+        let said = String::from_utf8_lossy(&output.stderr);
+        let (_, rest) = said.split_once("(pid=")?;
+        rest.split(')').next()?.parse().ok()
+    }
+
+    /// `ssh -O exit`: asks the master to end.
+    fn exit(&self) -> Command {
+        let mut exit = self.ssh();
+        exit.args(["-O", "exit", "--"]).arg(&self.host).stdin(Stdio::null());
+        exit
     }
 
     fn ssh(&self) -> Command {
         let mut command = Command::new(ssh_program());
         command.arg("-S").arg(&self.socket).args(&self.options);
         command
+    }
+}
+
+impl Drop for OpenSshMaster {
+    fn drop(&mut self) {
+        if self.close_when_dropped.load(Ordering::Relaxed)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let mut exit = self.exit();
+            runtime.spawn(async move { exit.output().await });
+        }
+    }
+}
+
+/// How long parking waits for a master to end (it ends at once when asked; one that does not
+/// is left to end on its own).
+const PARK_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until process `pid` has ended (its sockets closed: gone, or a zombie), looking every
+/// millisecond, at most `deadline`.
+async fn gone(pid: u32, deadline: Duration) {
+    let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+    let ended = || match std::fs::read_to_string(&stat) {
+        // `pid (comm) state ...`: the state follows the last `)`.
+        Ok(text) => {
+            text.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        }
+        Err(_) => true,
+    };
+    let waited = tokio::time::timeout(deadline, async {
+        while !ended() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    if waited.await.is_err() {
+        tracing::debug!("ssh master {pid} did not end at once");
     }
 }
 

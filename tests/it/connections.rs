@@ -56,27 +56,30 @@ fn peak_connections<T>(hosts: &HashSet<Ipv4Addr>, work: impl FnOnce() -> T) -> (
 }
 
 /// 34 hosts, `-c 2`: every host is checked, staged and swapped, yet never more than 2 hold a
-/// connection at once (each one logs in for its part of a phase, and lets go after it). Logged
-/// in as a deploy user with sudo, as on a TiUP host.
+/// connection at once (each one logs in for its part of a phase, and lets go after it), with
+/// dm-patch's own client and with the system's (its master connections). Logged in as a deploy
+/// user with sudo, as on a TiUP host.
 #[test]
 fn a_run_over_many_hosts_holds_connections_only_for_the_hosts_at_work() {
     let builder = Sandbox::builder().hosts(34).masters(0).workers(0).ssh_user("tidb");
     let (sandbox, deploys) = workers_on(builder, deploy_worker);
     let hosts: HashSet<Ipv4Addr> = sandbox.hosts().iter().map(|h| h.parse().unwrap()).collect();
     let packages = Store::new();
-    let package = worker_hotfix(&packages, "v8.5.2");
 
-    let (run, peak) =
-        peak_connections(&hosts, || run_offline_with(&sandbox, &package, &["-c", "2"]));
-    let report = run.code(0).json();
-    let instances = report["instances"].as_array().unwrap();
-    assert_eq!(instances.len(), 34);
-    assert!(instances.iter().all(|i| i["outcome"] == "patched"), "{report}");
-    for deploy in &deploys {
-        let binary = std::fs::read_to_string(deploy.join("bin/dm-worker/dm-worker")).unwrap();
-        assert!(binary.contains("v8.5.2"), "{}: {binary}", deploy.display());
+    for (client, version) in [("builtin", "v8.5.2"), ("system", "v8.5.3")] {
+        let package = worker_hotfix(&packages, version);
+        let args = ["-c", "2", "--ssh", client];
+        let (run, peak) = peak_connections(&hosts, || run_offline_with(&sandbox, &package, &args));
+        let report = run.code(0).json();
+        let instances = report["instances"].as_array().unwrap();
+        assert_eq!(instances.len(), 34, "--ssh {client}");
+        assert!(instances.iter().all(|i| i["outcome"] == "patched"), "--ssh {client}: {report}");
+        for deploy in &deploys {
+            let binary = std::fs::read_to_string(deploy.join("bin/dm-worker/dm-worker")).unwrap();
+            assert!(binary.contains(version), "--ssh {client}: {}: {binary}", deploy.display());
+        }
+        assert!(peak >= 1, "--ssh {client}: no connection was seen: the watch is blind");
+        // A host lets its connection go, closed, before the next host may open one.
+        assert!(peak <= 2, "--ssh {client}: {peak} connections were open at once, with -c 2");
     }
-    assert!(peak >= 1, "no connection was seen: the watch is blind");
-    // A host lets its connection go, closed, before the next host may open one.
-    assert!(peak <= 2, "{peak} connections were open at once, with -c 2");
 }
