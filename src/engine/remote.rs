@@ -119,7 +119,9 @@ impl Remote {
     ) -> Result<ExecOutput, SshError> {
         let (staging, binary) = (&planned.staging_dir, &planned.binary);
         let entry = plan.package.entry();
-        let unpack = remote::UNPACK.command([staging, binary, &entry, plan.wire.tar_flags()]);
+        let flush = flush(plan);
+        let unpack =
+            remote::UNPACK.command([staging, binary, &entry, plan.wire.tar_flags(), flush]);
         let script = format!("{} && {unpack}", staging_steps(planned, plan.action));
         self.session.exec_with_input(&script, input, progress).await
     }
@@ -130,11 +132,11 @@ impl Remote {
         &self,
         from: &PlannedInstance,
         planned: &PlannedInstance,
-        action: Action,
+        plan: &Plan,
     ) -> Result<ExecOutput, SshError> {
-        let args = [&from.staging_dir, &planned.staging_dir, &planned.binary];
-        let script =
-            format!("{} && {}", staging_steps(planned, action), remote::COPY.command(args));
+        let args = [&from.staging_dir, &planned.staging_dir, &planned.binary, flush(plan)];
+        let steps = staging_steps(planned, plan.action);
+        let script = format!("{steps} && {}", remote::COPY.command(args));
         self.session.exec(&script).await
     }
 
@@ -374,6 +376,13 @@ fn staging_steps(planned: &PlannedInstance, action: Action) -> String {
         remote::BACKUP.command([planned.instance.layout().bin(), planned.backup_dir.clone()]);
     let action = remote::ACTION.command([planned.staging_dir.as_str(), action.word()]);
     format!("{backup} && {action}")
+}
+
+/// Whether staging writes the staged files to disk (`flush`, see `list_tree` in
+/// `remote/lib.sh`): for a roll, whose swap comes with the service stopped. An offline swap
+/// stops nothing, and leaves the writing to the kernel, as TiUP's install does.
+fn flush(plan: &Plan) -> &'static str {
+    if plan.strategy.is_offline() { "-" } else { "flush" }
 }
 
 /// The paths a swap moves: the package's files and links (directories are made as needed).

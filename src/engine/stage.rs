@@ -149,7 +149,7 @@ async fn stage_host<'p>(
 
     let mut staged = vec![(first.id.clone(), Staged { version: version.clone() })];
     for planned in instances {
-        let output = remote.stage_copy(first, planned, plan.action).await.map_err(|source| {
+        let output = remote.stage_copy(first, planned, plan).await.map_err(|source| {
             StageError::Ssh { at: planned.id.clone(), source: Box::new(source) }
         })?;
         verified(plan, planned, output)?;

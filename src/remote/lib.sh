@@ -27,10 +27,19 @@ version_of() {
     } | head -c 4096 | tagged version
 }
 
-# list_tree TREE REFERENCE: owns TREE like REFERENCE (never through a link), then says every
-# entry (`entry<TAB>type<TAB>size<TAB>mode<TAB>path<TAB>link target`) and every regular file's
-# sha256 (`sha<TAB><sum> ./path`), each byte read once.
+# list_tree TREE REFERENCE FLUSH: owns TREE like REFERENCE (never through a link), then says
+# every entry (`entry<TAB>type<TAB>size<TAB>mode<TAB>path<TAB>link target`) and every regular
+# file's sha256 (`sha<TAB><sum> ./path`), each byte read once. With FLUSH `flush`, TREE's files
+# are also written to disk, beside the hashing: a roll swaps them in with the service stopped,
+# and ext4 writes out a file renamed over another at the rename, which would then keep the
+# service down longer; the binary swapped in is also on disk should the host lose power.
+# (`sync -d FILE` needs coreutils 8.24; an older one refuses -d and syncs nothing, as before.)
 list_tree() {
+    flushing=
+    if [ "$3" = flush ]; then
+        find "$1" -type f -exec sync -d -- {} + 2>/dev/null &
+        flushing=$!
+    fi
     chown -hR --reference="$2" "$1"
     (
         cd "$1" || exit 1
@@ -40,7 +49,10 @@ list_tree() {
         else
             find . -type f -exec sha256sum {} + | tagged sha
         fi
-    )
+    ) || return
+    if [ -n "$flushing" ]; then
+        wait "$flushing" || true
+    fi
 }
 
 # release_of BINARY SECTION: the release and git hash BINARY says to -V, as `SECTION.release`

@@ -16,10 +16,16 @@ const HOSTILE: [&str; 5] = ["a b", "'q", "$(touch pwned)", "-n", "*"];
 
 /// Runs `script` with `args` as a host would (its command line given to a shell), in `cwd`.
 fn run(script: Script, args: &[&str], stdin: &[u8], cwd: &Path) -> Output {
+    run_with_path(script, args, stdin, cwd, &std::env::var("PATH").unwrap())
+}
+
+/// [`run`], with `path` as `PATH` (stand-ins for the host's commands first).
+fn run_with_path(script: Script, args: &[&str], stdin: &[u8], cwd: &Path, path: &str) -> Output {
     let mut child = Command::new("bash")
         .arg("-c")
         .arg(script.command(args))
         .current_dir(cwd)
+        .env("PATH", path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -175,7 +181,7 @@ fn unpack_lists_the_tree_and_its_version_and_copy_the_same() {
     let staging = scratch.path().join("deploy/bin.patch-1");
     let reference = scratch.path().join("source/dm-worker/a b.toml");
     let args =
-        [staging.to_str().unwrap(), reference.to_str().unwrap(), "dm-worker/dm-worker", "-xf"];
+        [staging.to_str().unwrap(), reference.to_str().unwrap(), "dm-worker/dm-worker", "-xf", "-"];
 
     let stdout = ok(run(UNPACK, &args, &tar, scratch.path()));
 
@@ -189,7 +195,8 @@ fn unpack_lists_the_tree_and_its_version_and_copy_the_same() {
     assert_eq!(version, "Release Version: v8.5.2\nexit status 0\n");
 
     let copy = scratch.path().join("deploy/bin.patch-2");
-    let args = [staging.to_str().unwrap(), copy.to_str().unwrap(), reference.to_str().unwrap()];
+    let args =
+        [staging.to_str().unwrap(), copy.to_str().unwrap(), reference.to_str().unwrap(), "-"];
     let copied = ok(run(COPY, &args, b"", scratch.path()));
     let listed = |text: &str| -> Vec<String> {
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
@@ -199,6 +206,55 @@ fn unpack_lists_the_tree_and_its_version_and_copy_the_same() {
     let unpacked_listing: String =
         stdout.lines().filter(|l| !l.starts_with("version\t")).map(|l| format!("{l}\n")).collect();
     assert_eq!(listed(&copied), listed(&unpacked_listing));
+}
+
+/// For a roll (`flush`), unpack and copy write every staged file to disk with `sync -d` (so
+/// that the swap, with the service stopped, does not wait for it); offline (`-`) they leave it
+/// to the kernel; and a `sync` that knows no `-d` (coreutils before 8.24) changes nothing else.
+#[test]
+fn a_roll_stages_files_written_to_disk_and_an_old_sync_is_no_matter() {
+    let scratch = tempfile::tempdir().unwrap();
+    let source = scratch.path().join("source");
+    write(&source.join("dm-worker/dm-worker"), "#!/bin/sh\necho 'Release Version: v8.5.2'\n");
+    write(&source.join("dm-worker/conf/a b.toml"), "x");
+    let tar = Command::new("tar").args(["-cf", "-", "-C"]).arg(&source).arg("dm-worker").output();
+    let tar = tar.unwrap().stdout;
+    let reference = source.join("dm-worker/conf/a b.toml");
+    let reference = reference.to_str().unwrap();
+    // A `sync` that notes its arguments, then refuses -d as coreutils 8.22 does.
+    let (fake, calls) = (scratch.path().join("fake"), scratch.path().join("sync-calls"));
+    let refuse = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\necho \"sync: invalid option -- 'd'\" >&2\nexit 1\n",
+        calls.display()
+    );
+    write(&fake.join("sync"), &refuse);
+    fs::set_permissions(fake.join("sync"), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
+    let synced = || fs::read_to_string(&calls).unwrap_or_default();
+
+    for flush in ["flush", "-"] {
+        let staging = scratch.path().join(format!("deploy/bin.patch-{flush}"));
+        let staging = staging.to_str().unwrap();
+        let args = [staging, reference, "dm-worker/dm-worker", "-xf", flush];
+        let before = synced();
+        let stdout = ok(run_with_path(UNPACK, &args, &tar, scratch.path(), &path));
+        assert_eq!(Answer::parse(&stdout).unwrap().lines().filter(|(k, _)| *k == "sha").count(), 2);
+        let copy = scratch.path().join(format!("deploy/bin.copy-{flush}"));
+        let args = [staging, copy.to_str().unwrap(), reference, flush];
+        ok(run_with_path(COPY, &args, b"", scratch.path(), &path));
+        let calls = synced()[before.len()..].to_owned();
+        if flush == "flush" {
+            for tree in [format!("{staging}/tree"), format!("{}/tree", copy.display())] {
+                for file in ["dm-worker/dm-worker", "dm-worker/conf/a b.toml"] {
+                    let named = format!("{tree}/{file}");
+                    assert!(calls.contains(&named), "{named} was not synced: {calls}");
+                }
+            }
+            assert!(calls.lines().all(|line| line.starts_with("-d -- ")), "{calls}");
+        } else {
+            assert_eq!(calls, "", "an offline staging synced");
+        }
+    }
 }
 
 /// TiUP's backup is made once, whole; what a copy cut short left is replaced.
