@@ -4,7 +4,11 @@
 //! exactly the bytes that were checked, whatever happens to the package file meanwhile.
 //!
 //! Keeping it is an optimization, never a condition: when the file cannot be made or written
-//! (no room, no rights), the check goes on and each upload unpacks the package itself.
+//! (no room, no rights), the check goes on and each upload unpacks the package itself. Nor is
+//! it kept when gzip did not shrink the package (a build of random-looking bytes): inflating
+//! that is a copy, as cheap as reading the kept stream back, and writing it would be all cost
+//! (0.08 s more for a 256 MiB package here, where a 128 MiB build of machine code, shrunk 2.6
+//! times, takes 0.08 s less).
 
 use std::fmt;
 use std::fs::File;
@@ -13,6 +17,20 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::thread;
+
+/// Whether the stream inside the gzip file `package` is worth keeping: whether it unpacks to at
+/// least a tenth more than its size, as its last member's trailer says (ISIZE, the member's
+/// unpacked size modulo 2^32: one read of four bytes, before the check reads the rest; a
+/// file that is not gzip at all is refused by the check anyway).
+pub(super) fn worth_keeping(package: &File) -> bool {
+    let Ok(size) = package.metadata().map(|metadata| metadata.len()) else { return false };
+    let mut trailer = [0u8; 4];
+    if size < 18 || package.read_exact_at(&mut trailer, size - 4).is_err() {
+        return false;
+    }
+    let unpacked = u64::from(u32::from_le_bytes(trailer));
+    unpacked.saturating_mul(9) > size.saturating_mul(10)
+}
 
 /// A package's checked tar stream, kept; cheap to clone, each reader reads it from its start.
 #[derive(Clone)]
@@ -175,6 +193,33 @@ mod tests {
         assert_eq!(whole, data, "a reader is not moved by another");
         assert_eq!(head[..], data[..100]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the file has no name");
+    }
+
+    fn gzip_file(data: &[u8], level: u32) -> File {
+        let mut encoder = flate2::write::GzEncoder::new(
+            tempfile::tempfile().unwrap(),
+            flate2::Compression::new(level),
+        );
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn only_a_stream_gzip_shrank_is_worth_keeping() {
+        let text = b"machine code compresses about 2.6 times ".repeat(10_000);
+        assert!(worth_keeping(&gzip_file(&text, 6)));
+        assert!(!worth_keeping(&gzip_file(&text, 0)), "stored: inflating it is a copy");
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        assert!(!worth_keeping(&gzip_file(&noise, 6)), "random bytes do not shrink");
+        assert!(!worth_keeping(&tempfile::tempfile().unwrap()), "an empty file");
     }
 
     #[test]
