@@ -195,31 +195,46 @@ impl Remote {
             .map(drop)
     }
 
-    /// After a patch: what it replaced in `bin/` becomes the rollback point `stamp` with
-    /// `manifest` (and the sha256 of the binary that ran before); only the newest `keep`
-    /// points stay. The instance's staging dirs then go, in the same round trip: it is done
-    /// with them.
+    /// After a patch: what it replaced in `bin/` becomes the rollback point `point.stamp` with
+    /// its manifest (and the sha256 of the binary that ran before); only the newest
+    /// `point.keep` points stay. The instance's staging dirs then go, in the same round trip:
+    /// it is done with them.
     pub async fn keep_point(
         &self,
         planned: &PlannedInstance,
-        stamp: &str,
-        manifest: &str,
-        keep: usize,
+        point: &PointToKeep<'_>,
     ) -> Result<PointKept, SshError> {
-        let layout = planned.instance.layout();
-        let (points, binary, keep) = (layout.rollback_points(), layout.entry(), keep.to_string());
-        let previous = DeployLayout::previous(&planned.staging_dir);
-        let deploy = planned.deploy_dir.as_str();
-        let args = [previous.as_str(), &points, stamp, manifest, &binary, &keep, deploy];
-        let stdout = self.run(&remote::KEEP_POINT.command(args)).await?;
-        let answer = Answer::parse(&stdout).unwrap_or_default();
-        let said = |wanted: &str| answer.lines().find(|(key, _)| *key == wanted).map(|(_, v)| v);
-        let binary_sha256 = said("binary").map(str::to_owned);
-        let dir = format!("{points}/{stamp}");
-        Ok(PointKept {
-            point: said("kept").map(|_| KeptPoint { dir, binary_sha256 }),
-            staging_removed: said("cleaned").is_some(),
-        })
+        let stdout = self.run(&keep_point_command(planned, point)).await?;
+        Ok(point_kept(planned, point, &stdout))
+    }
+
+    /// `--offline`: [`Remote::swap_in`] and, once it succeeded, [`Remote::keep_point`], in one
+    /// round trip (nothing comes between them offline: no stop, no start). The swap's failure
+    /// is the outer error (nothing is kept then); the keeping's, the inner one.
+    pub async fn swap_in_and_keep_point(
+        &self,
+        planned: &PlannedInstance,
+        files: &[PackageFile],
+        remove: &[String],
+        point: &PointToKeep<'_>,
+    ) -> Result<Result<PointKept, SshError>, SshError> {
+        let (swap, keep) =
+            (swap_command(planned, files, remove), keep_point_command(planned, point));
+        let output =
+            self.session.exec(&format!("{swap} && printf 'swapped\\t-\\n' && {keep}")).await?;
+        let swapped = Answer::parse(&output.stdout)
+            .is_ok_and(|answer| answer.lines().any(|(key, _)| key == "swapped"));
+        let failed = |command: String| SshError::CommandFailed {
+            endpoint: self.session.endpoint().to_owned(),
+            command,
+            exit_status: output.exit_status,
+            stderr: output.stderr.trim().to_owned(),
+        };
+        match (output.exit_status, swapped) {
+            (0, _) => Ok(Ok(point_kept(planned, point, &output.stdout))),
+            (_, true) => Ok(Err(failed(keep))),
+            (_, false) => Err(failed(swap)),
+        }
     }
 
     /// Where an earlier run of the package staged for `planned` kept what it replaced: its
@@ -366,6 +381,37 @@ pub async fn pack(
     file: &mut std::fs::File,
 ) -> Result<ExecOutput, SshError> {
     session.exec_to_file(&remote::PACK.command([dir]), file).await
+}
+
+/// A rollback point to keep after a patch (see [`Remote::keep_point`]).
+pub struct PointToKeep<'a> {
+    /// Its name under `bin.rollback/`.
+    pub stamp: &'a str,
+    /// Its `.manifest`: what ran before and after, the package, the run's action.
+    pub manifest: &'a str,
+    /// How many of the newest points stay.
+    pub keep: usize,
+}
+
+fn keep_point_command(planned: &PlannedInstance, point: &PointToKeep<'_>) -> String {
+    let layout = planned.instance.layout();
+    let (points, binary, keep) = (layout.rollback_points(), layout.entry(), point.keep.to_string());
+    let previous = DeployLayout::previous(&planned.staging_dir);
+    let deploy = planned.deploy_dir.as_str();
+    let args = [previous.as_str(), &points, point.stamp, point.manifest, &binary, &keep, deploy];
+    remote::KEEP_POINT.command(args)
+}
+
+/// What `keep_point` answered in `stdout`.
+fn point_kept(planned: &PlannedInstance, point: &PointToKeep<'_>, stdout: &str) -> PointKept {
+    let answer = Answer::parse(stdout).unwrap_or_default();
+    let said = |wanted: &str| answer.lines().find(|(key, _)| *key == wanted).map(|(_, v)| v);
+    let binary_sha256 = said("binary").map(str::to_owned);
+    let dir = format!("{}/{}", planned.instance.layout().rollback_points(), point.stamp);
+    PointKept {
+        point: said("kept").map(|_| KeptPoint { dir, binary_sha256 }),
+        staging_removed: said("cleaned").is_some(),
+    }
 }
 
 /// TiUP's backup of the instance's `bin` and the note of what the run is for, as the first

@@ -12,7 +12,7 @@ use super::events::{Event, Progress};
 use super::job_steps::JobSteps;
 use super::judge::Judging;
 use super::preflight::InstanceFacts;
-use super::remote::{PointKept, Remote, Removal, UnitState};
+use super::remote::{PointKept, PointToKeep, Remote, Removal, UnitState};
 use super::report::Outcome;
 use super::signals::Interrupt;
 use super::stage::Staged;
@@ -114,19 +114,10 @@ impl<'a> Job<'a> {
     }
 }
 
-/// Patches one instance. On `Ok` it runs the new binary (or, offline, has it in place).
+/// Patches one instance in a roll: on `Ok` it runs the new binary. (An offline run swaps with
+/// [`swap_in_and_keep_point`].)
 pub async fn patch_instance(context: &RollContext<'_>, job: &Job<'_>) -> Result<(), Failure> {
     let planned = job.planned;
-    if context.strategy == Strategy::Offline {
-        job.say(context, "swapping the binary");
-        return swap_in(job).await.map_err(|err| {
-            Failure::NeedsAttention(format!(
-                "{err}; what it replaced in bin/ is kept in {} on {}",
-                job.previous_dir(),
-                job.remote.label
-            ))
-        });
-    }
 
     let evicted = match planned.role {
         Role::Master => make_way_for_master(context, job).await?,
@@ -277,16 +268,44 @@ pub async fn keep_rollback_point(
     package_sha256: &str,
     action: crate::plan::Action,
 ) -> Result<PointKept, SshError> {
-    // `action` tells a point a rollback left (what it took back) from one a patch left: a
-    // rollback cut short is finished by finding it.
-    let manifest = format!(
+    let manifest = manifest(job, package_sha256, action);
+    job.remote.keep_point(job.planned, &PointToKeep { stamp, manifest: &manifest, keep }).await
+}
+
+/// `--offline`: the swap (see [`swap_in`]) and, once it succeeded, the rollback point's keeping
+/// (see [`keep_rollback_point`]), in one round trip. A failed swap needs the operator (what it
+/// replaced is in the staging dir); a failed keeping is the inner error: the instance is
+/// patched either way.
+pub async fn swap_in_and_keep_point(
+    job: &Job<'_>,
+    keep: usize,
+    stamp: &str,
+    package_sha256: &str,
+    action: crate::plan::Action,
+) -> Result<Result<PointKept, SshError>, Failure> {
+    let manifest = manifest(job, package_sha256, action);
+    let point = PointToKeep { stamp, manifest: &manifest, keep };
+    job.remote.swap_in_and_keep_point(job.planned, job.files, job.remove, &point).await.map_err(
+        |err| {
+            Failure::NeedsAttention(format!(
+                "{err}; what it replaced in bin/ is kept in {} on {}",
+                job.previous_dir(),
+                job.remote.label
+            ))
+        },
+    )
+}
+
+/// A rollback point's `.manifest`. `action` tells a point a rollback left (what it took back)
+/// from one a patch left: a rollback cut short is finished by finding it.
+fn manifest(job: &Job<'_>, package_sha256: &str, action: crate::plan::Action) -> String {
+    format!(
         "from {}\nto {}\npackage {}\naction {}\n",
         job.installed.version.short(),
         job.staged.version.short(),
         package_sha256,
         action.word(),
-    );
-    job.remote.keep_point(job.planned, stamp, &manifest, keep).await
+    )
 }
 
 /// Keeps what the package replaces in `bin/` (hard links) and moves the verified tree in: each

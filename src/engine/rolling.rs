@@ -26,6 +26,7 @@ use crate::dm::client::WorkerMember;
 use crate::dm::health::wait_until;
 use crate::dm::version::VersionInfo;
 use crate::plan::{Plan, PlannedInstance, Strategy};
+use crate::ssh::SshError;
 use crate::topology::store::{self, ClusterLock, StoreError};
 use crate::topology::{Cluster, Role};
 
@@ -338,17 +339,13 @@ impl<'r> Roll<'r> {
         }
     }
 
-    /// Each instance's swap (then its rollback point), `--concurrency` at a time.
+    /// Each instance's swap and its rollback point (one round trip), `--concurrency` at a time.
     async fn swap_all(&self) -> HashMap<String, (Result<Outcome, Failure>, Option<PointKept>)> {
         futures_util::stream::iter(&self.plan.instances)
             .map(|planned| async move {
-                let result = patch_or_finish(&self.context, &self.job(planned), self.plan).await;
-                let mut kept = None;
-                if let Ok(Outcome::Patched) = result {
-                    kept = self.keep_rollback_point(planned).await;
-                }
+                let swapped = self.swap_and_keep(planned).await;
                 self.hosts.instance_done(planned).await;
-                (planned.id.clone(), (result, kept))
+                (planned.id.clone(), swapped)
             })
             .buffer_unordered(self.settings.concurrency)
             .collect()
@@ -447,17 +444,43 @@ impl<'r> Roll<'r> {
         let (keep, sha) = (self.settings.keep_rollbacks, &self.plan.package.sha256);
         let job = self.job(planned);
         let (stamp, action) = (rollback_stamp(sha), self.plan.action);
-        match roll::keep_rollback_point(&job, keep, &stamp, sha, action).await {
-            Ok(kept) => Some(kept),
-            Err(err) => {
-                self.context.progress.event(Event::Note(&format!(
-                    "{}: patched, but what it replaced could not be kept for `dm-patch \
-                     rollback`: {err}",
-                    planned.id
-                )));
-                None
-            }
+        let kept = roll::keep_rollback_point(&job, keep, &stamp, sha, action).await;
+        self.told_unless_kept(planned, kept)
+    }
+
+    /// `--offline`: an instance on the package already is done if it runs it; any other is
+    /// swapped, and what the swap replaced becomes a rollback point, in one round trip.
+    async fn swap_and_keep(
+        &self,
+        planned: &PlannedInstance,
+    ) -> (Result<Outcome, Failure>, Option<PointKept>) {
+        let job = self.job(planned);
+        if job.installed.on_package(&self.plan.package) {
+            return (roll::finish_earlier_run(&self.context, &job).await, None);
         }
+        job.say(&self.context, "swapping the binary");
+        let (keep, sha) = (self.settings.keep_rollbacks, &self.plan.package.sha256);
+        let (stamp, action) = (rollback_stamp(sha), self.plan.action);
+        match roll::swap_in_and_keep_point(&job, keep, &stamp, sha, action).await {
+            Ok(kept) => (Ok(Outcome::Patched), self.told_unless_kept(planned, kept)),
+            Err(failure) => (Err(failure), None),
+        }
+    }
+
+    /// The rollback point kept, or `None` with a note saying why it was not.
+    fn told_unless_kept(
+        &self,
+        planned: &PlannedInstance,
+        kept: Result<PointKept, SshError>,
+    ) -> Option<PointKept> {
+        kept.inspect_err(|err| {
+            self.context.progress.event(Event::Note(&format!(
+                "{}: patched, but what it replaced could not be kept for `dm-patch rollback`: \
+                 {err}",
+                planned.id
+            )));
+        })
+        .ok()
     }
 }
 

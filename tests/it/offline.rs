@@ -175,6 +175,47 @@ fn a_dm_worker_package_travels_as_plain_tar_unless_gzip_is_asked_for() {
 /// An instance's staging dirs go with the keeping of its rollback point, in one command; when
 /// the point cannot be kept (here `bin.rollback` is a file, not a dir), the instance is patched
 /// all the same, the operator is told, and the run's cleanup removes what that command did not.
+/// An offline swap and its rollback point are one command: a swap that fails there (a directory
+/// where the package has a file) is told apart from a point that is not kept: the instance
+/// needs the operator, with bin/ as it was, no point kept and what is staged left in place;
+/// the other host is patched, with its point.
+#[test]
+fn a_swap_that_fails_before_its_rollback_point_is_not_taken_for_patched() {
+    let (sandbox, deploys) = hosts_with_workers(2, deploy_worker);
+    fs::create_dir_all(deploys[0].join("bin/dm-worker/conf.toml")).unwrap();
+    let packages = Store::new();
+    let binary = version_script("v8.5.2");
+    let package = packages.package(
+        "dm-worker-hotfix.tar.gz",
+        &[
+            Entry::file("dm-worker/dm-worker", 0o755, binary.as_bytes()),
+            Entry::file("dm-worker/conf.toml", 0o644, b"x = 1\n"),
+        ],
+    );
+
+    let run = run_offline_with(&sandbox, &package, &["-c", "1", "-v"]).code(3);
+
+    let report = run.json();
+    let instances = report["instances"].as_array().unwrap();
+    assert_eq!(instances[0]["outcome"], "needs-attention", "{report}");
+    let detail = instances[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("is a directory"), "{detail}");
+    assert!(detail.contains("dm-patch-swap"), "the swap is named: {detail}");
+    assert!(!detail.contains("dm-patch-keep_point"), "{detail}");
+    assert!(detail.contains("what it replaced in bin/ is kept in"), "{detail}");
+    let old = fs::read_to_string(deploys[0].join("bin/dm-worker/dm-worker")).unwrap();
+    assert!(old.contains("v8.5.1"), "{old}");
+    assert!(!deploys[0].join("bin.rollback").exists(), "no point for a swap that failed");
+    assert_eq!(staged_leftovers(&deploys[0]).len(), 1, "kept for the operator");
+    assert_eq!(instances[1]["outcome"], "patched", "{report}");
+    assert!(deploys[1].join("bin.rollback").is_dir());
+    assert_eq!(staged_leftovers(&deploys[1]), Vec::<String>::new());
+    // One command per instance swaps and keeps the point.
+    let both = run.stderr.lines().filter(|line| line.contains("$ dm-patch-swap"));
+    assert!(both.clone().count() == 2, "{}", run.stderr);
+    assert!(both.into_iter().all(|line| line.contains("&& dm-patch-keep_point")), "{}", run.stderr);
+}
+
 #[test]
 fn a_rollback_point_that_cannot_be_kept_still_leaves_no_staging_dir() {
     let (sandbox, deploys) = hosts_with_workers(2, deploy_worker);
