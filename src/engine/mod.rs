@@ -226,6 +226,10 @@ impl Run {
         self.phase(&format!("Uploading the package to {to_stage} host(s)"));
         let (staged, problems) =
             stage::stage_all(&self.plan, hosts, facts, &self.progress, settings.concurrency).await;
+        // Every upload is done: the store's disk gets back what the kept tar stream took.
+        if let Some(kept) = &self.plan.package.kept_tar {
+            kept.release();
+        }
         if !problems.is_empty() {
             stage::cleanup(&self.plan, hosts, settings.concurrency, &[], &[]).await;
             self.stop_before_roll(problems);

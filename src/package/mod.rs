@@ -322,7 +322,7 @@ fn inspect_up_to(
     if file.metadata().map_err(read_error)?.is_dir() {
         return Err(read_error(io::Error::other("it is a directory")));
     }
-    let keep_tar_in = keep_tar_in.filter(|_| spool::worth_keeping(&file));
+    let keep_tar_in = spool::keep_in(&file, keep_tar_in);
     let mut source = HashedFile::new(file);
     let mut magic = [0u8; 2];
     let read = read_fully(&mut source, &mut magic).map_err(read_error)?;

@@ -4,42 +4,76 @@
 //! exactly the bytes that were checked, whatever happens to the package file meanwhile.
 //!
 //! Keeping it is an optimization, never a condition: when the file cannot be made or written
-//! (no room, no rights), the check goes on and each upload unpacks the package itself. Nor is
-//! it kept when gzip did not shrink the package (a build of random-looking bytes): inflating
+//! (no rights, a full disk), the check goes on and each upload unpacks the package itself. Nor
+//! is it kept when gzip did not shrink the package (a build of random-looking bytes): inflating
 //! that is a copy, as cheap as reading the kept stream back, and writing it would be all cost
 //! (0.08 s more for a 256 MiB package here, where a 128 MiB build of machine code, shrunk 2.6
-//! times, takes 0.08 s less).
+//! times, takes 0.08 s less). Nor where it would take more than half the free space: the store
+//! must stay writable (its lock, meta.yaml, the audit record) while it is kept, and it is let go
+//! once the uploads are done ([`KeptTar::release`]).
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 
-/// Whether the stream inside the gzip file `package` is worth keeping: whether it unpacks to at
-/// least a tenth more than its size, as its last member's trailer says (ISIZE, the member's
-/// unpacked size modulo 2^32: one read of four bytes, before the check reads the rest; a
-/// file that is not gzip at all is refused by the check anyway).
-pub(super) fn worth_keeping(package: &File) -> bool {
-    let Ok(size) = package.metadata().map(|metadata| metadata.len()) else { return false };
+/// Where to keep the stream inside the gzip file `package`: `dir`, when the stream is worth
+/// keeping there. It is when it unpacks to at least a tenth more than the file's size, as its
+/// last member's trailer says (ISIZE, the member's unpacked size modulo 2^32: one read of four
+/// bytes, before the check reads the rest; a file that is not gzip at all is refused by the
+/// check anyway), and takes at most half the free space of `dir`'s file system.
+pub(super) fn keep_in<'d>(package: &File, dir: Option<&'d Path>) -> Option<&'d Path> {
+    let dir = dir?;
+    let size = package.metadata().ok()?.len();
     let mut trailer = [0u8; 4];
     if size < 18 || package.read_exact_at(&mut trailer, size - 4).is_err() {
-        return false;
+        return None;
     }
     let unpacked = u64::from(u32::from_le_bytes(trailer));
-    unpacked.saturating_mul(9) > size.saturating_mul(10)
+    let shrunk = unpacked.saturating_mul(9) > size.saturating_mul(10);
+    (shrunk && has_room(dir, unpacked)).then_some(dir)
+}
+
+/// Whether `dir`'s file system has at least twice `bytes` free (for its users, not root's
+/// reserve).
+fn has_room(dir: &Path, bytes: u64) -> bool {
+    match rustix::fs::statvfs(dir) {
+        Ok(fs) => bytes.saturating_mul(2) <= fs.f_bavail.saturating_mul(fs.f_frsize),
+        Err(err) => {
+            tracing::debug!("the package's tar stream is not kept in {}: {err}", dir.display());
+            false
+        }
+    }
 }
 
 /// A package's checked tar stream, kept; cheap to clone, each reader reads it from its start.
 #[derive(Clone)]
-pub struct KeptTar(Arc<File>);
+pub struct KeptTar(Arc<Kept>);
+
+struct Kept {
+    file: File,
+    /// Let go: its space is freed, and no reader reads it any more.
+    released: AtomicBool,
+}
 
 impl KeptTar {
-    /// A reader of the whole stream, independent of any other.
-    pub(super) fn reader(&self) -> impl Read + Send + 'static {
-        KeptTarReader { file: self.0.clone(), offset: 0 }
+    /// A reader of the whole stream, independent of any other; `None` once released.
+    pub(super) fn reader(&self) -> Option<impl Read + Send + 'static> {
+        let released = self.0.released.load(Ordering::Acquire);
+        (!released).then(|| KeptTarReader { kept: self.0.clone(), offset: 0 })
+    }
+
+    /// Frees the stream's disk space now (its uploads are done), though clones of the package
+    /// that holds it live on; a later upload unpacks the package again.
+    pub fn release(&self) {
+        self.0.released.store(true, Ordering::Release);
+        if let Err(err) = self.0.file.set_len(0) {
+            tracing::debug!("letting the kept tar stream go: {err}");
+        }
     }
 }
 
@@ -50,14 +84,14 @@ impl fmt::Debug for KeptTar {
 }
 
 struct KeptTarReader {
-    file: Arc<File>,
+    kept: Arc<Kept>,
     offset: u64,
 }
 
 impl Read for KeptTarReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // Positioned reads: readers of the same file never move each other's offset.
-        let read = self.file.read_at(buf, self.offset)?;
+        let read = self.kept.file.read_at(buf, self.offset)?;
         self.offset += read as u64;
         Ok(read)
     }
@@ -113,7 +147,9 @@ impl<R: Read> Keeping<R> {
         let kept = self.writer.take().and_then(|Writer { chunks, thread }| {
             drop(chunks);
             match thread.join().expect("the writing thread does not panic") {
-                Ok(file) => Some(KeptTar(Arc::new(file))),
+                Ok(file) => {
+                    Some(KeptTar(Arc::new(Kept { file, released: AtomicBool::new(false) })))
+                }
                 Err(err) => {
                     tracing::debug!("the package's tar stream is not kept: {err}");
                     None
@@ -185,7 +221,7 @@ mod tests {
         let (read, kept) = read_through(&data, Some(dir.path()));
         assert_eq!(read, data);
         let kept = kept.expect("a writable directory keeps the stream");
-        let (mut first, mut second) = (kept.reader(), kept.reader());
+        let (mut first, mut second) = (kept.reader().unwrap(), kept.reader().unwrap());
         let mut head = [0; 100];
         first.read_exact(&mut head).unwrap();
         let mut whole = Vec::new();
@@ -193,6 +229,9 @@ mod tests {
         assert_eq!(whole, data, "a reader is not moved by another");
         assert_eq!(head[..], data[..100]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the file has no name");
+        kept.release();
+        assert!(kept.reader().is_none(), "a released stream is read no more");
+        assert_eq!(kept.0.file.metadata().unwrap().len(), 0, "its space is freed");
     }
 
     fn gzip_file(data: &[u8], level: u32) -> File {
@@ -205,9 +244,12 @@ mod tests {
     }
 
     #[test]
-    fn only_a_stream_gzip_shrank_is_worth_keeping() {
+    fn only_a_stream_gzip_shrank_and_with_room_beside_it_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let worth_keeping = |file: &File| keep_in(file, Some(dir.path())).is_some();
         let text = b"machine code compresses about 2.6 times ".repeat(10_000);
         assert!(worth_keeping(&gzip_file(&text, 6)));
+        assert!(keep_in(&gzip_file(&text, 6), None).is_none(), "not asked for");
         assert!(!worth_keeping(&gzip_file(&text, 0)), "stored: inflating it is a copy");
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let noise: Vec<u8> = (0..1 << 20)
@@ -220,6 +262,16 @@ mod tests {
             .collect();
         assert!(!worth_keeping(&gzip_file(&noise, 6)), "random bytes do not shrink");
         assert!(!worth_keeping(&tempfile::tempfile().unwrap()), "an empty file");
+    }
+
+    #[test]
+    fn a_stream_is_kept_only_where_it_takes_at_most_half_the_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = rustix::fs::statvfs(dir.path()).unwrap();
+        let free = fs.f_bavail * fs.f_frsize;
+        assert!(has_room(dir.path(), free / 2));
+        assert!(!has_room(dir.path(), free / 2 + (1 << 20)), "the store must stay writable");
+        assert!(!has_room(Path::new("/nonexistent/dir"), 1));
     }
 
     #[test]

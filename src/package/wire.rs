@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
 use super::gzip::Members;
-use super::{MAX_UNPACKED, Package};
+use super::{KeptTar, MAX_UNPACKED, Package};
 use crate::topology::Role;
 
 /// The form a package's bytes take on their way to a host.
@@ -73,8 +73,8 @@ impl Package {
     pub async fn open_for_wire(&self, wire: Wire) -> io::Result<Box<dyn AsyncRead + Send + Unpin>> {
         Ok(match wire {
             Wire::Gzip => Box::new(tokio::fs::File::open(&self.path).await?),
-            Wire::Tar => Box::new(match &self.kept_tar {
-                Some(kept) => TarStream::start(kept.reader()),
+            Wire::Tar => Box::new(match self.kept_tar.as_ref().and_then(KeptTar::reader) {
+                Some(kept) => TarStream::start(kept),
                 None => TarStream::open(&self.path)?,
             }),
         })
