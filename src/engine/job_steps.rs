@@ -72,12 +72,7 @@ impl<'a> JobSteps<'a> {
 
     /// A step the command did not finish, as the step's own command failing would read.
     fn failed(&self, command: &str, output: ExecOutput) -> StepError {
-        StepError::Ssh(SshError::CommandFailed {
-            endpoint: self.job.remote.label.clone(),
-            command: command.to_owned(),
-            exit_status: output.exit_status,
-            stderr: output.stderr.trim().to_owned(),
-        })
+        StepError::Ssh(output.failure(&self.job.remote.label, command))
     }
 
     fn systemctl(&self, verb: &str) -> String {

@@ -224,16 +224,11 @@ impl Remote {
             self.session.exec(&format!("{swap} && printf 'swapped\\t-\\n' && {keep}")).await?;
         let swapped = Answer::parse(&output.stdout)
             .is_ok_and(|answer| answer.lines().any(|(key, _)| key == "swapped"));
-        let failed = |command: String| SshError::CommandFailed {
-            endpoint: self.session.endpoint().to_owned(),
-            command,
-            exit_status: output.exit_status,
-            stderr: output.stderr.trim().to_owned(),
-        };
+        let endpoint = self.session.endpoint();
         match (output.exit_status, swapped) {
             (0, _) => Ok(Ok(point_kept(planned, point, &output.stdout))),
-            (_, true) => Ok(Err(failed(keep))),
-            (_, false) => Err(failed(swap)),
+            (_, true) => Ok(Err(output.failure(endpoint, &keep))),
+            (_, false) => Err(output.failure(endpoint, &swap)),
         }
     }
 

@@ -58,12 +58,7 @@ impl HostSession {
     pub async fn converse(&self, command: &str) -> Result<Conversation<'_>, SshError> {
         let failed =
             |action: &'static str, reason: String| self.channel_error(command, action, reason);
-        let slot = self
-            .inner
-            .command_slots
-            .acquire()
-            .await
-            .map_err(|err| failed("waiting for a free channel for", err.to_string()))?;
+        let slot = self.command_slot(command).await?;
         let line = self.inner.privilege.wrap(command);
         let talk = match &self.inner.link {
             Link::Builtin(redial) => {

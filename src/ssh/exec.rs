@@ -46,6 +46,19 @@ pub struct ExecOutput {
     pub exit_status: u32,
 }
 
+impl ExecOutput {
+    /// `command` on `endpoint` failing with this output (its exit status and stderr): how a
+    /// command that must succeed reads when it did not.
+    pub fn failure(&self, endpoint: &str, command: &str) -> SshError {
+        SshError::CommandFailed {
+            endpoint: endpoint.to_owned(),
+            command: command.to_owned(),
+            exit_status: self.exit_status,
+            stderr: self.stderr.trim().to_owned(),
+        }
+    }
+}
+
 /// What a command reads on stdin, and who is told how much of it was sent.
 pub(super) struct Input<'a> {
     pub(super) data: &'a mut (dyn AsyncRead + Unpin + Send),
@@ -124,12 +137,7 @@ impl HostSession {
     pub async fn run(&self, command: &str) -> Result<String, SshError> {
         let output = self.exec(command).await?;
         if output.exit_status != 0 {
-            return Err(SshError::CommandFailed {
-                endpoint: self.inner.endpoint.clone(),
-                command: command.to_owned(),
-                exit_status: output.exit_status,
-                stderr: output.stderr.trim().to_owned(),
-            });
+            return Err(output.failure(&self.inner.endpoint, command));
         }
         Ok(output.stdout)
     }
@@ -143,14 +151,7 @@ impl HostSession {
         input: Option<Input<'_>>,
         sink: Option<&mut std::fs::File>,
     ) -> Result<ExecOutput, SshError> {
-        let channel_failed =
-            |action: &'static str, reason: String| self.channel_error(command, action, reason);
-        let _slot = self
-            .inner
-            .command_slots
-            .acquire()
-            .await
-            .map_err(|err| channel_failed("waiting for a free channel for", err.to_string()))?;
+        let _slot = self.command_slot(command).await?;
         let endpoint = &self.inner.endpoint;
         match &self.inner.link {
             Link::Builtin(redial) => self.exec_on_channel(redial, command, line, input, sink).await,
@@ -163,6 +164,17 @@ impl HostSession {
                 child::run(endpoint, command, local::command(line), input, sink, via).await
             }
         }
+    }
+
+    /// One of the command channels the session may have open at once (see
+    /// [`super::session::Inner::command_slots`]), for `command`: waits for one to be free.
+    pub(super) async fn command_slot(
+        &self,
+        command: &str,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, SshError> {
+        self.inner.command_slots.acquire().await.map_err(|err| {
+            self.channel_error(command, "waiting for a free channel for", err.to_string())
+        })
     }
 
     /// A channel step (`action`, leading to the command: `opening a channel for`) that failed
